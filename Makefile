@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make check`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo check lint typecheck test sanitize bench clean
+
+install: $(INSTALLED)
+
+# The virtualenv is rebuilt when the packaging or the C sources change.
+$(INSTALLED): pyproject.toml setup.py csrc/build_native.py csrc/transform.c csrc/transform.h
+	@$(PYTHON) -c 'import sys; sys.exit("pipeline needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/python run_pipeline.py
+
+check: lint typecheck test
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/pytest
+
+sanitize:
+	bash csrc/sanitize.sh
+
+bench: install
+	$(BIN)/python benchmarks/bench_chain.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info src/pipeline/_native.* .mypy_cache .ruff_cache .pytest_cache .hypothesis

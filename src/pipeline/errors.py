@@ -1,0 +1,66 @@
+"""The exceptions `pipeline` raises, in one place.
+
+Every error the package defines derives from `PipelineError`, except `ShutDown`,
+which is the standard library's `queue.ShutDown` on Python 3.13+ so that code
+written for `queue.Queue` catches it unchanged; on older Pythons it is a plain
+`Exception` subclass of the same name and meaning.
+"""
+
+from __future__ import annotations
+
+import queue
+import reprlib
+
+__all__ = ["PipelineError", "ShutDown", "StageError"]
+
+
+class PipelineError(Exception):
+    """Base class of the errors raised by `pipeline`."""
+
+
+if hasattr(queue, "ShutDown"):  # Python 3.13+
+    ShutDown = queue.ShutDown
+else:
+
+    class ShutDown(Exception):  # type: ignore[no-redef]
+        """Raised by put on a shut-down queue, and by get once it is also drained."""
+
+
+_NO_ITEM = object()
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = 60
+_short_repr.maxother = 60
+
+
+class StageError(PipelineError):
+    """Raised to the caller when a stage (or the source) fails; the original is `__cause__`.
+
+    Attributes:
+        stage: the name of the stage that failed ("source" for the input iterable).
+        item: the item being processed when it failed, if one is known.
+        has_item: whether `item` is meaningful (setup, teardown and source failures,
+            and failures inside a user-written `process_batch`, have no single item).
+        phase: what the stage was doing: "process", "setup", "teardown" or "source".
+    """
+
+    def __init__(self, stage: str, phase: str, item: object = _NO_ITEM, detail: str = "") -> None:
+        self.stage = stage
+        self.phase = phase
+        self.detail = detail
+        self.has_item = item is not _NO_ITEM
+        self.item = item if self.has_item else None
+        if self.has_item:
+            where = f"on item {_short_repr.repr(item)}"
+        elif phase == "process":
+            where = "in process_batch()"
+        elif phase == "source":
+            where = "while reading the source iterable"
+        else:
+            where = f"in {phase}()"
+        message = f"stage {stage!r} failed {where}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        item = self.item if self.has_item else _NO_ITEM
+        return (type(self), (self.stage, self.phase, item, self.detail))

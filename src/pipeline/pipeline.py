@@ -1,0 +1,281 @@
+"""Pipeline: wire stages together with bounded queues, run them, and surface failures.
+
+A run has one feeder thread that reads the source, `workers` threads per stage, and
+the caller's thread, which takes results from the last queue. Every link is a bounded
+`SafeQueue`, so the items in flight never exceed the queue sizes plus what the
+workers hold, however long the input.
+
+The first failure anywhere (a stage, its setup or teardown, or the source) is
+recorded and stops the run: every queue is shut down immediately, which wakes every
+blocked thread, and the caller receives the `StageError` once all threads have been
+joined. The same happens, without an error, when the caller stops early.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from pipeline.errors import PipelineError, ShutDown, StageError
+from pipeline.safequeue import SafeQueue
+from pipeline.stage import PipelineStage, StageChain
+from pipeline.worker import END_OF_STREAM, StageRun, describe, next_batch_size, put_all
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "PipelineClosed"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+DEFAULT_QUEUE_SIZE = 4096
+DEFAULT_BATCH_SIZE = 1024
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineClosed(PipelineError):
+    """Raised to a consumer whose run was stopped by `Pipeline.close()` before its input ended."""
+
+
+class Pipeline(Generic[In, Out]):
+    """A chain of stages run by threads and joined by bounded queues.
+
+    Args:
+        stages: a stage, a chain made with `>>`, or a sequence of stages.
+        queue_size: the most items each link between stages holds (backpressure).
+        batch_size: the most items a thread moves in one handoff.
+        ordered: deliver outputs in input order (the default), or as they complete.
+
+    Raises:
+        TypeError, ValueError: an argument is of the wrong type or out of range.
+    """
+
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: PipelineStage[In, Out] | StageChain[In, Out],
+        *,
+        queue_size: int = ...,
+        batch_size: int = ...,
+        ordered: bool = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        stages: Sequence[PipelineStage[Any, Any]],
+        *,
+        queue_size: int = ...,
+        batch_size: int = ...,
+        ordered: bool = ...,
+    ) -> None: ...
+    def __init__(
+        self,
+        stages: PipelineStage[Any, Any] | StageChain[Any, Any] | Sequence[PipelineStage[Any, Any]],
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        ordered: bool = True,
+    ) -> None:
+        if isinstance(stages, PipelineStage):
+            chain = StageChain(stages)
+        elif isinstance(stages, StageChain):
+            chain = stages
+        elif isinstance(stages, Sequence) and not isinstance(stages, str) and stages:
+            chain = StageChain(*stages)
+        else:
+            raise TypeError(
+                "stages must be a PipelineStage, a chain made with >>, or a non-empty "
+                f"sequence of stages, got {stages!r}"
+            )
+        self.stages: tuple[PipelineStage[Any, Any], ...] = chain.stages
+        self.queue_size = _positive_int("queue_size", queue_size)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.ordered = bool(ordered)
+        # Guards _active: the run in progress, if any (one at a time per Pipeline).
+        self._lock = threading.Lock()
+        self._active: _Run | None = None
+
+    def run(self, source: Iterable[In]) -> list[Out]:
+        """Run every item of `source` through the stages and return the outputs as a list.
+
+        Blocks until the run ends.
+
+        Raises:
+            StageError: a stage or the source failed; the original exception is chained.
+            PipelineError: the pipeline is already running.
+        """
+        outputs: list[Out] = []
+        for batch in self._batches(iter(source)):
+            outputs.extend(batch)
+        return outputs
+
+    def stream(self, source: Iterable[In]) -> Iterator[Out]:
+        """Return an iterator over the outputs, produced while the run goes on.
+
+        The run starts at the first `next()`. Stopping early (`break`, or closing the
+        iterator) stops every thread and joins them; so does `close()` on the pipeline
+        or leaving its `with` block, which is the way to stop an iterator you keep.
+
+        Raises (from the iterator):
+            StageError: a stage or the source failed; the original exception is chained.
+            PipelineClosed: `close()` stopped the run before the input ended.
+        """
+        return self._items(self._batches(iter(source)))
+
+    def close(self) -> None:
+        """Stop the run in progress, if any, and join its threads; closing twice is harmless."""
+        with self._lock:
+            run = self._active
+        if run is not None:
+            run.stop()
+            run.join()
+
+    def __enter__(self) -> Pipeline[In, Out]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        chain = " >> ".join(stage.name for stage in self.stages)
+        return f"Pipeline({chain}, queue_size={self.queue_size}, batch_size={self.batch_size})"
+
+    @staticmethod
+    def _items(batches: Iterator[list[Out]]) -> Iterator[Out]:
+        for batch in batches:
+            yield from batch
+
+    def _batches(self, source: Iterator[Any]) -> Iterator[list[Out]]:
+        run = _Run(self, source)
+        with self._lock:
+            if self._active is not None:
+                raise PipelineError("this pipeline is already running; wait for the run to end")
+            self._active = run
+        completed = False
+        try:
+            run.start()
+            while not completed:
+                try:
+                    batch = run.results.get_many(self.batch_size)
+                except ShutDown:
+                    break
+                completed = batch[-1] is END_OF_STREAM
+                if completed:
+                    batch.pop()
+                if batch:
+                    yield batch
+        except GeneratorExit:
+            self._finish(run)
+            if run.failure is not None:
+                raise run.failure from run.failure.__cause__
+            raise
+        except BaseException:
+            self._finish(run)
+            raise
+        self._finish(run)
+        if run.failure is not None:
+            raise run.failure from run.failure.__cause__
+        if not completed:
+            raise PipelineClosed("the pipeline was closed before its input ended")
+
+    def _finish(self, run: _Run) -> None:
+        run.stop()
+        run.join()
+        with self._lock:
+            if self._active is run:
+                self._active = None
+
+
+class _Run:
+    """One run of a pipeline: its queues, its threads, and its first failure."""
+
+    def __init__(self, pipeline: Pipeline[Any, Any], source: Iterator[Any]) -> None:
+        self.source = source
+        self.max_batch = pipeline.batch_size
+        self.queues = [SafeQueue[Any](pipeline.queue_size) for _ in range(len(pipeline.stages) + 1)]
+        self.results = self.queues[-1]
+        self.stage_runs = [
+            StageRun(
+                stage,
+                self.queues[index],
+                self.queues[index + 1],
+                max_batch=pipeline.batch_size,
+                ordered=pipeline.ordered,
+                on_failure=self.fail,
+            )
+            for index, stage in enumerate(pipeline.stages)
+        ]
+        self.threads = [threading.Thread(target=self._feed, name="pipeline-source")]
+        for stage_run in self.stage_runs:
+            for worker in range(stage_run.stage.workers):
+                name = f"pipeline-{stage_run.stage.name}-{worker}"
+                self.threads.append(
+                    threading.Thread(target=stage_run.work, args=(worker,), name=name)
+                )
+        # Guards failure: the first error recorded; later ones are consequences of the stop.
+        self._lock = threading.Lock()
+        self.failure: StageError | None = None
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def fail(self, error: BaseException) -> None:
+        """Record `error` if it is the first, and stop the run; called from any thread."""
+        with self._lock:
+            first = self.failure is None
+            if first and isinstance(error, StageError):
+                self.failure = error
+        if first:
+            logger.debug("pipeline stopping after a failure: %s", error)
+        self.stop()
+
+    def stop(self) -> None:
+        """Shut every queue down immediately and wake every waiting worker; idempotent."""
+        for queue in self.queues:
+            queue.shutdown(immediate=True)
+        for stage_run in self.stage_runs:
+            stage_run.stop()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            if thread.ident is not None:
+                thread.join()
+
+    def _feed(self) -> None:
+        """Read the source in chunks into the first queue; the feeder thread's target."""
+        inbox = self.queues[0]
+        size = 1
+        try:
+            while True:
+                started = time.perf_counter()
+                chunk = list(islice(self.source, size))
+                elapsed = time.perf_counter() - started
+                if not chunk:
+                    break
+                put_all(inbox, chunk)
+                size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
+            inbox.put(END_OF_STREAM)
+        except ShutDown:
+            return
+        except BaseException as exc:
+            error = StageError("source", "source", detail=describe(exc))
+            error.__cause__ = exc
+            self.fail(error)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

@@ -1,0 +1,294 @@
+"""A bounded, thread-safe FIFO queue built from one lock and three conditions.
+
+`SafeQueue` behaves like the standard library's `queue.Queue` (it raises the same
+`queue.Full` and `queue.Empty`, and has Python 3.13's `shutdown()` on every supported
+Python) and adds what a pipeline needs: moving a whole list of items in one lock
+round-trip, and a statistics snapshot that shows where producers and consumers waited.
+
+Items are stored as a deque of chunks (the lists handed to `put_many`), so a batch goes
+in and comes out without touching each item in Python code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from queue import Empty, Full
+from typing import Generic, TypeVar
+
+from pipeline.errors import ShutDown
+
+__all__ = ["Empty", "Full", "QueueStatistics", "SafeQueue", "ShutDown"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """A snapshot of a queue's depth and of the time spent waiting on it."""
+
+    depth: int
+    maxsize: int
+    high_water_mark: int
+    put_blocked_seconds: float
+    get_waited_seconds: float
+
+
+class SafeQueue(Generic[T]):
+    """Create a FIFO queue holding at most `maxsize` items (0 means unbounded, as in `queue.Queue`).
+
+    Raises:
+        TypeError: `maxsize` is not an int.
+        ValueError: `maxsize` is negative.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0 (0 means unbounded), got {maxsize}")
+        self.maxsize = maxsize
+        # Everything below is guarded by `mutex`. The conditions share it:
+        # not_empty is notified when items are added or on shutdown; getters wait on it.
+        # not_full is notified when items are removed or on shutdown; putters wait on it.
+        # all_tasks_done is notified when unfinished_tasks drops to zero; join() waits on it.
+        # Invariant: _size == sum(len(chunk) for chunk in _chunks) - _head.
+        self.mutex = threading.Lock()
+        self.not_empty = threading.Condition(self.mutex)
+        self.not_full = threading.Condition(self.mutex)
+        self.all_tasks_done = threading.Condition(self.mutex)
+        self.unfinished_tasks = 0
+        self.is_shutdown = False
+        self._chunks: deque[list[T]] = deque()
+        self._head = 0
+        self._size = 0
+        self._high_water_mark = 0
+        self._put_blocked_seconds = 0.0
+        self._get_waited_seconds = 0.0
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Put `item` at the tail, blocking while the queue is full.
+
+        With `block` false, or once `timeout` seconds have passed, raise `queue.Full`
+        instead of waiting.
+
+        Raises:
+            queue.Full: no room in time.
+            ShutDown: the queue has been shut down.
+        """
+        self._put_chunk([item], block, timeout)
+
+    def put_nowait(self, item: T) -> None:
+        """Put `item` if there is room now, else raise `queue.Full`."""
+        self._put_chunk([item], False, None)
+
+    def put_many(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Put all of `items` in order, in one lock round-trip: the whole batch or nothing.
+
+        Blocks until there is room for the whole batch, as `put` does for one item.
+
+        Raises:
+            ValueError: the batch is larger than `maxsize`, so it could never fit.
+            queue.Full: no room for the whole batch in time.
+            ShutDown: the queue has been shut down.
+        """
+        chunk = list(items)
+        if 0 < self.maxsize < len(chunk):
+            raise ValueError(
+                f"put_many got {len(chunk)} items, more than maxsize={self.maxsize} could ever hold"
+            )
+        if chunk:
+            self._put_chunk(chunk, block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Remove and return the item at the head, blocking while the queue is empty.
+
+        Raises:
+            queue.Empty: nothing arrived in time (or `block` is false and the queue is empty).
+            ShutDown: the queue is shut down and drained.
+        """
+        with self.not_empty:
+            self._wait_for_items(block, timeout)
+            chunk = self._chunks[0]
+            item = chunk[self._head]
+            self._head += 1
+            if self._head == len(chunk):
+                self._chunks.popleft()
+                self._head = 0
+            self._size -= 1
+            self.not_full.notify()
+            return item
+
+    def get_nowait(self) -> T:
+        """Remove and return an item if one is there now, else raise `queue.Empty`."""
+        return self.get(False)
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
+        """Remove and return between 1 and `max_items` items from the head, in one lock round-trip.
+
+        Blocks until at least one item is there, as `get` does.
+
+        Raises:
+            ValueError: `max_items` is less than 1.
+            queue.Empty: nothing arrived in time.
+            ShutDown: the queue is shut down and drained.
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        with self.not_empty:
+            self._wait_for_items(block, timeout)
+            items = self._take(max_items)
+            # Putters wait for different amounts of room, so wake them all to re-check.
+            self.not_full.notify_all()
+            return items
+
+    def task_done(self) -> None:
+        """Mark one item taken from the queue as fully processed, releasing `join()` at zero.
+
+        Raises:
+            ValueError: called more times than there were items put.
+        """
+        with self.all_tasks_done:
+            unfinished = self.unfinished_tasks - 1
+            if unfinished < 0:
+                raise ValueError("task_done() called too many times")
+            if unfinished == 0:
+                self.all_tasks_done.notify_all()
+            self.unfinished_tasks = unfinished
+
+    def join(self) -> None:
+        """Block until every item put has been marked done with `task_done()`."""
+        with self.all_tasks_done:
+            while self.unfinished_tasks:
+                self.all_tasks_done.wait()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shut the queue down: later puts raise `ShutDown`, and gets do once it is drained.
+
+        With `immediate`, discard the items still queued (counting them as done, so
+        `join()` returns once the items already taken are done too) and wake every blocked
+        caller now. Calling it again is harmless.
+        """
+        with self.mutex:
+            self.is_shutdown = True
+            if immediate:
+                discarded = self._size
+                self._chunks.clear()
+                self._head = 0
+                self._size = 0
+                self.unfinished_tasks = max(0, self.unfinished_tasks - discarded)
+                self.all_tasks_done.notify_all()
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
+
+    def qsize(self) -> int:
+        """Return the number of items queued now (a snapshot: it may change at once)."""
+        with self.mutex:
+            return self._size
+
+    def empty(self) -> bool:
+        """Return whether the queue is empty now (a snapshot: it may change at once)."""
+        with self.mutex:
+            return self._size == 0
+
+    def full(self) -> bool:
+        """Return whether the queue is full now (a snapshot: it may change at once)."""
+        with self.mutex:
+            return 0 < self.maxsize <= self._size
+
+    def statistics(self) -> QueueStatistics:
+        """Return a snapshot of the depth, high-water mark and time spent blocked."""
+        with self.mutex:
+            return QueueStatistics(
+                depth=self._size,
+                maxsize=self.maxsize,
+                high_water_mark=self._high_water_mark,
+                put_blocked_seconds=self._put_blocked_seconds,
+                get_waited_seconds=self._get_waited_seconds,
+            )
+
+    def _put_chunk(self, chunk: list[T], block: bool, timeout: float | None) -> None:
+        with self.not_full:
+            if self.is_shutdown:
+                raise ShutDown
+            if 0 < self.maxsize < self._size + len(chunk):
+                if not block:
+                    raise Full
+                started = time.monotonic()
+                try:
+                    deadline = _deadline(started, timeout)
+                    while self.maxsize < self._size + len(chunk):
+                        _wait(self.not_full, deadline, Full)
+                        if self.is_shutdown:
+                            raise ShutDown
+                finally:
+                    self._put_blocked_seconds += time.monotonic() - started
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            self.unfinished_tasks += len(chunk)
+            self._high_water_mark = max(self._high_water_mark, self._size)
+            self.not_empty.notify(len(chunk))
+
+    def _wait_for_items(self, block: bool, timeout: float | None) -> None:
+        """Return once an item is queued; called with the mutex held."""
+        if self._size:
+            return
+        if self.is_shutdown:
+            raise ShutDown
+        if not block:
+            raise Empty
+        started = time.monotonic()
+        try:
+            deadline = _deadline(started, timeout)
+            while not self._size:
+                _wait(self.not_empty, deadline, Empty)
+                if self.is_shutdown and not self._size:
+                    raise ShutDown
+        finally:
+            self._get_waited_seconds += time.monotonic() - started
+
+    def _take(self, max_items: int) -> list[T]:
+        """Remove up to `max_items` from the head; whole chunks are handed over without copying."""
+        taken: list[T] = []
+        while max_items > 0 and self._chunks:
+            chunk = self._chunks[0]
+            stop = min(len(chunk), self._head + max_items)
+            part = chunk if self._head == 0 and stop == len(chunk) else chunk[self._head : stop]
+            if stop == len(chunk):
+                self._chunks.popleft()
+                self._head = 0
+            else:
+                self._head = stop
+            if taken:
+                taken.extend(part)
+            else:
+                taken = part
+            max_items -= len(part)
+        self._size -= len(taken)
+        return taken
+
+
+def _deadline(started: float, timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return started + timeout
+
+
+def _wait(
+    condition: threading.Condition, deadline: float | None, timed_out: type[Exception]
+) -> None:
+    """Wait once on `condition` (the caller loops), raising `timed_out` past the deadline."""
+    if deadline is None:
+        condition.wait()
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise timed_out
+    condition.wait(remaining)

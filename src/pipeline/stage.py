@@ -1,0 +1,210 @@
+"""Stages: the units of work a pipeline chains together.
+
+A user subclasses one of three classes and fills in one per-item hook:
+- `PipelineStage.process(item) -> output` maps each item to one output;
+- `FilteringStage.keep(item) -> bool` keeps or drops each item;
+- `FlatMapStage.expand(item) -> iterable` turns each item into zero or more outputs.
+
+The framework calls `process_batch(items)` on a list of items at a time, because
+handing items between threads one by one costs far more than the work in a simple
+stage; the default `process_batch` of each class applies the per-item hook in a C loop
+(`map`, `filter`). A vectorised stage overrides `process_batch` itself.
+
+The worker loop that calls these hooks lives in `pipeline.worker`; `map_items`,
+`filter_items` and `flat_map_items` are the C loops, shared with the function stages.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
+from operator import length_hint
+from typing import Any, Generic, TypeVar, overload
+
+__all__ = ["FilteringStage", "FlatMapStage", "PipelineStage", "StageChain"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+Next = TypeVar("Next")
+T = TypeVar("T")
+
+
+class ItemFailed(Exception):
+    """Carries the failing item from a default `process_batch` to the worker loop.
+
+    The worker loop turns it into a `StageError` naming the stage and the item, chained
+    to the original exception (this exception's `__cause__`).
+    """
+
+    def __init__(self, item: object) -> None:
+        super().__init__(item)
+        self.item = item
+
+
+class PipelineStage(ABC, Generic[In, Out]):
+    """A unit of work run by `workers` threads; subclass it and override `process`.
+
+    Args:
+        name: shown in logs and errors; defaults to the class name.
+        workers: how many threads run this stage (each calls `setup` once, then
+            processes batches, then calls `teardown` once).
+
+    Raises:
+        TypeError: the subclass overrides neither `process` nor `process_batch`, or an
+            argument has the wrong type.
+        ValueError: `workers` is less than 1 or `name` is empty.
+    """
+
+    def __init__(self, name: str | None = None, *, workers: int = 1) -> None:
+        cls = type(self)
+        if (
+            cls.process is PipelineStage.process
+            and cls.process_batch is PipelineStage.process_batch
+        ):
+            raise TypeError(f"{cls.__name__} must override process() or process_batch()")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        if name == "":
+            raise ValueError("name must not be empty")
+        if not isinstance(workers, int) or isinstance(workers, bool):
+            raise TypeError(f"workers must be an int, got {type(workers).__name__}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.name = name or cls.__name__
+        self.workers = workers
+        self.local = threading.local()
+        """Per-worker storage: attributes set here in `setup` are seen only by that worker."""
+
+    def setup(self) -> None:
+        """Prepare one worker (open a connection, allocate a buffer); runs in that worker's thread.
+
+        Keep per-worker resources on `self.local`, which each worker thread sees separately.
+        """
+
+    def teardown(self) -> None:
+        """Release what `setup` acquired; runs once in each worker's thread, even after failures."""
+
+    def process(self, item: In) -> Out:
+        """Map one item to one output; runs in a worker thread."""
+        raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")
+
+    def process_batch(self, items: list[In]) -> list[Out]:
+        """Map a batch of items to their outputs; runs in a worker thread.
+
+        The default applies `process` to each item. Override it for a vectorised stage;
+        it may return fewer or more outputs than inputs.
+        """
+        return map_items(self.process, items)
+
+    def __rshift__(
+        self, other: PipelineStage[Out, Next] | StageChain[Out, Next]
+    ) -> StageChain[In, Next]:
+        """Chain this stage before `other`: `a >> b >> c`."""
+        return StageChain(self) >> other
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} workers={self.workers}>"
+
+
+class FilteringStage(PipelineStage[T, T]):
+    """A stage that passes on the items for which `keep(item)` is true."""
+
+    @abstractmethod
+    def keep(self, item: T) -> bool:
+        """Return whether to pass `item` on; runs in a worker thread."""
+
+    def process_batch(self, items: list[T]) -> list[T]:
+        return filter_items(self.keep, items)
+
+
+class FlatMapStage(PipelineStage[In, Out]):
+    """A stage that turns each item into zero or more outputs with `expand(item)`."""
+
+    @abstractmethod
+    def expand(self, item: In) -> Iterable[Out]:
+        """Return the outputs for `item` (a list, a generator...); runs in a worker thread."""
+
+    def process_batch(self, items: list[In]) -> list[Out]:
+        return flat_map_items(self.expand, items)
+
+
+class StageChain(Generic[In, Out]):
+    """An ordered sequence of stages whose item types line up; made with `>>`."""
+
+    @overload
+    def __init__(self: StageChain[In, Out], first: PipelineStage[In, Out]) -> None: ...
+    @overload
+    def __init__(
+        self: StageChain[Any, Any], first: PipelineStage[Any, Any], *rest: PipelineStage[Any, Any]
+    ) -> None: ...
+    def __init__(self, first: PipelineStage[Any, Any], *rest: PipelineStage[Any, Any]) -> None:
+        self.stages: tuple[PipelineStage[Any, Any], ...] = (first, *rest)
+        for stage in self.stages:
+            _check_stage(stage)
+
+    def __rshift__(
+        self, other: PipelineStage[Out, Next] | StageChain[Out, Next]
+    ) -> StageChain[In, Next]:
+        """Append `other` (a stage or a chain) to this chain, returning a new chain."""
+        if isinstance(other, StageChain):
+            return StageChain(*self.stages, *other.stages)
+        if isinstance(other, PipelineStage):
+            return StageChain(*self.stages, other)
+        return NotImplemented
+
+    def __iter__(self) -> Iterator[PipelineStage[Any, Any]]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __repr__(self) -> str:
+        return " >> ".join(stage.name for stage in self.stages)
+
+
+def _check_stage(stage: object) -> None:
+    if not isinstance(stage, PipelineStage):
+        raise TypeError(f"expected a PipelineStage, got {type(stage).__name__}")
+    if not hasattr(stage, "workers"):
+        raise TypeError(
+            f"{type(stage).__name__}.__init__ did not call PipelineStage.__init__(); "
+            "add super().__init__() to it"
+        )
+
+
+def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:
+    """Return `[function(item) for item in items]`; a failure raises `ItemFailed`."""
+    pending = iter(items)
+    try:
+        return list(map(function, pending))
+    except Exception as exc:
+        raise ItemFailed(_failed_item(items, pending)) from exc
+
+
+def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
+    """Return the items for which `predicate` is true; a failure raises `ItemFailed`."""
+    pending = iter(items)
+    try:
+        return list(filter(predicate, pending))
+    except Exception as exc:
+        raise ItemFailed(_failed_item(items, pending)) from exc
+
+
+def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> list[Out]:
+    """Return the items of each `function(item)`, in order; a failure raises `ItemFailed`."""
+    pending = iter(items)
+    try:
+        return list(chain.from_iterable(map(function, pending)))
+    except Exception as exc:
+        raise ItemFailed(_failed_item(items, pending)) from exc
+
+
+def _failed_item(items: list[Any], pending: Iterator[Any]) -> object:
+    """Return the item a map/filter over `pending` (an iterator over `items`) failed on.
+
+    The iterator has just yielded the failing item, so the items left in it tell which
+    one that was, without any per-item bookkeeping on the fast path.
+    """
+    return items[len(items) - length_hint(pending) - 1]

@@ -1,0 +1,148 @@
+"""Ready-made stages: the classic demo trio, and stages built from plain functions.
+
+The classic stages override `process_batch` with a list comprehension, the fastest
+batch loop Python has; their `process` shows the same work one item at a time. With
+debug logging on, they log what happened to every item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from pipeline.stage import (
+    FilteringStage,
+    FlatMapStage,
+    PipelineStage,
+    filter_items,
+    flat_map_items,
+    map_items,
+)
+
+__all__ = [
+    "AddStage",
+    "FilterStage",
+    "FlatMapFunctionStage",
+    "FunctionStage",
+    "MultiplyStage",
+    "PredicateStage",
+]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+
+class MultiplyStage(PipelineStage[int, int]):
+    """The classic first stage: multiply each item by `factor` (2)."""
+
+    def __init__(self, factor: int = 2, *, name: str | None = None, workers: int = 1) -> None:
+        super().__init__(name, workers=workers)
+        self.factor = factor
+
+    def process(self, item: int) -> int:
+        return item * self.factor
+
+    def process_batch(self, items: list[int]) -> list[int]:
+        factor = self.factor
+        outputs = [item * factor for item in items]
+        _log_pairs(self.name, items, outputs)
+        return outputs
+
+
+class AddStage(PipelineStage[int, int]):
+    """The classic second stage: add `amount` (10) to each item."""
+
+    def __init__(self, amount: int = 10, *, name: str | None = None, workers: int = 1) -> None:
+        super().__init__(name, workers=workers)
+        self.amount = amount
+
+    def process(self, item: int) -> int:
+        return item + self.amount
+
+    def process_batch(self, items: list[int]) -> list[int]:
+        amount = self.amount
+        outputs = [item + amount for item in items]
+        _log_pairs(self.name, items, outputs)
+        return outputs
+
+
+class FilterStage(FilteringStage[int]):
+    """The classic third stage: keep the even items."""
+
+    def keep(self, item: int) -> bool:
+        return item % 2 == 0
+
+    def process_batch(self, items: list[int]) -> list[int]:
+        if logger.isEnabledFor(logging.DEBUG):
+            for item in items:
+                logger.debug("%s: %r %s", self.name, item, "kept" if item % 2 == 0 else "dropped")
+        return [item for item in items if item % 2 == 0]
+
+
+class FunctionStage(PipelineStage[In, Out]):
+    """A stage that maps each item through `function`; named after the function."""
+
+    def __init__(
+        self, function: Callable[[In], Out], *, name: str | None = None, workers: int = 1
+    ) -> None:
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        super().__init__(name or _name_of(function), workers=workers)
+        self.function = function
+
+    def process(self, item: In) -> Out:
+        return self.function(item)
+
+    def process_batch(self, items: list[In]) -> list[Out]:
+        return map_items(self.function, items)
+
+
+class PredicateStage(FilteringStage[T]):
+    """A stage that keeps the items for which `predicate(item)` is true."""
+
+    def __init__(
+        self, predicate: Callable[[T], bool], *, name: str | None = None, workers: int = 1
+    ) -> None:
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
+        super().__init__(name or _name_of(predicate), workers=workers)
+        self.predicate = predicate
+
+    def keep(self, item: T) -> bool:
+        return self.predicate(item)
+
+    def process_batch(self, items: list[T]) -> list[T]:
+        return filter_items(self.predicate, items)
+
+
+class FlatMapFunctionStage(FlatMapStage[In, Out]):
+    """A stage that replaces each item with the items of `function(item)`."""
+
+    def __init__(
+        self, function: Callable[[In], Iterable[Out]], *, name: str | None = None, workers: int = 1
+    ) -> None:
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        super().__init__(name or _name_of(function), workers=workers)
+        self.function = function
+
+    def expand(self, item: In) -> Iterable[Out]:
+        return self.function(item)
+
+    def process_batch(self, items: list[In]) -> list[Out]:
+        return flat_map_items(self.function, items)
+
+
+def _log_pairs(stage: str, items: list[int], outputs: list[int]) -> None:
+    """Log which stage turned which item into what, when debug logging is on."""
+    if logger.isEnabledFor(logging.DEBUG):
+        for item, output in zip(items, outputs, strict=True):
+            logger.debug("%s: %r -> %r", stage, item, output)
+
+
+def _name_of(function: Callable[..., object]) -> str:
+    return getattr(function, "__name__", type(function).__name__)

@@ -1,0 +1,195 @@
+"""The worker loop: how a stage's threads take batches, process them and pass them on.
+
+Each stage in a running pipeline gets one `StageRun`, shared by its worker threads.
+A worker repeatedly takes a batch from the stage's inbox, calls the stage's
+`process_batch`, and puts the outputs in the outbox, until it takes the end-of-stream
+marker. The last worker to finish forwards the marker downstream.
+
+Order: taking a batch and numbering it is one step (under `take_lock`), so batch
+numbers follow inbox order. With several workers, each worker waits for its batch's
+turn before putting the outputs, so the outbox receives batches in inbox order; the
+window of batches held back is therefore at most one per worker.
+
+Batch size: a worker starts by taking one item, then doubles its take while a batch
+takes less than `TARGET_BATCH_SECONDS` to process, and halves it when a batch takes
+much longer. Fast stages reach the full batch size within a few batches (cheap
+handoffs); slow stages take few items at a time (low latency, and the items spread
+over all workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from pipeline.errors import ShutDown, StageError
+from pipeline.safequeue import SafeQueue
+from pipeline.stage import ItemFailed, PipelineStage
+
+__all__ = ["END_OF_STREAM", "StageRun", "next_batch_size", "put_all"]
+
+
+class _EndOfStream:
+    """The type of the private end-of-stream marker; users can never produce one."""
+
+    def __repr__(self) -> str:
+        return "<end of stream>"
+
+
+END_OF_STREAM: Final = _EndOfStream()
+
+TARGET_BATCH_SECONDS: Final = 0.002
+
+FailureHandler = Callable[[BaseException], None]
+
+
+def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int:
+    """Return the next take size, given that `taken` items (of `size` asked) took `elapsed` s."""
+    if elapsed > 2 * TARGET_BATCH_SECONDS:
+        return max(1, size // 2)
+    if taken == size and elapsed < TARGET_BATCH_SECONDS:
+        return min(max_size, size * 2)
+    return size
+
+
+def put_all(queue: SafeQueue[Any], items: list[Any]) -> None:
+    """Put `items` into `queue` in order, in pieces no larger than the queue can hold."""
+    limit = queue.maxsize
+    if not limit or len(items) <= limit:
+        queue.put_many(items)
+        return
+    for start in range(0, len(items), limit):
+        queue.put_many(items[start : start + limit])
+
+
+def describe(exc: BaseException) -> str:
+    """Return "Type: message" for an exception, as StageError messages show it."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class StageRun:
+    """One run of one stage: its queues, its workers' shared state, and their loop."""
+
+    def __init__(
+        self,
+        stage: PipelineStage[Any, Any],
+        inbox: SafeQueue[Any],
+        outbox: SafeQueue[Any],
+        *,
+        max_batch: int,
+        ordered: bool,
+        on_failure: FailureHandler,
+    ) -> None:
+        self.stage = stage
+        self.inbox = inbox
+        self.outbox = outbox
+        self.max_batch = max_batch
+        self.on_failure = on_failure
+        self._in_order = ordered and stage.workers > 1
+        # take_lock makes "take a batch and number it" one step. Guarded by it:
+        # _input_ended (a worker has taken END_OF_STREAM) and _taken (batches taken).
+        self._take_lock = threading.Lock()
+        self._input_ended = False
+        self._taken = 0
+        # _turn guards _emitted (batches emitted), _working (workers not yet finished)
+        # and _stopping; it is notified when _emitted advances and when stopping.
+        self._turn = threading.Condition()
+        self._emitted = 0
+        self._working = stage.workers
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Wake workers waiting for their turn; the pipeline has shut the queues down."""
+        with self._turn:
+            self._stopping = True
+            self._turn.notify_all()
+
+    def work(self, worker: int) -> None:
+        """Run one worker from setup to teardown; this is a worker thread's target."""
+        stage = self.stage
+        try:
+            stage.setup()
+        except BaseException as exc:
+            self._fail("setup", worker, exc)
+        else:
+            try:
+                self._process_until_end()
+            except ItemFailed as failed:
+                cause = failed.__cause__ or failed
+                error = StageError(stage.name, "process", failed.item, describe(cause))
+                self.on_failure(_chain(error, cause))
+            except BaseException as exc:
+                self.on_failure(
+                    _chain(StageError(stage.name, "process", detail=describe(exc)), exc)
+                )
+            try:
+                stage.teardown()
+            except BaseException as exc:
+                self._fail("teardown", worker, exc)
+        self._finish()
+
+    def _process_until_end(self) -> None:
+        """Process batches until end of stream, or until the pipeline stops (ShutDown)."""
+        size = 1
+        while True:
+            with self._take_lock:
+                if self._input_ended:
+                    return
+                try:
+                    items = self.inbox.get_many(size)
+                except ShutDown:
+                    return
+                number = self._taken
+                self._taken += 1
+                if items[-1] is END_OF_STREAM:
+                    items.pop()
+                    self._input_ended = True
+            started = time.perf_counter()
+            outputs = self.stage.process_batch(items) if items else []
+            elapsed = time.perf_counter() - started
+            if not self._emit(number, outputs):
+                return
+            size = next_batch_size(size, len(items), elapsed, self.max_batch)
+
+    def _emit(self, number: int, outputs: list[Any]) -> bool:
+        """Put a batch's outputs downstream in turn; return False if the pipeline is stopping."""
+        if self._in_order:
+            with self._turn:
+                while self._emitted != number:
+                    if self._stopping:
+                        return False
+                    self._turn.wait()
+        try:
+            if outputs:
+                put_all(self.outbox, outputs)
+        except ShutDown:
+            return False
+        finally:
+            if self._in_order:
+                with self._turn:
+                    self._emitted += 1
+                    self._turn.notify_all()
+        return True
+
+    def _finish(self) -> None:
+        """Leave the stage; the last worker out passes end of stream downstream."""
+        with self._turn:
+            self._working -= 1
+            last = self._working == 0 and not self._stopping
+        if last:
+            # A stop between the check and the put leaves nothing to pass on.
+            with contextlib.suppress(ShutDown):
+                self.outbox.put(END_OF_STREAM)
+
+    def _fail(self, phase: str, worker: int, exc: BaseException) -> None:
+        error = StageError(self.stage.name, phase, detail=f"worker {worker}: {describe(exc)}")
+        self.on_failure(_chain(error, exc))
+
+
+def _chain(error: StageError, cause: BaseException) -> StageError:
+    error.__cause__ = cause
+    return error
