@@ -13,10 +13,11 @@ joined. The same happens, without an error, when the caller stops early.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
@@ -47,7 +48,10 @@ class Pipeline(Generic[In, Out]):
     Args:
         stages: a stage, a chain made with `>>`, or a sequence of stages.
         queue_size: the most items each link between stages holds (backpressure).
-        batch_size: the most items a thread moves in one handoff.
+        batch_size: the most items a thread moves in one handoff. Threads start with
+            one item and grow their batches while the work is fast, so a slow source or
+            stage is not held back; but a source that waits for its own previous
+            outputs before yielding more (request/response) needs `batch_size=1`.
         ordered: deliver outputs in input order (the default), or as they complete.
 
     Raises:
@@ -150,11 +154,13 @@ class Pipeline(Generic[In, Out]):
         return f"Pipeline({chain}, queue_size={self.queue_size}, batch_size={self.batch_size})"
 
     @staticmethod
-    def _items(batches: Iterator[list[Out]]) -> Iterator[Out]:
-        for batch in batches:
-            yield from batch
+    def _items(batches: Generator[list[Out]]) -> Iterator[Out]:
+        # Closing this iterator must stop the run now, not when `batches` is collected.
+        with contextlib.closing(batches):
+            for batch in batches:
+                yield from batch
 
-    def _batches(self, source: Iterator[Any]) -> Iterator[list[Out]]:
+    def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
         run = _Run(self, source)
         with self._lock:
             if self._active is not None:

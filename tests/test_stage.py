@@ -1,0 +1,176 @@
+"""Tests for stages: the hooks, their validation, chaining, and the ready-made stages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from pipeline import (
+    AddStage,
+    FilteringStage,
+    FilterStage,
+    FlatMapFunctionStage,
+    FlatMapStage,
+    FunctionStage,
+    MultiplyStage,
+    Pipeline,
+    PipelineStage,
+    PredicateStage,
+    StageChain,
+)
+from pipeline.stage import ItemFailed
+
+
+class Double(PipelineStage[int, int]):
+    def process(self, item: int) -> int:
+        return item * 2
+
+
+class KeepOdd(FilteringStage[int]):
+    def keep(self, item: int) -> bool:
+        return item % 2 == 1
+
+
+class Repeat(FlatMapStage[int, int]):
+    def expand(self, item: int) -> Iterable[int]:
+        return [item] * item
+
+
+def test_the_classic_chain_turns_one_to_five_into_twelve_to_twenty() -> None:
+    chain = MultiplyStage() >> AddStage() >> FilterStage()
+    assert Pipeline(chain).run(range(1, 6)) == [12, 14, 16, 18, 20]
+
+
+def test_each_kind_of_stage_applies_its_hook_to_a_batch() -> None:
+    assert Double().process_batch([1, 2, 3]) == [2, 4, 6]
+    assert KeepOdd().process_batch([1, 2, 3]) == [1, 3]
+    assert Repeat().process_batch([0, 1, 2, 3]) == [1, 2, 2, 3, 3, 3]
+
+
+def test_function_stages_are_named_after_their_function() -> None:
+    def square(item: int) -> int:
+        return item * item
+
+    assert FunctionStage(square).name == "square"
+    assert PredicateStage(bool, name="truthy").name == "truthy"
+    assert FunctionStage(square).process_batch([1, 2, 3]) == [1, 4, 9]
+    assert PredicateStage[int](lambda x: x > 1).process_batch([1, 2, 3]) == [2, 3]
+    assert FlatMapFunctionStage[str, str](str.split).process_batch(["a b", "c"]) == ["a", "b", "c"]
+
+
+def test_a_stage_is_named_after_its_class_by_default() -> None:
+    assert Double().name == "Double"
+    assert Double("doubler").name == "doubler"
+    assert repr(Double(workers=3)) == "<Double name='Double' workers=3>"
+
+
+@pytest.mark.parametrize(
+    ("stage", "item"),
+    [
+        (FunctionStage[int, float](lambda x: 1 / x), 0),
+        (PredicateStage[int](lambda x: 1 / x > 0), 0),
+        (FlatMapFunctionStage[int, float](lambda x: [1 / x]), 0),
+    ],
+)
+def test_a_failing_item_is_identified_in_the_batch(
+    stage: PipelineStage[int, object], item: int
+) -> None:
+    with pytest.raises(ItemFailed) as failed:
+        stage.process_batch([3, 2, 1, item, 5])
+    assert failed.value.item == item
+    assert isinstance(failed.value.__cause__, ZeroDivisionError)
+
+
+def test_a_failing_generator_in_expand_is_pinned_to_its_item() -> None:
+    def explode_on_two(item: int) -> Iterable[int]:
+        yield item
+        if item == 2:
+            raise RuntimeError("two")
+
+    with pytest.raises(ItemFailed) as failed:
+        FlatMapFunctionStage(explode_on_two).process_batch([1, 2, 3])
+    assert failed.value.item == 2
+
+
+def test_a_stage_must_override_process_or_process_batch() -> None:
+    class Empty(PipelineStage[int, int]):
+        pass
+
+    with pytest.raises(TypeError, match=r"Empty must override process\(\) or process_batch\(\)"):
+        Empty()
+
+
+def test_filtering_and_flat_map_stages_need_their_hook() -> None:
+    class NoKeep(FilteringStage[int]):
+        pass
+
+    class NoExpand(FlatMapStage[int, int]):
+        pass
+
+    # The wording differs between Python versions; both name the missing method.
+    with pytest.raises(TypeError, match=r"abstract method.*keep"):
+        NoKeep()  # type: ignore[abstract]
+    with pytest.raises(TypeError, match=r"abstract method.*expand"):
+        NoExpand()  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"workers": 0}, ValueError, "workers must be >= 1, got 0"),
+        ({"workers": 1.5}, TypeError, "workers must be an int, got float"),
+        ({"workers": True}, TypeError, "workers must be an int, got bool"),
+        ({"name": ""}, ValueError, "name must not be empty"),
+        ({"name": 3}, TypeError, "name must be a str or None, got int"),
+    ],
+)
+def test_bad_stage_arguments_are_rejected(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Double(**kwargs)  # type: ignore[arg-type]
+
+
+def test_function_stages_need_a_callable() -> None:
+    with pytest.raises(TypeError, match="function must be callable, got int"):
+        FunctionStage(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="predicate must be callable, got str"):
+        PredicateStage("x")  # type: ignore[arg-type]
+
+
+def test_chaining_builds_a_flat_chain_in_order() -> None:
+    first, second, third = Double("a"), Double("b"), Double("c")
+    chain = first >> (second >> third)
+    assert isinstance(chain, StageChain)
+    assert chain.stages == (first, second, third)
+    assert len(chain) == 3
+    assert list(chain) == [first, second, third]
+    assert repr(chain) == "a >> b >> c"
+    assert (chain >> Double("d")).stages[-1].name == "d"
+
+
+def test_chaining_with_something_else_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        Double() >> 3  # type: ignore[operator]
+
+
+def test_a_stage_that_skipped_super_init_is_named_in_the_error() -> None:
+    class Forgetful(PipelineStage[int, int]):
+        def __init__(self) -> None:
+            pass
+
+        def process(self, item: int) -> int:
+            return item
+
+    with pytest.raises(TypeError, match=r"Forgetful.__init__ did not call PipelineStage.__init__"):
+        Pipeline(Forgetful())
+
+
+def test_typed_chains_line_up() -> None:
+    class Length(PipelineStage[str, int]):
+        def process(self, item: str) -> int:
+            return len(item)
+
+    typed: Pipeline[str, int] = Pipeline(Length() >> Double())
+    assert typed.run(["ab", "abc"]) == [4, 6]
