@@ -32,8 +32,8 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "PipelineClos
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-DEFAULT_QUEUE_SIZE = 4096
-DEFAULT_BATCH_SIZE = 1024
+DEFAULT_QUEUE_SIZE = 8192
+DEFAULT_BATCH_SIZE = 4096
 
 logger = logging.getLogger(__name__)
 
