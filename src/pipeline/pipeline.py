@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar, overload
 from pipeline.errors import PipelineError, ShutDown, StageError
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import PipelineStage, StageChain
+from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
 from pipeline.worker import END_OF_STREAM, StageRun, describe, next_batch_size, put_all
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "PipelineClosed"]
@@ -53,6 +54,8 @@ class Pipeline(Generic[In, Out]):
             stage is not held back; but a source that waits for its own previous
             outputs before yielding more (request/response) needs `batch_size=1`.
         ordered: deliver outputs in input order (the default), or as they complete.
+        observer: called in the worker thread after every batch with a `BatchEvent`
+            (for timelines and live displays); keep it quick.
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -66,6 +69,7 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = ...,
         batch_size: int = ...,
         ordered: bool = ...,
+        observer: BatchObserver | None = ...,
     ) -> None: ...
     @overload
     def __init__(
@@ -75,6 +79,7 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = ...,
         batch_size: int = ...,
         ordered: bool = ...,
+        observer: BatchObserver | None = ...,
     ) -> None: ...
     def __init__(
         self,
@@ -83,6 +88,7 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         ordered: bool = True,
+        observer: BatchObserver | None = None,
     ) -> None:
         if isinstance(stages, PipelineStage):
             chain = StageChain(stages)
@@ -99,9 +105,14 @@ class Pipeline(Generic[In, Out]):
         self.queue_size = _positive_int("queue_size", queue_size)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.ordered = bool(ordered)
-        # Guards _active: the run in progress, if any (one at a time per Pipeline).
+        if observer is not None and not callable(observer):
+            raise TypeError(f"observer must be callable, got {type(observer).__name__}")
+        self.observer = observer
+        # Guards _active (the run in progress, if any: one at a time per Pipeline) and
+        # _latest (the run in progress or the last one, for stats()).
         self._lock = threading.Lock()
         self._active: _Run | None = None
+        self._latest: _Run | None = None
 
     def run(self, source: Iterable[In]) -> list[Out]:
         """Run every item of `source` through the stages and return the outputs as a list.
@@ -129,6 +140,17 @@ class Pipeline(Generic[In, Out]):
             PipelineClosed: `close()` stopped the run before the input ended.
         """
         return self._items(self._batches(iter(source)))
+
+    def stats(self) -> PipelineStatistics | None:
+        """Return a snapshot of the run in progress, or of the last run; None before any run.
+
+        Safe to call from any thread at any time; the figures are summed from counters
+        the workers update once per batch, without a lock, so a snapshot taken during a
+        run may be one batch behind.
+        """
+        with self._lock:
+            run = self._latest
+        return None if run is None else run.statistics()
 
     def close(self) -> None:
         """Stop the run in progress, if any, and join its threads; closing twice is harmless."""
@@ -165,7 +187,7 @@ class Pipeline(Generic[In, Out]):
         with self._lock:
             if self._active is not None:
                 raise PipelineError("this pipeline is already running; wait for the run to end")
-            self._active = run
+            self._active = self._latest = run
         completed = False
         try:
             run.start()
@@ -178,6 +200,7 @@ class Pipeline(Generic[In, Out]):
                 if completed:
                     batch.pop()
                 if batch:
+                    run.items_delivered += len(batch)
                     yield batch
         except GeneratorExit:
             self._finish(run)
@@ -207,6 +230,11 @@ class _Run:
     def __init__(self, pipeline: Pipeline[Any, Any], source: Iterator[Any]) -> None:
         self.source = source
         self.max_batch = pipeline.batch_size
+        self.stopping = threading.Event()
+        self.started = self.ended = 0.0
+        self.items_read = 0
+        self.items_delivered = 0
+        self.source_blocked_seconds = 0.0
         self.queues = [SafeQueue[Any](pipeline.queue_size) for _ in range(len(pipeline.stages) + 1)]
         self.results = self.queues[-1]
         self.stage_runs = [
@@ -217,6 +245,8 @@ class _Run:
                 max_batch=pipeline.batch_size,
                 ordered=pipeline.ordered,
                 on_failure=self.fail,
+                stopping=self.stopping,
+                observer=pipeline.observer,
             )
             for index, stage in enumerate(pipeline.stages)
         ]
@@ -232,6 +262,7 @@ class _Run:
         self.failure: StageError | None = None
 
     def start(self) -> None:
+        self.started = time.perf_counter()
         for thread in self.threads:
             thread.start()
 
@@ -247,6 +278,7 @@ class _Run:
 
     def stop(self) -> None:
         """Shut every queue down immediately and wake every waiting worker; idempotent."""
+        self.stopping.set()
         for queue in self.queues:
             queue.shutdown(immediate=True)
         for stage_run in self.stage_runs:
@@ -256,6 +288,32 @@ class _Run:
         for thread in self.threads:
             if thread.ident is not None:
                 thread.join()
+        if not self.ended:
+            self.ended = time.perf_counter()
+
+    def statistics(self) -> PipelineStatistics:
+        now = self.ended or time.perf_counter()
+        stages = []
+        for stage_run in self.stage_runs:
+            inbox = stage_run.inbox.statistics()
+            stages.append(
+                StageStatistics.from_workers(
+                    stage_run.stage.name,
+                    stage_run.counters,
+                    inbox.depth,
+                    inbox.high_water_mark,
+                    inbox.maxsize,
+                )
+            )
+        return PipelineStatistics(
+            running=not self.ended,
+            elapsed_seconds=(now - self.started) if self.started else 0.0,
+            items_read=self.items_read,
+            items_delivered=self.items_delivered,
+            source_blocked_seconds=self.source_blocked_seconds,
+            stages=tuple(stages),
+            results_queue_depth=self.results.qsize(),
+        )
 
     def _feed(self) -> None:
         """Read the source in chunks into the first queue; the feeder thread's target."""
@@ -268,7 +326,9 @@ class _Run:
                 elapsed = time.perf_counter() - started
                 if not chunk:
                     break
+                self.items_read += len(chunk)
                 put_all(inbox, chunk)
+                self.source_blocked_seconds += time.perf_counter() - started - elapsed
                 size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
             inbox.put(END_OF_STREAM)
         except ShutDown:

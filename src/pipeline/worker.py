@@ -28,8 +28,9 @@ from typing import Any, Final
 from pipeline.errors import ShutDown, StageError
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import ItemFailed, PipelineStage
+from pipeline.stats import BatchEvent, BatchObserver, WorkerCounters
 
-__all__ = ["END_OF_STREAM", "StageRun", "next_batch_size", "put_all"]
+__all__ = ["END_OF_STREAM", "StageRun", "current_stop_event", "next_batch_size", "put_all"]
 
 
 class _EndOfStream:
@@ -43,7 +44,20 @@ END_OF_STREAM: Final = _EndOfStream()
 
 TARGET_BATCH_SECONDS: Final = 0.002
 
-FailureHandler = Callable[[BaseException], None]
+FailureHandler = Callable[[StageError], None]
+
+_worker_context = threading.local()
+
+
+def current_stop_event() -> threading.Event | None:
+    """Return the stop event of the run this worker thread belongs to; None in other threads.
+
+    It is set when the run stops (a failure, an early stop, Ctrl-C). Stage code that
+    waits on its own, such as a retry backoff, should wait on this event instead of
+    sleeping, so that it returns at once when the pipeline stops.
+    """
+    stopping: threading.Event | None = getattr(_worker_context, "stopping", None)
+    return stopping
 
 
 def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int:
@@ -83,12 +97,17 @@ class StageRun:
         max_batch: int,
         ordered: bool,
         on_failure: FailureHandler,
+        stopping: threading.Event,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.stage = stage
         self.inbox = inbox
         self.outbox = outbox
         self.max_batch = max_batch
         self.on_failure = on_failure
+        self.stopping = stopping
+        self.observer = observer
+        self.counters = [WorkerCounters() for _ in range(stage.workers)]
         self._in_order = ordered and stage.workers > 1
         # take_lock makes "take a batch and number it" one step. Guarded by it:
         # _input_ended (a worker has taken END_OF_STREAM) and _taken (batches taken).
@@ -103,39 +122,49 @@ class StageRun:
         self._stopping = False
 
     def stop(self) -> None:
-        """Wake workers waiting for their turn; the pipeline has shut the queues down."""
+        """Wake workers waiting for their turn; the run has set `stopping`, shut the queues."""
         with self._turn:
             self._stopping = True
             self._turn.notify_all()
 
     def work(self, worker: int) -> None:
         """Run one worker from setup to teardown; this is a worker thread's target."""
+        _worker_context.stopping = self.stopping
+        try:
+            self._live(worker, self.counters[worker])
+        finally:
+            del _worker_context.stopping
+            self._finish()
+
+    def _live(self, worker: int, counters: WorkerCounters) -> None:
+        """Set up, process until the end, tear down; report the first failure of each."""
         stage = self.stage
         try:
             stage.setup()
         except BaseException as exc:
             self._fail("setup", worker, exc)
-        else:
-            try:
-                self._process_until_end()
-            except ItemFailed as failed:
-                cause = failed.__cause__ or failed
-                error = StageError(stage.name, "process", failed.item, describe(cause))
-                self.on_failure(_chain(error, cause))
-            except BaseException as exc:
-                self.on_failure(
-                    _chain(StageError(stage.name, "process", detail=describe(exc)), exc)
-                )
-            try:
-                stage.teardown()
-            except BaseException as exc:
-                self._fail("teardown", worker, exc)
-        self._finish()
+            return
+        try:
+            self._process_until_end(worker, counters)
+        except ItemFailed as failed:
+            counters.failed += 1
+            cause = failed.__cause__ or failed
+            error = StageError(stage.name, "process", failed.item, describe(cause))
+            self.on_failure(_chain(error, cause))
+        except BaseException as exc:
+            counters.failed += 1
+            self.on_failure(_chain(StageError(stage.name, "process", detail=describe(exc)), exc))
+        try:
+            stage.teardown()
+        except BaseException as exc:
+            self._fail("teardown", worker, exc)
 
-    def _process_until_end(self) -> None:
+    def _process_until_end(self, worker: int, counters: WorkerCounters) -> None:
         """Process batches until end of stream, or until the pipeline stops (ShutDown)."""
         size = 1
+        clock = time.perf_counter
         while True:
+            waited_from = clock()
             with self._take_lock:
                 if self._input_ended:
                     return
@@ -148,12 +177,33 @@ class StageRun:
                 if items[-1] is END_OF_STREAM:
                     items.pop()
                     self._input_ended = True
-            started = time.perf_counter()
+            started = clock()
             outputs = self.stage.process_batch(items) if items else []
-            elapsed = time.perf_counter() - started
+            finished = clock()
             if not self._emit(number, outputs):
                 return
-            size = next_batch_size(size, len(items), elapsed, self.max_batch)
+            handed_on = clock()
+            counters.record_batch(
+                len(items),
+                len(outputs),
+                started - waited_from,
+                finished - started,
+                handed_on - finished,
+            )
+            if self.observer is not None:
+                self.observer(
+                    BatchEvent(
+                        self.stage.name,
+                        worker,
+                        waited_from,
+                        started,
+                        finished,
+                        handed_on,
+                        len(items),
+                        len(outputs),
+                    )
+                )
+            size = next_batch_size(size, len(items), finished - started, self.max_batch)
 
     def _emit(self, number: int, outputs: list[Any]) -> bool:
         """Put a batch's outputs downstream in turn; return False if the pipeline is stopping."""

@@ -1,0 +1,191 @@
+"""Tests for run statistics: counts, busy/starved/blocked time, latency, stop event."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pipeline import FunctionStage, Pipeline, PipelineStage, PredicateStage, StageError
+from pipeline.stats import BatchEvent, StageStatistics, WorkerCounters, latency_percentile
+from pipeline.worker import current_stop_event
+
+ITEM_SECONDS = 0.002
+WAIT = 5.0
+
+
+class Slow(PipelineStage[int, int]):
+    """Takes ITEM_SECONDS per item: its own work, as a slow I/O call would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pause = threading.Event()
+
+    def process(self, item: int) -> int:
+        self.pause.wait(ITEM_SECONDS)
+        return item
+
+
+def identity(item: Any) -> Any:
+    return item
+
+
+def test_no_statistics_before_the_first_run() -> None:
+    assert Pipeline(FunctionStage(identity)).stats() is None
+
+
+def test_counts_add_up_after_a_run() -> None:
+    pipeline = Pipeline(
+        FunctionStage[int, int](lambda x: x * 2, name="double")
+        >> PredicateStage[int](lambda x: x % 4 == 0, name="multiples of four", workers=2)
+    )
+    outputs = pipeline.run(range(1000))
+    stats = pipeline.stats()
+    assert stats is not None
+    assert not stats.running
+    assert (stats.items_read, stats.items_delivered) == (1000, len(outputs)) == (1000, 500)
+    double, fours = stats.stage("double"), stats.stage("multiples of four")
+    assert (double.items_in, double.items_out, double.failed) == (1000, 1000, 0)
+    assert (fours.items_in, fours.items_out, fours.workers) == (1000, 500, 2)
+    assert double.batches >= 1
+    assert stats.elapsed_seconds > 0
+    with pytest.raises(KeyError, match="no stage named 'missing'"):
+        stats.stage("missing")
+
+
+def test_a_slow_last_stage_is_busy_and_its_upstream_is_blocked() -> None:
+    pipeline = Pipeline(
+        FunctionStage[int, int](identity, name="fast") >> Slow(), queue_size=2, batch_size=1
+    )
+    pipeline.run(range(60))
+    stats = pipeline.stats()
+    assert stats is not None
+    slow, fast = stats.stage("Slow"), stats.stage("fast")
+    assert slow.share_of(slow.busy_seconds, stats.elapsed_seconds) > 0.8
+    assert fast.share_of(fast.blocked_seconds, stats.elapsed_seconds) > 0.6
+    assert fast.busy_seconds < slow.busy_seconds / 10
+    assert slow.queue_high_water_mark == 2  # its input queue filled up: backpressure
+
+
+def test_a_slow_first_stage_starves_its_downstream() -> None:
+    pipeline = Pipeline(Slow() >> FunctionStage[int, int](identity, name="fast"), batch_size=1)
+    pipeline.run(range(60))
+    stats = pipeline.stats()
+    assert stats is not None
+    fast = stats.stage("fast")
+    assert fast.share_of(fast.starved_seconds, stats.elapsed_seconds) > 0.6
+
+
+def test_per_item_latency_reflects_the_work() -> None:
+    pipeline = Pipeline(Slow(), batch_size=1)
+    pipeline.run(range(20))
+    stats = pipeline.stats()
+    assert stats is not None
+    slow = stats.stage("Slow")
+    assert slow.latency_p50 is not None
+    assert slow.latency_p99 is not None
+    # Bucket bounds are ~1.8x apart: the median item took ITEM_SECONDS or a bit more.
+    assert ITEM_SECONDS <= slow.latency_p50 <= ITEM_SECONDS * 4
+    assert slow.latency_p50 <= slow.latency_p99
+
+
+def test_statistics_can_be_read_during_a_run() -> None:
+    seen: list[bool] = []
+    pipeline: Pipeline[int, int]
+
+    def look(item: int) -> int:
+        if item == 500:
+            stats = pipeline.stats()
+            assert stats is not None
+            seen.append(stats.running)
+        return item
+
+    pipeline = Pipeline(FunctionStage(look))
+    pipeline.run(range(1000))
+    assert seen == [True]
+
+
+def test_a_failure_is_counted() -> None:
+    def fail_on_three(item: int) -> int:
+        if item == 3:
+            raise ValueError(item)
+        return item
+
+    pipeline = Pipeline(FunctionStage(fail_on_three))
+    with pytest.raises(StageError):
+        pipeline.run(range(10))
+    stats = pipeline.stats()
+    assert stats is not None
+    assert stats.stage("fail_on_three").failed == 1
+
+
+def test_the_observer_sees_every_batch_in_order_of_its_steps() -> None:
+    events: list[BatchEvent] = []
+    lock = threading.Lock()
+
+    def observe(event: BatchEvent) -> None:
+        with lock:
+            events.append(event)
+
+    pipeline = Pipeline(FunctionStage(identity, workers=2), batch_size=8, observer=observe)
+    pipeline.run(range(100))
+    assert sum(event.items_in for event in events) == 100
+    assert {event.worker for event in events} <= {0, 1}
+    for event in events:
+        assert event.waited_from <= event.started <= event.finished <= event.handed_on
+
+
+def test_the_observer_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="observer must be callable, got int"):
+        Pipeline(FunctionStage(identity), observer=3)  # type: ignore[call-overload]
+
+
+def test_stage_code_sees_the_stop_event_of_its_run() -> None:
+    events: list[threading.Event | None] = []
+
+    def capture(item: int) -> int:
+        events.append(current_stop_event())
+        return item
+
+    assert current_stop_event() is None
+    Pipeline(FunctionStage(capture), batch_size=1).run(range(3))
+    assert len(events) == 3
+    assert all(isinstance(event, threading.Event) for event in events)
+    assert events[0] is events[2]
+    assert events[0] is not None
+    assert events[0].is_set()  # set once the run is over
+
+
+def test_a_stop_event_wait_ends_as_soon_as_the_pipeline_fails() -> None:
+    """A stage waiting on the stop event (a long retry backoff) is released by a failure."""
+    waiting = threading.Event()
+    released = threading.Event()
+
+    def patient(item: int) -> int:
+        stopping = current_stop_event()
+        assert stopping is not None
+        waiting.set()
+        if stopping.wait(60):
+            released.set()
+        return item
+
+    def source() -> Iterator[int]:
+        yield 1
+        waiting.wait(WAIT)
+        raise ValueError("the source failed while the stage waited")
+
+    with pytest.raises(StageError, match="the source failed"):
+        Pipeline(FunctionStage(patient), batch_size=1).run(source())
+    assert released.is_set()
+
+
+def test_latency_percentiles_come_from_the_histogram() -> None:
+    counters = WorkerCounters()
+    counters.record_batch(10, 10, 0.0, 10 * 1e-3, 0.0)  # 10 items at 1 ms each
+    counters.record_batch(1, 1, 0.0, 1.0, 0.0)  # 1 item at 1 s
+    stats = StageStatistics.from_workers("x", [counters], 0, 0, 0)
+    assert stats.latency_p50 == pytest.approx(1e-3)
+    assert stats.latency_p99 == pytest.approx(1.0)
+    assert latency_percentile([0, 0], 0.5) is None
