@@ -79,6 +79,7 @@ def test_a_failing_item_is_identified_in_the_batch(
     with pytest.raises(ItemFailed) as failed:
         stage.process_batch([3, 2, 1, item, 5])
     assert failed.value.item == item
+    assert failed.value.index == 3
     assert isinstance(failed.value.__cause__, ZeroDivisionError)
 
 
@@ -90,7 +91,7 @@ def test_a_failing_generator_in_expand_is_pinned_to_its_item() -> None:
 
     with pytest.raises(ItemFailed) as failed:
         FlatMapFunctionStage(explode_on_two).process_batch([1, 2, 3])
-    assert failed.value.item == 2
+    assert (failed.value.item, failed.value.index) == (2, 1)
 
 
 def test_a_stage_must_override_process_or_process_batch() -> None:

@@ -32,15 +32,17 @@ T = TypeVar("T")
 
 
 class ItemFailed(Exception):
-    """Carries the failing item from a default `process_batch` to the worker loop.
+    """Carries the failing item, and its index in the batch, out of a `process_batch`.
 
     The worker loop turns it into a `StageError` naming the stage and the item, chained
-    to the original exception (this exception's `__cause__`).
+    to the original exception (this exception's `__cause__`). A wrapper that tolerates
+    failures can use `index` to carry on with the items after it.
     """
 
-    def __init__(self, item: object) -> None:
-        super().__init__(item)
+    def __init__(self, item: object, index: int) -> None:
+        super().__init__(item, index)
         self.item = item
+        self.index = index
 
 
 class PipelineStage(ABC, Generic[In, Out]):
@@ -180,7 +182,7 @@ def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:
     try:
         return list(map(function, pending))
     except Exception as exc:
-        raise ItemFailed(_failed_item(items, pending)) from exc
+        raise ItemFailed(*_failed_item(items, pending)) from exc
 
 
 def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
@@ -189,7 +191,7 @@ def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
     try:
         return list(filter(predicate, pending))
     except Exception as exc:
-        raise ItemFailed(_failed_item(items, pending)) from exc
+        raise ItemFailed(*_failed_item(items, pending)) from exc
 
 
 def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> list[Out]:
@@ -198,13 +200,14 @@ def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> 
     try:
         return list(chain.from_iterable(map(function, pending)))
     except Exception as exc:
-        raise ItemFailed(_failed_item(items, pending)) from exc
+        raise ItemFailed(*_failed_item(items, pending)) from exc
 
 
-def _failed_item(items: list[Any], pending: Iterator[Any]) -> object:
-    """Return the item a map/filter over `pending` (an iterator over `items`) failed on.
+def _failed_item(items: list[Any], pending: Iterator[Any]) -> tuple[object, int]:
+    """Return the item (and its index) that a map/filter over `pending` failed on.
 
     The iterator has just yielded the failing item, so the items left in it tell which
     one that was, without any per-item bookkeeping on the fast path.
     """
-    return items[len(items) - length_hint(pending) - 1]
+    index = len(items) - length_hint(pending) - 1
+    return items[index], index
