@@ -1,0 +1,202 @@
+"""Tests for pipeline.production: TransformStage and DataPipeline on the core Pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import array
+import io
+import random
+import re
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import data_example
+from pipeline.buffers import Float64Input
+from pipeline.errors import StageError
+from pipeline.production import DataPipeline, DataStats, TransformResult, TransformStage
+from pipeline.reference import TransformCounts, transform_reference
+
+
+def sensor_readings(count: int, seed: int) -> array.array[float]:
+    """Return readings with NaN, +/-Inf, negatives, -0.0 and ordinary values mixed in."""
+    generator = random.Random(seed)
+    specials = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, -5.0]
+    return array.array(
+        "d",
+        (
+            generator.choice(specials) if generator.random() < 0.2 else generator.uniform(-50, 100)
+            for _ in range(count)
+        ),
+    )
+
+
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize(("thread_count", "batch_size"), [(1, 1), (1, 1000), (2, 7), (4, 333)])
+def test_process_matches_the_reference_in_input_order(
+    implementation: str, thread_count: int, batch_size: int
+) -> None:
+    data = sensor_readings(5_000, seed=thread_count * 1000 + batch_size)
+    expected, expected_counts = transform_reference(data)
+    data_pipeline = DataPipeline(thread_count, batch_size, implementation)  # type: ignore[arg-type]
+
+    results, stats = data_pipeline.process(data)
+
+    assert results.tobytes() == expected.tobytes()
+    assert stats.items_processed == expected_counts.kept
+    assert stats.items_filtered == expected_counts.negative
+    assert stats.items_invalid == expected_counts.invalid_input + expected_counts.invalid_output
+    assert stats.items_invalid_after_transform == expected_counts.invalid_output
+    assert stats.items_processed + stats.items_filtered + stats.items_invalid == len(data)
+    assert stats.duration_secs > 0
+    assert stats.throughput == pytest.approx(len(data) / stats.duration_secs)
+
+
+def test_process_accepts_a_list_and_a_memoryview() -> None:
+    data = [4.0, -1.0, float("nan"), 9.0]
+    from_list, _ = DataPipeline(2, 1).process(data)
+    from_view, _ = DataPipeline(2, 1).process(memoryview(array.array("d", data)))
+    assert from_list.tolist() == from_view.tolist() == [4.0, 6.0]
+
+
+def test_process_of_empty_data_returns_empty_results_and_zero_stats() -> None:
+    results, stats = DataPipeline(2, 10).process(array.array("d"))
+    assert len(results) == 0
+    assert (stats.items_processed, stats.items_filtered, stats.items_invalid) == (0, 0, 0)
+
+
+def test_process_rejects_data_that_is_not_float64() -> None:
+    with pytest.raises(TypeError, match=re.escape("data must hold float64 items")):
+        DataPipeline(1, 10).process(array.array("f", [1.0]))
+
+
+def test_stats_from_counts_puts_post_validation_failures_in_invalid() -> None:
+    counts = TransformCounts(kept=5, negative=3, invalid_input=2, invalid_output=1)
+    stats = DataStats.from_counts(counts, duration_secs=0.5)
+    assert stats == DataStats(
+        items_processed=5,
+        items_filtered=3,
+        items_invalid=3,
+        items_invalid_after_transform=1,
+        duration_secs=0.5,
+        throughput=22.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ((0, 10), ValueError, "thread_count must be >= 1, got 0"),
+        ((1, 0), ValueError, "batch_size must be >= 1, got 0"),
+        ((1.5, 10), TypeError, "thread_count must be an int, got float"),
+        ((1, "10"), TypeError, "batch_size must be an int, got str"),
+        ((1, 10, "fast"), ValueError, "implementation must be 'native' or 'reference', got 'fast'"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(
+    arguments: tuple[object, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        DataPipeline(*arguments)  # type: ignore[arg-type]
+
+
+def test_transform_stage_maps_one_chunk_to_one_result() -> None:
+    stage = TransformStage("reference")
+    result = stage.process(array.array("d", [16.0, -2.0]))
+    assert result == TransformResult(
+        array.array("d", [8.0]),
+        TransformCounts(kept=1, negative=1, invalid_input=0, invalid_output=0),
+    )
+
+
+def test_stream_yields_one_result_per_chunk_in_order() -> None:
+    chunks = [array.array("d", [float(index * index)] * 3) for index in range(50)]
+    results = list(DataPipeline(3, 1).stream(chunks))
+    assert [result.values.tolist() for result in results] == [
+        [2.0 * index] * 3 for index in range(50)
+    ]
+    assert all(result.counts.kept == 3 for result in results)
+
+
+def test_stream_stops_its_threads_when_the_consumer_stops_early() -> None:
+    chunks = (array.array("d", [1.0]) * 100 for _ in range(10_000))
+    results = DataPipeline(2, 1).stream(chunks)
+    first = next(results)
+    results.close()  # the autouse fixture fails the test if a worker thread is left
+    assert first.counts.kept == 100
+
+
+def test_stream_reports_a_bad_chunk_as_a_stage_error() -> None:
+    chunks: list[Float64Input] = [array.array("d", [1.0]), array.array("i", [1])]
+    with pytest.raises(StageError) as caught:
+        list(DataPipeline(2, 1).stream(chunks))
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert "got format 'i'" in str(caught.value.__cause__)
+
+
+def test_stream_memory_stays_flat_for_a_million_values() -> None:
+    chunk_size = 4_096
+    chunk_count = 1_000_000 // chunk_size + 1  # 1,003,520 values, 8 MB of input
+
+    def chunks() -> Iterator[array.array[float]]:
+        for index in range(chunk_count):
+            chunk = array.array("d", [float(index)]) * chunk_size
+            chunk[::3] = array.array("d", [-1.0]) * len(chunk[::3])
+            yield chunk
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        baseline, _ = tracemalloc.get_traced_memory()
+        total = TransformCounts.ZERO
+        for result in DataPipeline(2, chunk_size).stream(chunks()):
+            total += result.counts
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total.total == chunk_count * chunk_size
+    # All the input is 8 MB and all the output 5.4 MB; in flight stay a few chunks.
+    print(f"peak traced memory growth: {peak - baseline:,} bytes")
+    assert peak - baseline < 2_000_000, peak - baseline
+
+
+def run_data_example(*argv: str) -> tuple[int, str]:
+    """Run the data example with ``argv`` and return its exit code and report."""
+    parser = argparse.ArgumentParser()
+    data_example.add_arguments(parser)
+    report = io.StringIO()
+    code = data_example.run(parser.parse_args(argv), report)
+    return code, report.getvalue()
+
+
+def test_data_example_writes_the_results_and_compares_with_the_reference(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "results.csv"
+    code, report = run_data_example("--count", "3000", "--threads", "2", "--output", str(output))
+    assert code == 0
+    assert "3,000 sensor readings generated (seed 42)" in report
+    assert "results identical bit for bit: yes" in report
+    expected, _ = transform_reference(data_example.generate_readings(3000, 42))
+    rows = output.read_text().splitlines()
+    assert rows[0] == "result"
+    assert [float(row) for row in rows[1:]] == expected.tolist()
+
+
+def test_data_example_reads_readings_from_a_csv_column(tmp_path: Path) -> None:
+    readings = tmp_path / "readings.csv"
+    readings.write_text("time,value\n1,16\n2,-1\n3,nan\n4,-inf\n5,25\n")
+    output = tmp_path / "results.csv"
+    code, report = run_data_example("--input", str(readings), "--output", str(output))
+    assert code == 0
+    assert output.read_text().splitlines() == ["result", "8.0", "10.0"]
+    assert re.search(r"invalid \(NaN/Inf\)\s+2\s+2", report)
+
+
+def test_data_example_names_the_line_of_a_cell_that_is_not_a_number(tmp_path: Path) -> None:
+    readings = tmp_path / "readings.csv"
+    readings.write_text("value\n1.5\nabc\n")
+    with pytest.raises(ValueError, match=r"readings.csv, line 3: 'abc' is not a number$"):
+        data_example.read_readings(readings, "value")
