@@ -420,6 +420,7 @@ def test_a_launcher_without_the_package_or_a_venv_says_to_install(
 ) -> None:
     python = python_without_the_package()
     shutil.copy(ROOT / launcher, tmp_path)
+    shutil.copy(ROOT / "launcher.py", tmp_path)
     result = run_command(python, tmp_path / launcher, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == "pipeline is not installed: run `make install` first\n"

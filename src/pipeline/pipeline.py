@@ -22,6 +22,7 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
+from pipeline.checks import positive_int
 from pipeline.errors import PipelineError, ShutDown, StageError
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import PipelineStage, StageChain
@@ -102,8 +103,8 @@ class Pipeline(Generic[In, Out]):
                 f"sequence of stages, got {stages!r}"
             )
         self.stages: tuple[PipelineStage[Any, Any], ...] = chain.stages
-        self.queue_size = _positive_int("queue_size", queue_size)
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.queue_size = positive_int("queue_size", queue_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.ordered = bool(ordered)
         if observer is not None and not callable(observer):
             raise TypeError(f"observer must be callable, got {type(observer).__name__}")
@@ -337,11 +338,3 @@ class _Run:
             error = StageError("source", "source", detail=describe(exc))
             error.__cause__ = exc
             self.fail(error)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value

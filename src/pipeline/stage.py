@@ -23,6 +23,8 @@ from itertools import chain
 from operator import length_hint
 from typing import Any, Generic, TypeVar, overload
 
+from pipeline.checks import positive_int
+
 __all__ = ["FilteringStage", "FlatMapStage", "PipelineStage", "StageChain"]
 
 In = TypeVar("In")
@@ -70,12 +72,8 @@ class PipelineStage(ABC, Generic[In, Out]):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
         if name == "":
             raise ValueError("name must not be empty")
-        if not isinstance(workers, int) or isinstance(workers, bool):
-            raise TypeError(f"workers must be an int, got {type(workers).__name__}")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = positive_int("workers", workers)
         self.name = name or cls.__name__
-        self.workers = workers
         self.local = threading.local()
         """Per-worker storage: attributes set here in `setup` are seen only by that worker."""
 
