@@ -31,8 +31,10 @@ from pipeline import (
     PipelineError,
     PipelineStage,
     PredicateStage,
+    SafeQueue,
     StageError,
 )
+from pipeline.worker import StageRun
 
 WAIT = 5.0  # the bound on every wait for another thread
 
@@ -488,3 +490,24 @@ def test_ctrl_c_stops_the_pipeline_and_leaves_no_thread() -> None:
 def _consume(items: Iterable[object]) -> None:
     for _ in items:
         pass
+
+
+def test_a_worker_leaving_after_the_stop_began_passes_on_no_end_of_stream() -> None:
+    """A stop sets the run's event before shutting any queue (results last), so a worker
+    that leaves in between must not pass end of stream on: the consumer would take a
+    stopped run for a finished one."""
+    inbox, outbox = SafeQueue[Any](4), SafeQueue[Any](4)
+    stopping = threading.Event()
+    stage_run = StageRun(
+        FunctionStage(identity),
+        inbox,
+        outbox,
+        max_batch=1,
+        ordered=True,
+        on_failure=lambda error: None,
+        stopping=stopping,
+    )
+    stopping.set()
+    inbox.shutdown(immediate=True)  # The outbox is not shut down yet.
+    stage_run.work(0)
+    assert outbox.qsize() == 0

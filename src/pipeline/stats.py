@@ -61,10 +61,12 @@ class WorkerCounters:
         "batches",
         "blocked_seconds",
         "busy_seconds",
+        "dead_lettered",
         "failed",
         "items_in",
         "items_out",
         "latency_counts",
+        "skipped",
         "starved_seconds",
     )
 
@@ -73,6 +75,8 @@ class WorkerCounters:
         self.items_in = 0
         self.items_out = 0
         self.failed = 0
+        self.skipped = 0  # dropped by a "skip" error policy (pipeline.resilient)
+        self.dead_lettered = 0  # routed to dead letters by a "collect" policy
         self.busy_seconds = 0.0
         self.starved_seconds = 0.0
         self.blocked_seconds = 0.0
@@ -121,6 +125,8 @@ class StageStatistics:
     items_in: int
     items_out: int
     failed: int
+    skipped: int
+    dead_lettered: int
     busy_seconds: float
     starved_seconds: float
     blocked_seconds: float
@@ -151,6 +157,8 @@ class StageStatistics:
             items_in=sum(c.items_in for c in counters),
             items_out=sum(c.items_out for c in counters),
             failed=sum(c.failed for c in counters),
+            skipped=sum(c.skipped for c in counters),
+            dead_lettered=sum(c.dead_lettered for c in counters),
             busy_seconds=sum(c.busy_seconds for c in counters),
             starved_seconds=sum(c.starved_seconds for c in counters),
             blocked_seconds=sum(c.blocked_seconds for c in counters),

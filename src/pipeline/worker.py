@@ -30,7 +30,14 @@ from pipeline.safequeue import SafeQueue
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.stats import BatchEvent, BatchObserver, WorkerCounters
 
-__all__ = ["END_OF_STREAM", "StageRun", "current_stop_event", "next_batch_size", "put_all"]
+__all__ = [
+    "END_OF_STREAM",
+    "StageRun",
+    "current_stop_event",
+    "current_worker_counters",
+    "next_batch_size",
+    "put_all",
+]
 
 
 class _EndOfStream:
@@ -58,6 +65,15 @@ def current_stop_event() -> threading.Event | None:
     """
     stopping: threading.Event | None = getattr(_worker_context, "stopping", None)
     return stopping
+
+
+def current_worker_counters() -> WorkerCounters | None:
+    """Return the counters of the worker running in this thread; None in other threads.
+
+    Only that worker's thread writes them, so stage code may add to them without a lock.
+    """
+    counters: WorkerCounters | None = getattr(_worker_context, "counters", None)
+    return counters
 
 
 def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int:
@@ -130,10 +146,11 @@ class StageRun:
     def work(self, worker: int) -> None:
         """Run one worker from setup to teardown; this is a worker thread's target."""
         _worker_context.stopping = self.stopping
+        _worker_context.counters = self.counters[worker]
         try:
             self._live(worker, self.counters[worker])
         finally:
-            del _worker_context.stopping
+            del _worker_context.stopping, _worker_context.counters
             self._finish()
 
     def _live(self, worker: int, counters: WorkerCounters) -> None:
@@ -229,7 +246,10 @@ class StageRun:
         """Leave the stage; the last worker out passes end of stream downstream."""
         with self._turn:
             self._working -= 1
-            last = self._working == 0 and not self._stopping
+            # The stop event is set before any queue is shut down (`_stopping` only after
+            # all of them), so a worker that left on ShutDown cannot pass on end of stream
+            # into a results queue that is not yet shut down.
+            last = self._working == 0 and not self.stopping.is_set()
         if last:
             # A stop between the check and the put leaves nothing to pass on.
             with contextlib.suppress(ShutDown):
