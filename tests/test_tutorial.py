@@ -1,4 +1,4 @@
-"""Run every ```python block of docs/tutorial.md and README.md, each in a fresh namespace.
+"""Run every ```python block of the tutorial chapters and README.md, each in a fresh namespace.
 
 A block fails the test if it raises (the blocks check their claims with `assert`) or
 leaves a thread behind (the conftest fixture). Line numbers in a traceback are the
@@ -15,7 +15,7 @@ from typing import NamedTuple
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "docs" / "tutorial.md", ROOT / "README.md"]
+DOCUMENTS = [ROOT / "docs" / "tutorial.md", ROOT / "docs" / "failure.md", ROOT / "README.md"]
 FENCE = re.compile(r"^```(\S*)\s*$")
 MAX_SECONDS = 1.0  # every block must be quick
 
@@ -51,12 +51,16 @@ def python_blocks(path: Path) -> list[CodeBlock]:
     return blocks
 
 
-BLOCKS = [block for path in DOCUMENTS if path.exists() for block in python_blocks(path)]
+BLOCKS = [block for path in DOCUMENTS for block in python_blocks(path)]
 
 
 def test_the_tutorial_has_its_code_blocks() -> None:
     tutorial_blocks = [block for block in BLOCKS if block.path.name == "tutorial.md"]
     assert len(tutorial_blocks) >= 9
+
+
+def test_the_failure_chapter_has_its_code_blocks() -> None:
+    assert [block.path.name for block in BLOCKS].count("failure.md") >= 8
 
 
 def test_the_readme_has_its_tour() -> None:

@@ -11,7 +11,14 @@ from __future__ import annotations
 import queue
 import reprlib
 
-__all__ = ["PipelineError", "ShutDown", "StageError"]
+__all__ = [
+    "CircuitOpen",
+    "FailureBudgetExceeded",
+    "ItemTimeout",
+    "PipelineError",
+    "ShutDown",
+    "StageError",
+]
 
 
 class PipelineError(Exception):
@@ -64,3 +71,15 @@ class StageError(PipelineError):
     def __reduce__(self) -> tuple[object, ...]:
         item = self.item if self.has_item else _NO_ITEM
         return (type(self), (self.stage, self.phase, item, self.detail))
+
+
+class CircuitOpen(PipelineError):
+    """Raised instead of a call while a circuit breaker is open (or half-open and busy)."""
+
+
+class ItemTimeout(PipelineError, TimeoutError):
+    """Raised when a stage with a per-item timeout gives no result for an item in time."""
+
+
+class FailureBudgetExceeded(PipelineError):
+    """Raised when skipped or dead-lettered items exceed a failure budget; names the budget."""

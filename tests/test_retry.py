@@ -1,0 +1,255 @@
+"""Tests for RetryPolicy: the backoff it computes, and retries applied by ResilientStage.
+
+Backoffs that matter for timing are 30 s long and must be cut short by the run's stop
+event; the tests bound every wait and never sleep for correctness.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
+from pipeline.resilient import ResilientStage
+from pipeline.retry import RetryPolicy
+
+WAIT = 5.0  # the bound on every wait for another thread or process
+
+
+class LongestDelay(random.Random):
+    """A jitter source that always picks the longest delay of the window."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Flaky(PipelineStage[int, int]):
+    """Fail each item in `flaky` with `error` on its first `failures` attempts."""
+
+    def __init__(
+        self, flaky: set[int], failures: int, error: type[Exception], *, workers: int = 1
+    ) -> None:
+        super().__init__(workers=workers)
+        self.flaky = flaky
+        self.failures = failures
+        self.error = error
+        self.lock = threading.Lock()
+        self.attempts: dict[int, int] = {}
+
+    def process(self, item: int) -> int:
+        with self.lock:
+            attempt = self.attempts[item] = self.attempts.get(item, 0) + 1
+        if item in self.flaky and attempt <= self.failures:
+            raise self.error(f"attempt {attempt} at {item}")
+        return item
+
+
+# The policy's arithmetic.
+
+
+def test_the_backoff_window_doubles_up_to_the_cap() -> None:
+    policy = RetryPolicy(base_delay=0.1, max_delay=1.0)
+    windows = [policy.backoff_window(retry) for retry in range(1, 7)]
+    assert windows == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert policy.backoff_window(100_000) == 1.0  # no overflow far past the cap
+
+
+def test_delays_use_full_jitter_over_the_whole_window() -> None:
+    policy = RetryPolicy(base_delay=0.1, max_delay=1.0, rng=random.Random(7))
+    delays = [policy.delay(3) for _ in range(2000)]
+    assert all(0.0 <= delay <= 0.4 for delay in delays)
+    assert min(delays) < 0.01
+    assert max(delays) > 0.39
+    assert 0.18 < sum(delays) / len(delays) < 0.22  # uniform: the mean is half the window
+
+
+def test_the_same_seed_gives_the_same_delays() -> None:
+    first = RetryPolicy(rng=random.Random(42))
+    second = RetryPolicy(rng=random.Random(42))
+    assert [first.delay(n) for n in range(1, 9)] == [second.delay(n) for n in range(1, 9)]
+
+
+def test_only_the_listed_errors_are_retried_and_only_within_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=3, retry_on=(ConnectionError, TimeoutError))
+    assert policy.should_retry(ConnectionRefusedError(), 1)  # a subclass counts
+    assert policy.should_retry(TimeoutError(), 2)
+    assert not policy.should_retry(TimeoutError(), 3)
+    assert not policy.should_retry(ValueError(), 1)
+
+
+def test_a_single_exception_type_is_accepted_for_retry_on() -> None:
+    policy = RetryPolicy(retry_on=OSError)  # type: ignore[arg-type]
+    assert policy.retry_on == (OSError,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_attempts": 0}, ValueError, "max_attempts must be >= 1, got 0"),
+        ({"max_attempts": 2.0}, TypeError, "max_attempts must be an int, got float"),
+        ({"base_delay": -1}, ValueError, "base_delay must be >= 0, got -1"),
+        ({"max_delay": float("nan")}, ValueError, "max_delay must be >= 0, got nan"),
+        ({"base_delay": "1"}, TypeError, "base_delay must be a number, got str"),
+        (
+            {"base_delay": 2, "max_delay": 1},
+            ValueError,
+            "max_delay must be >= base_delay, got max_delay=1 and base_delay=2",
+        ),
+        ({"multiplier": 0.5}, ValueError, "multiplier must be >= 1, got 0.5"),
+        (
+            {"retry_on": ()},
+            TypeError,
+            r"retry_on must be a non-empty tuple of exception types, got \(\)",
+        ),
+        (
+            {"retry_on": (ValueError, 3)},
+            TypeError,
+            "retry_on must be a non-empty tuple of exception types",
+        ),
+    ],
+)
+def test_bad_retry_arguments_are_rejected(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        RetryPolicy(**kwargs)
+
+
+# Retries in a pipeline.
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_retried_items_succeed_and_keep_their_place_in_order(workers: int, batch_size: int) -> None:
+    flaky = Flaky(set(range(0, 500, 7)), failures=2, error=ConnectionError, workers=workers)
+    stage = ResilientStage(flaky, retry=RetryPolicy(max_attempts=3, base_delay=0))
+    assert Pipeline(stage, queue_size=16, batch_size=batch_size).run(range(500)) == list(range(500))
+    assert stage.statistics().retries == 2 * len(flaky.flaky)
+    assert all(flaky.attempts[item] == 3 for item in flaky.flaky)
+
+
+def test_an_error_not_listed_in_retry_on_is_not_retried() -> None:
+    flaky = Flaky({3}, failures=1, error=ValueError)
+    stage = ResilientStage(
+        flaky,
+        on_error="collect",
+        retry=RetryPolicy(max_attempts=5, base_delay=0, retry_on=(ConnectionError,)),
+    )
+    assert Pipeline(stage).run(range(6)) == [0, 1, 2, 4, 5]
+    assert stage.dead_letters is not None
+    [letter] = stage.dead_letters.snapshot()
+    assert (letter.item, letter.attempts, str(letter.error)) == (3, 1, "attempt 1 at 3")
+    assert flaky.attempts[3] == 1
+
+
+def test_an_item_that_keeps_failing_is_given_up_after_max_attempts() -> None:
+    flaky = Flaky({3}, failures=100, error=ConnectionError)
+    stage = ResilientStage(
+        flaky, on_error="collect", retry=RetryPolicy(max_attempts=4, base_delay=0)
+    )
+    assert Pipeline(stage).run(range(6)) == [0, 1, 2, 4, 5]
+    assert stage.dead_letters is not None
+    [letter] = stage.dead_letters.snapshot()
+    assert (letter.item, letter.attempts, str(letter.error)) == (3, 4, "attempt 4 at 3")
+    assert stage.statistics().retries == 3
+
+
+def test_under_raise_the_last_attempt_error_stops_the_run_naming_the_item() -> None:
+    flaky = Flaky({3}, failures=100, error=ConnectionError)
+    stage = ResilientStage(flaky, retry=RetryPolicy(max_attempts=2, base_delay=0))
+    with pytest.raises(StageError) as raised:
+        Pipeline(stage).run(range(6))
+    assert str(raised.value) == "stage 'Flaky' failed on item 3: ConnectionError: attempt 2 at 3"
+    assert isinstance(raised.value.__cause__, ConnectionError)
+
+
+def test_a_30_second_backoff_ends_at_once_when_another_part_of_the_run_fails() -> None:
+    backing_off = threading.Event()
+
+    def fail_once_then_signal(item: int) -> int:
+        backing_off.set()
+        raise ConnectionError("service down")
+
+    def source() -> Iterator[int]:
+        yield 1
+        if not backing_off.wait(WAIT):
+            raise TimeoutError("the stage never failed")
+        raise OSError("the source broke during the backoff")
+
+    stage = ResilientStage(
+        FunctionStage(fail_once_then_signal),
+        retry=RetryPolicy(max_attempts=2, base_delay=30, max_delay=30, rng=LongestDelay()),
+    )
+    started = time.monotonic()
+    with pytest.raises(StageError, match="the source broke during the backoff"):
+        Pipeline(stage, batch_size=1).run(source())
+    assert time.monotonic() - started < 1.0
+
+
+CTRL_C_DURING_BACKOFF = textwrap.dedent(
+    """
+    import random, signal, sys, threading, time
+    from pipeline import FunctionStage, Pipeline
+    from pipeline.resilient import ResilientStage
+    from pipeline.retry import RetryPolicy
+
+    class LongestDelay(random.Random):
+        def uniform(self, a, b):
+            return b
+
+    def down(item):
+        print("backing off", flush=True)
+        raise ConnectionError("service down")
+
+    interrupted_at = None
+
+    def on_sigint(signum, frame):
+        global interrupted_at
+        interrupted_at = time.monotonic()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    stage = ResilientStage(
+        FunctionStage(down),
+        retry=RetryPolicy(max_attempts=2, base_delay=30, max_delay=30, rng=LongestDelay()),
+    )
+    try:
+        Pipeline(stage, batch_size=1).run(range(3))
+    except KeyboardInterrupt:
+        print(f"stopped after {time.monotonic() - interrupted_at:.3f} s", flush=True)
+        print("threads left:", threading.active_count() - 1, flush=True)
+        sys.exit(0)
+    sys.exit(3)
+    """
+)
+
+
+def test_ctrl_c_during_a_30_second_backoff_exits_within_one_second() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_DURING_BACKOFF],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "backing off"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=WAIT)
+    finally:
+        process.kill()
+        process.wait(WAIT)
+    assert process.returncode == 0, stderr
+    stopped, threads = stdout.strip().splitlines()
+    seconds = float(stopped.removeprefix("stopped after ").removesuffix(" s"))
+    assert seconds < 1.0, stdout
+    assert threads == "threads left: 0"
