@@ -184,6 +184,55 @@ static void test_many_blocks_against_simple_loop(size_t length)
     free(expected);
 }
 
+/* Every 4-bit keep pattern, at every offset from a 4-item group boundary:
+ * the AVX2 form packs four lanes at a time with a 16-entry table, so each
+ * entry is checked, with -0.0, negatives and NaN as the dropped lanes' kin.
+ * The output holds exactly `length` doubles so ASan catches a wide store
+ * past it. */
+static void test_every_keep_pattern_of_four_lanes(void)
+{
+    enum { length = 11 };
+    unsigned pattern;
+    size_t offset;
+
+    for (pattern = 0; pattern < 16; pattern++) {
+        for (offset = 0; offset < 4; offset++) {
+            double input[length];
+            double *output = malloc(length * sizeof *output);
+            double expected[length];
+            size_t expected_kept = 0;
+            pl_transform_counts counts;
+            size_t index;
+            int all_equal = 1;
+
+            if (output == NULL) {
+                CHECK(!"allocation failed");
+                return;
+            }
+            for (index = 0; index < length; index++) {
+                size_t lane = index - offset;
+                int in_pattern = index >= offset && lane < 4;
+                int kept = in_pattern ? (int)((pattern >> lane) & 1u) : index % 2 == 0;
+                /* Kept values alternate with -0.0; dropped ones cycle through kinds. */
+                double dropped = index % 3 == 0 ? -1.5 : (index % 3 == 1 ? NAN : -HUGE_VAL);
+                double value = index % 5 == 4 ? -0.0 : (double)(index + 1) * 4.0;
+                input[index] = kept ? value : dropped;
+                if (kept) {
+                    expected[expected_kept++] = sqrt(value) * 2.0;
+                }
+            }
+            CHECK(pl_transform(input, length, output, length, &counts) == PL_OK);
+            CHECK(counts.kept == expected_kept);
+            CHECK(counts_add_up(&counts, length));
+            for (index = 0; index < expected_kept && index < counts.kept; index++) {
+                all_equal &= same_bits(output[index], expected[index]);
+            }
+            CHECK(all_equal);
+            free(output);
+        }
+    }
+}
+
 int main(void)
 {
     size_t lengths[] = {1, 2, 3, 1023, 1024, 1025, 4099, 100003};
@@ -191,6 +240,7 @@ int main(void)
 
     test_special_values();
     test_empty_and_null();
+    test_every_keep_pattern_of_four_lanes();
     for (which = 0; which < sizeof lengths / sizeof lengths[0]; which++) {
         test_many_blocks_against_simple_loop(lengths[which]);
     }

@@ -77,6 +77,16 @@ enum {
 int pl_transform(const double *input, size_t length, double *output,
                  size_t output_capacity, pl_transform_counts *counts);
 
+/*
+ * Copy count doubles from source to destination; the ranges may overlap (it
+ * is memmove). It exists so that Python code can move a batch's results into
+ * place through the same binding, with the GIL released: copying into fresh
+ * memory takes a page fault per 4 KiB, which is too slow to do while holding
+ * the GIL. Both pointers must be aligned for double; NULL is allowed only
+ * with count == 0.
+ */
+void pl_move(double *destination, const double *source, size_t count);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,13 +7,14 @@ import array
 import io
 import random
 import re
+import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from pipeline import data_example
+from pipeline import data_example, production
 from pipeline.buffers import Float64Input
 from pipeline.errors import StageError
 from pipeline.production import DataPipeline, DataStats, TransformResult, TransformStage
@@ -61,10 +62,90 @@ def test_process_accepts_a_list_and_a_memoryview() -> None:
     assert from_list.tolist() == from_view.tolist() == [4.0, 6.0]
 
 
-def test_process_of_empty_data_returns_empty_results_and_zero_stats() -> None:
-    results, stats = DataPipeline(2, 10).process(array.array("d"))
-    assert len(results) == 0
-    assert (stats.items_processed, stats.items_filtered, stats.items_invalid) == (0, 0, 0)
+JOIN_TIMEOUT = 10.0
+
+
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+def test_process_returns_a_memoryview_of_doubles_usable_as_a_sequence(
+    implementation: str,
+) -> None:
+    data = array.array("d", [16.0, -1.0, 25.0, float("nan"), 0.0, -0.0])
+    results, _ = DataPipeline(2, 2, implementation).process(data)  # type: ignore[arg-type]
+    assert isinstance(results, memoryview)
+    assert isinstance(results, Sequence)
+    assert (results.format, results.itemsize, results.ndim, results.readonly) == ("d", 8, 1, False)
+    assert len(results) == 4
+    assert results[0] == 8.0
+    assert isinstance(results[1], float)
+    assert list(results[1:3]) == [10.0, 0.0]
+    assert results.tolist() == [8.0, 10.0, 0.0, -0.0]
+    assert array.array("d", results.tobytes()).tobytes() == results.tobytes()
+
+
+def test_process_results_stay_valid_after_the_input_is_freed() -> None:
+    data = array.array("d", [float(index) for index in range(10_000)])
+    expected, _ = transform_reference(data)
+    results, _ = DataPipeline(2, 999).process(data)
+    del data
+    _ = [bytearray(80_000) for _ in range(10)]  # reuse the freed memory
+    assert results.tobytes() == expected.tobytes()
+
+
+def test_process_leaves_no_buffer_exported_on_the_input() -> None:
+    data = array.array("d", [1.0, 4.0, 9.0])
+    DataPipeline(2, 1).process(data)
+    data.append(16.0)  # BufferError if a chunk view had outlived the call
+
+
+@pytest.mark.parametrize("data", [array.array("d"), array.array("d", [-1.0, float("nan")] * 50)])
+def test_process_without_results_returns_an_empty_memoryview(data: array.array[float]) -> None:
+    results, stats = DataPipeline(2, 10).process(data)
+    assert isinstance(results, memoryview)
+    assert (results.format, len(results)) == ("d", 0)
+    assert stats.items_processed == 0
+    assert stats.items_filtered + stats.items_invalid == len(data)
+
+
+def test_placement_makes_a_chunk_wait_for_the_previous_one() -> None:
+    placement = production._Placement()
+    offsets: list[int] = []
+    second_started = threading.Event()
+
+    def place_second() -> None:
+        second_started.set()
+        offsets.append(placement.claim(1, kept=5))
+
+    thread = threading.Thread(target=place_second)
+    thread.start()
+    assert second_started.wait(timeout=JOIN_TIMEOUT)
+    thread.join(timeout=0.05)
+    assert thread.is_alive()  # blocked: chunk 0 has not claimed its place yet
+    assert placement.claim(0, kept=3) == 0
+    thread.join(timeout=JOIN_TIMEOUT)
+    assert not thread.is_alive()
+    assert offsets == [3]
+    assert placement.claim(2, kept=1) == 8
+
+
+def test_placement_abandoned_wakes_a_waiting_chunk_with_an_error() -> None:
+    placement = production._Placement()
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def place_second() -> None:
+        waiting.set()
+        try:
+            placement.claim(1, kept=5)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=place_second)
+    thread.start()
+    assert waiting.wait(timeout=JOIN_TIMEOUT)
+    placement.abandon()
+    thread.join(timeout=JOIN_TIMEOUT)
+    assert not thread.is_alive()
+    assert [str(error) for error in errors] == ["chunk 1 not placed: an earlier chunk failed"]
 
 
 def test_process_rejects_data_that_is_not_float64() -> None:

@@ -45,6 +45,7 @@ class Lib:
         counts: TransformCountsPointer,
         /,
     ) -> int: ...
+    def pl_move(self, destination: CData, source: CData, count: int, /) -> None: ...
 
 ffi: FFI
 lib: Lib

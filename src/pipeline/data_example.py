@@ -17,7 +17,7 @@ import array
 import csv
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -150,7 +150,7 @@ def read_readings(path: Path, column: str) -> array.array[float]:
     return readings
 
 
-def write_results(path: Path, results: array.array[float]) -> None:
+def write_results(path: Path, results: Sequence[float]) -> None:
     """Write ``results`` to ``path`` as a one-column CSV file with a header."""
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
