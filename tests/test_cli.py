@@ -424,3 +424,37 @@ def test_a_launcher_without_the_package_or_a_venv_says_to_install(
     result = run_command(python, tmp_path / launcher, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == "pipeline is not installed: run `make install` first\n"
+
+
+# seeing the run
+
+
+def test_report_prints_the_stages_and_the_bottleneck(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--items", "1000", "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline finished in " in out
+    assert "\nMultiplyStage " in out
+    assert "\nFilterStage " in out
+    assert "\nbottleneck: " in out
+
+
+def test_custom_report_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["custom", "--report"]) == 0
+    captured = capsys.readouterr()
+    assert "bottleneck: " in captured.err
+    assert "bottleneck: " not in captured.out
+
+
+def test_progress_draws_nothing_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--items", "1000", "--progress"]) == 0
+    assert "item/s" not in capsys.readouterr().err
+
+
+def test_progress_without_tqdm_exits_2_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [name for name in sys.modules if name.split(".")[0] == "tqdm"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "pipeline.progress", raising=False)
+    assert main(["demo", "--progress"]) == 2
+    assert "pip install pipeline[progress]" in capsys.readouterr().err

@@ -16,6 +16,7 @@ TIMEOUT = 30  # seconds; each example takes well under one
 EXPECTED = {
     "failure.py": "error:  stage 'ParseRecord' failed on item 'grace,eighty-five'",
     "slow_io.py": "speed-up:",
+    "timeline.py": "saved the timeline to",
     "word_count.py": "words in 3000 lines",
 }
 

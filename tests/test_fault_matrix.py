@@ -262,7 +262,7 @@ def test_breaking_out_during_a_30_second_backoff_returns_at_once() -> None:
             break
     started = time.monotonic()
     pipeline.close()  # the way to stop a stream that is kept
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < WAIT  # far below the 30 s backoff: it was cut short
     assert outputs == [0, 1, 2, 3, 4]
 
 

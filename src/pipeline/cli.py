@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from importlib import import_module
 from types import ModuleType
+from typing import Any
 
 from pipeline.errors import StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
@@ -92,10 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     logging_options = _logging_options()
+    observing_options = _observing_options()
 
     demo = subparsers.add_parser(
         "demo",
-        parents=[logging_options],
+        parents=[logging_options, observing_options],
         help="the classic MultiplyStage -> AddStage -> FilterStage over 1..N (the default)",
         description="Run x*2 -> x+10 -> keep evens over 1..N and print a summary. "
         "With -vv each stage logs which item it turned into what, and in which thread.",
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     custom = subparsers.add_parser(
         "custom",
-        parents=[logging_options],
+        parents=[logging_options, observing_options],
         help="a text pipeline made by subclassing PipelineStage",
         description="Normalise whitespace -> title-case -> keep lines of at least "
         "--min-length characters, and print the lines kept. -v shows each worker's "
@@ -172,30 +174,44 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     pipeline = Pipeline(chain, queue_size=args.queue_size, batch_size=args.batch_size)
     logger.info("running %r over 1..%d", pipeline, args.items)
+    try:
+        progress = _progress_bars(pipeline, args.progress, total=args.items)
+    except ImportError as exc:
+        print(f"{PROG} demo: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.perf_counter()
-    outputs = pipeline.run(range(1, args.items + 1))
+    with progress:
+        outputs = pipeline.run(range(1, args.items + 1))
     elapsed = time.perf_counter() - started
     logger.info("finished in %.6f s", elapsed)
     if args.quiet:
         print(outputs)
-        return EXIT_OK
-    shown = repr(outputs[:SHOWN_OUTPUTS])
-    if len(outputs) > SHOWN_OUTPUTS:
-        shown = f"{shown[:-1]}, ...] ({len(outputs) - SHOWN_OUTPUTS} more)"
-    print(f"pipeline:  {' -> '.join(stage.name for stage in pipeline.stages)}")
-    print(f"workers:   {workers} per stage")
-    print(f"items in:  {args.items}")
-    print(f"items out: {len(outputs)}")
-    print(f"outputs:   {shown}")
-    print(f"elapsed:   {elapsed:.6f} s")
+    else:
+        shown = repr(outputs[:SHOWN_OUTPUTS])
+        if len(outputs) > SHOWN_OUTPUTS:
+            shown = f"{shown[:-1]}, ...] ({len(outputs) - SHOWN_OUTPUTS} more)"
+        print(f"pipeline:  {' -> '.join(stage.name for stage in pipeline.stages)}")
+        print(f"workers:   {workers} per stage")
+        print(f"items in:  {args.items}")
+        print(f"items out: {len(outputs)}")
+        print(f"outputs:   {shown}")
+        print(f"elapsed:   {elapsed:.6f} s")
+    if args.report:
+        print(f"\n{pipeline.report()}")
     return EXIT_OK
 
 
 def run_custom(args: argparse.Namespace) -> int:
     """Stream the text pipeline over a file (or the sample text) and print the lines kept."""
     pipeline = text_pipeline(min_length=args.min_length, workers=args.workers)
+    try:
+        progress = _progress_bars(pipeline, args.progress)
+    except ImportError as exc:
+        print(f"{PROG} custom: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(progress)
         if args.file is None:
             lines: Iterator[str] = iter(SAMPLE_TEXT.splitlines())
         else:
@@ -214,12 +230,29 @@ def run_custom(args: argparse.Namespace) -> int:
             print(line)
             kept += 1
     elapsed = time.perf_counter() - started
+    if args.report:
+        print(pipeline.report(), file=sys.stderr)
     if not args.quiet:
         print(
             f"kept {kept} lines of at least {args.min_length} characters in {elapsed:.6f} s",
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _progress_bars(
+    pipeline: Pipeline[Any, Any], wanted: bool, *, total: int | None = None
+) -> contextlib.AbstractContextManager[object]:
+    """Return live bars per stage if `wanted` (drawn only on a terminal), else a no-op.
+
+    Raises:
+        ImportError: tqdm is not installed (`pip install pipeline[progress]`).
+    """
+    if not wanted:
+        return contextlib.nullcontext()
+    from pipeline.progress import Progress  # only when asked for: tqdm is an optional extra
+
+    return Progress(pipeline, total=total)
 
 
 def _import_data_example() -> ModuleType | None:
@@ -279,6 +312,22 @@ def _logging_options() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", help="print only the results, log only errors"
     )
     return options
+
+
+def _observing_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("seeing the run")
+    group.add_argument(
+        "--report",
+        action="store_true",
+        help="after the run, print each stage's figures and name the bottleneck",
+    )
+    group.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a live bar per stage on stderr, on a terminal (needs pipeline[progress])",
+    )
+    return parser
 
 
 def _add_queue_options(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pipeline.checks import positive_int
 from pipeline.errors import PipelineError, ShutDown, StageError
+from pipeline.report import format_report
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import PipelineStage, StageChain
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
@@ -152,6 +153,14 @@ class Pipeline(Generic[In, Out]):
         with self._lock:
             run = self._latest
         return None if run is None else run.statistics()
+
+    def report(self) -> str:
+        """Return a table of each stage's figures that names the bottleneck, and why.
+
+        Describes the run in progress or the last one (see `pipeline.report`).
+        """
+        stats = self.stats()
+        return "no run yet" if stats is None else format_report(stats)
 
     def close(self) -> None:
         """Stop the run in progress, if any, and join its threads; closing twice is harmless."""

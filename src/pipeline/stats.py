@@ -116,7 +116,8 @@ class StageStatistics:
     """One stage's figures, summed over its workers.
 
     Latencies are per item, in seconds, accurate to the histogram's bucket (a factor of
-    about 1.8); None before the stage has processed anything.
+    about 1.8); None before the stage has processed anything. `latency_counts` is that
+    histogram: items per bucket of `LATENCY_BUCKET_BOUNDS`, plus one bucket above them.
     """
 
     name: str
@@ -136,6 +137,7 @@ class StageStatistics:
     queue_depth: int
     queue_high_water_mark: int
     queue_maxsize: int
+    latency_counts: tuple[int, ...]
 
     @classmethod
     def from_workers(
@@ -168,6 +170,7 @@ class StageStatistics:
             queue_depth=queue_depth,
             queue_high_water_mark=queue_high_water_mark,
             queue_maxsize=queue_maxsize,
+            latency_counts=tuple(latency),
         )
 
     def share_of(self, seconds: float, elapsed: float) -> float:

@@ -1,23 +1,28 @@
-"""Run every ```python block of the tutorial chapters and README.md, each in a fresh namespace.
+"""Run every ```python block of the README and the docs chapters, each in a fresh namespace.
 
-A block fails the test if it raises (the blocks check their claims with `assert`) or
-leaves a thread behind (the conftest fixture). Line numbers in a traceback are the
-line numbers in the Markdown file.
+A block fails the test if it raises (the blocks check their claims with `assert`),
+prints nothing, or leaves a thread behind (the conftest fixture). Line numbers in a
+traceback are the line numbers in the Markdown file. How long a block takes is not
+checked here (pytest-timeout bounds it); speed is for the benchmarks.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "docs" / "tutorial.md", ROOT / "docs" / "failure.md", ROOT / "README.md"]
+# Each document, and the fewest python blocks it should have (a lost fence shows up here).
+DOCUMENTS = {
+    ROOT / "README.md": 1,
+    ROOT / "docs" / "tutorial.md": 9,
+    ROOT / "docs" / "failure.md": 8,
+    ROOT / "docs" / "observability.md": 6,
+}
 FENCE = re.compile(r"^```(\S*)\s*$")
-MAX_SECONDS = 1.0  # every block must be quick
 
 
 class CodeBlock(NamedTuple):
@@ -54,26 +59,20 @@ def python_blocks(path: Path) -> list[CodeBlock]:
 BLOCKS = [block for path in DOCUMENTS for block in python_blocks(path)]
 
 
-def test_the_tutorial_has_its_code_blocks() -> None:
-    tutorial_blocks = [block for block in BLOCKS if block.path.name == "tutorial.md"]
-    assert len(tutorial_blocks) >= 9
+@pytest.mark.parametrize(("path", "fewest"), DOCUMENTS.items(), ids=lambda p: getattr(p, "name", p))
+def test_each_document_has_its_code_blocks(path: Path, fewest: int) -> None:
+    assert len(python_blocks(path)) >= fewest
 
 
-def test_the_failure_chapter_has_its_code_blocks() -> None:
-    assert [block.path.name for block in BLOCKS].count("failure.md") >= 8
-
-
-def test_the_readme_has_its_tour() -> None:
-    assert [block.path.name for block in BLOCKS].count("README.md") >= 1
+def test_the_observability_chapter_shows_its_picture() -> None:
+    chapter = ROOT / "docs" / "observability.md"
+    assert "](images/demo_timeline.png)" in chapter.read_text(encoding="utf-8")
+    assert (chapter.parent / "images" / "demo_timeline.png").is_file()
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
 def test_code_block_runs(block: CodeBlock, capsys: pytest.CaptureFixture[str]) -> None:
     # Pad with blank lines so that tracebacks point at the right line of the document.
     code = compile("\n" * (block.line - 1) + block.source, str(block.path), "exec")
-    namespace = {"__name__": "__main__"}
-    started = time.perf_counter()
-    exec(code, namespace)
-    elapsed = time.perf_counter() - started
-    assert elapsed < MAX_SECONDS, f"{block.name} took {elapsed:.2f} s"
+    exec(code, {"__name__": "__main__"})
     assert capsys.readouterr().out, f"{block.name} should show its reader something"

@@ -1,0 +1,98 @@
+"""Measure how long Ctrl-C takes to stop a pipeline that is in a 30 s retry backoff.
+
+Run alone, it is the scenario: a stage fails, its RetryPolicy backs off for 30 s, and
+when SIGINT arrives the script prints how long the stop took and how many threads were
+left. With `--measure N` it runs the scenario N times in subprocesses, sending the real
+SIGINT itself, and prints the figures.
+
+Run: .venv/bin/python benchmarks/ctrl_c_backoff.py --measure 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+from pipeline import FunctionStage, Pipeline, ResilientStage, RetryPolicy
+
+BACKOFF_SECONDS = 30.0
+
+
+class LongestDelay(random.Random):
+    """Make full jitter pick the whole 30 s backoff every time."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def scenario() -> int:
+    interrupted_at = 0.0
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted_at
+        interrupted_at = time.monotonic()
+        raise KeyboardInterrupt
+
+    def down(item: int) -> int:
+        print("backing off", flush=True)
+        raise ConnectionError("service down")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    retry = RetryPolicy(
+        max_attempts=2, base_delay=BACKOFF_SECONDS, max_delay=BACKOFF_SECONDS, rng=LongestDelay()
+    )
+    try:
+        Pipeline(ResilientStage(FunctionStage(down), retry=retry), batch_size=1).run(range(3))
+    except KeyboardInterrupt:
+        print(f"stopped after {time.monotonic() - interrupted_at:.4f} s", flush=True)
+        print("threads left:", threading.active_count() - 1, flush=True)
+        return 0
+    return 3
+
+
+def interrupt_once() -> tuple[float, str]:
+    """Run the scenario in a subprocess, send SIGINT during the backoff, return its report."""
+    process = subprocess.Popen(
+        [sys.executable, __file__], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "backing off":
+            raise RuntimeError("the scenario never started its backoff")
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=BACKOFF_SECONDS / 2)
+    finally:
+        process.kill()
+        process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"the scenario exited with {process.returncode}: {stderr}")
+    stopped, threads = stdout.strip().splitlines()
+    return float(stopped.removeprefix("stopped after ").removesuffix(" s")), threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--measure", type=int, metavar="N", help="run N times and report")
+    args = parser.parse_args(argv)
+    if args.measure is None:
+        return scenario()
+    reports = [interrupt_once() for _ in range(args.measure)]
+    seconds = [stop for stop, _ in reports]
+    leaks = sum(threads != "threads left: 0" for _, threads in reports)
+    print(
+        f"{args.measure} runs, SIGINT during a {BACKOFF_SECONDS:.0f} s backoff: stopped after "
+        f"median {statistics.median(seconds) * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms; "
+        f"runs leaving threads: {leaks}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
