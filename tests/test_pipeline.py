@@ -6,7 +6,11 @@ one). Concurrency is coordinated with events, never with sleeps.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
+import gc
 import itertools
+import logging
 import signal
 import subprocess
 import sys
@@ -32,9 +36,10 @@ from pipeline import (
     PipelineStage,
     PredicateStage,
     SafeQueue,
+    ShutDown,
     StageError,
 )
-from pipeline.worker import StageRun
+from pipeline.worker import StageRun, current_stop_event
 
 WAIT = 5.0  # the bound on every wait for another thread
 
@@ -410,11 +415,17 @@ def test_a_pipeline_runs_one_run_at_a_time() -> None:
             pipeline.run([1])
 
 
-def test_a_teardown_failure_after_an_early_break_is_not_lost() -> None:
+def test_a_failure_met_ahead_of_an_early_stop_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Like Executor.map: stopping early raises nothing for items never asked for."""
     stream = Pipeline(Lifecycle("teardown")).stream(itertools.count())
     next(stream)
-    with pytest.raises(StageError, match="failed in teardown"):
-        stream.close()  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="pipeline.pipeline"):
+        stream.close()
+    [record] = caplog.records
+    assert record.getMessage().startswith("a run its consumer stopped early had failed too")
+    assert isinstance(record.exc_info and record.exc_info[1], StageError)
 
 
 @pytest.mark.parametrize(
@@ -511,3 +522,161 @@ def test_a_worker_leaving_after_the_stop_began_passes_on_no_end_of_stream() -> N
     inbox.shutdown(immediate=True)  # The outbox is not shut down yet.
     stage_run.work(0)
     assert outbox.qsize() == 0
+
+
+# Found in review (each of these failed before its fix).
+
+
+def test_a_source_raising_shutdown_fails_the_run_instead_of_hanging() -> None:
+    """A generator reading a queue that was shut down raises ShutDown: a source failure."""
+    original = ShutDown()
+
+    def source() -> Iterator[int]:
+        yield 1
+        raise original
+
+    with pytest.raises(StageError) as raised:
+        Pipeline(FunctionStage(identity), queue_size=4).run(source())
+    assert raised.value.stage == "source"
+    assert raised.value.__cause__ is original
+
+
+@pytest.mark.parametrize("kind", ["map", "filter", "flat map"])
+def test_a_stop_iteration_in_a_hook_is_an_error_not_a_short_batch(kind: str) -> None:
+    def hook(item: int) -> Any:
+        if item == 3:
+            next(iter([]))  # a stray next() raises StopIteration
+        return {"map": item, "filter": True, "flat map": [item]}[kind]
+
+    stages: dict[str, PipelineStage[int, Any]] = {
+        "map": FunctionStage(hook),
+        "filter": PredicateStage(hook),
+        "flat map": FlatMapFunctionStage(hook),
+    }
+    with pytest.raises(StageError) as raised:
+        Pipeline(stages[kind]).run(range(10))
+    assert raised.value.item == 3
+    assert isinstance(raised.value.__cause__, StopIteration)
+
+
+def test_a_process_batch_that_returns_no_list_is_an_error() -> None:
+    class Forgetful(PipelineStage[int, int]):
+        def process_batch(self, items: list[int]) -> list[int]:
+            [item * 2 for item in items]  # forgot the return
+            return None  # type: ignore[return-value]
+
+    with pytest.raises(StageError, match=r"Forgetful.process_batch\(\) must return a list"):
+        Pipeline(Forgetful()).run(range(10))
+
+
+def test_a_pipeline_runs_again_after_close_while_a_stream_is_kept() -> None:
+    with Pipeline(FunctionStage[int, int](lambda x: x + 1)) as pipeline:
+        kept = pipeline.stream(itertools.count())
+        assert next(kept) == 1
+    assert pipeline.run([1, 2]) == [2, 3]
+    with pytest.raises(PipelineClosed):
+        list(kept)  # what it already held, then the news that the run was closed
+
+
+def test_an_early_stop_after_an_unseen_failure_raises_and_prints_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop_events: list[threading.Event | None] = []
+    taken = threading.Event()
+
+    def note_the_stop_event(item: int) -> int:
+        if not stop_events:
+            stop_events.append(current_stop_event())
+        return item
+
+    def fail_on_fifty(item: int) -> int:
+        if item == 50:
+            taken.wait(WAIT)
+            raise Boom("fifty")
+        return item
+
+    unraisable: list[object] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda info: unraisable.append(info.exc_value)
+    chain = FunctionStage(note_the_stop_event) >> FunctionStage(fail_on_fifty)
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.pipeline"):
+            for item in Pipeline(chain, queue_size=100, batch_size=1).stream(range(100)):
+                assert item == 0
+                taken.set()
+                stopping = stop_events[0]
+                assert stopping is not None
+                assert stopping.wait(WAIT)  # set once the failure has been recorded
+                break
+            gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert unraisable == []
+    assert "fifty" in caplog.text
+
+
+def test_close_from_another_thread_joins_every_thread_of_the_run() -> None:
+    stages = [FunctionStage(identity, name=f"s{index}", workers=4) for index in range(8)]
+    pipeline = Pipeline(stages, queue_size=2, batch_size=2)
+    source_started = threading.Event()
+
+    def source() -> Iterator[int]:
+        source_started.set()  # the feeder thread is up; the others may still be starting
+        yield from range(1000)
+
+    outcome: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            pipeline.run(source())
+        except PipelineClosed as exc:
+            outcome.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert source_started.wait(WAIT)
+    pipeline.close()
+    run = pipeline._latest
+    assert run is not None
+    # A thread close() returned before even starting was never waited for.
+    assert [
+        thread.name for thread in run.threads if thread.ident is None or thread.is_alive()
+    ] == []
+    consumer.join(WAIT)
+
+
+def test_ctrl_c_while_an_early_stop_waits_for_a_busy_worker_reaches_the_caller() -> None:
+    stop_events: list[threading.Event | None] = []
+    busy = threading.Event()
+    release = threading.Event()
+
+    def work(item: int) -> int:
+        if item == 1:
+            stop_events.append(current_stop_event())
+            busy.set()
+            release.wait(WAIT)
+        return item
+
+    pipeline = Pipeline(FunctionStage(work), batch_size=1)
+
+    def press_ctrl_c_during_the_stop() -> None:
+        stopping = stop_events[0]
+        if stopping is not None and stopping.wait(WAIT):
+            _thread.interrupt_main()
+
+    presser = threading.Thread(target=press_ctrl_c_during_the_stop)
+
+    def take_one_then_stop() -> None:
+        with contextlib.closing(pipeline.stream(range(10))) as stream:
+            assert next(stream) == 0
+            assert busy.wait(WAIT)
+            presser.start()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            take_one_then_stop()
+    finally:
+        release.set()
+        presser.join(WAIT)
+        pipeline.close()
+    assert pipeline._active is None

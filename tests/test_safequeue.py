@@ -559,3 +559,44 @@ def test_behaves_like_a_bounded_deque(maxsize: int, script: list[tuple[str, Any]
             assert q.get_many(argument, block=False) == expected
         assert q.qsize() == len(model)
         assert q.full() == (maxsize > 0 and len(model) >= maxsize)
+
+
+# Found in review: a get() must wake a putter that fits even when a putter waiting
+# first needs more room than is free (put_many is all-or-nothing).
+
+
+def test_a_get_wakes_a_small_putter_behind_a_batch_that_still_cannot_fit(
+    calls: list[CallInThread],
+) -> None:
+    q = SafeQueue[int](3)
+    q.put_many([1, 2, 3])
+    big = start(calls, lambda: q.put_many([10, 11, 12]))
+    big.assert_blocked()
+    small = start(calls, lambda: q.put(20))
+    small.assert_blocked()
+    assert q.get() == 1
+    small.join()
+    big.assert_blocked()
+    q.shutdown(immediate=True)
+    big.join()
+    assert isinstance(big.error, ShutDown)
+
+
+def test_put_many_after_shutdown_raises_shutdown_before_checking_the_batch() -> None:
+    q = SafeQueue[int](2)
+    q.shutdown()
+    with pytest.raises(ShutDown):
+        q.put_many([])
+    with pytest.raises(ShutDown):
+        q.put_many([1, 2, 3])
+
+
+def test_a_negative_timeout_is_rejected_even_when_no_wait_is_needed(
+    make_queue: Callable[[int], Any],
+) -> None:
+    q = make_queue(2)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.put(1, timeout=-1)
+    q.put(1)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        q.get(timeout=-1)

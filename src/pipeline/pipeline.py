@@ -130,12 +130,20 @@ class Pipeline(Generic[In, Out]):
             outputs.extend(batch)
         return outputs
 
-    def stream(self, source: Iterable[In]) -> Iterator[Out]:
+    def stream(self, source: Iterable[In]) -> Generator[Out]:
         """Return an iterator over the outputs, produced while the run goes on.
 
         The run starts at the first `next()`. Stopping early (`break`, or closing the
         iterator) stops every thread and joins them; so does `close()` on the pipeline
-        or leaving its `with` block, which is the way to stop an iterator you keep.
+        or leaving its `with` block, which is the way to stop an iterator you keep. A
+        failure the run met ahead of an early stop is logged, not raised.
+
+        A stop waits for calls already running to return: a stage's `process_batch`, and
+        the source's `next()`, which runs in a thread of the run (so a source bound to
+        its thread, such as a sqlite3 cursor, cannot be used). Stop a loop with
+        `with pipeline:` or `contextlib.closing(...)` rather than a bare `break` if a
+        Ctrl-C during that wait must reach you: after a bare `break` the stop runs
+        while the iterator is being collected, where Python can only print an exception.
 
         Raises (from the iterator):
             StageError: a stage or the source failed; the original exception is chained.
@@ -167,8 +175,7 @@ class Pipeline(Generic[In, Out]):
         with self._lock:
             run = self._active
         if run is not None:
-            run.stop()
-            run.join()
+            self._finish(run)
 
     def __enter__(self) -> Pipeline[In, Out]:
         return self
@@ -186,7 +193,7 @@ class Pipeline(Generic[In, Out]):
         return f"Pipeline({chain}, queue_size={self.queue_size}, batch_size={self.batch_size})"
 
     @staticmethod
-    def _items(batches: Generator[list[Out]]) -> Iterator[Out]:
+    def _items(batches: Generator[list[Out]]) -> Generator[Out]:
         # Closing this iterator must stop the run now, not when `batches` is collected.
         with contextlib.closing(batches):
             for batch in batches:
@@ -194,13 +201,14 @@ class Pipeline(Generic[In, Out]):
 
     def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
         run = _Run(self, source)
-        with self._lock:
-            if self._active is not None:
-                raise PipelineError("this pipeline is already running; wait for the run to end")
-            self._active = self._latest = run
         completed = False
         try:
-            run.start()
+            with self._lock:
+                if self._active is not None:
+                    raise PipelineError("this pipeline is already running; wait for the run to end")
+                self._active = self._latest = run
+                # Under the lock, so that close() in another thread finds every thread started.
+                run.start()
             while not completed:
                 try:
                     batch = run.results.get_many(self.batch_size)
@@ -213,9 +221,15 @@ class Pipeline(Generic[In, Out]):
                     run.items_delivered += len(batch)
                     yield batch
         except GeneratorExit:
+            # The consumer stopped early. A failure it never asked about (the run works
+            # ahead of it) is logged, not raised from a close() or a garbage collection.
             self._finish(run)
             if run.failure is not None:
-                raise run.failure from run.failure.__cause__
+                logger.warning(
+                    "a run its consumer stopped early had failed too: %s",
+                    run.failure,
+                    exc_info=run.failure,
+                )
             raise
         except BaseException:
             self._finish(run)
@@ -227,11 +241,14 @@ class Pipeline(Generic[In, Out]):
             raise PipelineClosed("the pipeline was closed before its input ended")
 
     def _finish(self, run: _Run) -> None:
-        run.stop()
-        run.join()
-        with self._lock:
-            if self._active is run:
-                self._active = None
+        """Stop `run`, join its threads and forget it; from any thread, any number of times."""
+        try:
+            run.stop()
+            run.join()
+        finally:
+            with self._lock:
+                if self._active is run:
+                    self._active = None
 
 
 class _Run:
@@ -326,24 +343,31 @@ class _Run:
         )
 
     def _feed(self) -> None:
-        """Read the source in chunks into the first queue; the feeder thread's target."""
+        """Read the source in chunks into the first queue; the feeder thread's target.
+
+        Whatever the source raises, `ShutDown` included (a generator reading a queue that
+        was shut down), is the source failing; only the first queue's `ShutDown` means
+        the run was stopped.
+        """
         inbox = self.queues[0]
         size = 1
-        try:
-            while True:
-                started = time.perf_counter()
+        while True:
+            started = time.perf_counter()
+            try:
                 chunk = list(islice(self.source, size))
-                elapsed = time.perf_counter() - started
+            except BaseException as exc:
+                error = StageError("source", "source", detail=describe(exc))
+                error.__cause__ = exc
+                self.fail(error)
+                return
+            elapsed = time.perf_counter() - started
+            try:
                 if not chunk:
-                    break
+                    inbox.put(END_OF_STREAM)
+                    return
                 self.items_read += len(chunk)
                 put_all(inbox, chunk)
-                self.source_blocked_seconds += time.perf_counter() - started - elapsed
-                size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
-            inbox.put(END_OF_STREAM)
-        except ShutDown:
-            return
-        except BaseException as exc:
-            error = StageError("source", "source", detail=describe(exc))
-            error.__cause__ = exc
-            self.fail(error)
+            except ShutDown:
+                return
+            self.source_blocked_seconds += time.perf_counter() - started - elapsed
+            size = next_batch_size(size, len(chunk), elapsed, self.max_batch)

@@ -53,7 +53,10 @@ class SafeQueue(Generic[T]):
         self.maxsize = maxsize
         # Everything below is guarded by `mutex`. The conditions share it:
         # not_empty is notified when items are added or on shutdown; getters wait on it.
-        # not_full is notified when items are removed or on shutdown; putters wait on it.
+        # not_full is notified (all waiters) when items are removed or on shutdown; putters
+        # wait on it. All, because putters need different amounts of room (put_many is
+        # all-or-nothing): waking just one could wake one that still cannot fit, while
+        # one that could stays asleep.
         # all_tasks_done is notified when unfinished_tasks drops to zero; join() waits on it.
         # Invariant: _size == sum(len(chunk) for chunk in _chunks) - _head.
         self.mutex = threading.Lock()
@@ -97,6 +100,8 @@ class SafeQueue(Generic[T]):
             queue.Full: no room for the whole batch in time.
             ShutDown: the queue has been shut down.
         """
+        if self.is_shutdown:
+            raise ShutDown
         chunk = list(items)
         if 0 < self.maxsize < len(chunk):
             raise ValueError(
@@ -121,7 +126,7 @@ class SafeQueue(Generic[T]):
                 self._chunks.popleft()
                 self._head = 0
             self._size -= 1
-            self.not_full.notify()
+            self.not_full.notify_all()
             return item
 
     def get_nowait(self) -> T:
@@ -143,7 +148,6 @@ class SafeQueue(Generic[T]):
         with self.not_empty:
             self._wait_for_items(block, timeout)
             items = self._take(max_items)
-            # Putters wait for different amounts of room, so wake them all to re-check.
             self.not_full.notify_all()
             return items
 
@@ -213,6 +217,8 @@ class SafeQueue(Generic[T]):
             )
 
     def _put_chunk(self, chunk: list[T], block: bool, timeout: float | None) -> None:
+        if block and self.maxsize > 0:
+            _check_timeout(timeout)
         with self.not_full:
             if self.is_shutdown:
                 raise ShutDown
@@ -236,6 +242,8 @@ class SafeQueue(Generic[T]):
 
     def _wait_for_items(self, block: bool, timeout: float | None) -> None:
         """Return once an item is queued; called with the mutex held."""
+        if block:
+            _check_timeout(timeout)
         if self._size:
             return
         if self.is_shutdown:
@@ -273,12 +281,14 @@ class SafeQueue(Generic[T]):
         return taken
 
 
-def _deadline(started: float, timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if timeout < 0:
+def _check_timeout(timeout: float | None) -> None:
+    """Reject a negative timeout up front, where `queue.Queue` does."""
+    if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
-    return started + timeout
+
+
+def _deadline(started: float, timeout: float | None) -> float | None:
+    return None if timeout is None else started + timeout
 
 
 def _wait(

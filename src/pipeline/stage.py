@@ -7,11 +7,13 @@ A user subclasses one of three classes and fills in one per-item hook:
 
 The framework calls `process_batch(items)` on a list of items at a time, because
 handing items between threads one by one costs far more than the work in a simple
-stage; the default `process_batch` of each class applies the per-item hook in a C loop
-(`map`, `filter`). A vectorised stage overrides `process_batch` itself.
+stage; the default `process_batch` of each class applies the per-item hook in a list
+comprehension. A vectorised stage overrides `process_batch` itself.
 
 The worker loop that calls these hooks lives in `pipeline.worker`; `map_items`,
-`filter_items` and `flat_map_items` are the C loops, shared with the function stages.
+`filter_items` and `flat_map_items` are those loops, shared with the function stages.
+They are comprehensions rather than `list(map(...))`, because a `StopIteration` escaping
+from a hook would silently end `list()` early and drop the rest of the batch.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain
 from operator import length_hint
 from typing import Any, Generic, TypeVar, overload
 
@@ -178,7 +179,7 @@ def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:
     """Return `[function(item) for item in items]`; a failure raises `ItemFailed`."""
     pending = iter(items)
     try:
-        return list(map(function, pending))
+        return [function(item) for item in pending]
     except Exception as exc:
         raise ItemFailed(*_failed_item(items, pending)) from exc
 
@@ -187,7 +188,7 @@ def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
     """Return the items for which `predicate` is true; a failure raises `ItemFailed`."""
     pending = iter(items)
     try:
-        return list(filter(predicate, pending))
+        return [item for item in pending if predicate(item)]
     except Exception as exc:
         raise ItemFailed(*_failed_item(items, pending)) from exc
 
@@ -196,13 +197,13 @@ def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> 
     """Return the items of each `function(item)`, in order; a failure raises `ItemFailed`."""
     pending = iter(items)
     try:
-        return list(chain.from_iterable(map(function, pending)))
+        return [output for item in pending for output in function(item)]
     except Exception as exc:
         raise ItemFailed(*_failed_item(items, pending)) from exc
 
 
 def _failed_item(items: list[Any], pending: Iterator[Any]) -> tuple[object, int]:
-    """Return the item (and its index) that a map/filter over `pending` failed on.
+    """Return the item (and its index) that a comprehension over `pending` failed on.
 
     The iterator has just yielded the failing item, so the items left in it tell which
     one that was, without any per-item bookkeeping on the fast path.

@@ -196,6 +196,11 @@ class StageRun:
                     self._input_ended = True
             started = clock()
             outputs = self.stage.process_batch(items) if items else []
+            if not isinstance(outputs, list):
+                raise TypeError(
+                    f"{type(self.stage).__name__}.process_batch() must return a list, "
+                    f"got {type(outputs).__name__}"
+                )
             finished = clock()
             if not self._emit(number, outputs):
                 return
