@@ -15,9 +15,6 @@ run early: `break`, and Ctrl-C as a real SIGINT.
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -26,13 +23,13 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import WAIT, interrupt_when_ready
 
 from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
 from pipeline.policy import DeadLetters, ErrorPolicy, check_error_policy
 from pipeline.resilient import ResilientStage
 from pipeline.retry import RetryPolicy
 
-WAIT = 5.0
 ITEMS = 200
 POSITIONS = {"first": 0, "middle": ITEMS // 2, "last": ITEMS - 1}
 STAGE_INDEX = {"first": 0, "middle": 1, "last": 2}
@@ -298,19 +295,6 @@ CTRL_C_WITH_FAULTS = textwrap.dedent(
 
 
 def test_ctrl_c_stops_a_pipeline_with_retries_and_faults_leaving_no_thread() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_WITH_FAULTS],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "running"
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=WAIT)
-    finally:
-        process.kill()
-        process.wait(WAIT)
-    assert process.returncode == 0, stderr
+    returncode, stdout, stderr = interrupt_when_ready(["-c", CTRL_C_WITH_FAULTS], ready="running")
+    assert returncode == 0, stderr
     assert stdout.strip() == "threads left: 0"

@@ -6,15 +6,15 @@ import importlib
 import json
 import re
 import sys
-import threading
 
 import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from support import ITEM_SECONDS, Slow
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
+from pipeline import FunctionStage, Pipeline, ResilientStage, StageError
 from pipeline.metrics import (
     PipelineCollector,
     json_snapshot,
@@ -23,7 +23,6 @@ from pipeline.metrics import (
 )
 from pipeline.stats import PipelineStatistics
 
-ITEM_SECONDS = 0.002
 ITEMS = 50
 
 RUN_METRICS = {
@@ -40,6 +39,8 @@ STAGE_METRICS = {
     "pipeline_stage_items_in": "counter",
     "pipeline_stage_items_out": "counter",
     "pipeline_stage_failed": "counter",
+    "pipeline_stage_skipped": "counter",
+    "pipeline_stage_dead_lettered": "counter",
     "pipeline_stage_busy_seconds": "counter",
     "pipeline_stage_starved_seconds": "counter",
     "pipeline_stage_blocked_seconds": "counter",
@@ -48,18 +49,6 @@ STAGE_METRICS = {
     "pipeline_stage_queue_high_water_mark": "gauge",
     "pipeline_stage_queue_maxsize": "gauge",
 }
-
-
-class Slow(PipelineStage[int, int]):
-    """Takes ITEM_SECONDS per item, waiting on an Event that is never set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pause = threading.Event()
-
-    def process(self, item: int) -> int:
-        self.pause.wait(ITEM_SECONDS)
-        return item
 
 
 def slow_last_pipeline() -> Pipeline[int, int]:
@@ -141,6 +130,8 @@ def test_every_figure_matches_the_statistics_of_a_known_run() -> None:
             ("pipeline_stage_items_in", stage.items_in),
             ("pipeline_stage_items_out", stage.items_out),
             ("pipeline_stage_failed", stage.failed),
+            ("pipeline_stage_skipped", stage.skipped),
+            ("pipeline_stage_dead_lettered", stage.dead_lettered),
             ("pipeline_stage_busy_seconds", stage.busy_seconds),
             ("pipeline_stage_starved_seconds", stage.starved_seconds),
             ("pipeline_stage_blocked_seconds", stage.blocked_seconds),
@@ -288,3 +279,34 @@ def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyP
     message = "pipeline.metrics needs prometheus_client: pip install pipeline[metrics]"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.metrics")
+
+
+def test_items_skipped_and_dead_lettered_by_error_policies_are_exported() -> None:
+    def fail_on_odd(item: int) -> int:
+        if item % 2:
+            raise ValueError(item)
+        return item
+
+    skipping = ResilientStage(FunctionStage(fail_on_odd, name="skipping"), on_error="skip")
+    collecting = ResilientStage(
+        FunctionStage[int, int](lambda x: 1 // (x % 4), name="collecting"), on_error="collect"
+    )
+    pipeline = Pipeline(skipping >> collecting)
+    # The odd items are skipped; of the even ones, multiples of four divide by zero.
+    assert pipeline.run(range(20)) == [0] * 5
+    registry = CollectorRegistry()
+    register_metrics(pipeline, registry, name="policies")
+    samples = scrape(registry)
+    skipped = value(
+        samples["pipeline_stage_skipped"],
+        "pipeline_stage_skipped_total",
+        pipeline="policies",
+        stage="skipping",
+    )
+    dead = value(
+        samples["pipeline_stage_dead_lettered"],
+        "pipeline_stage_dead_lettered_total",
+        pipeline="policies",
+        stage="collecting",
+    )
+    assert (skipped, dead) == (10, 5)

@@ -11,8 +11,6 @@ import contextlib
 import gc
 import itertools
 import logging
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -23,6 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import WAIT, interrupt_when_ready
 
 from pipeline import (
     AddStage,
@@ -40,8 +39,6 @@ from pipeline import (
     StageError,
 )
 from pipeline.worker import StageRun, current_stop_event
-
-WAIT = 5.0  # the bound on every wait for another thread
 
 
 def identity(item: Any) -> Any:
@@ -480,21 +477,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
 
 
 def test_ctrl_c_stops_the_pipeline_and_leaves_no_thread() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "running"
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=WAIT)
-    finally:
-        process.kill()
-        process.wait(WAIT)
-    assert process.returncode == 0, stderr
+    returncode, stdout, stderr = interrupt_when_ready(["-c", CTRL_C_SCRIPT], ready="running")
+    assert returncode == 0, stderr
     assert stdout.strip() == "threads left: 0"
 
 

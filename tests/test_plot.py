@@ -12,26 +12,14 @@ import numpy
 import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
+from support import ITEM_SECONDS, Slow
 
-from pipeline import FunctionStage, Pipeline, PipelineStage
+from pipeline import FunctionStage, Pipeline
 from pipeline.plot import COLOURS, TimelineRecorder, draw_timeline, plot_timeline
 from pipeline.stats import BatchEvent
 
-ITEM_SECONDS = 0.002
 ITEMS = 60
 QUEUE_SIZE = 4
-
-
-class Slow(PipelineStage[int, int]):
-    """Takes ITEM_SECONDS per item, waiting on an Event that is never set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pause = threading.Event()
-
-    def process(self, item: int) -> int:
-        self.pause.wait(ITEM_SECONDS)
-        return item
 
 
 def recorded_run() -> tuple[TimelineRecorder, Pipeline[int, int]]:

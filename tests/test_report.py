@@ -7,25 +7,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from support import ITEM_SECONDS, Slow
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
+from pipeline import FunctionStage, Pipeline, StageError
 from pipeline.report import CONSUMER, SOURCE, bottleneck, diagnose, format_report
 from pipeline.stats import PipelineStatistics, StageStatistics, WorkerCounters
 
-ITEM_SECONDS = 0.002
 ITEMS = 60
-
-
-class Slow(PipelineStage[int, int]):
-    """Takes ITEM_SECONDS per item, waiting on an Event that is never set (like slow I/O)."""
-
-    def __init__(self, name: str = "Slow") -> None:
-        super().__init__(name)
-        self.pause = threading.Event()
-
-    def process(self, item: int) -> int:
-        self.pause.wait(ITEM_SECONDS)
-        return item
 
 
 def fast(name: str) -> FunctionStage[int, int]:

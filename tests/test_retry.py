@@ -7,9 +7,6 @@ event; the tests bound every wait and never sleep for correctness.
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import WAIT, interrupt_when_ready
 
 from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
 from pipeline.resilient import ResilientStage
 from pipeline.retry import RetryPolicy
-
-WAIT = 5.0  # the bound on every wait for another thread or process
 
 
 class LongestDelay(random.Random):
@@ -202,18 +198,8 @@ def test_ctrl_c_during_a_30_second_backoff_stops_at_once_leaving_no_thread() -> 
     only proves the backoff was cut short rather than waited out.
     """
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "ctrl_c_backoff.py"
-    process = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "backing off"
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=WAIT)
-    finally:
-        process.kill()
-        process.wait(WAIT)
-    assert process.returncode == 0, stderr
+    returncode, stdout, stderr = interrupt_when_ready([str(script)], ready="backing off")
+    assert returncode == 0, stderr
     stopped, threads = stdout.strip().splitlines()
     assert float(stopped.removeprefix("stopped after ").removesuffix(" s")) < WAIT
     assert threads == "threads left: 0"

@@ -7,25 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import ITEM_SECONDS, WAIT, Slow
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, PredicateStage, StageError
+from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
 from pipeline.stats import BatchEvent, StageStatistics, WorkerCounters, latency_percentile
 from pipeline.worker import current_stop_event
-
-ITEM_SECONDS = 0.002
-WAIT = 5.0
-
-
-class Slow(PipelineStage[int, int]):
-    """Takes ITEM_SECONDS per item: its own work, as a slow I/O call would."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pause = threading.Event()
-
-    def process(self, item: int) -> int:
-        self.pause.wait(ITEM_SECONDS)
-        return item
 
 
 def identity(item: Any) -> Any:

@@ -153,6 +153,16 @@ class _Families:
         self.failed = CounterMetricFamily(
             "pipeline_stage_failed_total", "Failures in the stage's code", labels=stage
         )
+        self.skipped = CounterMetricFamily(
+            "pipeline_stage_skipped_total",
+            "Failed items dropped by a 'skip' error policy",
+            labels=stage,
+        )
+        self.dead_lettered = CounterMetricFamily(
+            "pipeline_stage_dead_lettered_total",
+            "Failed items sent to dead letters by a 'collect' error policy",
+            labels=stage,
+        )
         self.busy = CounterMetricFamily(
             "pipeline_stage_busy_seconds_total",
             "Worker seconds spent in the stage's code",
@@ -208,6 +218,8 @@ class _Families:
         self.items_in.add_metric(labels, stage.items_in)
         self.items_out.add_metric(labels, stage.items_out)
         self.failed.add_metric(labels, stage.failed)
+        self.skipped.add_metric(labels, stage.skipped)
+        self.dead_lettered.add_metric(labels, stage.dead_lettered)
         self.busy.add_metric(labels, stage.busy_seconds)
         self.starved.add_metric(labels, stage.starved_seconds)
         self.blocked.add_metric(labels, stage.blocked_seconds)
