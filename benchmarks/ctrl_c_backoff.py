@@ -1,16 +1,18 @@
-"""Measure how long Ctrl-C takes to stop a pipeline that is in a 30 s retry backoff.
+"""Measure how long Ctrl-C takes to stop a pipeline: busy, or in a 30 s retry backoff.
 
-Run alone, it is the scenario: a stage fails, its RetryPolicy backs off for 30 s, and
-when SIGINT arrives the script prints how long the stop took and how many threads were
-left. With `--measure N` it runs the scenario N times in subprocesses, sending the real
-SIGINT itself, and prints the figures.
+Run alone, it is a scenario. `backoff` (the default): a stage fails and its RetryPolicy
+backs off for 30 s. `busy`: three workers in two stages, each item 1 ms of work, over an
+endless source. When SIGINT arrives the script prints how long the stop took and how
+many threads were left. With `--measure N` it runs the scenario N times in
+subprocesses, sending the real SIGINT itself, and prints the figures.
 
-Run: .venv/bin/python benchmarks/ctrl_c_backoff.py --measure 20
+Run: .venv/bin/python benchmarks/ctrl_c_backoff.py --measure 20 [--scenario busy]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import signal
 import statistics
@@ -23,6 +25,8 @@ from types import FrameType
 from pipeline import FunctionStage, Pipeline, ResilientStage, RetryPolicy
 
 BACKOFF_SECONDS = 30.0
+READY = {"backoff": "backing off", "busy": "running"}
+WHEN = {"backoff": f"during a {BACKOFF_SECONDS:.0f} s backoff", "busy": "while 3 workers are busy"}
 
 
 class LongestDelay(random.Random):
@@ -32,7 +36,7 @@ class LongestDelay(random.Random):
         return b
 
 
-def scenario() -> int:
+def scenario(name: str) -> int:
     interrupted_at = 0.0
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -41,15 +45,28 @@ def scenario() -> int:
         raise KeyboardInterrupt
 
     def down(item: int) -> int:
-        print("backing off", flush=True)
+        print(READY["backoff"], flush=True)
         raise ConnectionError("service down")
+
+    pause = threading.Event()
+
+    def work(item: int) -> int:
+        pause.wait(0.001)  # the stage's own work
+        return item
 
     signal.signal(signal.SIGINT, on_sigint)
     retry = RetryPolicy(
         max_attempts=2, base_delay=BACKOFF_SECONDS, max_delay=BACKOFF_SECONDS, rng=LongestDelay()
     )
     try:
-        Pipeline(ResilientStage(FunctionStage(down), retry=retry), batch_size=1).run(range(3))
+        if name == "backoff":
+            stage = ResilientStage(FunctionStage(down), retry=retry)
+            Pipeline(stage, batch_size=1).run(range(3))
+        else:
+            chain = FunctionStage(work, workers=2) >> FunctionStage(work)
+            for count, _ in enumerate(Pipeline(chain).stream(itertools.count())):
+                if count == 100:
+                    print(READY["busy"], flush=True)
     except KeyboardInterrupt:
         print(f"stopped after {time.monotonic() - interrupted_at:.4f} s", flush=True)
         print("threads left:", threading.active_count() - 1, flush=True)
@@ -57,15 +74,18 @@ def scenario() -> int:
     return 3
 
 
-def interrupt_once() -> tuple[float, str]:
-    """Run the scenario in a subprocess, send SIGINT during the backoff, return its report."""
+def interrupt_once(name: str) -> tuple[float, str]:
+    """Run scenario `name` in a subprocess, send SIGINT once it is ready, return its report."""
     process = subprocess.Popen(
-        [sys.executable, __file__], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--scenario", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
-        if process.stdout.readline().strip() != "backing off":
-            raise RuntimeError("the scenario never started its backoff")
+        if process.stdout.readline().strip() != READY[name]:
+            raise RuntimeError(f"the {name} scenario never got ready")
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=BACKOFF_SECONDS / 2)
     finally:
@@ -80,14 +100,15 @@ def interrupt_once() -> tuple[float, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", type=int, metavar="N", help="run N times and report")
+    parser.add_argument("--scenario", choices=sorted(READY), default="backoff")
     args = parser.parse_args(argv)
     if args.measure is None:
-        return scenario()
-    reports = [interrupt_once() for _ in range(args.measure)]
+        return scenario(args.scenario)
+    reports = [interrupt_once(args.scenario) for _ in range(args.measure)]
     seconds = [stop for stop, _ in reports]
     leaks = sum(threads != "threads left: 0" for _, threads in reports)
     print(
-        f"{args.measure} runs, SIGINT during a {BACKOFF_SECONDS:.0f} s backoff: stopped after "
+        f"{args.measure} runs, SIGINT {WHEN[args.scenario]}: stopped after "
         f"median {statistics.median(seconds) * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms; "
         f"runs leaving threads: {leaks}"
     )

@@ -14,7 +14,6 @@ import logging
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -38,7 +37,7 @@ from pipeline import (
     ShutDown,
     StageError,
 )
-from pipeline.worker import StageRun, current_stop_event
+from pipeline.worker import StageRun, current_stop_event, next_batch_size
 
 
 def identity(item: Any) -> Any:
@@ -176,25 +175,22 @@ def test_stream_yields_results_of_an_infinite_source_and_stops_on_break() -> Non
     assert outputs == [2 * n for n in range(100)]
 
 
-def test_a_slow_source_is_not_held_back_waiting_for_a_full_batch() -> None:
-    """The feeder shrinks its chunks for a slow source, so outputs flow while it produces."""
-    produced_at: list[float] = []
-    pause = threading.Event()
-
-    def slow_source() -> Iterator[int]:
-        for item in range(6):
-            pause.wait(0.01)  # The source's own slowness (a file on a slow disk, say).
-            produced_at.append(time.monotonic())
-            yield item
-
-    first_output_at = None
-    outputs = []
-    for output in Pipeline(FunctionStage(identity)).stream(slow_source()):
-        first_output_at = first_output_at or time.monotonic()
-        outputs.append(output)
-    assert outputs == list(range(6))
-    assert first_output_at is not None
-    assert first_output_at < produced_at[-1]
+@pytest.mark.parametrize(
+    ("size", "taken", "elapsed", "expected"),
+    [
+        (1, 1, 0.0001, 2),  # fast and full: grow
+        (512, 512, 0.0001, 1024),
+        (4096, 4096, 0.0001, 4096),  # never past the largest batch
+        (8, 3, 0.0001, 8),  # the queue held fewer: nothing learned
+        (8, 8, 0.003, 8),  # about on target: keep
+        (8, 8, 0.05, 4),  # slow (a slow source or stage): shrink, so items flow
+        (1, 1, 0.05, 1),  # never below one
+    ],
+)
+def test_batches_grow_while_work_is_fast_and_shrink_when_it_is_slow(
+    size: int, taken: int, elapsed: float, expected: int
+) -> None:
+    assert next_batch_size(size, taken, elapsed, max_size=4096) == expected
 
 
 def test_a_source_waiting_on_its_own_outputs_works_with_batch_size_one() -> None:
@@ -431,6 +427,7 @@ def test_a_failure_met_ahead_of_an_early_stop_is_logged_not_raised(
         ({"queue_size": 0}, ValueError, "queue_size must be >= 1, got 0"),
         ({"batch_size": -1}, ValueError, "batch_size must be >= 1, got -1"),
         ({"queue_size": None}, TypeError, "queue_size must be an int, got NoneType"),
+        ({"ordered": "no"}, TypeError, "ordered must be a bool, got str"),
     ],
 )
 def test_bad_pipeline_arguments_are_rejected(

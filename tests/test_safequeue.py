@@ -393,6 +393,8 @@ def test_get_many_needs_a_positive_limit() -> None:
     q = SafeQueue[int](1)
     with pytest.raises(ValueError, match="max_items must be >= 1, got 0"):
         q.get_many(0)
+    with pytest.raises(TypeError, match="max_items must be an int, got str"):
+        q.get_many("a")  # type: ignore[arg-type]
 
 
 def test_put_many_larger_than_maxsize_is_rejected() -> None:

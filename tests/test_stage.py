@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from pipeline import (
     PipelineStage,
     PredicateStage,
     StageChain,
+    StageError,
 )
 from pipeline.stage import ItemFailed
 
@@ -175,3 +177,40 @@ def test_typed_chains_line_up() -> None:
 
     typed: Pipeline[str, int] = Pipeline(Length() >> Double())
     assert typed.run(["ab", "abc"]) == [4, 6]
+
+
+@pytest.mark.parametrize(
+    ("stage", "items", "bad"),
+    [(MultiplyStage(), [1, 2, None, 4], None), (AddStage(), [1, "x", 3], "x")],
+)
+def test_the_classic_stages_name_the_failing_item(
+    stage: PipelineStage[int, int], items: list[Any], bad: object
+) -> None:
+    with pytest.raises(StageError) as raised:
+        Pipeline(stage).run(items)
+    assert raised.value.has_item
+    assert raised.value.item == bad
+    assert isinstance(raised.value.__cause__, TypeError)
+
+
+def test_the_classic_filter_names_the_failing_item() -> None:
+    with pytest.raises(StageError) as raised:
+        Pipeline(FilterStage()).run([2, 4, "odd one", 6])  # type: ignore[list-item]
+    assert raised.value.item == "odd one"
+
+
+def test_a_subclass_of_a_classic_stage_gets_its_own_hook_called() -> None:
+    class KeepBig(FilterStage):
+        def keep(self, item: int) -> bool:
+            return item > 3
+
+    class Triple(MultiplyStage):
+        def process(self, item: int) -> int:
+            return item * 3
+
+    class AddOne(AddStage):
+        def process(self, item: int) -> int:
+            return item + 1
+
+    assert Pipeline(KeepBig()).run([1, 2, 4, 5, 6]) == [4, 5, 6]
+    assert Pipeline(Triple() >> AddOne()).run([1, 2]) == [4, 7]

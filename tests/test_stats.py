@@ -72,8 +72,8 @@ def test_per_item_latency_reflects_the_work() -> None:
     slow = stats.stage("Slow")
     assert slow.latency_p50 is not None
     assert slow.latency_p99 is not None
-    # Bucket bounds are ~1.8x apart: the median item took ITEM_SECONDS or a bit more.
-    assert ITEM_SECONDS <= slow.latency_p50 <= ITEM_SECONDS * 4
+    # Each item waited ITEM_SECONDS at least; how much longer depends on the machine.
+    assert slow.latency_p50 >= ITEM_SECONDS
     assert slow.latency_p50 <= slow.latency_p99
 
 

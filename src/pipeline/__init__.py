@@ -9,11 +9,12 @@ from pipeline.errors import (
     CircuitOpen,
     FailureBudgetExceeded,
     ItemTimeout,
+    PipelineClosed,
     PipelineError,
     ShutDown,
     StageError,
 )
-from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline, PipelineClosed
+from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
 from pipeline.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
 from pipeline.resilient import ResilienceStatistics, ResilientStage
 from pipeline.retry import RetryPolicy

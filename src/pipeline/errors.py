@@ -15,6 +15,7 @@ __all__ = [
     "CircuitOpen",
     "FailureBudgetExceeded",
     "ItemTimeout",
+    "PipelineClosed",
     "PipelineError",
     "ShutDown",
     "StageError",
@@ -38,6 +39,10 @@ _NO_ITEM = object()
 _short_repr = reprlib.Repr()
 _short_repr.maxstring = 60
 _short_repr.maxother = 60
+
+
+class PipelineClosed(PipelineError):
+    """Raised to a consumer whose run was stopped by `Pipeline.close()` before its input ended."""
 
 
 class StageError(PipelineError):

@@ -23,14 +23,14 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from pipeline.checks import positive_int
-from pipeline.errors import PipelineError, ShutDown, StageError
+from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.report import format_report
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import PipelineStage, StageChain
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
 from pipeline.worker import END_OF_STREAM, StageRun, describe, next_batch_size, put_all
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "PipelineClosed"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -39,10 +39,6 @@ DEFAULT_QUEUE_SIZE = 8192
 DEFAULT_BATCH_SIZE = 4096
 
 logger = logging.getLogger(__name__)
-
-
-class PipelineClosed(PipelineError):
-    """Raised to a consumer whose run was stopped by `Pipeline.close()` before its input ended."""
 
 
 class Pipeline(Generic[In, Out]):
@@ -106,7 +102,9 @@ class Pipeline(Generic[In, Out]):
         self.stages: tuple[PipelineStage[Any, Any], ...] = chain.stages
         self.queue_size = positive_int("queue_size", queue_size)
         self.batch_size = positive_int("batch_size", batch_size)
-        self.ordered = bool(ordered)
+        if not isinstance(ordered, bool):
+            raise TypeError(f"ordered must be a bool, got {type(ordered).__name__}")
+        self.ordered = ordered
         if observer is not None and not callable(observer):
             raise TypeError(f"observer must be callable, got {type(observer).__name__}")
         self.observer = observer

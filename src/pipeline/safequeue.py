@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Generic, TypeVar
 
+from pipeline.checks import positive_int
 from pipeline.errors import ShutDown
 
 __all__ = ["Empty", "Full", "QueueStatistics", "SafeQueue", "ShutDown"]
@@ -139,12 +140,11 @@ class SafeQueue(Generic[T]):
         Blocks until at least one item is there, as `get` does.
 
         Raises:
-            ValueError: `max_items` is less than 1.
+            TypeError, ValueError: `max_items` is not an int >= 1.
             queue.Empty: nothing arrived in time.
             ShutDown: the queue is shut down and drained.
         """
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        positive_int("max_items", max_items)
         with self.not_empty:
             self._wait_for_items(block, timeout)
             items = self._take(max_items)

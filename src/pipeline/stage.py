@@ -181,7 +181,7 @@ def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:
     try:
         return [function(item) for item in pending]
     except Exception as exc:
-        raise ItemFailed(*_failed_item(items, pending)) from exc
+        raise item_failure(items, pending) from exc
 
 
 def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
@@ -190,7 +190,7 @@ def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
     try:
         return [item for item in pending if predicate(item)]
     except Exception as exc:
-        raise ItemFailed(*_failed_item(items, pending)) from exc
+        raise item_failure(items, pending) from exc
 
 
 def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> list[Out]:
@@ -199,14 +199,15 @@ def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> 
     try:
         return [output for item in pending for output in function(item)]
     except Exception as exc:
-        raise ItemFailed(*_failed_item(items, pending)) from exc
+        raise item_failure(items, pending) from exc
 
 
-def _failed_item(items: list[Any], pending: Iterator[Any]) -> tuple[object, int]:
-    """Return the item (and its index) that a comprehension over `pending` failed on.
+def item_failure(items: list[Any], pending: Iterator[Any]) -> ItemFailed:
+    """Return the `ItemFailed` for a comprehension over `pending` that has just raised.
 
-    The iterator has just yielded the failing item, so the items left in it tell which
-    one that was, without any per-item bookkeeping on the fast path.
+    `pending` must be `iter(items)`. It has just yielded the failing item, so the items
+    left in it tell which one that was, without any per-item bookkeeping on the fast
+    path. Raise the result `from` the exception caught.
     """
     index = len(items) - length_hint(pending) - 1
-    return items[index], index
+    return ItemFailed(items[index], index)

@@ -1,8 +1,9 @@
 """Ready-made stages: the classic demo trio, and stages built from plain functions.
 
-The classic stages override `process_batch` with a list comprehension, the fastest
-batch loop Python has; their `process` shows the same work one item at a time. With
-debug logging on, they log what happened to every item.
+The classic stages override `process_batch` with a list comprehension that inlines
+their work, the fastest batch loop Python has; their `process` (or `keep`) shows the
+same work one item at a time, and a subclass that overrides it gets the per-item path
+instead. With debug logging on, they log what happened to every item.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pipeline.stage import (
     PipelineStage,
     filter_items,
     flat_map_items,
+    item_failure,
     map_items,
 )
 
@@ -47,8 +49,14 @@ class MultiplyStage(PipelineStage[int, int]):
         return item * self.factor
 
     def process_batch(self, items: list[int]) -> list[int]:
+        if type(self).process is not MultiplyStage.process:
+            return super().process_batch(items)  # a subclass changed what one item does
         factor = self.factor
-        outputs = [item * factor for item in items]
+        pending = iter(items)
+        try:
+            outputs = [item * factor for item in pending]
+        except Exception as exc:
+            raise item_failure(items, pending) from exc
         _log_pairs(self.name, items, outputs)
         return outputs
 
@@ -64,8 +72,14 @@ class AddStage(PipelineStage[int, int]):
         return item + self.amount
 
     def process_batch(self, items: list[int]) -> list[int]:
+        if type(self).process is not AddStage.process:
+            return super().process_batch(items)  # a subclass changed what one item does
         amount = self.amount
-        outputs = [item + amount for item in items]
+        pending = iter(items)
+        try:
+            outputs = [item + amount for item in pending]
+        except Exception as exc:
+            raise item_failure(items, pending) from exc
         _log_pairs(self.name, items, outputs)
         return outputs
 
@@ -77,10 +91,17 @@ class FilterStage(FilteringStage[int]):
         return item % 2 == 0
 
     def process_batch(self, items: list[int]) -> list[int]:
+        if type(self).keep is not FilterStage.keep:
+            return super().process_batch(items)  # a subclass changed what is kept
+        pending = iter(items)
+        try:
+            outputs = [item for item in pending if item % 2 == 0]
+        except Exception as exc:
+            raise item_failure(items, pending) from exc
         if logger.isEnabledFor(logging.DEBUG):
             for item in items:
                 logger.debug("%s: %r %s", self.name, item, "kept" if item % 2 == 0 else "dropped")
-        return [item for item in items if item % 2 == 0]
+        return outputs
 
 
 class FunctionStage(PipelineStage[In, Out]):
