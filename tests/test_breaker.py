@@ -7,6 +7,7 @@ Threads start together at a Barrier and coordinate with Events; every wait is bo
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipeline.breaker import BreakerState, CircuitBreaker, StateChange
 from pipeline.errors import CircuitOpen
 from pipeline.policy import DeadLetters
 from pipeline.resilient import ResilientStage
+from pipeline.retry import RetryPolicy
 
 WAIT = 5.0
 
@@ -246,20 +248,54 @@ def test_state_changes_are_reported_to_the_callback_and_logged(
 
 
 @pytest.mark.parametrize(
+    "trip_on",
+    [ConnectionError, [ConnectionError], (kind for kind in [ConnectionError])],
+    ids=["one class", "list", "generator"],
+)
+def test_trip_on_takes_one_class_or_any_iterable_of_them(trip_on: Any) -> None:
+    breaker = CircuitBreaker(failure_threshold=1, trip_on=trip_on, clock=FakeClock())
+    assert breaker.trip_on == (ConnectionError,)
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(lambda value: 1 // value, 0)
+    assert breaker.state is CLOSED
+    with pytest.raises(ConnectionError):
+        breaker.call(fail, 0)
+    assert breaker.state is OPEN
+
+
+@pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
         ({"failure_threshold": 0}, ValueError, "failure_threshold must be >= 1, got 0"),
         ({"failure_threshold": "3"}, TypeError, "failure_threshold must be an int, got str"),
         ({"reset_timeout": -1}, ValueError, "reset_timeout must be >= 0, got -1"),
         ({"reset_timeout": None}, TypeError, "reset_timeout must be a number, got NoneType"),
-        ({"trip_on": ()}, TypeError, "trip_on must be a non-empty tuple of exception types"),
+        ({"trip_on": ()}, ValueError, "trip_on must hold at least one exception class, got ()"),
+        (
+            {"trip_on": [ConnectionError, None]},
+            TypeError,
+            "trip_on must hold exception classes, got None (NoneType)",
+        ),
+        (
+            {"trip_on": dict},
+            TypeError,
+            "trip_on must hold exception classes, got dict, which is not a BaseException subclass",
+        ),
+        (
+            {"trip_on": 1.5},
+            TypeError,
+            "trip_on must be an exception class or an iterable of them, got float 1.5",
+        ),
+        ({"name": 3}, TypeError, "name must be a str, got int"),
+        ({"name": ""}, ValueError, "name must not be empty"),
         ({"on_state_change": 3}, TypeError, "on_state_change must be callable, got int"),
+        ({"clock": 0.0}, TypeError, "clock must be callable, got float"),
     ],
 )
 def test_bad_breaker_arguments_are_rejected(
     kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
         CircuitBreaker(**kwargs)
 
 
@@ -326,3 +362,20 @@ def test_one_breaker_shared_by_two_stages_protects_both() -> None:
         ("second", 0, ConnectionError),
         ("second", 1, ConnectionError),
     ]
+
+
+def test_an_item_rejected_by_an_open_circuit_is_not_retried() -> None:
+    service = Service("service")
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30, clock=FakeClock())
+    stage = ResilientStage(
+        service,
+        on_error="collect",
+        retry=RetryPolicy(max_attempts=3, base_delay=0, retry_on=Exception),
+        breaker=breaker,
+    )
+    assert Pipeline(stage, batch_size=1).run(range(3)) == []
+    assert stage.dead_letters is not None
+    letters = [(letter.item, type(letter.error), letter.attempts) for letter in stage.dead_letters]
+    # Item 0's ConnectionError opens the circuit and is retried; the retry is rejected.
+    assert letters == [(0, CircuitOpen, 2), (1, CircuitOpen, 1), (2, CircuitOpen, 1)]
+    assert service.calls == 1

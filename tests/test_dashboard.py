@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -117,6 +118,33 @@ def test_a_caller_registry_is_served_as_it_is() -> None:
     with Dashboard(pipeline, registry=registry) as dashboard:
         text = fetch(dashboard.url + "metrics")[2]
     assert 'pipeline_items_read_total{pipeline="mine"} 1000.0' in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"host": 3}, TypeError, "host must be a str, got int"),
+        ({"port": "x"}, TypeError, "port must be an int, got str"),
+        ({"port": 8000.0}, TypeError, "port must be an int, got float"),
+        ({"port": True}, TypeError, "port must be an int, got bool"),
+        ({"port": -1}, ValueError, "port must be in 0..65535, got -1"),
+        ({"port": 65536}, ValueError, "port must be in 0..65535, got 65536"),
+        ({"name": 3}, TypeError, "name must be a str, got int"),
+        ({"name": ""}, ValueError, "name must not be empty"),
+        ({"registry": {}}, TypeError, "registry must be a CollectorRegistry or None, got dict"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        Dashboard(finished_pipeline(), **arguments)
+    assert dashboard_threads() == []
+
+
+def test_only_a_pipeline_can_be_shown() -> None:
+    with pytest.raises(TypeError, match=r"^pipeline must be a Pipeline, got str$"):
+        Dashboard("notpipeline")  # type: ignore[arg-type]
 
 
 def test_close_stops_the_server_and_joins_its_threads() -> None:

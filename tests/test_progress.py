@@ -8,6 +8,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -144,15 +145,37 @@ def test_the_monitor_is_joined_when_the_run_fails() -> None:
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "error", "message"),
     [
-        ({"interval": 0}, "interval must be > 0, got 0"),
-        ({"total": -1}, "total must be >= 0 or None, got -1"),
+        ({"interval": 0}, ValueError, "interval must be > 0 and finite, got 0"),
+        ({"interval": -0.5}, ValueError, "interval must be > 0 and finite, got -0.5"),
+        ({"interval": float("nan")}, ValueError, "interval must be > 0 and finite, got nan"),
+        ({"interval": float("inf")}, ValueError, "interval must be > 0 and finite, got inf"),
+        ({"interval": "a"}, TypeError, "interval must be a number, got str"),
+        ({"interval": True}, TypeError, "interval must be a number, got bool"),
+        ({"total": -1}, ValueError, "total must be >= 0 or None, got -1"),
+        ({"total": 1.5}, TypeError, "total must be an int or None, got float"),
+        ({"total": "a"}, TypeError, "total must be an int or None, got str"),
+        ({"total": True}, TypeError, "total must be an int or None, got bool"),
+        (
+            {"file": "out.txt"},
+            TypeError,
+            "file must be a text stream with a write() method or None, got str",
+        ),
+        ({"disable": 0}, TypeError, "disable must be a bool or None, got int"),
+        ({"disable": "no"}, TypeError, "disable must be a bool or None, got str"),
     ],
 )
-def test_bad_arguments_are_refused(arguments: dict[str, int], message: str) -> None:
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        Progress(two_stages(), **arguments)  # type: ignore[arg-type]
+def test_bad_arguments_are_refused(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        Progress(two_stages(), **arguments)
+
+
+def test_only_a_pipeline_can_be_shown() -> None:
+    with pytest.raises(TypeError, match=r"^pipeline must be a Pipeline, got str$"):
+        Progress("x")  # type: ignore[arg-type]
 
 
 def test_a_missing_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

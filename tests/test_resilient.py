@@ -145,7 +145,11 @@ def test_teardown_runs_in_every_worker_after_a_failure_elsewhere() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"on_error": "ignore"}, ValueError, "on_error must be 'raise', 'skip' or 'collect'"),
+        (
+            {"on_error": "ignore"},
+            ValueError,
+            "on_error must be 'raise', 'skip' or 'collect', got 'ignore'",
+        ),
         (
             {"budget": FailureBudget(1)},
             ValueError,
@@ -159,13 +163,15 @@ def test_teardown_runs_in_every_worker_after_a_failure_elsewhere() -> None:
         ),
         ({"retry": 3}, TypeError, "retry must be a RetryPolicy or None, got int"),
         ({"breaker": "x"}, TypeError, "breaker must be a CircuitBreaker or None, got str"),
-        ({"on_error": "skip", "log_every": 0}, ValueError, "log_every must be an int >= 1, got 0"),
+        ({"on_error": "skip", "log_every": 0}, ValueError, "log_every must be >= 1, got 0"),
+        ({"on_error": "skip", "log_every": "a"}, TypeError, "log_every must be an int, got str"),
+        ({"on_error": "skip", "log_every": 2.0}, TypeError, "log_every must be an int, got float"),
     ],
 )
 def test_bad_wrapper_arguments_are_rejected(
     kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=re.escape(message)):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
         ResilientStage(FunctionStage(fail_on_three), **kwargs)
 
 

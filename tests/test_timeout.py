@@ -183,11 +183,15 @@ def test_a_lifecycle_failure_in_a_helper_thread_surfaces_naming_the_worker(phase
 @pytest.mark.parametrize(
     ("timeout", "error", "message"),
     [
-        (0, ValueError, "timeout must be > 0 seconds, got 0"),
-        (-1.5, ValueError, "timeout must be > 0 seconds, got -1.5"),
+        (0, ValueError, "timeout must be > 0 seconds and finite, got 0"),
+        (-1.5, ValueError, "timeout must be > 0 seconds and finite, got -1.5"),
+        (float("nan"), ValueError, "timeout must be > 0 seconds and finite, got nan"),
+        # An infinite wait makes threading's waits raise OverflowError inside the worker.
+        (float("inf"), ValueError, "timeout must be > 0 seconds and finite, got inf"),
         ("1", TypeError, "timeout must be a number or None, got str"),
+        (True, TypeError, "timeout must be a number or None, got bool"),
     ],
 )
 def test_bad_timeouts_are_rejected(timeout: Any, error: type[Exception], message: str) -> None:
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
         ResilientStage(Stuck(0, 0), timeout=timeout)

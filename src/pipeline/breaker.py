@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 from pipeline.errors import CircuitOpen
+from pipeline.retry import ExceptionTypes, exception_types
 
 __all__ = ["BreakerState", "CircuitBreaker", "StateChange"]
 
@@ -61,9 +62,10 @@ class CircuitBreaker:
     Args:
         failure_threshold: consecutive failures that open the circuit.
         reset_timeout: seconds the circuit stays open before admitting one trial call.
-        name: shown in `CircuitOpen` messages and logs.
-        trip_on: the exception types that count as the service failing; any other
-            exception (bad input data, say) passes through and counts as an answer.
+        name: shown in `CircuitOpen` messages and logs; a non-empty str.
+        trip_on: the exception types that count as the service failing, as one class or
+            any iterable of classes (kept as a tuple); any other exception (bad input
+            data, say) passes through and counts as an answer.
         on_state_change: called with a `StateChange` after every change, in the thread
             whose call caused it, without the lock held; changes are also logged.
         clock: the monotonic clock to read; tests pass a fake one.
@@ -78,7 +80,7 @@ class CircuitBreaker:
         reset_timeout: float = 30.0,
         *,
         name: str = "circuit",
-        trip_on: tuple[type[BaseException], ...] = (Exception,),
+        trip_on: ExceptionTypes = (Exception,),
         on_state_change: Callable[[StateChange], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -92,20 +94,21 @@ class CircuitBreaker:
             raise TypeError(f"reset_timeout must be a number, got {type(reset_timeout).__name__}")
         if not reset_timeout >= 0:
             raise ValueError(f"reset_timeout must be >= 0, got {reset_timeout}")
-        if not trip_on or not all(
-            isinstance(kind, type) and issubclass(kind, BaseException) for kind in trip_on
-        ):
-            raise TypeError(
-                f"trip_on must be a non-empty tuple of exception types, got {trip_on!r}"
-            )
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not name:
+            raise ValueError("name must not be empty")
+        trip_types = exception_types("trip_on", trip_on)
         if on_state_change is not None and not callable(on_state_change):
             raise TypeError(
                 f"on_state_change must be callable, got {type(on_state_change).__name__}"
             )
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
-        self.trip_on = trip_on
+        self.trip_on = trip_types
         self.on_state_change = on_state_change
         self._clock = clock
         # Guards everything below. _generation counts state changes; _failures counts

@@ -40,6 +40,7 @@ __all__ = ["DEFAULT_HOST", "Dashboard"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
+MAX_PORT: Final = 65535
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Dashboard:
             holds only this pipeline's collector); register the collector on it yourself.
 
     Raises:
+        TypeError, ValueError: an argument is of the wrong type or out of range.
         OSError: the address cannot be bound (raised by `start()` / `__enter__`).
     """
 
@@ -68,6 +70,22 @@ class Dashboard:
         name: str = "pipeline",
         registry: CollectorRegistry | None = None,
     ) -> None:
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, got {type(host).__name__}")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"port must be an int, got {type(port).__name__}")
+        if not 0 <= port <= MAX_PORT:
+            raise ValueError(f"port must be in 0..{MAX_PORT}, got {port}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not name:
+            raise ValueError("name must not be empty")
+        if registry is not None and not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                f"registry must be a CollectorRegistry or None, got {type(registry).__name__}"
+            )
         self.pipeline = pipeline
         self.host = host
         self.port = port

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.checks import positive_int
 from pipeline.errors import FailureBudgetExceeded
 
 __all__ = ["DeadLetter", "DeadLetters", "ErrorPolicy", "FailureBudget", "check_error_policy"]
@@ -134,11 +135,9 @@ class FailureBudget:
                 raise TypeError(f"max_fraction must be a number, got {type(max_fraction).__name__}")
             if not 0 < max_fraction <= 1:
                 raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
-        if not isinstance(min_items, int) or isinstance(min_items, bool) or min_items < 1:
-            raise ValueError(f"min_items must be an int >= 1, got {min_items!r}")
         self.max_failures = max_failures
         self.max_fraction = max_fraction
-        self.min_items = min_items
+        self.min_items = positive_int("min_items", min_items)
         # Guards _items (items processed) and _failures (items skipped or collected).
         self._lock = threading.Lock()
         self._items = 0

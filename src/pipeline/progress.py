@@ -15,6 +15,7 @@ thread is started, unless `disable=False` asks for them anyway.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from types import TracebackType
@@ -45,7 +46,8 @@ class Progress:
             when `file` is a terminal.
 
     Raises:
-        ValueError: `interval` is not positive, or `total` is negative.
+        TypeError: an argument is of the wrong type; the message names it.
+        ValueError: `interval` is not a finite number > 0, or `total` is negative.
     """
 
     def __init__(
@@ -57,10 +59,24 @@ class Progress:
         file: IO[str] | None = None,
         disable: bool | None = None,
     ) -> None:
-        if interval <= 0:
-            raise ValueError(f"interval must be > 0, got {interval}")
-        if total is not None and total < 0:
-            raise ValueError(f"total must be >= 0 or None, got {total}")
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
+        if total is not None:
+            if not isinstance(total, int) or isinstance(total, bool):
+                raise TypeError(f"total must be an int or None, got {type(total).__name__}")
+            if total < 0:
+                raise ValueError(f"total must be >= 0 or None, got {total}")
+        if not isinstance(interval, int | float) or isinstance(interval, bool):
+            raise TypeError(f"interval must be a number, got {type(interval).__name__}")
+        if not 0 < interval < math.inf:  # also rejects NaN
+            raise ValueError(f"interval must be > 0 and finite, got {interval}")
+        if file is not None and not callable(getattr(file, "write", None)):
+            raise TypeError(
+                f"file must be a text stream with a write() method or None, "
+                f"got {type(file).__name__}"
+            )
+        if disable is not None and not isinstance(disable, bool):
+            raise TypeError(f"disable must be a bool or None, got {type(disable).__name__}")
         self.pipeline = pipeline
         self.total = total
         self.interval = interval

@@ -28,12 +28,14 @@ but a vectorised `process_batch` loses its speed; wrap the slow, failure-prone s
 from __future__ import annotations
 
 import logging
+import math
 import reprlib
 import threading
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from pipeline.breaker import CircuitBreaker
+from pipeline.checks import positive_int
 from pipeline.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
 from pipeline.policy import (
     DeadLetter,
@@ -140,8 +142,8 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
         if timeout is not None:
             if not isinstance(timeout, int | float) or isinstance(timeout, bool):
                 raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
-            if not timeout > 0:
-                raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+            if not 0 < timeout < math.inf:  # also rejects NaN; no wait can take infinity
+                raise ValueError(f"timeout must be > 0 seconds and finite, got {timeout}")
         if budget is not None and self.on_error == "raise":
             raise ValueError(
                 "budget needs on_error='skip' or 'collect': with 'raise' the first failure "
@@ -149,8 +151,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
             )
         if dead_letters is not None and self.on_error != "collect":
             raise ValueError(f"dead_letters needs on_error='collect', got {self.on_error!r}")
-        if not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1:
-            raise ValueError(f"log_every must be an int >= 1, got {log_every!r}")
+        positive_int("log_every", log_every)
         self.retry = retry
         self.breaker = breaker
         self.timeout = timeout
