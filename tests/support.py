@@ -1,4 +1,4 @@
-"""What several test modules share: the bound on waits, a slow stage, and Ctrl-C."""
+"""What several test modules share: the bound on waits, test stages, and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -22,6 +22,36 @@ class Slow(PipelineStage[int, int]):
 
     def process(self, item: int) -> int:
         self.pause.wait(ITEM_SECONDS)
+        return item
+
+
+class Boom(Exception):
+    """The exception the failure tests raise, so its identity can be checked."""
+
+
+class Lifecycle(PipelineStage[int, int]):
+    """Passes items through, counting setups and teardowns; fails in `fail_in`, if named."""
+
+    def __init__(self, fail_in: str = "", *, workers: int = 1) -> None:
+        super().__init__(workers=workers)
+        self.fail_in = fail_in
+        self.lock = threading.Lock()
+        self.set_up = 0
+        self.torn_down = 0
+
+    def setup(self) -> None:
+        with self.lock:
+            self.set_up += 1
+        if self.fail_in == "setup":
+            raise Boom("no connection")
+
+    def teardown(self) -> None:
+        with self.lock:
+            self.torn_down += 1
+        if self.fail_in == "teardown":
+            raise Boom("could not close")
+
+    def process(self, item: int) -> int:
         return item
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import WAIT, interrupt_when_ready
+from support import WAIT, Boom, Lifecycle, interrupt_when_ready
 
 from pipeline import (
     AddStage,
@@ -42,10 +42,6 @@ from pipeline.worker import StageRun, current_stop_event, next_batch_size
 
 def identity(item: Any) -> Any:
     return item
-
-
-class Boom(Exception):
-    """The exception the failure tests raise, so its identity can be checked."""
 
 
 class FailOn(PipelineStage[int, int]):
@@ -316,27 +312,6 @@ def test_a_failure_surfaces_from_stream_too() -> None:
         for _ in Pipeline(FailOn(3, Boom("three"))).stream(range(10)):
             pass
     assert raised.value.item == 3
-
-
-class Lifecycle(PipelineStage[int, int]):
-    def __init__(self, fail_in: str, *, workers: int = 1) -> None:
-        super().__init__(workers=workers)
-        self.fail_in = fail_in
-        self.torn_down = 0
-        self.lock = threading.Lock()
-
-    def setup(self) -> None:
-        if self.fail_in == "setup":
-            raise Boom("no connection")
-
-    def teardown(self) -> None:
-        with self.lock:
-            self.torn_down += 1
-        if self.fail_in == "teardown":
-            raise Boom("could not close")
-
-    def process(self, item: int) -> int:
-        return item
 
 
 @pytest.mark.parametrize("phase", ["setup", "teardown"])

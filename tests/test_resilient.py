@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 import pytest
+from support import Boom, Lifecycle
 
 from pipeline import (
     FlatMapFunctionStage,
@@ -18,10 +18,6 @@ from pipeline import (
 )
 from pipeline.policy import DeadLetters, FailureBudget
 from pipeline.resilient import ResilientStage
-
-
-class Boom(Exception):
-    """The exception the stages under test raise."""
 
 
 def fail_on_three(item: int) -> int:
@@ -90,30 +86,6 @@ def test_under_raise_the_wrapper_fails_like_the_stage_it_wraps() -> None:
 
 
 # Lifecycle failures: the policy is for items; a setup or teardown failure stops the run.
-
-
-class Lifecycle(PipelineStage[int, int]):
-    def __init__(self, fail_in: str, *, workers: int = 1) -> None:
-        super().__init__(workers=workers)
-        self.fail_in = fail_in
-        self.lock = threading.Lock()
-        self.set_up = 0
-        self.torn_down = 0
-
-    def setup(self) -> None:
-        with self.lock:
-            self.set_up += 1
-        if self.fail_in == "setup":
-            raise Boom("no connection")
-
-    def teardown(self) -> None:
-        with self.lock:
-            self.torn_down += 1
-        if self.fail_in == "teardown":
-            raise Boom("could not close")
-
-    def process(self, item: int) -> int:
-        return item
 
 
 @pytest.mark.parametrize("policy", ["raise", "skip", "collect"])
