@@ -19,6 +19,7 @@ __all__ = [
     "PipelineError",
     "ShutDown",
     "StageError",
+    "describe",
 ]
 
 
@@ -39,6 +40,12 @@ _NO_ITEM = object()
 _short_repr = reprlib.Repr()
 _short_repr.maxstring = 60
 _short_repr.maxother = 60
+
+
+def describe(exc: BaseException) -> str:
+    """Return "Type: message" for an exception, as StageError messages and logs show it."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class PipelineClosed(PipelineError):
@@ -72,6 +79,26 @@ class StageError(PipelineError):
             where = f"in {phase}()"
         message = f"stage {stage!r} failed {where}"
         super().__init__(f"{message}: {detail}" if detail else message)
+
+    @classmethod
+    def caused_by(
+        cls,
+        cause: BaseException,
+        stage: str,
+        phase: str,
+        item: object = _NO_ITEM,
+        *,
+        worker: int | None = None,
+    ) -> StageError:
+        """Return the StageError for `cause`, with `cause` as its `__cause__`.
+
+        The message ends with the cause's type and text, after the worker's number
+        when one is given (setup and teardown failures).
+        """
+        detail = describe(cause) if worker is None else f"worker {worker}: {describe(cause)}"
+        error = cls(stage, phase, item, detail)
+        error.__cause__ = cause
+        return error
 
     def __reduce__(self) -> tuple[object, ...]:
         item = self.item if self.has_item else _NO_ITEM

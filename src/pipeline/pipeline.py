@@ -28,7 +28,7 @@ from pipeline.report import format_report
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import PipelineStage, StageChain
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
-from pipeline.worker import END_OF_STREAM, StageRun, describe, next_batch_size, put_all
+from pipeline.worker import END_OF_STREAM, StageRun, next_batch_size, put_all
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline"]
 
@@ -291,11 +291,11 @@ class _Run:
         for thread in self.threads:
             thread.start()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: StageError) -> None:
         """Record `error` if it is the first, and stop the run; called from any thread."""
         with self._lock:
             first = self.failure is None
-            if first and isinstance(error, StageError):
+            if first:
                 self.failure = error
         if first:
             logger.debug("pipeline stopping after a failure: %s", error)
@@ -354,9 +354,7 @@ class _Run:
             try:
                 chunk = list(islice(self.source, size))
             except BaseException as exc:
-                error = StageError("source", "source", detail=describe(exc))
-                error.__cause__ = exc
-                self.fail(error)
+                self.fail(StageError.caused_by(exc, "source", "source"))
                 return
             elapsed = time.perf_counter() - started
             try:

@@ -36,7 +36,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from pipeline.breaker import CircuitBreaker
 from pipeline.checks import positive_int
-from pipeline.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
+from pipeline.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout, describe
 from pipeline.policy import (
     DeadLetter,
     DeadLetters,
@@ -261,7 +261,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
                 attempts,
                 _short_repr.repr(item),
                 delay,
-                _describe(error),
+                describe(error),
             )
             if stopping.wait(delay):
                 raise _Stopping
@@ -326,7 +326,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
             self.name,
             _short_repr.repr(item),
             attempts,
-            _describe(error),
+            describe(error),
             skipped,
         )
 
@@ -334,8 +334,3 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
 def _check_type(name: str, value: object, kind: type[Any]) -> None:
     if value is not None and not isinstance(value, kind):
         raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -95,12 +95,6 @@ def put_all(queue: SafeQueue[Any], items: list[Any]) -> None:
         queue.put_many(items[start : start + limit])
 
 
-def describe(exc: BaseException) -> str:
-    """Return "Type: message" for an exception, as StageError messages show it."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class StageRun:
     """One run of one stage: its queues, its workers' shared state, and their loop."""
 
@@ -130,17 +124,15 @@ class StageRun:
         self._take_lock = threading.Lock()
         self._input_ended = False
         self._taken = 0
-        # _turn guards _emitted (batches emitted), _working (workers not yet finished)
-        # and _stopping; it is notified when _emitted advances and when stopping.
+        # _turn guards _emitted (batches emitted) and _working (workers not yet finished);
+        # it is notified when _emitted advances, and by stop() once `stopping` is set.
         self._turn = threading.Condition()
         self._emitted = 0
         self._working = stage.workers
-        self._stopping = False
 
     def stop(self) -> None:
-        """Wake workers waiting for their turn; the run has set `stopping`, shut the queues."""
+        """Wake workers waiting for their turn; the run has set `stopping` first."""
         with self._turn:
-            self._stopping = True
             self._turn.notify_all()
 
     def work(self, worker: int) -> None:
@@ -159,22 +151,21 @@ class StageRun:
         try:
             stage.setup()
         except BaseException as exc:
-            self._fail("setup", worker, exc)
+            self.on_failure(StageError.caused_by(exc, stage.name, "setup", worker=worker))
             return
         try:
             self._process_until_end(worker, counters)
         except ItemFailed as failed:
             counters.failed += 1
             cause = failed.__cause__ or failed
-            error = StageError(stage.name, "process", failed.item, describe(cause))
-            self.on_failure(_chain(error, cause))
+            self.on_failure(StageError.caused_by(cause, stage.name, "process", failed.item))
         except BaseException as exc:
             counters.failed += 1
-            self.on_failure(_chain(StageError(stage.name, "process", detail=describe(exc)), exc))
+            self.on_failure(StageError.caused_by(exc, stage.name, "process"))
         try:
             stage.teardown()
         except BaseException as exc:
-            self._fail("teardown", worker, exc)
+            self.on_failure(StageError.caused_by(exc, stage.name, "teardown", worker=worker))
 
     def _process_until_end(self, worker: int, counters: WorkerCounters) -> None:
         """Process batches until end of stream, or until the pipeline stops (ShutDown)."""
@@ -232,7 +223,7 @@ class StageRun:
         if self._in_order:
             with self._turn:
                 while self._emitted != number:
-                    if self._stopping:
+                    if self.stopping.is_set():
                         return False
                     self._turn.wait()
         try:
@@ -251,20 +242,10 @@ class StageRun:
         """Leave the stage; the last worker out passes end of stream downstream."""
         with self._turn:
             self._working -= 1
-            # The stop event is set before any queue is shut down (`_stopping` only after
-            # all of them), so a worker that left on ShutDown cannot pass on end of stream
-            # into a results queue that is not yet shut down.
+            # The stop event is set before any queue is shut down, so a worker that left
+            # on ShutDown cannot pass on end of stream into a queue not yet shut down.
             last = self._working == 0 and not self.stopping.is_set()
         if last:
             # A stop between the check and the put leaves nothing to pass on.
             with contextlib.suppress(ShutDown):
                 self.outbox.put(END_OF_STREAM)
-
-    def _fail(self, phase: str, worker: int, exc: BaseException) -> None:
-        error = StageError(self.stage.name, phase, detail=f"worker {worker}: {describe(exc)}")
-        self.on_failure(_chain(error, exc))
-
-
-def _chain(error: StageError, cause: BaseException) -> StageError:
-    error.__cause__ = cause
-    return error
