@@ -602,3 +602,14 @@ def test_a_negative_timeout_is_rejected_even_when_no_wait_is_needed(
     q.put(1)
     with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
         q.get(timeout=-1)
+
+
+def test_put_many_without_copy_hands_the_list_itself_over() -> None:
+    q = SafeQueue[int](10)
+    batch = [1, 2, 3]
+    q.put_many(batch, copy=False)
+    assert q.get_many(10) is batch  # taken back whole: never copied
+    q.put_many(batch)
+    assert q.get_many(10) is not batch
+    with pytest.raises(TypeError, match=r"put_many\(copy=False\) needs a list, got tuple"):
+        q.put_many((1, 2), copy=False)

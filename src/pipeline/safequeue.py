@@ -90,20 +90,33 @@ class SafeQueue(Generic[T]):
         self._put_chunk([item], False, None)
 
     def put_many(
-        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+        self,
+        items: Iterable[T],
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        copy: bool = True,
     ) -> None:
         """Put all of `items` in order, in one lock round-trip: the whole batch or nothing.
 
-        Blocks until there is room for the whole batch, as `put` does for one item.
+        Blocks until there is room for the whole batch, as `put` does for one item. With
+        `copy=False`, `items` must be a list, and the queue keeps that list itself rather
+        than a copy: the caller hands it over and must not change it afterwards.
 
         Raises:
+            TypeError: `copy=False` with something other than a list.
             ValueError: the batch is larger than `maxsize`, so it could never fit.
             queue.Full: no room for the whole batch in time.
             ShutDown: the queue has been shut down.
         """
         if self.is_shutdown:
             raise ShutDown
-        chunk = list(items)
+        if copy:
+            chunk = list(items)
+        elif isinstance(items, list):
+            chunk = items
+        else:
+            raise TypeError(f"put_many(copy=False) needs a list, got {type(items).__name__}")
         if 0 < self.maxsize < len(chunk):
             raise ValueError(
                 f"put_many got {len(chunk)} items, more than maxsize={self.maxsize} could ever hold"

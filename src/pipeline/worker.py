@@ -86,13 +86,17 @@ def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int
 
 
 def put_all(queue: SafeQueue[Any], items: list[Any]) -> None:
-    """Put `items` into `queue` in order, in pieces no larger than the queue can hold."""
+    """Hand `items` over to `queue` in order, in pieces no larger than the queue can hold.
+
+    The list (or its slices) goes into the queue itself, uncopied: the caller made it
+    for the queue and never touches it again.
+    """
     limit = queue.maxsize
     if not limit or len(items) <= limit:
-        queue.put_many(items)
+        queue.put_many(items, copy=False)
         return
     for start in range(0, len(items), limit):
-        queue.put_many(items[start : start + limit])
+        queue.put_many(items[start : start + limit], copy=False)
 
 
 class StageRun:
