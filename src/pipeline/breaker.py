@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
+from pipeline.checks import non_empty_str, number, positive_int
 from pipeline.errors import CircuitOpen
 from pipeline.retry import ExceptionTypes, exception_types
 
@@ -84,20 +85,10 @@ class CircuitBreaker:
         on_state_change: Callable[[StateChange], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(failure_threshold, int) or isinstance(failure_threshold, bool):
-            raise TypeError(
-                f"failure_threshold must be an int, got {type(failure_threshold).__name__}"
-            )
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
-        if not isinstance(reset_timeout, int | float) or isinstance(reset_timeout, bool):
-            raise TypeError(f"reset_timeout must be a number, got {type(reset_timeout).__name__}")
-        if not reset_timeout >= 0:
+        positive_int("failure_threshold", failure_threshold)
+        if not number("reset_timeout", reset_timeout) >= 0:
             raise ValueError(f"reset_timeout must be >= 0, got {reset_timeout}")
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("name must not be empty")
+        non_empty_str("name", name)
         trip_types = exception_types("trip_on", trip_on)
         if on_state_change is not None and not callable(on_state_change):
             raise TypeError(

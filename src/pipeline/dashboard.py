@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "pipeline.dashboard needs prometheus_client: pip install pipeline[metrics]"
     ) from exc
 
+from pipeline.checks import integer, non_empty_str
 from pipeline.metrics import json_snapshot, register_metrics
 from pipeline.pipeline import Pipeline
 
@@ -74,14 +75,9 @@ class Dashboard:
             raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, got {type(host).__name__}")
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise TypeError(f"port must be an int, got {type(port).__name__}")
-        if not 0 <= port <= MAX_PORT:
+        if not 0 <= integer("port", port) <= MAX_PORT:
             raise ValueError(f"port must be in 0..{MAX_PORT}, got {port}")
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        if not name:
-            raise ValueError("name must not be empty")
+        non_empty_str("name", name)
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(
                 f"registry must be a CollectorRegistry or None, got {type(registry).__name__}"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.checks import positive_int
+from pipeline.checks import int_at_least, number, positive_int
 from pipeline.errors import FailureBudgetExceeded
 
 __all__ = ["DeadLetter", "DeadLetters", "ErrorPolicy", "FailureBudget", "check_error_policy"]
@@ -126,15 +126,9 @@ class FailureBudget:
         if max_failures is None and max_fraction is None:
             raise ValueError("a FailureBudget needs max_failures, max_fraction or both")
         if max_failures is not None:
-            if not isinstance(max_failures, int) or isinstance(max_failures, bool):
-                raise TypeError(f"max_failures must be an int, got {type(max_failures).__name__}")
-            if max_failures < 0:
-                raise ValueError(f"max_failures must be >= 0, got {max_failures}")
-        if max_fraction is not None:
-            if not isinstance(max_fraction, int | float) or isinstance(max_fraction, bool):
-                raise TypeError(f"max_fraction must be a number, got {type(max_fraction).__name__}")
-            if not 0 < max_fraction <= 1:
-                raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
+            int_at_least("max_failures", max_failures, 0)
+        if max_fraction is not None and not 0 < number("max_fraction", max_fraction) <= 1:
+            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
         self.max_failures = max_failures
         self.max_fraction = max_fraction
         self.min_items = positive_int("min_items", min_items)

@@ -26,6 +26,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError("pipeline.progress needs tqdm: pip install pipeline[progress]") from exc
 
+from pipeline.checks import number
 from pipeline.pipeline import Pipeline
 from pipeline.stats import PipelineStatistics
 
@@ -66,9 +67,7 @@ class Progress:
                 raise TypeError(f"total must be an int or None, got {type(total).__name__}")
             if total < 0:
                 raise ValueError(f"total must be >= 0 or None, got {total}")
-        if not isinstance(interval, int | float) or isinstance(interval, bool):
-            raise TypeError(f"interval must be a number, got {type(interval).__name__}")
-        if not 0 < interval < math.inf:  # also rejects NaN
+        if not 0 < number("interval", interval) < math.inf:  # also rejects NaN
             raise ValueError(f"interval must be > 0 and finite, got {interval}")
         if file is not None and not callable(getattr(file, "write", None)):
             raise TypeError(

@@ -16,6 +16,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pipeline.checks import number, positive_int
+
 __all__ = ["ExceptionTypes", "RetryPolicy", "exception_types"]
 
 ExceptionTypes = type[BaseException] | Iterable[type[BaseException]]
@@ -59,18 +61,13 @@ class RetryPolicy:
         retry_on: ExceptionTypes = (Exception,),
         rng: random.Random | None = None,
     ) -> None:
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool):
-            raise TypeError(f"max_attempts must be an int, got {type(max_attempts).__name__}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        positive_int("max_attempts", max_attempts)
         for name, value in (
             ("base_delay", base_delay),
             ("max_delay", max_delay),
             ("multiplier", multiplier),
         ):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if not value >= 0:  # also rejects NaN
+            if not number(name, value) >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be >= 0, got {value}")
             if math.isinf(value):  # an infinite wait cannot be passed to Event.wait
                 raise ValueError(f"{name} must be finite, got {value}")

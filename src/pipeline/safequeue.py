@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Generic, TypeVar
 
-from pipeline.checks import positive_int
+from pipeline.checks import integer, positive_int
 from pipeline.errors import ShutDown
 
 __all__ = ["Empty", "Full", "QueueStatistics", "SafeQueue", "ShutDown"]
@@ -47,9 +47,7 @@ class SafeQueue(Generic[T]):
     """
 
     def __init__(self, maxsize: int = 0) -> None:
-        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
-            raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
-        if maxsize < 0:
+        if integer("maxsize", maxsize) < 0:
             raise ValueError(f"maxsize must be >= 0 (0 means unbounded), got {maxsize}")
         self.maxsize = maxsize
         # Everything below is guarded by `mutex`. The conditions share it:

@@ -14,6 +14,7 @@ import logging
 import re
 import string
 
+from pipeline.checks import int_at_least
 from pipeline.pipeline import Pipeline
 from pipeline.stage import FilteringStage, PipelineStage
 
@@ -69,12 +70,8 @@ class MinimumLength(FilteringStage[str]):
     """
 
     def __init__(self, min_length: int, *, name: str | None = None, workers: int = 1) -> None:
-        if not isinstance(min_length, int) or isinstance(min_length, bool):
-            raise TypeError(f"min_length must be an int, got {type(min_length).__name__}")
-        if min_length < 0:
-            raise ValueError(f"min_length must be >= 0, got {min_length}")
         super().__init__(name, workers=workers)
-        self.min_length = min_length
+        self.min_length = int_at_least("min_length", min_length, 0)
 
     def keep(self, item: str) -> bool:
         return len(item) >= self.min_length
