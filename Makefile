@@ -38,4 +38,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_chain.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/pipeline/_native.* .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis

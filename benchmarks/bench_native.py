@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy
 import numpy.typing
 
-from pipeline.native import transform, transform_into
-from pipeline.production import DataPipeline
-from pipeline.reference import transform_reference
+from pipeline.native.compiled import transform, transform_into
+from pipeline.native.production import DataPipeline
+from pipeline.native.reference import transform_reference
 
 ITEM_BYTES = 8
 PYTHON = "pure-Python loop (reference)"

@@ -36,12 +36,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import Pipeline, PipelineClosed, PipelineStage, StageError
-from pipeline.breaker import CircuitBreaker
-from pipeline.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
-from pipeline.policy import DeadLetters, ErrorPolicy, FailureBudget
-from pipeline.resilient import ResilientStage
-from pipeline.retry import RetryPolicy
+from pipeline import (
+    CircuitOpen,
+    FailureBudgetExceeded,
+    ItemTimeout,
+    Pipeline,
+    PipelineClosed,
+    PipelineStage,
+    StageError,
+)
+from pipeline.resilience.breaker import CircuitBreaker
+from pipeline.resilience.policy import DeadLetters, ErrorPolicy, FailureBudget
+from pipeline.resilience.resilient import ResilientStage
+from pipeline.resilience.retry import RetryPolicy
 
 
 class Boom(Exception):

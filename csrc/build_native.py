@@ -1,4 +1,4 @@
-"""Configure cffi to build ``pipeline._native`` from the C core in ``csrc/``.
+"""Configure cffi to build ``pipeline.native._native`` from the C core in ``csrc/``.
 
 This is the only place cffi is configured. setuptools runs it from the
 repository root through ``setup.py``'s ``cffi_modules``; running it directly
@@ -51,7 +51,7 @@ def compile_arguments(platform: str) -> list[str]:
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
-    "pipeline._native",
+    "pipeline.native._native",
     '#include "transform.h"',
     sources=["csrc/transform.c"],
     include_dirs=["csrc"],

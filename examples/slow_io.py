@@ -3,7 +3,7 @@
 `time.sleep` stands in for a network or disk call. Like real I/O, it releases the GIL
 while it waits, so the threads of a stage overlap their waiting and the stage runs about
 `workers` times faster. (Pure-Python computation holds the GIL and would not speed up
-this way; that is what the C stage of `pipeline.native` is for.)
+this way; that is what the C stage of `pipeline.native.compiled` is for.)
 
 Run: .venv/bin/python examples/slow_io.py
 """

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline import FunctionStage, Pipeline
-from pipeline.plot import TimelineRecorder, plot_timeline
-from pipeline.report import format_report
+from pipeline.observe.plot import TimelineRecorder, plot_timeline
+from pipeline.observe.report import format_report
 
 ITEMS = 480
 SLOW_START = 120  # items the source produces slowly before speeding up

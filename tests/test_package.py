@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pipeline
 
-CORE_MODULES = ["errors", "safequeue", "stage", "worker", "pipeline", "stats", "checks"]
+CORE_MODULES = [
+    "errors",
+    "safequeue",
+    "stage",
+    "worker",
+    "batching",
+    "pipeline",
+    "stats",
+    "_checks",
+]
 
 
 def test_every_public_name_is_importable_and_listed_once() -> None:

@@ -2,33 +2,73 @@
 
 Stages run in their own threads, joined by bounded thread-safe queues; items move in
 batches; the first failure stops every thread and reaches the caller with its cause.
+
+The core (queues, stages, the engine, statistics) is imported here; the extras
+(`resilience`, `observe`, `native`, `stages`, `demos`) are loaded the first time one
+of their names is used, as `concurrent.futures` loads its executors, so
+`import pipeline` stays cheap and needs no third-party package.
 """
 
-from pipeline.breaker import BreakerState, CircuitBreaker, StateChange
-from pipeline.errors import (
-    CircuitOpen,
-    FailureBudgetExceeded,
-    ItemTimeout,
-    PipelineClosed,
-    PipelineError,
-    ShutDown,
-    StageError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
-from pipeline.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
-from pipeline.resilient import ResilienceStatistics, ResilientStage
-from pipeline.retry import RetryPolicy
-from pipeline.safequeue import Empty, Full, QueueStatistics, SafeQueue
+from pipeline.safequeue import Empty, Full, LinkQueue, QueueStatistics, SafeQueue
 from pipeline.stage import FilteringStage, FlatMapStage, PipelineStage, StageChain
-from pipeline.stages import (
-    AddStage,
-    FilterStage,
-    FlatMapFunctionStage,
-    FunctionStage,
-    MultiplyStage,
-    PredicateStage,
-)
 from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
+
+if TYPE_CHECKING:
+    from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
+    from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
+    from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
+    from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
+    from pipeline.resilience.retry import RetryPolicy
+    from pipeline.stages.functions import FlatMapFunctionStage, FunctionStage, PredicateStage
+
+__version__ = "0.2.0"
+
+# Where each lazily loaded name lives. The classic trio comes from demos/ because
+# `pipeline.MultiplyStage` was public before the demos had a folder of their own.
+_LAZY: dict[str, str] = {
+    "AddStage": "pipeline.demos.classic",
+    "FilterStage": "pipeline.demos.classic",
+    "MultiplyStage": "pipeline.demos.classic",
+    "BreakerState": "pipeline.resilience.breaker",
+    "CircuitBreaker": "pipeline.resilience.breaker",
+    "StateChange": "pipeline.resilience.breaker",
+    "CircuitOpen": "pipeline.resilience.errors",
+    "FailureBudgetExceeded": "pipeline.resilience.errors",
+    "ItemTimeout": "pipeline.resilience.errors",
+    "DeadLetter": "pipeline.resilience.policy",
+    "DeadLetters": "pipeline.resilience.policy",
+    "ErrorPolicy": "pipeline.resilience.policy",
+    "FailureBudget": "pipeline.resilience.policy",
+    "ResilienceStatistics": "pipeline.resilience.resilient",
+    "ResilientStage": "pipeline.resilience.resilient",
+    "RetryPolicy": "pipeline.resilience.retry",
+    "FlatMapFunctionStage": "pipeline.stages.functions",
+    "FunctionStage": "pipeline.stages.functions",
+    "PredicateStage": "pipeline.stages.functions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load an extra's public name on first use, then keep it as a module attribute."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -51,6 +91,7 @@ __all__ = [
     "Full",
     "FunctionStage",
     "ItemTimeout",
+    "LinkQueue",
     "MultiplyStage",
     "Pipeline",
     "PipelineClosed",
@@ -68,4 +109,5 @@ __all__ = [
     "StageError",
     "StageStatistics",
     "StateChange",
+    "__version__",
 ]

@@ -2,8 +2,8 @@
 
 Subcommands:
 - `demo` (the default): the classic MultiplyStage -> AddStage -> FilterStage over 1..N;
-- `custom`: the text pipeline of `pipeline.text_example` over a file or a sample text;
-- `data`: the native production example of `pipeline.data_example`, imported only when
+- `custom`: the text pipeline of `pipeline.demos.text` over a file or a sample text;
+- `data`: the native production example of `pipeline.demos.sensors`, imported only when
   asked for, because it needs the compiled C module.
 
 This is the only module that configures logging, and only for the duration of `main`:
@@ -25,10 +25,10 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
+from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+from pipeline.demos.text import SAMPLE_TEXT, text_pipeline
 from pipeline.errors import StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
-from pipeline.stages import AddStage, FilterStage, MultiplyStage
-from pipeline.text_example import SAMPLE_TEXT, text_pipeline
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "LOG_FORMAT", "main"]
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, DEFAULT_COMMAND)
     parser = build_parser()
-    # `data` takes the options pipeline.data_example defines; they are left unparsed here.
+    # `data` takes the options pipeline.demos.sensors defines; they are left unparsed here.
     args, unparsed = parser.parse_known_args(args_list)
     command: Callable[[argparse.Namespace], int]
     if args.command == "data":
@@ -197,7 +197,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"outputs:   {shown}")
         print(f"elapsed:   {elapsed:.6f} s")
     if args.report:
-        print(f"\n{pipeline.report()}")
+        print(f"\n{_report(pipeline)}")
     return EXIT_OK
 
 
@@ -231,7 +231,7 @@ def run_custom(args: argparse.Namespace) -> int:
             kept += 1
     elapsed = time.perf_counter() - started
     if args.report:
-        print(pipeline.report(), file=sys.stderr)
+        print(_report(pipeline), file=sys.stderr)
     if not args.quiet:
         print(
             f"kept {kept} lines of at least {args.min_length} characters in {elapsed:.6f} s",
@@ -250,17 +250,25 @@ def _progress_bars(
     """
     if not wanted:
         return contextlib.nullcontext()
-    from pipeline.progress import Progress  # only when asked for: tqdm is an optional extra
+    from pipeline.observe.progress import Progress  # only when asked for: tqdm is an optional extra
 
     return Progress(pipeline, total=total)
 
 
+def _report(pipeline: Pipeline[Any, Any]) -> str:
+    """Return the bottleneck report of the pipeline's last run (see `pipeline.observe.report`)."""
+    from pipeline.observe.report import format_report
+
+    stats = pipeline.stats()
+    return "no run yet" if stats is None else format_report(stats)
+
+
 def _import_data_example() -> ModuleType | None:
-    """Import `pipeline.data_example` now, or explain on stderr why it cannot be imported."""
+    """Import `pipeline.demos.sensors` now, or explain on stderr why it cannot be imported."""
     try:
         # Imported here, not at the top: it needs the compiled C module, and the other
         # subcommands must work without it.
-        return import_module("pipeline.data_example")
+        return import_module("pipeline.demos.sensors")
     except ImportError as exc:
         print(f"{PROG} data: {exc}", file=sys.stderr)
         return None

@@ -12,14 +12,12 @@ import queue
 import reprlib
 
 __all__ = [
-    "CircuitOpen",
-    "FailureBudgetExceeded",
-    "ItemTimeout",
     "PipelineClosed",
     "PipelineError",
     "ShutDown",
     "StageError",
     "describe",
+    "short_repr",
 ]
 
 
@@ -42,10 +40,41 @@ _short_repr.maxstring = 60
 _short_repr.maxother = 60
 
 
+def short_repr(value: object) -> str:
+    """Return a repr of `value` cut to about 60 characters, for messages and logs.
+
+    It never raises: the code that reports a failure must not fail itself, so a value
+    whose `__repr__` raises is shown by its type and identity instead.
+    """
+    try:
+        return _short_repr.repr(value)
+    except BaseException:
+        return _unprintable(value)
+
+
 def describe(exc: BaseException) -> str:
-    """Return "Type: message" for an exception, as StageError messages and logs show it."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """Return "Type: message" for an exception, as StageError messages and logs show it.
+
+    It never raises: an exception whose `__str__` raises is shown by its type alone,
+    with a note that its message could not be read.
+    """
+    name = _type_name(exc)
+    try:
+        text = str(exc)
+    except BaseException:
+        return f"{name}: <str() failed>"
+    return f"{name}: {text}" if text else name
+
+
+def _type_name(value: object) -> str:
+    try:
+        return type(value).__qualname__
+    except BaseException:
+        return "object"
+
+
+def _unprintable(value: object) -> str:
+    return f"<{_type_name(value)} object at {id(value):#x} (repr() failed)>"
 
 
 class PipelineClosed(PipelineError):
@@ -70,7 +99,7 @@ class StageError(PipelineError):
         self.has_item = item is not _NO_ITEM
         self.item = item if self.has_item else None
         if self.has_item:
-            where = f"on item {_short_repr.repr(item)}"
+            where = f"on item {short_repr(item)}"
         elif phase == "process":
             where = "in process_batch()"
         elif phase == "source":
@@ -103,15 +132,3 @@ class StageError(PipelineError):
     def __reduce__(self) -> tuple[object, ...]:
         item = self.item if self.has_item else _NO_ITEM
         return (type(self), (self.stage, self.phase, item, self.detail))
-
-
-class CircuitOpen(PipelineError):
-    """Raised instead of a call while a circuit breaker is open (or half-open and busy)."""
-
-
-class ItemTimeout(PipelineError, TimeoutError):
-    """Raised when a stage with a per-item timeout gives no result for an item in time."""
-
-
-class FailureBudgetExceeded(PipelineError):
-    """Raised when skipped or dead-lettered items exceed a failure budget; names the budget."""

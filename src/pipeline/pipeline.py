@@ -22,13 +22,13 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
-from pipeline.checks import positive_int
+from pipeline._checks import positive_int
+from pipeline.batching import next_batch_size
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
-from pipeline.report import format_report
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import PipelineStage, StageChain
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
-from pipeline.worker import END_OF_STREAM, StageRun, next_batch_size, put_all
+from pipeline.worker import END_OF_STREAM, StageRun, put_all
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline"]
 
@@ -159,14 +159,6 @@ class Pipeline(Generic[In, Out]):
         with self._lock:
             run = self._latest
         return None if run is None else run.statistics()
-
-    def report(self) -> str:
-        """Return a table of each stage's figures that names the bottleneck, and why.
-
-        Describes the run in progress or the last one (see `pipeline.report`).
-        """
-        stats = self.stats()
-        return "no run yet" if stats is None else format_report(stats)
 
     def close(self) -> None:
         """Stop the run in progress, if any, and join its threads; closing twice is harmless."""

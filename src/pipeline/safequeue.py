@@ -5,8 +5,17 @@
 Python) and adds what a pipeline needs: moving a whole list of items in one lock
 round-trip, and a statistics snapshot that shows where producers and consumers waited.
 
-Items are stored as a deque of chunks (the lists handed to `put_many`), so a batch goes
-in and comes out without touching each item in Python code.
+Storage is open for subclasses through the standard library's hooks (`_init`,
+`_qsize`, `_put`, `_get`), so a LIFO or priority queue is a short subclass, exactly as
+in CPython's `queue.py`. `SafeQueue` itself stores a deque of chunks (the lists handed
+to `put_many`), so a batch goes in and comes out without touching each item in Python
+code; its batch hooks `_put_many` and `_get_many` are that fast path. A subclass that
+replaces the per-item hooks but not the batch ones gets batch hooks built from its
+per-item ones, so one queue never mixes two storages.
+
+The engine talks to every link through `LinkQueue`, a small protocol (batch put, batch
+get, shutdown, statistics) that `SafeQueue` and its subclasses satisfy, and that a
+queue kept elsewhere (a SQLite file) can implement too.
 """
 
 from __future__ import annotations
@@ -17,14 +26,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from queue import Empty, Full
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from pipeline.checks import integer, positive_int
+from pipeline._checks import integer, positive_int
 from pipeline.errors import ShutDown
 
-__all__ = ["Empty", "Full", "QueueStatistics", "SafeQueue", "ShutDown"]
+__all__ = ["Empty", "Full", "LinkQueue", "QueueStatistics", "SafeQueue", "ShutDown"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,40 @@ class QueueStatistics:
     get_waited_seconds: float
 
 
+class LinkQueue(Protocol[T_co]):
+    """What the engine needs of the queue on a link between two stages.
+
+    Puts and gets move whole lists; `shutdown(immediate=True)` must wake every blocked
+    caller with `ShutDown`. End of stream travels through the queue as an ordinary item
+    (a private marker), so a link needs no notion of it.
+    """
+
+    @property
+    def maxsize(self) -> int:
+        """The most items the queue holds (0: unbounded); a put is never larger than this."""
+        ...
+
+    def put_many(
+        self, items: list[Any], block: bool = ..., timeout: float | None = ..., *, copy: bool = ...
+    ) -> None:
+        """Put all of `items` in order, blocking for room; raise `ShutDown` once shut down."""
+        ...
+
+    def get_many(
+        self, max_items: int, block: bool = ..., timeout: float | None = ...
+    ) -> list[T_co]:
+        """Take 1 to `max_items` items, blocking for one; raise `ShutDown` once shut and drained."""
+        ...
+
+    def shutdown(self, immediate: bool = ...) -> None:
+        """Refuse further puts; with `immediate`, drop what is queued and wake every waiter."""
+        ...
+
+    def statistics(self) -> QueueStatistics:
+        """Return a snapshot of the depth, high-water mark and time spent blocked."""
+        ...
+
+
 class SafeQueue(Generic[T]):
     """Create a FIFO queue holding at most `maxsize` items (0 means unbounded, as in `queue.Queue`).
 
@@ -46,30 +90,39 @@ class SafeQueue(Generic[T]):
         ValueError: `maxsize` is negative.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        per_item = "_put" in own or "_get" in own
+        if per_item and "_put_many" not in own and "_get_many" not in own:
+            cls._put_many = SafeQueue._put_each  # type: ignore[method-assign]
+            cls._get_many = SafeQueue._get_each  # type: ignore[method-assign]
+
     def __init__(self, maxsize: int = 0) -> None:
         if integer("maxsize", maxsize) < 0:
             raise ValueError(f"maxsize must be >= 0 (0 means unbounded), got {maxsize}")
         self.maxsize = maxsize
-        # Everything below is guarded by `mutex`. The conditions share it:
+        # Everything below, and the storage behind the hooks, is guarded by `mutex`.
+        # The conditions share it:
         # not_empty is notified when items are added or on shutdown; getters wait on it.
-        # not_full is notified (all waiters) when items are removed or on shutdown; putters
-        # wait on it. All, because putters need different amounts of room (put_many is
-        # all-or-nothing): waking just one could wake one that still cannot fit, while
-        # one that could stays asleep.
+        # not_full is notified (all waiters) when items are removed, when the first
+        # waiting putter changes, or on shutdown; putters wait on it. All, because
+        # putters need different amounts of room (put_many is all-or-nothing).
+        # Putters that must wait are served in arrival order: each takes a ticket in
+        # `_waiting_putters`, and only the first ticket may put, so a large batch is not
+        # starved by single items that keep slipping into the room it waits for.
         # all_tasks_done is notified when unfinished_tasks drops to zero; join() waits on it.
-        # Invariant: _size == sum(len(chunk) for chunk in _chunks) - _head.
         self.mutex = threading.Lock()
         self.not_empty = threading.Condition(self.mutex)
         self.not_full = threading.Condition(self.mutex)
         self.all_tasks_done = threading.Condition(self.mutex)
         self.unfinished_tasks = 0
         self.is_shutdown = False
-        self._chunks: deque[list[T]] = deque()
-        self._head = 0
-        self._size = 0
+        self._waiting_putters: deque[object] = deque()
         self._high_water_mark = 0
         self._put_blocked_seconds = 0.0
         self._get_waited_seconds = 0.0
+        self._init(maxsize)
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Put `item` at the tail, blocking while the queue is full.
@@ -131,13 +184,7 @@ class SafeQueue(Generic[T]):
         """
         with self.not_empty:
             self._wait_for_items(block, timeout)
-            chunk = self._chunks[0]
-            item = chunk[self._head]
-            self._head += 1
-            if self._head == len(chunk):
-                self._chunks.popleft()
-                self._head = 0
-            self._size -= 1
+            item = self._get()
             self.not_full.notify_all()
             return item
 
@@ -158,7 +205,7 @@ class SafeQueue(Generic[T]):
         positive_int("max_items", max_items)
         with self.not_empty:
             self._wait_for_items(block, timeout)
-            items = self._take(max_items)
+            items = self._get_many(max_items)
             self.not_full.notify_all()
             return items
 
@@ -192,10 +239,9 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             self.is_shutdown = True
             if immediate:
-                discarded = self._size
-                self._chunks.clear()
-                self._head = 0
-                self._size = 0
+                discarded = 0
+                while self._qsize():
+                    discarded += len(self._get_many(max(1, self._qsize())))
                 self.unfinished_tasks = max(0, self.unfinished_tasks - discarded)
                 self.all_tasks_done.notify_all()
             self.not_empty.notify_all()
@@ -204,23 +250,23 @@ class SafeQueue(Generic[T]):
     def qsize(self) -> int:
         """Return the number of items queued now (a snapshot: it may change at once)."""
         with self.mutex:
-            return self._size
+            return self._qsize()
 
     def empty(self) -> bool:
         """Return whether the queue is empty now (a snapshot: it may change at once)."""
         with self.mutex:
-            return self._size == 0
+            return not self._qsize()
 
     def full(self) -> bool:
         """Return whether the queue is full now (a snapshot: it may change at once)."""
         with self.mutex:
-            return 0 < self.maxsize <= self._size
+            return 0 < self.maxsize <= self._qsize()
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the depth, high-water mark and time spent blocked."""
         with self.mutex:
             return QueueStatistics(
-                depth=self._size,
+                depth=self._qsize(),
                 maxsize=self.maxsize,
                 high_water_mark=self._high_water_mark,
                 put_blocked_seconds=self._put_blocked_seconds,
@@ -228,50 +274,99 @@ class SafeQueue(Generic[T]):
             )
 
     def _put_chunk(self, chunk: list[T], block: bool, timeout: float | None) -> None:
-        if block and self.maxsize > 0:
-            _check_timeout(timeout)
         with self.not_full:
             if self.is_shutdown:
                 raise ShutDown
-            if 0 < self.maxsize < self._size + len(chunk):
+            if block and self.maxsize > 0:
+                _check_timeout(timeout)
+            if self._must_wait(len(chunk)):
                 if not block:
                     raise Full
-                started = time.monotonic()
-                try:
-                    deadline = _deadline(started, timeout)
-                    while self.maxsize < self._size + len(chunk):
-                        _wait(self.not_full, deadline, Full)
-                        if self.is_shutdown:
-                            raise ShutDown
-                finally:
-                    self._put_blocked_seconds += time.monotonic() - started
-            self._chunks.append(chunk)
-            self._size += len(chunk)
+                self._wait_for_room(len(chunk), timeout)
+            self._put_many(chunk)
             self.unfinished_tasks += len(chunk)
-            self._high_water_mark = max(self._high_water_mark, self._size)
+            self._high_water_mark = max(self._high_water_mark, self._qsize())
             self.not_empty.notify(len(chunk))
 
-    def _wait_for_items(self, block: bool, timeout: float | None) -> None:
-        """Return once an item is queued; called with the mutex held."""
-        if block:
-            _check_timeout(timeout)
-        if self._size:
-            return
-        if self.is_shutdown:
-            raise ShutDown
-        if not block:
-            raise Empty
+    def _must_wait(self, count: int) -> bool:
+        """Whether a put of `count` items must wait: no room, or earlier putters waiting."""
+        if not self.maxsize:
+            return False
+        return bool(self._waiting_putters) or self.maxsize < self._qsize() + count
+
+    def _wait_for_room(self, count: int, timeout: float | None) -> None:
+        """Wait in line until this put of `count` items is first and fits; mutex held."""
+        ticket = object()
+        self._waiting_putters.append(ticket)
         started = time.monotonic()
         try:
             deadline = _deadline(started, timeout)
-            while not self._size:
+            while self._waiting_putters[0] is not ticket or self.maxsize < self._qsize() + count:
+                _wait(self.not_full, deadline, Full)
+                if self.is_shutdown:
+                    raise ShutDown
+        finally:
+            self._waiting_putters.remove(ticket)
+            self.not_full.notify_all()  # the next in line may fit now
+            self._put_blocked_seconds += time.monotonic() - started
+
+    def _wait_for_items(self, block: bool, timeout: float | None) -> None:
+        """Return once an item is queued; called with the mutex held.
+
+        The checks come in `queue.Queue`'s order: a shut-down, drained queue raises
+        `ShutDown` before anything else, and a negative timeout is refused even when
+        an item is there.
+        """
+        if self.is_shutdown and not self._qsize():
+            raise ShutDown
+        if not block:
+            if not self._qsize():
+                raise Empty
+            return
+        _check_timeout(timeout)
+        if self._qsize():
+            return
+        started = time.monotonic()
+        try:
+            deadline = _deadline(started, timeout)
+            while not self._qsize():
                 _wait(self.not_empty, deadline, Empty)
-                if self.is_shutdown and not self._size:
+                if self.is_shutdown and not self._qsize():
                     raise ShutDown
         finally:
             self._get_waited_seconds += time.monotonic() - started
 
-    def _take(self, max_items: int) -> list[T]:
+    # Storage hooks, as in the standard library's queue.Queue; always called with the
+    # mutex held. Override `_init`, `_qsize`, `_put` and `_get` for another order.
+
+    def _init(self, maxsize: int) -> None:
+        # Invariant: _size == sum(len(chunk) for chunk in _chunks) - _head.
+        self._chunks: deque[list[T]] = deque()
+        self._head = 0
+        self._size = 0
+
+    def _qsize(self) -> int:
+        return self._size
+
+    def _put(self, item: T) -> None:
+        SafeQueue._put_many(self, [item])
+
+    def _get(self) -> T:
+        chunk = self._chunks[0]
+        item = chunk[self._head]
+        self._head += 1
+        if self._head == len(chunk):
+            self._chunks.popleft()
+            self._head = 0
+        self._size -= 1
+        return item
+
+    def _put_many(self, items: list[T]) -> None:
+        """Store `items` (a non-empty list the queue now owns) at the tail."""
+        self._chunks.append(items)
+        self._size += len(items)
+
+    def _get_many(self, max_items: int) -> list[T]:
         """Remove up to `max_items` from the head; whole chunks are handed over without copying."""
         taken: list[T] = []
         while max_items > 0 and self._chunks:
@@ -290,6 +385,15 @@ class SafeQueue(Generic[T]):
             max_items -= len(part)
         self._size -= len(taken)
         return taken
+
+    def _put_each(self, items: list[T]) -> None:
+        """The batch put of a subclass with its own per-item storage."""
+        for item in items:
+            self._put(item)
+
+    def _get_each(self, max_items: int) -> list[T]:
+        """The batch get of a subclass with its own per-item storage."""
+        return [self._get() for _ in range(min(max_items, self._qsize()))]
 
 
 def _check_timeout(timeout: float | None) -> None:

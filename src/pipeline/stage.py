@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import length_hint
 from typing import Any, Generic, TypeVar, overload
 
-from pipeline.checks import positive_int
+from pipeline._checks import positive_int
 
 __all__ = ["FilteringStage", "FlatMapStage", "PipelineStage", "StageChain"]
 

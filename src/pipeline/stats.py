@@ -75,7 +75,7 @@ class WorkerCounters:
         self.items_in = 0
         self.items_out = 0
         self.failed = 0
-        self.skipped = 0  # dropped by a "skip" error policy (pipeline.resilient)
+        self.skipped = 0  # dropped by a "skip" error policy (pipeline.resilience.resilient)
         self.dead_lettered = 0  # routed to dead letters by a "collect" policy
         self.busy_seconds = 0.0
         self.starved_seconds = 0.0

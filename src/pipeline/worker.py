@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from pipeline.batching import next_batch_size
 from pipeline.errors import ShutDown, StageError
 from pipeline.safequeue import SafeQueue
 from pipeline.stage import ItemFailed, PipelineStage
@@ -35,7 +36,6 @@ __all__ = [
     "StageRun",
     "current_stop_event",
     "current_worker_counters",
-    "next_batch_size",
     "put_all",
 ]
 
@@ -48,8 +48,6 @@ class _EndOfStream:
 
 
 END_OF_STREAM: Final = _EndOfStream()
-
-TARGET_BATCH_SECONDS: Final = 0.002
 
 FailureHandler = Callable[[StageError], None]
 
@@ -74,15 +72,6 @@ def current_worker_counters() -> WorkerCounters | None:
     """
     counters: WorkerCounters | None = getattr(_worker_context, "counters", None)
     return counters
-
-
-def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int:
-    """Return the next take size, given that `taken` items (of `size` asked) took `elapsed` s."""
-    if elapsed > 2 * TARGET_BATCH_SECONDS:
-        return max(1, size // 2)
-    if taken == size and elapsed < TARGET_BATCH_SECONDS:
-        return min(max_size, size * 2)
-    return size
 
 
 def put_all(queue: SafeQueue[Any], items: list[Any]) -> None:

@@ -1,0 +1,6 @@
+"""Application code that `python -m pipeline` runs; only `pipeline.cli` imports it.
+
+- `classic`: the Multiply/Add/Filter trio;
+- `text`: a text pipeline with per-worker setup;
+- `sensors`: the sensor-data example on the native production stage.
+"""

@@ -1,0 +1,216 @@
+"""Call the C transform (``csrc/transform.c``) on buffers of doubles, GIL released.
+
+This module is the only importer of the compiled ``pipeline.native._native``. It
+checks what the caller passed, hands the memory to C without copying it
+(``ffi.from_buffer``), and checks the status the C function returns. The C call
+runs with the GIL released (cffi's API mode does that for every call), so
+several threads can transform distinct batches at the same time. ``move``
+copies doubles the same way, GIL released, for callers that put results in
+place in fresh memory (``pipeline.native.production`` does).
+
+Accepted inputs: any one-dimensional, C-contiguous buffer of native float64
+(``array('d')``, a ``memoryview`` of format ``'d'``, a NumPy ``float64`` array),
+a bytes-like object whose length is a multiple of 8 (read as float64), or
+any other sequence of floats, which is converted with ``array('d', values)``.
+A buffer that is not aligned on 8 bytes (a ``memoryview`` slice of a
+``bytearray`` at an odd offset, say) is copied once into an aligned array,
+because the C code reads doubles directly and unaligned access is undefined
+behaviour in C.
+
+If the extension is not built, importing this module raises ImportError that
+says how to build it. Nothing falls back to the pure-Python reference
+silently; ``pipeline.native.reference`` is there to be chosen explicitly.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any
+
+from pipeline.native.buffers import Float64Input, as_float64_view, doubles, float64_view
+from pipeline.native.reference import TransformCounts
+
+try:
+    from pipeline.native._native import ffi, lib
+except ImportError as exc:
+    raise ImportError(
+        "pipeline.native.compiled needs the compiled C core pipeline.native._native, "
+        "which is not built or failed to load; build it from the repository root with "
+        "`make install` or `pip install -e .` (needs a C compiler), or select the "
+        "pure-Python reference "
+        "explicitly (pipeline.native.reference.transform_reference)"
+    ) from exc
+
+__all__ = ["Float64Input", "move", "transform", "transform_into"]
+
+_DOUBLE_SIZE = 8
+
+_STATUS_MESSAGES = {
+    lib.PL_ERROR_NULL_POINTER: "a NULL pointer was passed for a non-empty batch",
+    lib.PL_ERROR_OUTPUT_TOO_SMALL: "the output buffer is smaller than the input",
+}
+
+
+def transform(values: Float64Input) -> tuple[array.array[float], TransformCounts]:
+    """Transform ``values`` in C and return the kept results in a new array.
+
+    The input buffer is read in place (no copy, unless it is misaligned) and
+    may be freed or reused as soon as this returns: the results live in their
+    own ``array('d')``.
+
+    Args:
+        values: a float64 buffer or a sequence of floats (see the module docstring).
+
+    Returns:
+        The kept results, in input order, and the counts of the call.
+
+    Raises:
+        TypeError: if ``values`` is a buffer of another item type, or a sequence
+            with an item that is not a real number.
+        ValueError: if ``values`` is a buffer that is not one-dimensional and
+            C-contiguous, or a byte buffer whose length is not a multiple of 8.
+    """
+    input_view = as_float64_view(values, "values")
+    # array * n is the fastest way the standard library has to allocate n doubles.
+    output: array.array[float] = array.array("d", [0.0]) * len(input_view)
+    with memoryview(output) as output_view:
+        counts = _call(input_view, doubles(output_view))
+    del output[counts.kept :]
+    return output, counts
+
+
+def transform_into(values: Float64Input, output: object) -> TransformCounts:
+    """Transform ``values`` in C into the caller's ``output`` buffer.
+
+    Reusing one output buffer across calls avoids an allocation per batch. The
+    results are ``output[:counts.kept]``; the rest of ``output[:len(values)]``
+    is scratch space the C loop writes into (its store-always loop needs room
+    for every item) and holds unspecified values afterwards. ``output`` may be
+    the same buffer as ``values`` (the transform then runs in place); any other
+    overlap is rejected.
+
+    Args:
+        values: a float64 buffer or a sequence of floats (see the module docstring).
+        output: a writable, one-dimensional, C-contiguous float64 buffer with
+            room for at least ``len(values)`` items.
+
+    Returns:
+        The counts of the call.
+
+    Raises:
+        TypeError: if either argument has the wrong item type, or ``output`` is
+            read-only or not a buffer.
+        ValueError: if ``output`` is too small, a buffer is not one-dimensional
+            and C-contiguous, or the buffers partly overlap.
+    """
+    input_view = as_float64_view(values, "values")
+    output_view = float64_view(output, "output", writable=True)
+    if output_view is None:
+        raise TypeError(
+            f"output must be a writable float64 buffer such as array('d'), "
+            f"got {type(output).__name__}"
+        )
+    if len(output_view) < len(input_view):
+        raise ValueError(
+            f"output holds {len(output_view)} float64 items but values has "
+            f"{len(input_view)}; output needs room for every input item"
+        )
+    return _call(input_view, output_view)
+
+
+def move(source: Float64Input, destination: object) -> None:
+    """Copy every item of ``source`` to the start of ``destination``, GIL released.
+
+    The copy is C's ``memmove`` (``pl_move``), so the views may overlap. Its
+    point is the released GIL: copying into fresh memory spends most of its
+    time in page faults, which would otherwise stall every other thread.
+
+    Args:
+        source: a float64 buffer (or a sequence of floats) whose items are copied.
+        destination: a writable float64 buffer with room for ``len(source)`` items.
+
+    Raises:
+        TypeError: a view is not of format 'd' (see ``pipeline.native.buffers``) or
+            ``destination`` is read-only.
+        ValueError: ``destination`` is shorter than ``source``.
+    """
+    source_view = as_float64_view(source, "source")
+    destination_view = float64_view(destination, "destination", writable=True)
+    if destination_view is None:
+        raise TypeError(
+            f"destination must be a writable float64 buffer, got {type(destination).__name__}"
+        )
+    count = len(source_view)
+    if len(destination_view) < count:
+        raise ValueError(
+            f"destination holds {len(destination_view)} float64 items but source has {count}"
+        )
+    if count == 0:
+        return
+    source_pointer = ffi.from_buffer("double[]", source_view)
+    destination_pointer = ffi.from_buffer("double[]", destination_view, require_writable=True)
+    try:
+        if (_address(source_pointer) | _address(destination_pointer)) % _DOUBLE_SIZE:
+            # Misaligned doubles are undefined behaviour in C; memoryview copies bytes.
+            destination_view[:count] = source_view
+        else:
+            lib.pl_move(destination_pointer, source_pointer, count)  # the GIL is released
+    finally:
+        ffi.release(source_pointer)
+        ffi.release(destination_pointer)
+
+
+def _call(input_view: memoryview[float], output_view: memoryview[float]) -> TransformCounts:
+    """Run pl_transform on two validated 'd' views and return its counts."""
+    length = len(input_view)
+    if length == 0:
+        return TransformCounts.ZERO
+    input_pointer = ffi.from_buffer("double[]", input_view)
+    output_pointer = ffi.from_buffer("double[]", output_view, require_writable=True)
+    try:
+        input_address = _address(input_pointer)
+        output_address = _address(output_pointer)
+        if output_address != input_address and _overlap(
+            input_address, output_address, length, len(output_view)
+        ):
+            raise ValueError("output overlaps values; pass the same buffer, or disjoint ones")
+        if input_address % _DOUBLE_SIZE:
+            # Unaligned doubles are undefined behaviour in C: read from a copy.
+            aligned_input = array.array("d")
+            aligned_input.frombytes(input_view.cast("B"))
+            return _call(doubles(memoryview(aligned_input)), output_view)
+        if output_address % _DOUBLE_SIZE:
+            aligned_output = array.array("d", [0.0]) * length
+            counts = _call(input_view, doubles(memoryview(aligned_output)))
+            output_view[: counts.kept] = doubles(memoryview(aligned_output))[: counts.kept]
+            return counts
+        counts_struct = ffi.new("pl_transform_counts *")
+        # The GIL is released for the duration of this call.
+        status = lib.pl_transform(
+            input_pointer, length, output_pointer, len(output_view), counts_struct
+        )
+    finally:
+        ffi.release(input_pointer)
+        ffi.release(output_pointer)
+    if status != lib.PL_OK:
+        # Unreachable through this module's checks; reported, never ignored.
+        reason = _STATUS_MESSAGES.get(status, "unknown status")
+        raise RuntimeError(f"pl_transform failed with status {status}: {reason}")
+    return TransformCounts(
+        kept=counts_struct.kept,
+        negative=counts_struct.negative,
+        invalid_input=counts_struct.invalid_input,
+        invalid_output=counts_struct.invalid_output,
+    )
+
+
+def _address(pointer: Any) -> int:
+    """Return the address a cffi pointer holds."""
+    return int(ffi.cast("uintptr_t", pointer))
+
+
+def _overlap(first: int, second: int, first_items: int, second_items: int) -> bool:
+    """Return whether two ranges of doubles share any byte."""
+    return first < second + second_items * _DOUBLE_SIZE and second < first + first_items * (
+        _DOUBLE_SIZE
+    )

@@ -1,0 +1,492 @@
+"""Tests for pipeline.native.compiled: the C transform against the Python reference.
+
+Results are compared by bit pattern (``tobytes()``), never with ``==``: ``==``
+cannot tell -0.0 from 0.0. The threading tests start threads together with a
+Barrier, bound every wait, and join every thread.
+"""
+
+from __future__ import annotations
+
+import array
+import gc
+import importlib
+import itertools
+import random
+import re
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.native.compiled import move, transform, transform_into
+from pipeline.native.reference import TransformCounts, transform_reference
+
+JOIN_TIMEOUT = 10.0
+
+
+def from_bits(bits: int) -> float:
+    """Return the double whose IEEE-754 bit pattern is ``bits``."""
+    value: float = struct.unpack("<d", struct.pack("<Q", bits))[0]
+    return value
+
+
+DBL_MAX = sys.float_info.max
+SMALLEST_SUBNORMAL = from_bits(1)
+LARGEST_SUBNORMAL = from_bits(0x000F_FFFF_FFFF_FFFF)
+SPECIAL_VALUES = [
+    0.0,
+    -0.0,
+    SMALLEST_SUBNORMAL,
+    -SMALLEST_SUBNORMAL,
+    LARGEST_SUBNORMAL,
+    sys.float_info.min,
+    DBL_MAX,
+    -DBL_MAX,
+    float("inf"),
+    float("-inf"),
+    from_bits(0x7FF8_0000_0000_0000),  # the default quiet NaN
+    from_bits(0xFFF8_0000_0000_0001),  # negative quiet NaN with a payload
+    from_bits(0x7FF0_0000_0000_0001),  # signalling NaN, smallest payload
+    from_bits(0x7FF4_0000_0000_00FF),  # signalling NaN with a payload
+    from_bits(0xFFFF_FFFF_FFFF_FFFF),  # negative quiet NaN, every payload bit
+    1.0,
+    -1.0,
+]
+
+doubles = st.one_of(
+    st.sampled_from(SPECIAL_VALUES),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    st.integers(min_value=0, max_value=2**64 - 1).map(from_bits),  # any bit pattern
+)
+double_lists = st.lists(doubles, max_size=300)
+
+
+def pack(values: Sequence[float]) -> array.array[float]:
+    """Return ``values`` as array('d'), bit patterns (NaN payloads) preserved."""
+    return array.array("d", values)
+
+
+def assert_same_as_reference(
+    values: Sequence[float], result: array.array[float], counts: TransformCounts
+) -> None:
+    """Assert ``result`` and ``counts`` are bit for bit what the reference gives."""
+    expected, expected_counts = transform_reference(values)
+    assert result.tobytes() == expected.tobytes()
+    assert counts == expected_counts
+    assert counts.total == len(values)
+
+
+# Differential tests: C against the reference.
+
+
+@given(double_lists)
+def test_transform_matches_reference_bit_for_bit(values: list[float]) -> None:
+    result, counts = transform(pack(values))
+    assert_same_as_reference(values, result, counts)
+
+
+@given(double_lists, st.integers(min_value=0, max_value=7))
+def test_unaligned_memoryview_slice_matches_reference(values: list[float], offset: int) -> None:
+    raw = bytearray(offset + 8 * len(values))
+    raw[offset:] = pack(values).tobytes()
+    result, counts = transform(memoryview(raw)[offset:])
+    assert_same_as_reference(values, result, counts)
+
+
+@given(double_lists, st.integers(min_value=0, max_value=7), st.integers(0, 5))
+def test_transform_into_unaligned_output_matches_reference(
+    values: list[float], offset: int, spare: int
+) -> None:
+    raw = bytearray(offset + 8 * (len(values) + spare))
+    counts = transform_into(pack(values), memoryview(raw)[offset:])
+    kept = raw[offset : offset + 8 * counts.kept]
+    expected, expected_counts = transform_reference(values)
+    assert kept == expected.tobytes()
+    assert counts == expected_counts
+
+
+@given(double_lists)
+def test_transform_into_in_place_matches_reference(values: list[float]) -> None:
+    buffer = pack(values)
+    counts = transform_into(buffer, buffer)
+    assert_same_as_reference(values, buffer[: counts.kept], counts)
+
+
+def test_every_special_value_has_its_documented_outcome() -> None:
+    result, counts = transform(SPECIAL_VALUES)
+    assert counts == TransformCounts(kept=7, negative=3, invalid_input=7, invalid_output=0)
+    assert (
+        result.tobytes()
+        == pack(
+            [
+                0.0,
+                -0.0,  # -0.0 is kept and stays -0.0
+                SMALLEST_SUBNORMAL**0.5 * 2.0,
+                LARGEST_SUBNORMAL**0.5 * 2.0,
+                sys.float_info.min**0.5 * 2.0,
+                DBL_MAX**0.5 * 2.0,  # finite: post-validation never fires for doubles
+                2.0,
+            ]
+        ).tobytes()
+    )
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 1023, 1024, 1025, 4097])
+def test_lengths_around_the_block_size(length: int) -> None:
+    generator = random.Random(length)
+    values = [generator.choice([*SPECIAL_VALUES, generator.uniform(-9, 9)]) for _ in range(length)]
+    result, counts = transform(values)
+    assert_same_as_reference(values, result, counts)
+
+
+def test_empty_input_gives_empty_output_and_zero_counts() -> None:
+    assert transform([]) == (array.array("d"), TransformCounts.ZERO)
+    assert transform_into(array.array("d"), array.array("d")) == TransformCounts.ZERO
+
+
+# Every accepted kind of input.
+
+VALUES = [4.0, -1.0, float("nan"), 9.0, -0.0, float("inf")]
+EXPECTED = pack([4.0, 6.0, -0.0]).tobytes()
+
+
+@pytest.mark.parametrize(
+    "make_input",
+    [
+        pytest.param(lambda: list(VALUES), id="list"),
+        pytest.param(lambda: tuple(VALUES), id="tuple"),
+        pytest.param(lambda: iter(VALUES), id="iterator"),
+        pytest.param(lambda: pack(VALUES), id="array"),
+        pytest.param(lambda: memoryview(pack(VALUES)), id="memoryview"),
+        pytest.param(lambda: pack(VALUES).tobytes(), id="bytes"),
+        pytest.param(lambda: bytearray(pack(VALUES).tobytes()), id="bytearray"),
+        pytest.param(lambda: memoryview(pack(VALUES).tobytes()), id="memoryview-of-bytes"),
+        pytest.param(lambda: memoryview(pack(VALUES * 2))[: len(VALUES)], id="sliced-memoryview"),
+    ],
+)
+def test_accepted_input_kinds(make_input: Callable[[], object]) -> None:
+    result, counts = transform(make_input())  # type: ignore[arg-type]
+    assert result.tobytes() == EXPECTED
+    assert counts == TransformCounts(kept=3, negative=1, invalid_input=2, invalid_output=0)
+
+
+def test_importing_the_package_does_not_import_numpy() -> None:
+    code = "import sys, pipeline.native.compiled; print('numpy' in sys.modules)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=JOIN_TIMEOUT,
+        check=True,
+    )
+    assert completed.stdout.strip() == "False"
+
+
+def test_numpy_float64_array_is_accepted() -> None:
+    numpy = pytest.importorskip("numpy")
+    result, counts = transform(numpy.array(VALUES, dtype=numpy.float64))
+    assert result.tobytes() == EXPECTED
+    assert counts.kept == 3
+    output = numpy.zeros(len(VALUES))
+    transform_into(numpy.array(VALUES), output)
+    assert output[:3].tobytes() == EXPECTED
+
+
+# Rejected inputs: the messages are part of the interface.
+
+
+@pytest.mark.parametrize(
+    ("bad_input", "error", "message"),
+    [
+        (
+            array.array("f", [1.0]),
+            TypeError,
+            "values must hold float64 items (buffer format 'd'), got format 'f' "
+            "(4-byte items) from array('f')",
+        ),
+        (
+            array.array("i", [1]),
+            TypeError,
+            "values must hold float64 items (buffer format 'd'), got format 'i' "
+            "(4-byte items) from array('i')",
+        ),
+        (
+            array.array("q", [1]),
+            TypeError,
+            "values must hold float64 items (buffer format 'd'), got format 'q' "
+            "(8-byte items) from array('q')",
+        ),
+        (
+            memoryview(b"abc"),
+            ValueError,
+            "values is a byte buffer of 3 bytes, which is not a whole number of "
+            "float64 items (8 bytes each)",
+        ),
+        (
+            memoryview(pack([1.0, 2.0, 3.0]))[::2],
+            ValueError,
+            "values must be a contiguous buffer, got a strided view (strides (16,), "
+            "item size 8); copy it first",
+        ),
+        (
+            memoryview(pack([1.0, 2.0])).cast("B").cast("d", shape=[1, 2]),
+            ValueError,
+            "values must be a one-dimensional buffer, got 2 dimensions (shape (1, 2)); "
+            "flatten it first, e.g. with .reshape(-1) in NumPy",
+        ),
+        (
+            "1.0",
+            TypeError,
+            "values must be a float64 buffer or an iterable of floats, got str: "
+            "cannot use a str to initialize an array with typecode 'd'",
+        ),
+        (
+            [1.0, "2.0"],
+            TypeError,
+            "values must be a float64 buffer or an iterable of floats, got list: "
+            "must be real number, not str",
+        ),
+        (
+            None,
+            TypeError,
+            "values must be a float64 buffer or an iterable of floats, got NoneType: "
+            "'NoneType' object is not iterable",
+        ),
+    ],
+)
+def test_rejected_inputs_name_the_problem(
+    bad_input: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        transform(bad_input)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_big_endian_float64_is_rejected_naming_the_byte_order() -> None:
+    numpy = pytest.importorskip("numpy")
+    with pytest.raises(TypeError) as caught:
+        transform(numpy.zeros(2, dtype=">f8"))
+    assert str(caught.value) == (
+        "values must hold float64 items (buffer format 'd'), got format '>d' "
+        "(8-byte items in non-native byte order) from ndarray"
+    )
+
+
+def test_transform_into_rejects_a_read_only_output() -> None:
+    with pytest.raises(TypeError) as caught:
+        transform_into([1.0], bytes(8))
+    assert str(caught.value) == "output must be a writable buffer, got a read-only bytes"
+
+
+def test_transform_into_rejects_an_output_that_is_not_a_buffer() -> None:
+    with pytest.raises(TypeError) as caught:
+        transform_into([1.0], [0.0])
+    assert str(caught.value) == (
+        "output must be a writable float64 buffer such as array('d'), got list"
+    )
+
+
+def test_transform_into_rejects_an_output_of_another_type() -> None:
+    with pytest.raises(TypeError) as caught:
+        transform_into([1.0], array.array("f", [0.0, 0.0]))
+    assert str(caught.value) == (
+        "output must hold float64 items (buffer format 'd'), got format 'f' "
+        "(4-byte items) from array('f')"
+    )
+
+
+def test_transform_into_rejects_an_output_smaller_than_the_input() -> None:
+    output = pack([0.0, 0.0])
+    with pytest.raises(ValueError, match=r"^output holds 2 float64 items but values has 3; "):
+        transform_into([1.0, 2.0, 3.0], output)
+    assert output.tobytes() == pack([0.0, 0.0]).tobytes()  # untouched
+
+
+def test_transform_into_rejects_partly_overlapping_buffers() -> None:
+    buffer = pack([1.0, 2.0, 3.0, 4.0])
+    view = memoryview(buffer)
+    message = "output overlaps values; pass the same buffer, or disjoint ones"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        transform_into(view[:2], view[1:])
+
+
+def test_transform_into_leaves_results_at_the_front_of_a_larger_output() -> None:
+    output = pack([7.0] * 10)
+    counts = transform_into([16.0, -1.0, 25.0], output)
+    assert counts.kept == 2
+    assert output[:2].tolist() == [8.0, 10.0]
+    assert output[3:].tolist() == [7.0] * 7  # past len(values): never written
+
+
+# move: the GIL-free copy DataPipeline uses to put results in place.
+
+
+def test_move_copies_into_a_larger_destination_and_between_overlapping_views() -> None:
+    destination = pack([0.0] * 5)
+    move(memoryview(pack([1.0, -0.0, float("inf")])), memoryview(destination)[1:])
+    assert destination.tobytes() == pack([0.0, 1.0, -0.0, float("inf"), 0.0]).tobytes()
+    buffer = pack([1.0, 2.0, 3.0, 4.0, 5.0])
+    view = memoryview(buffer)
+    move(view[1:], view[:4])  # overlapping, like memmove
+    assert buffer.tolist() == [2.0, 3.0, 4.0, 5.0, 5.0]
+    move(view[:0], view[:0])  # nothing to copy
+
+
+@given(st.lists(doubles, max_size=40), st.integers(0, 7), st.integers(0, 7))
+def test_move_handles_misaligned_views(values: list[float], source_at: int, target_at: int) -> None:
+    source = bytearray(source_at + 8 * len(values))
+    source[source_at:] = pack(values).tobytes()
+    destination = bytearray(target_at + 8 * len(values))
+    move(memoryview(source)[source_at:].cast("d"), memoryview(destination)[target_at:].cast("d"))
+    assert destination[target_at:] == source[source_at:]
+
+
+def test_move_rejects_a_destination_shorter_than_the_source() -> None:
+    destination = pack([0.0])
+    message = "destination holds 1 float64 items but source has 2"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        move(memoryview(pack([1.0, 2.0])), memoryview(destination))
+    assert destination.tolist() == [0.0]
+
+
+# Buffers and their lifetimes.
+
+
+def test_result_stays_valid_after_the_input_is_freed() -> None:
+    values = pack([float(index) for index in range(10_000)])
+    raw = bytearray(values.tobytes())
+    result, _ = transform(memoryview(raw))
+    expected = transform_reference(values)[0].tobytes()
+    del raw, values
+    gc.collect()
+    _ = [bytearray(80_000) for _ in range(10)]  # reuse the freed memory
+    assert result.tobytes() == expected
+
+
+def test_no_buffer_stays_exported_after_a_call() -> None:
+    values = pack([1.0, 2.0])
+    output = pack([0.0, 0.0])
+    transform(values)
+    transform_into(values, output)
+    values.append(3.0)  # BufferError if the C call had kept an export
+    output.append(3.0)
+    result, _ = transform(values)
+    result.append(1.0)
+
+
+def test_missing_extension_raises_import_error_saying_how_to_build_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pipeline.native._native", None)  # makes the import fail
+    monkeypatch.delitem(sys.modules, "pipeline.native.compiled")
+    with pytest.raises(ImportError) as caught:
+        importlib.import_module("pipeline.native.compiled")
+    assert "`make install`" in str(caught.value)
+    assert "`pip install -e .`" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ImportError)
+
+
+# Threads.
+
+
+def test_many_threads_transform_distinct_buffers_at_once() -> None:
+    thread_count = 8
+    rounds = 20
+    generator = random.Random(3)
+    inputs = [
+        pack(
+            [
+                generator.choice([*SPECIAL_VALUES, generator.uniform(-1e6, 1e6)])
+                for _ in range(20_000)
+            ]
+        )
+        for _ in range(thread_count)
+    ]
+    expected = [transform_reference(values)[0].tobytes() for values in inputs]
+    barrier = threading.Barrier(thread_count)
+    failures: list[str] = []
+
+    def work(index: int) -> None:
+        output = array.array("d", [0.0]) * len(inputs[index])
+        barrier.wait(timeout=JOIN_TIMEOUT)
+        for _ in range(rounds):
+            counts = transform_into(inputs[index], output)
+            if output[: counts.kept].tobytes() != expected[index]:
+                failures.append(f"thread {index}: wrong result")
+            fresh, _ = transform(inputs[index])
+            if fresh.tobytes() != expected[index]:
+                failures.append(f"thread {index}: wrong fresh result")
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(thread_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=JOIN_TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+
+
+def longest_pause_of_a_python_thread_during(call: Callable[[], object]) -> tuple[float, float]:
+    """Run ``call`` in a worker thread while this thread executes Python code.
+
+    This thread samples ``time.perf_counter()`` in a loop until the worker is
+    done. If ``call`` holds the GIL, no Python code runs elsewhere while it
+    runs, so the samples show one gap as long as the call. If it releases the
+    GIL, the samples keep coming throughout.
+
+    Returns:
+        (the longest gap between samples inside the call, the call's duration).
+    """
+    barrier = threading.Barrier(2)
+    done = threading.Event()
+    bounds: list[float] = []
+
+    def worker() -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT)
+        bounds.append(time.perf_counter())
+        call()
+        bounds.append(time.perf_counter())
+        done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    samples: list[float] = []
+    barrier.wait(timeout=JOIN_TIMEOUT)
+    deadline = time.perf_counter() + JOIN_TIMEOUT
+    while not done.is_set() and time.perf_counter() < deadline:
+        samples.append(time.perf_counter())
+    thread.join(timeout=JOIN_TIMEOUT)
+    assert not thread.is_alive()
+    start, end = bounds
+    inside = [start] + [sample for sample in samples if start < sample < end] + [end]
+    longest_gap = max(later - earlier for earlier, later in itertools.pairwise(inside))
+    return longest_gap, end - start
+
+
+def test_c_call_releases_the_gil() -> None:
+    # Three calls of about 11 ms each on this machine: long against scheduler noise
+    # (pauses of several ms when other processes compete for the cores), short for a test.
+    values = array.array("d", [2.0]) * 12_000_000
+    output = array.array("d", [0.0]) * len(values)
+
+    def three_calls() -> None:
+        for _ in range(3):
+            transform_into(values, output)
+
+    longest_gap, duration = longest_pause_of_a_python_thread_during(three_calls)
+    assert output[0] == 2.0 * 2.0**0.5
+    # With the GIL held the gap would be a whole call; allow generous noise.
+    assert longest_gap < 0.25 * duration, (longest_gap, duration)
+
+
+def test_gil_probe_detects_a_call_that_holds_the_gil() -> None:
+    # The control: sum() over an array is one C loop that never releases the GIL.
+    values = array.array("d", [2.0]) * 3_000_000
+    longest_gap, duration = longest_pause_of_a_python_thread_during(lambda: sum(values))
+    assert longest_gap >= 0.5 * duration, (longest_gap, duration)

@@ -1,0 +1,284 @@
+"""Tests for pipeline.native.production: TransformStage and DataPipeline on the core Pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import array
+import io
+import random
+import re
+import threading
+import tracemalloc
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from pipeline.demos import sensors
+from pipeline.errors import StageError
+from pipeline.native import production
+from pipeline.native.buffers import Float64Input
+from pipeline.native.production import DataPipeline, DataStats, TransformResult, TransformStage
+from pipeline.native.reference import TransformCounts, transform_reference
+
+
+def sensor_readings(count: int, seed: int) -> array.array[float]:
+    """Return readings with NaN, +/-Inf, negatives, -0.0 and ordinary values mixed in."""
+    generator = random.Random(seed)
+    specials = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, -5.0]
+    return array.array(
+        "d",
+        (
+            generator.choice(specials) if generator.random() < 0.2 else generator.uniform(-50, 100)
+            for _ in range(count)
+        ),
+    )
+
+
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize(("thread_count", "batch_size"), [(1, 1), (1, 1000), (2, 7), (4, 333)])
+def test_process_matches_the_reference_in_input_order(
+    implementation: str, thread_count: int, batch_size: int
+) -> None:
+    data = sensor_readings(5_000, seed=thread_count * 1000 + batch_size)
+    expected, expected_counts = transform_reference(data)
+    data_pipeline = DataPipeline(thread_count, batch_size, implementation)  # type: ignore[arg-type]
+
+    results, stats = data_pipeline.process(data)
+
+    assert results.tobytes() == expected.tobytes()
+    assert stats.items_processed == expected_counts.kept
+    assert stats.items_filtered == expected_counts.negative
+    assert stats.items_invalid == expected_counts.invalid_input + expected_counts.invalid_output
+    assert stats.items_invalid_after_transform == expected_counts.invalid_output
+    assert stats.items_processed + stats.items_filtered + stats.items_invalid == len(data)
+    assert stats.duration_secs > 0
+    assert stats.throughput == pytest.approx(len(data) / stats.duration_secs)
+
+
+def test_process_accepts_a_list_and_a_memoryview() -> None:
+    data = [4.0, -1.0, float("nan"), 9.0]
+    from_list, _ = DataPipeline(2, 1).process(data)
+    from_view, _ = DataPipeline(2, 1).process(memoryview(array.array("d", data)))
+    assert from_list.tolist() == from_view.tolist() == [4.0, 6.0]
+
+
+JOIN_TIMEOUT = 10.0
+
+
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+def test_process_returns_a_memoryview_of_doubles_usable_as_a_sequence(
+    implementation: str,
+) -> None:
+    data = array.array("d", [16.0, -1.0, 25.0, float("nan"), 0.0, -0.0])
+    results, _ = DataPipeline(2, 2, implementation).process(data)  # type: ignore[arg-type]
+    assert isinstance(results, memoryview)
+    assert isinstance(results, Sequence)
+    assert (results.format, results.itemsize, results.ndim, results.readonly) == ("d", 8, 1, False)
+    assert len(results) == 4
+    assert results[0] == 8.0
+    assert isinstance(results[1], float)
+    assert list(results[1:3]) == [10.0, 0.0]
+    assert results.tolist() == [8.0, 10.0, 0.0, -0.0]
+    assert array.array("d", results.tobytes()).tobytes() == results.tobytes()
+
+
+def test_process_results_stay_valid_after_the_input_is_freed() -> None:
+    data = array.array("d", [float(index) for index in range(10_000)])
+    expected, _ = transform_reference(data)
+    results, _ = DataPipeline(2, 999).process(data)
+    del data
+    _ = [bytearray(80_000) for _ in range(10)]  # reuse the freed memory
+    assert results.tobytes() == expected.tobytes()
+
+
+def test_process_leaves_no_buffer_exported_on_the_input() -> None:
+    data = array.array("d", [1.0, 4.0, 9.0])
+    DataPipeline(2, 1).process(data)
+    data.append(16.0)  # BufferError if a chunk view had outlived the call
+
+
+@pytest.mark.parametrize("data", [array.array("d"), array.array("d", [-1.0, float("nan")] * 50)])
+def test_process_without_results_returns_an_empty_memoryview(data: array.array[float]) -> None:
+    results, stats = DataPipeline(2, 10).process(data)
+    assert isinstance(results, memoryview)
+    assert (results.format, len(results)) == ("d", 0)
+    assert stats.items_processed == 0
+    assert stats.items_filtered + stats.items_invalid == len(data)
+
+
+def test_placement_makes_a_chunk_wait_for_the_previous_one() -> None:
+    placement = production._Placement()
+    offsets: list[int] = []
+    second_started = threading.Event()
+
+    def place_second() -> None:
+        second_started.set()
+        offsets.append(placement.claim(1, kept=5))
+
+    thread = threading.Thread(target=place_second)
+    thread.start()
+    assert second_started.wait(timeout=JOIN_TIMEOUT)
+    thread.join(timeout=0.05)
+    assert thread.is_alive()  # blocked: chunk 0 has not claimed its place yet
+    assert placement.claim(0, kept=3) == 0
+    thread.join(timeout=JOIN_TIMEOUT)
+    assert not thread.is_alive()
+    assert offsets == [3]
+    assert placement.claim(2, kept=1) == 8
+
+
+def test_placement_abandoned_wakes_a_waiting_chunk_with_an_error() -> None:
+    placement = production._Placement()
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def place_second() -> None:
+        waiting.set()
+        try:
+            placement.claim(1, kept=5)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=place_second)
+    thread.start()
+    assert waiting.wait(timeout=JOIN_TIMEOUT)
+    placement.abandon()
+    thread.join(timeout=JOIN_TIMEOUT)
+    assert not thread.is_alive()
+    assert [str(error) for error in errors] == ["chunk 1 not placed: an earlier chunk failed"]
+
+
+def test_process_rejects_data_that_is_not_float64() -> None:
+    with pytest.raises(TypeError, match=re.escape("data must hold float64 items")):
+        DataPipeline(1, 10).process(array.array("f", [1.0]))
+
+
+def test_stats_from_counts_puts_post_validation_failures_in_invalid() -> None:
+    counts = TransformCounts(kept=5, negative=3, invalid_input=2, invalid_output=1)
+    stats = DataStats.from_counts(counts, duration_secs=0.5)
+    assert stats == DataStats(
+        items_processed=5,
+        items_filtered=3,
+        items_invalid=3,
+        items_invalid_after_transform=1,
+        duration_secs=0.5,
+        throughput=22.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ((0, 10), ValueError, "thread_count must be >= 1, got 0"),
+        ((1, 0), ValueError, "batch_size must be >= 1, got 0"),
+        ((1.5, 10), TypeError, "thread_count must be an int, got float"),
+        ((1, "10"), TypeError, "batch_size must be an int, got str"),
+        ((1, 10, "fast"), ValueError, "implementation must be 'native' or 'reference', got 'fast'"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(
+    arguments: tuple[object, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        DataPipeline(*arguments)  # type: ignore[arg-type]
+
+
+def test_transform_stage_maps_one_chunk_to_one_result() -> None:
+    stage = TransformStage("reference")
+    result = stage.process(array.array("d", [16.0, -2.0]))
+    assert result == TransformResult(
+        array.array("d", [8.0]),
+        TransformCounts(kept=1, negative=1, invalid_input=0, invalid_output=0),
+    )
+
+
+def test_stream_yields_one_result_per_chunk_in_order() -> None:
+    chunks = [array.array("d", [float(index * index)] * 3) for index in range(50)]
+    results = list(DataPipeline(3, 1).stream(chunks))
+    assert [result.values.tolist() for result in results] == [
+        [2.0 * index] * 3 for index in range(50)
+    ]
+    assert all(result.counts.kept == 3 for result in results)
+
+
+def test_stream_stops_its_threads_when_the_consumer_stops_early() -> None:
+    chunks = (array.array("d", [1.0]) * 100 for _ in range(10_000))
+    results = DataPipeline(2, 1).stream(chunks)
+    first = next(results)
+    results.close()  # the autouse fixture fails the test if a worker thread is left
+    assert first.counts.kept == 100
+
+
+def test_stream_reports_a_bad_chunk_as_a_stage_error() -> None:
+    chunks: list[Float64Input] = [array.array("d", [1.0]), array.array("i", [1])]
+    with pytest.raises(StageError) as caught:
+        list(DataPipeline(2, 1).stream(chunks))
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert "got format 'i'" in str(caught.value.__cause__)
+
+
+def test_stream_memory_stays_flat_for_a_million_values() -> None:
+    chunk_size = 4_096
+    chunk_count = 1_000_000 // chunk_size + 1  # 1,003,520 values, 8 MB of input
+
+    def chunks() -> Iterator[array.array[float]]:
+        for index in range(chunk_count):
+            chunk = array.array("d", [float(index)]) * chunk_size
+            chunk[::3] = array.array("d", [-1.0]) * len(chunk[::3])
+            yield chunk
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        baseline, _ = tracemalloc.get_traced_memory()
+        total = TransformCounts.ZERO
+        for result in DataPipeline(2, chunk_size).stream(chunks()):
+            total += result.counts
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total.total == chunk_count * chunk_size
+    # All the input is 8 MB and all the output 5.4 MB; in flight stay a few chunks.
+    print(f"peak traced memory growth: {peak - baseline:,} bytes")
+    assert peak - baseline < 2_000_000, peak - baseline
+
+
+def run_data_example(*argv: str) -> tuple[int, str]:
+    """Run the data example with ``argv`` and return its exit code and report."""
+    parser = argparse.ArgumentParser()
+    sensors.add_arguments(parser)
+    report = io.StringIO()
+    code = sensors.run(parser.parse_args(argv), report)
+    return code, report.getvalue()
+
+
+def test_data_example_writes_the_results_and_compares_with_the_reference(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "results.csv"
+    code, report = run_data_example("--count", "3000", "--threads", "2", "--output", str(output))
+    assert code == 0
+    assert "3,000 sensor readings generated (seed 42)" in report
+    assert "results identical bit for bit: yes" in report
+    expected, _ = transform_reference(sensors.generate_readings(3000, 42))
+    rows = output.read_text().splitlines()
+    assert rows[0] == "result"
+    assert [float(row) for row in rows[1:]] == expected.tolist()
+
+
+def test_data_example_reads_readings_from_a_csv_column(tmp_path: Path) -> None:
+    readings = tmp_path / "readings.csv"
+    readings.write_text("time,value\n1,16\n2,-1\n3,nan\n4,-inf\n5,25\n")
+    output = tmp_path / "results.csv"
+    code, report = run_data_example("--input", str(readings), "--output", str(output))
+    assert code == 0
+    assert output.read_text().splitlines() == ["result", "8.0", "10.0"]
+    assert re.search(r"invalid \(NaN/Inf\)\s+2\s+2", report)
+
+
+def test_data_example_names_the_line_of_a_cell_that_is_not_a_number(tmp_path: Path) -> None:
+    readings = tmp_path / "readings.csv"
+    readings.write_text("value\n1.5\nabc\n")
+    with pytest.raises(ValueError, match=r"readings.csv, line 3: 'abc' is not a number$"):
+        sensors.read_readings(readings, "value")

@@ -1,0 +1,263 @@
+"""Tests for the HTTP endpoint, over a real socket, and its page in headless Chromium."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline import FunctionStage, Pipeline
+from pipeline.observe.dashboard import Dashboard
+from pipeline.observe.metrics import register_metrics
+
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT = 10.0  # seconds, for one HTTP request
+BROWSER_TIMEOUT = 60.0  # seconds, for Chromium to start, render and exit
+ITEMS = 1000
+
+
+def finished_pipeline() -> Pipeline[int, int]:
+    double = FunctionStage[int, int](lambda item: item * 2, name="double")
+    keep_small = FunctionStage[int, int](lambda item: item, name="copy", workers=2)
+    pipeline = Pipeline(double >> keep_small, queue_size=64)
+    pipeline.run(range(ITEMS))
+    return pipeline
+
+
+def fetch(url: str) -> tuple[int, str, str]:
+    """Return the status, content type and body of a GET of `url`."""
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+def dashboard_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name != "MainThread"]
+
+
+def test_it_serves_metrics_stats_and_the_page_over_a_socket() -> None:
+    pipeline = finished_pipeline()
+    with Dashboard(pipeline, name="demo") as dashboard:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", dashboard.url)
+        status, content_type, text = fetch(dashboard.url + "metrics")
+        assert status == 200
+        assert content_type.startswith("text/plain; version=")
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        read = families["pipeline_items_read"].samples
+        assert [(sample.labels, sample.value) for sample in read] == [({"pipeline": "demo"}, ITEMS)]
+
+        status, content_type, body = fetch(dashboard.url + "stats")
+        assert (status, content_type) == (200, "application/json")
+        snapshot = json.loads(body)
+        assert snapshot["pipeline"] == "demo"
+        assert [stage["name"] for stage in snapshot["stats"]["stages"]] == ["double", "copy"]
+        assert snapshot["stats"]["items_delivered"] == ITEMS
+
+        status, content_type, page = fetch(dashboard.url)
+        assert (status, content_type) == (200, "text/html; charset=utf-8")
+        assert "<title>demo: pipeline dashboard</title>" in page
+        assert 'fetch("/stats"' in page
+        assert "setInterval(refresh, 1000)" in page
+        assert not re.search(r"""(src|href)=["']?https?:""", page)  # no external assets
+
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            fetch(dashboard.url + "missing")
+        assert missing.value.code == 404
+        missing.value.close()
+    assert dashboard_threads() == []
+
+
+def test_stats_follow_a_run_in_progress() -> None:
+    pipeline = Pipeline(FunctionStage[int, int](lambda item: item, name="copy"), batch_size=1)
+    with Dashboard(pipeline) as dashboard:
+        assert json.loads(fetch(dashboard.url + "stats")[2]) == {
+            "pipeline": "pipeline",
+            "stats": None,
+        }
+        with pipeline:  # leaving the block stops the run, even if an assert fails
+            outputs = pipeline.stream(range(ITEMS))
+            next(outputs)  # the run is going, and waits for this consumer
+            running = json.loads(fetch(dashboard.url + "stats")[2])["stats"]
+            assert running["running"] is True
+            assert running["items_read"] >= 1
+            assert list(outputs) == list(range(1, ITEMS))
+        finished = json.loads(fetch(dashboard.url + "stats")[2])["stats"]
+        assert finished["running"] is False
+        assert finished["stages"][0]["items_out"] == ITEMS
+
+
+def test_the_page_escapes_the_name() -> None:
+    with Dashboard(finished_pipeline(), name="<b>x</b>") as dashboard:
+        page = fetch(dashboard.url)[2]
+    assert "<h1>&lt;b&gt;x&lt;/b&gt;</h1>" in page
+
+
+def test_it_binds_to_this_machine_only_by_default() -> None:
+    dashboard = Dashboard(finished_pipeline())
+    assert dashboard.host == "127.0.0.1"
+    with dashboard:
+        assert dashboard.url.startswith("http://127.0.0.1:")
+
+
+def test_a_caller_registry_is_served_as_it_is() -> None:
+    pipeline = finished_pipeline()
+    registry = CollectorRegistry()
+    register_metrics(pipeline, registry, name="mine")
+    with Dashboard(pipeline, registry=registry) as dashboard:
+        text = fetch(dashboard.url + "metrics")[2]
+    assert 'pipeline_items_read_total{pipeline="mine"} 1000.0' in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"host": 3}, TypeError, "host must be a str, got int"),
+        ({"port": "x"}, TypeError, "port must be an int, got str"),
+        ({"port": 8000.0}, TypeError, "port must be an int, got float"),
+        ({"port": True}, TypeError, "port must be an int, got bool"),
+        ({"port": -1}, ValueError, "port must be in 0..65535, got -1"),
+        ({"port": 65536}, ValueError, "port must be in 0..65535, got 65536"),
+        ({"name": 3}, TypeError, "name must be a str, got int"),
+        ({"name": ""}, ValueError, "name must not be empty"),
+        ({"registry": {}}, TypeError, "registry must be a CollectorRegistry or None, got dict"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        Dashboard(finished_pipeline(), **arguments)
+    assert dashboard_threads() == []
+
+
+def test_only_a_pipeline_can_be_shown() -> None:
+    with pytest.raises(TypeError, match=r"^pipeline must be a Pipeline, got str$"):
+        Dashboard("notpipeline")  # type: ignore[arg-type]
+
+
+def test_close_stops_the_server_and_joins_its_threads() -> None:
+    dashboard = Dashboard(finished_pipeline())
+    dashboard.start()
+    url = dashboard.url
+    assert "pipeline-dashboard" in dashboard_threads()
+    with pytest.raises(RuntimeError, match=r"^the dashboard is already running$"):
+        dashboard.start()
+    dashboard.close()
+    dashboard.close()  # closing twice is harmless
+    assert dashboard_threads() == []
+    with pytest.raises(
+        RuntimeError, match=r"^the dashboard is not running; use it in a with block$"
+    ):
+        _ = dashboard.url
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=TIMEOUT)
+
+
+def test_the_server_is_stopped_when_the_block_raises() -> None:
+    with pytest.raises(KeyError), Dashboard(finished_pipeline()):
+        raise KeyError("boom")
+    assert dashboard_threads() == []
+
+
+class _Cells(HTMLParser):
+    """Collect the text of every <td> by its class, and the data-state of #summary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[str, str]] = []
+        self.state: str | None = None
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "td":
+            self._open = attributes.get("class") or ""
+            self.cells.append((self._open, ""))
+        if attributes.get("id") == "summary":
+            self.state = attributes.get("data-state")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            name, text = self.cells[-1]
+            self.cells[-1] = (name, text + data)
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"needs Chromium at {CHROMIUM} to render the page: apt-get install chromium",
+)
+def test_the_page_renders_the_stages_in_headless_chromium(tmp_path: Path) -> None:
+    pipeline = finished_pipeline()
+    with Dashboard(pipeline, name="demo") as dashboard:
+        result = subprocess.run(
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                dashboard.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=BROWSER_TIMEOUT,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    parser = _Cells()
+    parser.feed(dom)
+    assert parser.state == "finished"  # set by the page's script from /stats
+    assert "finished in " in dom
+    assert f"{ITEMS:,} items read, {ITEMS:,} delivered" in dom
+    cells = parser.cells
+    names = [text for name, text in cells if name == "stage-name"]
+    assert names == ["double", "copy"]
+    assert [text for name, text in cells if name == "workers"] == ["1", "2"]
+    assert [text for name, text in cells if name == "items-in"] == [f"{ITEMS:,}"] * 2
+    assert [text for name, text in cells if name == "items-out"] == [f"{ITEMS:,}"] * 2
+    assert [text for name, text in cells if name == "failed"] == ["0", "0"]
+    for share in ("busy", "starved", "blocked"):
+        assert all(re.fullmatch(r"\d+%", text) for name, text in cells if name == share)
+    assert all(re.fullmatch(r"[\d.]+ [nµm]?s", text) for name, text in cells if name == "p50")
+    stats = pipeline.stats()
+    assert stats is not None
+    expected_queues = [
+        f"{stage.queue_depth} / {stage.queue_high_water_mark} / {stage.queue_maxsize}"
+        for stage in stats.stages
+    ]
+    assert [text for name, text in cells if name == "queue"] == expected_queues
+    assert 'class="busy" style="width:' in dom  # the shares are drawn as bars
+
+
+def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.split(".")[0] == "prometheus_client"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "pipeline.observe.dashboard")
+    message = "pipeline.observe.dashboard needs prometheus_client: pip install pipeline[metrics]"
+    with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
+        importlib.import_module("pipeline.observe.dashboard")

@@ -1,0 +1,312 @@
+"""Tests for the Prometheus collector and the JSON snapshot of a pipeline's statistics."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sys
+
+import prometheus_client
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from support import ITEM_SECONDS, Slow
+
+from pipeline import FunctionStage, Pipeline, ResilientStage, StageError
+from pipeline.observe.metrics import (
+    PipelineCollector,
+    json_snapshot,
+    register_metrics,
+    statistics_to_dict,
+)
+from pipeline.stats import PipelineStatistics
+
+ITEMS = 50
+
+RUN_METRICS = {
+    "pipeline_running": "gauge",
+    "pipeline_elapsed_seconds": "gauge",
+    "pipeline_items_read": "counter",
+    "pipeline_items_delivered": "counter",
+    "pipeline_source_blocked_seconds": "counter",
+    "pipeline_results_queue_depth": "gauge",
+}
+STAGE_METRICS = {
+    "pipeline_stage_workers": "gauge",
+    "pipeline_stage_batches": "counter",
+    "pipeline_stage_items_in": "counter",
+    "pipeline_stage_items_out": "counter",
+    "pipeline_stage_failed": "counter",
+    "pipeline_stage_skipped": "counter",
+    "pipeline_stage_dead_lettered": "counter",
+    "pipeline_stage_busy_seconds": "counter",
+    "pipeline_stage_starved_seconds": "counter",
+    "pipeline_stage_blocked_seconds": "counter",
+    "pipeline_stage_item_latency_seconds": "histogram",
+    "pipeline_stage_queue_depth": "gauge",
+    "pipeline_stage_queue_high_water_mark": "gauge",
+    "pipeline_stage_queue_maxsize": "gauge",
+}
+
+
+def slow_last_pipeline() -> Pipeline[int, int]:
+    fast = FunctionStage[int, int](lambda item: item, name="fast")
+    return Pipeline(fast >> Slow(), queue_size=2, batch_size=1)
+
+
+def scrape(registry: CollectorRegistry) -> dict[str, list[Sample]]:
+    """Return the samples of every family, parsed by prometheus_client's own parser."""
+    text = generate_latest(registry).decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    (match,) = [sample for sample in samples if sample.name == name and sample.labels == labels]
+    return match.value
+
+
+def finished_stats(pipeline: Pipeline[int, int]) -> PipelineStatistics:
+    stats = pipeline.stats()
+    assert stats is not None
+    return stats
+
+
+def test_the_text_parses_and_follows_the_naming_rules() -> None:
+    pipeline = slow_last_pipeline()
+    pipeline.run(range(ITEMS))
+    registry = CollectorRegistry()
+    register_metrics(pipeline, registry, name="demo")
+    text = generate_latest(registry).decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert {name: family.type for name, family in families.items()} == {
+        **RUN_METRICS,
+        **STAGE_METRICS,
+    }
+    for name, family in families.items():
+        assert name.startswith("pipeline_")
+        for sample in family.samples:
+            if family.type == "counter":
+                assert sample.name == f"{name}_total"
+            allowed = {"pipeline"} if name in RUN_METRICS else {"pipeline", "stage"}
+            assert set(sample.labels) - {"le"} == allowed
+            assert sample.labels["pipeline"] == "demo"
+    times = [name for name in families if "seconds" in name]
+    assert all(name.endswith("_seconds") for name in times)
+
+
+def test_every_figure_matches_the_statistics_of_a_known_run() -> None:
+    pipeline = slow_last_pipeline()
+    pipeline.run(range(ITEMS))
+    stats = finished_stats(pipeline)
+    registry = CollectorRegistry()
+    register_metrics(pipeline, registry)
+    samples = scrape(registry)
+    run = {"pipeline": "pipeline"}
+    assert value(samples["pipeline_running"], "pipeline_running", **run) == 0
+    assert value(samples["pipeline_items_read"], "pipeline_items_read_total", **run) == ITEMS
+    delivered = samples["pipeline_items_delivered"]
+    assert value(delivered, "pipeline_items_delivered_total", **run) == ITEMS
+    elapsed = value(samples["pipeline_elapsed_seconds"], "pipeline_elapsed_seconds", **run)
+    assert elapsed == pytest.approx(stats.elapsed_seconds)
+    assert elapsed >= ITEMS * ITEM_SECONDS
+    source_blocked = value(
+        samples["pipeline_source_blocked_seconds"], "pipeline_source_blocked_seconds_total", **run
+    )
+    assert source_blocked == pytest.approx(stats.source_blocked_seconds)
+    for stage in stats.stages:
+        labels = {"pipeline": "pipeline", "stage": stage.name}
+        gauges: list[tuple[str, float]] = [
+            ("pipeline_stage_workers", stage.workers),
+            ("pipeline_stage_queue_depth", stage.queue_depth),
+            ("pipeline_stage_queue_high_water_mark", stage.queue_high_water_mark),
+            ("pipeline_stage_queue_maxsize", stage.queue_maxsize),
+        ]
+        for family, figure in gauges:
+            assert value(samples[family], family, **labels) == figure
+        counters: list[tuple[str, float]] = [
+            ("pipeline_stage_batches", stage.batches),
+            ("pipeline_stage_items_in", stage.items_in),
+            ("pipeline_stage_items_out", stage.items_out),
+            ("pipeline_stage_failed", stage.failed),
+            ("pipeline_stage_skipped", stage.skipped),
+            ("pipeline_stage_dead_lettered", stage.dead_lettered),
+            ("pipeline_stage_busy_seconds", stage.busy_seconds),
+            ("pipeline_stage_starved_seconds", stage.starved_seconds),
+            ("pipeline_stage_blocked_seconds", stage.blocked_seconds),
+        ]
+        for family, figure in counters:
+            assert value(samples[family], f"{family}_total", **labels) == pytest.approx(figure)
+        latency = samples["pipeline_stage_item_latency_seconds"]
+        name = "pipeline_stage_item_latency_seconds"
+        assert value(latency, f"{name}_count", **labels) == stage.items_in
+        assert value(latency, f"{name}_sum", **labels) == pytest.approx(stage.busy_seconds)
+        assert value(latency, f"{name}_bucket", **labels, le="+Inf") == stage.items_in
+        buckets = [sample for sample in latency if sample.name == f"{name}_bucket"]
+        assert len(buckets) == len(stage.latency_counts) * len(stats.stages)
+    # The known work: the slow stage is busy ~ITEM_SECONDS per item, and its upstream
+    # waits for room in its full input queue.
+    slow = {"pipeline": "pipeline", "stage": "Slow"}
+    fast = {"pipeline": "pipeline", "stage": "fast"}
+    busy = value(
+        samples["pipeline_stage_busy_seconds"], "pipeline_stage_busy_seconds_total", **slow
+    )
+    assert busy >= ITEMS * ITEM_SECONDS * 0.9
+    blocked = samples["pipeline_stage_blocked_seconds"]
+    assert value(blocked, "pipeline_stage_blocked_seconds_total", **fast) > elapsed * 0.6
+    peak = samples["pipeline_stage_queue_high_water_mark"]
+    assert value(peak, "pipeline_stage_queue_high_water_mark", **slow) == 2
+    # Half the items took at least ITEM_SECONDS: no more than half lie below that bound.
+    below = [
+        sample
+        for sample in samples["pipeline_stage_item_latency_seconds"]
+        if sample.name == "pipeline_stage_item_latency_seconds_bucket"
+        and sample.labels["stage"] == "Slow"
+        and sample.labels["le"] != "+Inf"
+        and float(sample.labels["le"]) < ITEM_SECONDS
+    ]
+    assert below[-1].value <= ITEMS / 2
+
+
+def test_a_scrape_during_the_run_sees_it_running() -> None:
+    registry = CollectorRegistry()
+    scraped: list[dict[str, list[Sample]]] = []
+
+    def look(item: int) -> int:
+        if item == 5:
+            scraped.append(scrape(registry))
+        return item
+
+    pipeline = Pipeline(FunctionStage(look), batch_size=1)
+    register_metrics(pipeline, registry)
+    pipeline.run(range(10))
+    (samples,) = scraped
+    assert value(samples["pipeline_running"], "pipeline_running", pipeline="pipeline") == 1
+    items_in = value(
+        samples["pipeline_stage_items_in"],
+        "pipeline_stage_items_in_total",
+        pipeline="pipeline",
+        stage="look",
+    )
+    assert items_in == 5  # the batch holding item 5 is still being processed
+
+
+def test_a_failure_is_counted() -> None:
+    def fail_on_three(item: int) -> int:
+        if item == 3:
+            raise ValueError(item)
+        return item
+
+    pipeline = Pipeline(FunctionStage(fail_on_three), batch_size=1)
+    with pytest.raises(StageError):
+        pipeline.run(range(10))
+    registry = CollectorRegistry()
+    register_metrics(pipeline, registry)
+    failed = scrape(registry)["pipeline_stage_failed"]
+    labels = {"pipeline": "pipeline", "stage": "fail_on_three"}
+    assert value(failed, "pipeline_stage_failed_total", **labels) == 1
+
+
+def test_before_any_run_there_are_no_samples() -> None:
+    registry = CollectorRegistry()
+    register_metrics(Pipeline(FunctionStage[int, int](abs)), registry)
+    samples = scrape(registry)
+    assert set(samples) == set(RUN_METRICS) | set(STAGE_METRICS)
+    assert all(not family for family in samples.values())
+
+
+def test_one_collector_exposes_several_pipelines_by_label() -> None:
+    first = Pipeline(FunctionStage[int, int](abs))
+    second = Pipeline(FunctionStage[int, int](abs))
+    first.run(range(3))
+    second.run(range(7))
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector({"first": first, "second": second}))
+    read = scrape(registry)["pipeline_items_read"]
+    assert value(read, "pipeline_items_read_total", pipeline="first") == 3
+    assert value(read, "pipeline_items_read_total", pipeline="second") == 7
+
+
+def test_the_global_registry_is_left_alone() -> None:
+    before = set(prometheus_client.REGISTRY._names_to_collectors)
+    register_metrics(Pipeline(FunctionStage[int, int](abs)), CollectorRegistry())
+    assert set(prometheus_client.REGISTRY._names_to_collectors) == before
+    assert not any(name.startswith("pipeline_") for name in before)
+
+
+def test_registering_two_collectors_on_one_registry_is_refused() -> None:
+    registry = CollectorRegistry()
+    register_metrics(Pipeline(FunctionStage[int, int](abs)), registry, name="a")
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        register_metrics(Pipeline(FunctionStage[int, int](abs)), registry, name="b")
+
+
+def test_a_collector_needs_a_pipeline() -> None:
+    with pytest.raises(ValueError, match=r"^pipelines must name at least one pipeline$"):
+        PipelineCollector({})
+
+
+def test_the_json_snapshot_holds_the_same_figures() -> None:
+    pipeline = slow_last_pipeline()
+    assert json.loads(json_snapshot(pipeline, name="demo")) == {"pipeline": "demo", "stats": None}
+    pipeline.run(range(ITEMS))
+    stats = finished_stats(pipeline)
+    snapshot = json.loads(json_snapshot(pipeline, name="demo"))
+    assert snapshot["pipeline"] == "demo"
+    figures = snapshot["stats"]
+    assert figures == json.loads(json.dumps(statistics_to_dict(stats)))
+    assert figures["items_read"] == figures["items_delivered"] == ITEMS
+    assert figures["running"] is False
+    assert figures["elapsed_seconds"] == stats.elapsed_seconds
+    assert figures["source_blocked_seconds"] == stats.source_blocked_seconds
+    assert figures["results_queue_depth"] == 0
+    slow = figures["stages"][1]
+    expected = stats.stage("Slow")
+    for field in expected.__slots__:
+        assert slow[field] == json.loads(json.dumps(getattr(expected, field)))  # tuples: lists
+    assert slow["busy_share"] > 0.7
+    assert figures["stages"][0]["blocked_share"] > 0.6
+    assert figures["bottleneck"]["culprit"] == "Slow"
+    assert figures["bottleneck"]["kind"] == "stage"
+    assert figures["bottleneck"]["reason"].startswith("Slow is busy")
+
+
+def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.split(".")[0] == "prometheus_client"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "pipeline.observe.metrics")
+    message = "pipeline.observe.metrics needs prometheus_client: pip install pipeline[metrics]"
+    with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
+        importlib.import_module("pipeline.observe.metrics")
+
+
+def test_items_skipped_and_dead_lettered_by_error_policies_are_exported() -> None:
+    def fail_on_odd(item: int) -> int:
+        if item % 2:
+            raise ValueError(item)
+        return item
+
+    skipping = ResilientStage(FunctionStage(fail_on_odd, name="skipping"), on_error="skip")
+    collecting = ResilientStage(
+        FunctionStage[int, int](lambda x: 1 // (x % 4), name="collecting"), on_error="collect"
+    )
+    pipeline = Pipeline(skipping >> collecting)
+    # The odd items are skipped; of the even ones, multiples of four divide by zero.
+    assert pipeline.run(range(20)) == [0] * 5
+    registry = CollectorRegistry()
+    register_metrics(pipeline, registry, name="policies")
+    samples = scrape(registry)
+    skipped = value(
+        samples["pipeline_stage_skipped"],
+        "pipeline_stage_skipped_total",
+        pipeline="policies",
+        stage="skipping",
+    )
+    dead = value(
+        samples["pipeline_stage_dead_lettered"],
+        "pipeline_stage_dead_lettered_total",
+        pipeline="policies",
+        stage="collecting",
+    )
+    assert (skipped, dead) == (10, 5)

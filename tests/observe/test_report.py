@@ -1,0 +1,213 @@
+"""Tests for the bottleneck report: the rule in constructed cases, and the table's figures."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+
+import pytest
+from support import ITEM_SECONDS, Slow
+
+from pipeline import FunctionStage, Pipeline, StageError
+from pipeline.observe.report import CONSUMER, SOURCE, bottleneck, diagnose, format_report
+from pipeline.stats import PipelineStatistics, StageStatistics, WorkerCounters
+
+ITEMS = 60
+
+
+def fast(name: str) -> FunctionStage[int, int]:
+    return FunctionStage[int, int](lambda item: item, name=name)
+
+
+def slow_source(count: int) -> Iterator[int]:
+    pause = threading.Event()
+    for item in range(count):
+        pause.wait(ITEM_SECONDS)
+        yield item
+
+
+def run_to_end(pipeline: Pipeline[int, int], source: Iterator[int] | range) -> PipelineStatistics:
+    pipeline.run(source)
+    stats = pipeline.stats()
+    assert stats is not None
+    return stats
+
+
+def shares(stats: PipelineStatistics, name: str) -> tuple[float, float, float]:
+    stage = stats.stage(name)
+    elapsed = stats.elapsed_seconds
+    return (
+        stage.share_of(stage.busy_seconds, elapsed),
+        stage.share_of(stage.starved_seconds, elapsed),
+        stage.share_of(stage.blocked_seconds, elapsed),
+    )
+
+
+def test_a_slow_first_stage_is_the_bottleneck_and_starves_the_rest() -> None:
+    pipeline = Pipeline(Slow() >> fast("middle") >> fast("last"), queue_size=2, batch_size=1)
+    stats = run_to_end(pipeline, range(ITEMS))
+    assert shares(stats, "middle")[1] > 0.6
+    assert shares(stats, "last")[1] > 0.6
+    diagnosis = diagnose(stats)
+    assert diagnosis is not None
+    assert (diagnosis.culprit, diagnosis.kind) == ("Slow", "stage")
+    assert re.fullmatch(
+        r"Slow is busy \d+% of the time; the source waits for room in its full input queue "
+        r"\d+% of the time; middle, after it, waits for items \d+% of the time",
+        diagnosis.reason,
+    )
+
+
+def test_a_slow_middle_stage_blocks_upstream_and_starves_downstream() -> None:
+    pipeline = Pipeline(fast("first") >> Slow() >> fast("last"), queue_size=2, batch_size=1)
+    stats = run_to_end(pipeline, range(ITEMS))
+    assert shares(stats, "Slow")[0] > 0.7
+    assert shares(stats, "first")[2] > 0.6
+    assert shares(stats, "last")[1] > 0.6
+    assert bottleneck(stats) == "Slow"
+    reason = format_report(stats).splitlines()[-1]
+    assert re.match(r"bottleneck: Slow: Slow is busy (?:[789]\d|100)% of the time; ", reason)
+    assert "first, before it, waits for room in its full input queue" in reason
+    assert "last, after it, waits for items" in reason
+
+
+def test_a_slow_last_stage_blocks_every_stage_before_it() -> None:
+    pipeline = Pipeline(fast("first") >> fast("second") >> Slow(), queue_size=2, batch_size=1)
+    stats = run_to_end(pipeline, range(ITEMS))
+    assert shares(stats, "first")[2] > 0.6
+    assert shares(stats, "second")[2] > 0.6
+    assert stats.source_blocked_seconds / stats.elapsed_seconds > 0.6
+    assert bottleneck(stats) == "Slow"
+
+
+def test_a_slow_stage_with_several_workers_is_still_named() -> None:
+    slow = Slow()
+    slow.workers = 3
+    pipeline = Pipeline(fast("first") >> slow >> fast("last"), queue_size=4, batch_size=1)
+    stats = run_to_end(pipeline, range(ITEMS * 2))
+    assert bottleneck(stats) == "Slow"
+
+
+def test_a_slow_source_is_named_when_every_stage_waits_for_items() -> None:
+    pipeline = Pipeline(fast("first") >> fast("second"), queue_size=2, batch_size=1)
+    stats = run_to_end(pipeline, slow_source(ITEMS))
+    assert shares(stats, "first")[1] > 0.6
+    diagnosis = diagnose(stats)
+    assert diagnosis is not None
+    assert (diagnosis.culprit, diagnosis.kind) == (SOURCE, "source")
+    assert re.fullmatch(
+        r"the source is the bottleneck: the first stage, first, waits for items \d+% of the "
+        r"time, and no stage is busy more than \d+% of the time",
+        diagnosis.reason,
+    )
+
+
+def test_a_slow_consumer_is_named_when_every_stage_is_blocked() -> None:
+    pipeline = Pipeline(fast("first") >> fast("second"), queue_size=2, batch_size=1)
+    pause = threading.Event()
+    for _ in pipeline.stream(range(ITEMS)):
+        pause.wait(ITEM_SECONDS)
+    stats = pipeline.stats()
+    assert stats is not None
+    assert shares(stats, "second")[2] > 0.6
+    diagnosis = diagnose(stats)
+    assert diagnosis is not None
+    assert (diagnosis.culprit, diagnosis.kind) == (CONSUMER, "consumer")
+    assert diagnosis.reason.startswith(
+        "the consumer of the results is the bottleneck: the last stage, second, waits for "
+        "room in the full results queue "
+    )
+
+
+def test_there_is_no_bottleneck_before_anything_was_processed() -> None:
+    stage = StageStatistics.from_workers("idle", [WorkerCounters()], 0, 0, 8)
+    stats = PipelineStatistics(
+        running=True,
+        elapsed_seconds=0.5,
+        items_read=0,
+        items_delivered=0,
+        source_blocked_seconds=0.0,
+        stages=(stage,),
+        results_queue_depth=0,
+    )
+    assert diagnose(stats) is None
+    assert format_report(stats).endswith("bottleneck: none yet: no stage has processed a batch")
+
+
+def test_the_table_shows_every_figure_of_a_known_run() -> None:
+    pipeline = Pipeline(fast("first") >> Slow(), queue_size=2, batch_size=1)
+    stats = run_to_end(pipeline, range(ITEMS))
+    report = format_report(stats)
+    lines = report.splitlines()
+    assert re.fullmatch(
+        rf"pipeline finished in {stats.elapsed_seconds:.3f} s: {ITEMS} items read, {ITEMS} "
+        rf"delivered; the source waited for room {stats.source_blocked_seconds:.3f} s "
+        r"\(\d+%\)",
+        lines[0],
+    )
+    assert lines[2].split() == [
+        "stage",
+        "workers",
+        "in",
+        "out",
+        "failed",
+        "busy",
+        "starved",
+        "blocked",
+        "p50",
+        "p90",
+        "p99",
+        "queue",
+        "now/peak/max",
+    ]
+    slow = stats.stage("Slow")
+    row = lines[4].split()
+    assert row[:5] == ["Slow", "1", str(ITEMS), str(ITEMS), "0"]
+    assert row[5] == f"{slow.busy_seconds:.3f}s"
+    assert int(row[6].rstrip("%")) >= 80  # busy share
+    assert row[7] == f"{slow.starved_seconds:.3f}s"
+    assert row[9] == f"{slow.blocked_seconds:.3f}s"
+    # Each item waits ITEM_SECONDS (2 ms): the median lands in the 2-4 ms buckets, or
+    # one or two higher on a loaded machine.
+    p50_value, p50_unit = row[11], row[12]
+    assert p50_unit == "ms"
+    assert 2.0 <= float(p50_value) <= 10.0
+    assert row[-1] == f"{slow.queue_depth}/2/2"  # its input queue filled: backpressure
+    first_row = lines[3].split()
+    assert first_row[0] == "first"
+    assert int(first_row[10].rstrip("%")) >= 60  # blocked share of the stage before
+
+
+def test_the_report_counts_a_failure() -> None:
+    def fail_on_five(item: int) -> int:
+        if item == 5:
+            raise ValueError(item)
+        return item
+
+    pipeline = Pipeline(FunctionStage(fail_on_five), batch_size=1)
+    with pytest.raises(StageError):
+        pipeline.run(range(10))
+    stats = pipeline.stats()
+    assert stats is not None
+    row = format_report(stats).splitlines()[3].split()
+    assert row[:5] == ["fail_on_five", "1", "5", "5", "1"]
+
+
+def test_the_report_can_be_read_during_a_run() -> None:
+    reports: list[str] = []
+    pipeline: Pipeline[int, int]
+
+    def look(item: int) -> int:
+        if item == 10:
+            stats = pipeline.stats()
+            assert stats is not None
+            reports.append(format_report(stats))
+        return item
+
+    pipeline = Pipeline(FunctionStage(look), batch_size=1)
+    pipeline.run(range(20))
+    assert len(reports) == 1
+    assert reports[0].startswith("pipeline running for ")
+    assert re.search(r"\d+ items read, \d+ delivered", reports[0])
+    assert "\nlook " in reports[0]
