@@ -25,6 +25,8 @@ silently; ``pipeline.native.reference`` is there to be chosen explicitly.
 from __future__ import annotations
 
 import array
+import sys
+import sysconfig
 from typing import Any
 
 from pipeline.native.buffers import Float64Input, as_float64_view, doubles, float64_view
@@ -33,6 +35,13 @@ from pipeline.native.reference import TransformCounts
 try:
     from pipeline.native._native import ffi, lib
 except ImportError as exc:
+    if sysconfig.get_config_var("Py_GIL_DISABLED") and sys.version_info < (3, 14):
+        raise ImportError(
+            "pipeline.native.compiled is not available on free-threaded Python 3.13: cffi "
+            "cannot build the C core there (it supports free-threaded 3.14 and later); "
+            "select the pure-Python reference explicitly "
+            "(pipeline.native.reference.transform_reference)"
+        ) from exc
     raise ImportError(
         "pipeline.native.compiled needs the compiled C core pipeline.native._native, "
         "which is not built or failed to load; build it from the repository root with "
