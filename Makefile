@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo check lint typecheck test sanitize bench clean
+.PHONY: install demo check check-ft lint typecheck test sanitize bench clean
 
 install: $(INSTALLED)
 
@@ -31,6 +31,11 @@ typecheck: install
 test: install
 	$(BIN)/pytest
 
+# The package on a free-threaded CPython 3.13 (built once, cached in ~/.cache/pipeline-ft),
+# with the GIL off, and the race hunt; run by .ci/run. See tools/check_freethreaded.sh.
+check-ft: install
+	PYTHON=$(BIN)/python bash tools/check_freethreaded.sh
+
 sanitize:
 	bash csrc/sanitize.sh
 
@@ -38,4 +43,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_chain.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-ft build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis
