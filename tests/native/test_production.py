@@ -17,9 +17,10 @@ import pytest
 from pipeline.demos import sensors
 from pipeline.errors import StageError
 from pipeline.native import production
-from pipeline.native.buffers import Float64Input
+from pipeline.native.buffers import Float64Input, fresh_doubles
+from pipeline.native.counts import TransformCounts
 from pipeline.native.production import DataPipeline, DataStats, TransformResult, TransformStage
-from pipeline.native.reference import TransformCounts, transform_reference
+from pipeline.native.reference import transform_reference
 
 
 def sensor_readings(count: int, seed: int) -> array.array[float]:
@@ -54,6 +55,70 @@ def test_process_matches_the_reference_in_input_order(
     assert stats.items_processed + stats.items_filtered + stats.items_invalid == len(data)
     assert stats.duration_secs > 0
     assert stats.throughput == pytest.approx(len(data) / stats.duration_secs)
+
+
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize("out_kind", ["array", "mapping", "data itself"])
+def test_process_with_out_matches_the_reference_and_reuses_out(
+    implementation: str, out_kind: str
+) -> None:
+    data_pipeline = DataPipeline(2, 333, implementation)  # type: ignore[arg-type]
+    out: array.array[float] | memoryview[float] = (
+        array.array("d", [7.0]) * 5_000
+        if out_kind == "array"
+        else fresh_doubles(150_000, huge_pages=True)
+    )
+    for seed in (1, 2):
+        data = sensor_readings(5_000, seed=seed)
+        expected, expected_counts = transform_reference(data)
+        if out_kind == "data itself":
+            out = data
+        results, stats = data_pipeline.process(data, out=out)
+        assert results.tobytes() == expected.tobytes()
+        assert results.obj is (out.obj if isinstance(out, memoryview) else out)
+        assert stats.items_processed == expected_counts.kept
+        results.release()
+
+
+@pytest.mark.parametrize(
+    ("out", "error", "message"),
+    [
+        (
+            array.array("d", [0.0]),
+            ValueError,
+            "out holds 1 float64 items but data has 2; out needs room for every input item",
+        ),
+        (
+            [0.0, 0.0],
+            TypeError,
+            "out must be a writable float64 buffer such as array('d'), got list",
+        ),
+        (bytes(16), TypeError, "out must be a writable buffer, got a read-only bytes"),
+        (
+            array.array("q", [0, 0]),
+            TypeError,
+            "out must hold float64 items (buffer format 'd'), got format 'q' (8-byte items) "
+            "from array('q')",
+        ),
+    ],
+)
+def test_process_rejects_an_out_that_cannot_hold_the_results(
+    out: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        DataPipeline(2, 1).process([1.0, 2.0], out=out)
+    assert str(caught.value) == message
+
+
+def test_process_rejects_an_out_that_starts_inside_data() -> None:
+    buffer = array.array("d", [1.0, 4.0, 9.0, 16.0, 0.0])
+    view = memoryview(buffer)
+    message = "out overlaps data; pass data itself, or a separate buffer"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DataPipeline(2, 1).process(view[:4], out=view[1:])
+    assert buffer.tolist() == [1.0, 4.0, 9.0, 16.0, 0.0]  # untouched
+    results, _ = DataPipeline(2, 1).process(view[1:], out=view[:4])  # out before data: safe
+    assert results.tolist() == [4.0, 6.0, 8.0, 0.0]
 
 
 def test_process_accepts_a_list_and_a_memoryview() -> None:

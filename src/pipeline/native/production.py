@@ -14,34 +14,50 @@ other for is that one number (``_Placement``); the consuming thread only sums
 the counts, so counting takes no lock on the hot path and nothing runs
 serially after the workers.
 
-The output is an anonymous ``mmap``: the operating system hands its pages out
-zeroed on first touch, so the page faults of writing 8 bytes per kept result
-happen in the workers, in parallel, with the GIL released. (``bytearray(n)``
-and ``array * n`` write every byte while holding the GIL: 21-33 ms for 80 MB,
-longer than the transform itself; docs/gil-free.md has the measurements.)
-``process`` returns a ``memoryview`` of format 'd' over that mapping, shrunk
-to the kept results.
+The output is fresh memory from ``buffers.fresh_doubles`` (a private anonymous
+mapping on transparent huge pages where the platform has them), allocated once
+and never written before the workers write their results into it: the page
+faults of the output happen in the workers, in parallel, with the GIL
+released, one per 2 MiB instead of one per 4 KiB where huge pages are on.
+(``bytearray(n)`` and ``array * n`` write every byte while holding the GIL:
+21-33 ms for 80 MB, longer than the transform itself; docs/gil-free.md has
+the measurements.) ``process(data, out=buffer)`` writes to the caller's buffer
+instead, so a caller transforming one array after another pays for the pages
+once. Either way ``process`` returns a ``memoryview`` of format 'd' over the
+kept results.
 
 ``DataPipeline.stream(chunks)`` is the form for inputs larger than memory: one
 ``TransformResult`` (an ``array('d')`` and its counts) per chunk, in order. Its
 Pipeline moves one chunk per handoff and holds at most a small multiple of
 ``thread_count`` chunks in its queues, which is what keeps its memory flat
-however long its input is.
+however long its input is. Each worker transforms into a scratch buffer of its
+own, reused for every chunk (so it stays in cache and is faulted in once), and
+copies only the kept results into the right-sized array it hands on.
+
+The implementation (``"native"`` or ``"reference"``) names a module,
+``pipeline.native.compiled`` or ``pipeline.native.reference``; both offer
+``transform``, ``transform_into`` and ``move`` with the same signatures and
+checks (``TransformModule``), and the stages call whichever was chosen.
 """
 
 from __future__ import annotations
 
 import array
-import mmap
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, TypeAlias
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 from pipeline._checks import positive_int
-from pipeline.native.buffers import Float64Input, as_float64_view, doubles
-from pipeline.native.reference import TransformCounts, transform_reference
+from pipeline.native.buffers import (
+    Float64Input,
+    as_float64_view,
+    checked_output,
+    fresh_doubles,
+    starts_inside,
+)
+from pipeline.native.counts import TransformCounts
 from pipeline.pipeline import Pipeline
 from pipeline.stage import PipelineStage
 
@@ -50,23 +66,54 @@ __all__ = [
     "DataStats",
     "Implementation",
     "PlacingTransformStage",
+    "TransformModule",
     "TransformResult",
     "TransformStage",
+    "implementation_module",
 ]
 
 Implementation: TypeAlias = Literal["native", "reference"]
 """Which transform runs: the C core (``pipeline.native.compiled``) or the Python reference."""
 
-Transform: TypeAlias = Callable[[Float64Input], tuple["array.array[float]", TransformCounts]]
-TransformInto: TypeAlias = Callable[[Float64Input, "memoryview[float]"], TransformCounts]
-Move: TypeAlias = Callable[["memoryview[float]", "memoryview[float]"], None]
 NumberedChunk: TypeAlias = tuple[int, "memoryview[float]"]
 """A chunk of the input and its position among the chunks (0, 1, 2, ...)."""
 
 # Chunks held in each queue per worker: enough that a worker never waits for
 # the feeder, few enough that memory stays a handful of chunks.
 _QUEUED_CHUNKS_PER_THREAD = 2
-_DOUBLE_SIZE = 8
+
+
+class TransformModule(Protocol):
+    """What ``pipeline.native.compiled`` and ``pipeline.native.reference`` both offer."""
+
+    def transform(
+        self, values: Float64Input, *, out: object = None
+    ) -> tuple[memoryview[float], TransformCounts]:
+        """Transform ``values`` into fresh memory or ``out``; see ``compiled.transform``."""
+
+    def transform_into(self, values: Float64Input, output: object) -> TransformCounts:
+        """Transform ``values`` into the front of ``output``; see ``compiled.transform_into``."""
+
+    def move(self, source: Float64Input, destination: object) -> None:
+        """Copy ``source`` to the front of ``destination``; see ``compiled.move``."""
+
+
+def implementation_module(implementation: object) -> TransformModule:
+    """Return the module ``implementation`` names: "native" (C) or "reference" (Python).
+
+    Raises:
+        ValueError: ``implementation`` is neither.
+        ImportError: "native" was asked for and the extension is not built.
+    """
+    if implementation == "native":
+        from pipeline.native import compiled  # raises ImportError with build instructions
+
+        return compiled
+    if implementation == "reference":
+        from pipeline.native import reference
+
+        return reference
+    raise ValueError(f"implementation must be 'native' or 'reference', got {implementation!r}")
 
 
 class TransformResult(NamedTuple):
@@ -113,6 +160,8 @@ class TransformStage(PipelineStage[Float64Input, TransformResult]):
 
     Each item is a chunk (an ``array('d')``, a memoryview slice, any float64
     buffer or sequence of floats) and each output is its ``TransformResult``.
+    Each worker transforms into a scratch buffer of its own, grown to the
+    largest chunk seen and reused, and copies only the kept results out.
 
     Args:
         implementation: "native" for the C core (raises ImportError saying how
@@ -134,11 +183,25 @@ class TransformStage(PipelineStage[Float64Input, TransformResult]):
     ) -> None:
         super().__init__(name, workers=workers)
         self.implementation = implementation
-        self._transform = _select(implementation).transform
+        self._module = implementation_module(implementation)
+
+    def teardown(self) -> None:
+        """Release this worker's scratch buffer; runs in the worker's thread."""
+        scratch: memoryview[float] | None = getattr(self.local, "scratch", None)
+        if scratch is not None:
+            scratch.release()
 
     def process(self, item: Float64Input) -> TransformResult:
         """Transform one chunk; runs in a worker thread, with the GIL released in C."""
-        values, counts = self._transform(item)
+        chunk = as_float64_view(item, "values")
+        scratch: memoryview[float] | None = getattr(self.local, "scratch", None)
+        if scratch is None or len(scratch) < len(chunk):
+            if scratch is not None:
+                scratch.release()
+            scratch = self.local.scratch = fresh_doubles(len(chunk))
+        counts = self._module.transform_into(chunk, scratch)
+        values: array.array[float] = array.array("d")
+        values.frombytes(scratch[: counts.kept].cast("B"))
         return TransformResult(values, counts)
 
 
@@ -170,13 +233,11 @@ class PlacingTransformStage(PipelineStage[NumberedChunk, TransformCounts]):
         self.placement = _Placement()
         self._output = output
         self._chunk_capacity = chunk_capacity
-        implementation_functions = _select(implementation)
-        self._transform_into = implementation_functions.transform_into
-        self._move = implementation_functions.move
+        self._module = implementation_module(implementation)
 
     def setup(self) -> None:
         """Allocate this worker's scratch buffer; runs in the worker's thread."""
-        self.local.scratch = doubles(memoryview(array.array("d", [0.0]) * self._chunk_capacity))
+        self.local.scratch = fresh_doubles(self._chunk_capacity)
 
     def teardown(self) -> None:
         """Release this worker's scratch buffer; runs in the worker's thread."""
@@ -187,7 +248,7 @@ class PlacingTransformStage(PipelineStage[NumberedChunk, TransformCounts]):
         number, chunk = item
         try:
             scratch: memoryview[float] = self.local.scratch
-            counts = self._transform_into(chunk, scratch)
+            counts = self._module.transform_into(chunk, scratch)
             offset = self.placement.claim(number, counts.kept)
         except BaseException:
             self.placement.abandon()
@@ -196,7 +257,7 @@ class PlacingTransformStage(PipelineStage[NumberedChunk, TransformCounts]):
             scratch[: counts.kept] as results,
             self._output[offset : offset + counts.kept] as place,
         ):
-            self._move(results, place)
+            self._module.move(results, place)
         return counts
 
 
@@ -266,37 +327,50 @@ class DataPipeline:
         self.thread_count = positive_int("thread_count", thread_count)
         self.batch_size = positive_int("batch_size", batch_size)
         self.implementation = implementation
-        _select(implementation)  # fail here, not in a worker, if it cannot run
+        implementation_module(implementation)  # fail here, not in a worker, if it cannot run
 
-    def process(self, data: Float64Input) -> tuple[memoryview[float], DataStats]:
+    def process(
+        self, data: Float64Input, *, out: object = None
+    ) -> tuple[memoryview[float], DataStats]:
         """Transform all of ``data`` and return the kept results, in order, and the stats.
 
         Blocks until every chunk is done. ``data`` is read in place if it is a
         float64 buffer; any other iterable of floats is first copied into one.
+
+        Args:
+            data: a float64 buffer or an iterable of floats.
+            out: None for fresh output memory, or a writable float64 buffer
+                with room for ``len(data)`` items, reused by the caller from
+                call to call so its pages are faulted in once. It may be
+                ``data`` itself (the transform then runs in place), but must
+                not otherwise overlap it.
 
         Returns:
             The results as a ``memoryview`` of format 'd': a sequence of floats
             (``len``, indexing, slicing, iteration, ``tolist()``, ``tobytes()``)
             that also exposes the buffer protocol, so ``array('d', bytes)``,
             ``numpy.frombuffer(results)`` or ``native.transform`` read it without a
-            copy. It owns its memory (an anonymous mapping), which lives as long
-            as the view or a view derived from it. And the stats of the run.
+            copy. Without ``out`` it owns its memory (an anonymous mapping),
+            which lives as long as the view or a view derived from it; with
+            ``out`` it is a view of ``out``'s front (which ``out`` cannot be
+            resized under while the view lives). And the stats of the run.
 
         Raises:
-            TypeError, ValueError: ``data`` cannot be read as float64 (see
-                ``pipeline.native.buffers``).
+            TypeError, ValueError: ``data`` cannot be read as float64, or
+                ``out`` is not a writable float64 buffer of ``len(data)`` items
+                or more, or overlaps ``data`` (see ``pipeline.native.buffers``).
             StageError: a worker failed; the original exception is chained.
         """
         started = time.perf_counter()
         view = as_float64_view(data, "data")
-        if len(view) == 0:
-            return _empty_results(), DataStats.from_counts(
-                TransformCounts.ZERO, time.perf_counter() - started
-            )
-        # Room for every input item; only the pages results are written to are ever touched.
-        output_memory = mmap.mmap(-1, _DOUBLE_SIZE * len(view))
+        if out is None:
+            output = fresh_doubles(len(view))
+        else:
+            output = checked_output(out, len(view), argument="out", input_argument="data")
+            if starts_inside(output, view):
+                raise ValueError("out overlaps data; pass data itself, or a separate buffer")
         counts = TransformCounts.ZERO
-        with memoryview(output_memory) as output_bytes, doubles(output_bytes) as output:
+        if len(view) > 0:
             stage = PlacingTransformStage(
                 output,
                 min(self.batch_size, len(view)),
@@ -312,12 +386,7 @@ class DataPipeline:
             )
             for chunk_counts in pipeline.stream(chunks):
                 counts += chunk_counts
-        if counts.kept == 0:
-            output_memory.close()
-            return _empty_results(), DataStats.from_counts(counts, time.perf_counter() - started)
-        output_memory.resize(_DOUBLE_SIZE * counts.kept)  # gives the unused tail back
-        results = doubles(memoryview(output_memory))
-        return results, DataStats.from_counts(counts, time.perf_counter() - started)
+        return output[: counts.kept], DataStats.from_counts(counts, time.perf_counter() - started)
 
     def stream(self, chunks: Iterable[Float64Input]) -> Generator[TransformResult, None, None]:
         """Return an iterator over the results of ``chunks``, one result per chunk, in order.
@@ -343,51 +412,3 @@ class DataPipeline:
             f"DataPipeline(thread_count={self.thread_count}, batch_size={self.batch_size}, "
             f"implementation={self.implementation!r})"
         )
-
-
-class _Functions(NamedTuple):
-    """What one implementation provides to the stages."""
-
-    transform: Transform
-    transform_into: TransformInto
-    move: Move
-
-
-def _select(implementation: object) -> _Functions:
-    """Return the functions ``implementation`` names."""
-    if implementation == "native":
-        from pipeline.native import compiled  # raises ImportError with build instructions
-
-        return _Functions(compiled.transform, compiled.transform_into, compiled.move)
-    if implementation == "reference":
-        return _Functions(_transform_reference_checked, _transform_into_reference, _move_reference)
-    raise ValueError(f"implementation must be 'native' or 'reference', got {implementation!r}")
-
-
-def _transform_reference_checked(
-    values: Float64Input,
-) -> tuple[array.array[float], TransformCounts]:
-    """Run the reference on ``values`` read exactly as the C core reads them.
-
-    Without the check, a bytes chunk would iterate as small ints and an
-    array('f') as float32 values; with it both implementations accept and
-    reject the same inputs with the same messages.
-    """
-    return transform_reference(as_float64_view(values, "values"))
-
-
-def _transform_into_reference(values: Float64Input, output: memoryview[float]) -> TransformCounts:
-    """Run the reference on ``values`` and copy its results to the start of ``output``."""
-    results, counts = _transform_reference_checked(values)
-    output[: counts.kept] = doubles(memoryview(results))
-    return counts
-
-
-def _move_reference(source: memoryview[float], destination: memoryview[float]) -> None:
-    """Copy ``source`` to the start of ``destination`` (holding the GIL)."""
-    destination[: len(source)] = source
-
-
-def _empty_results() -> memoryview[float]:
-    """Return an empty result of the type ``process`` returns (an mmap cannot be empty)."""
-    return doubles(memoryview(bytearray()))
