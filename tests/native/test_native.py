@@ -189,7 +189,7 @@ def test_fresh_output_of_a_large_input_is_a_mapping_on_a_huge_page_boundary(
 
 
 def test_compiled_and_reference_offer_the_same_functions_with_the_same_signatures() -> None:
-    names = ["TransformCounts", "move", "transform", "transform_into"]
+    names = ["TransformCounts", "move", "transform", "transform_into", "transform_into_end"]
     assert set(names) <= set(compiled.__all__) & set(reference.__all__)
     assert compiled.TransformCounts is reference.TransformCounts is TransformCounts
     for name in names[1:]:
@@ -438,13 +438,60 @@ def test_transform_into_rejects_an_output_of_another_type(
 
 
 @IMPLEMENTATIONS
+@pytest.mark.parametrize("function", ["transform_into", "transform_into_end"])
 def test_transform_into_rejects_an_output_smaller_than_the_input(
-    module: TransformModule,
+    module: TransformModule, function: str
 ) -> None:
     output = pack([0.0, 0.0])
-    with pytest.raises(ValueError, match=r"^output holds 2 float64 items but values has 3; "):
-        module.transform_into([1.0, 2.0, 3.0], output)
+    message = (
+        "output holds 2 float64 items but values has 3; output needs room for every input item"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        getattr(module, function)([1.0, 2.0, 3.0], output)
     assert output.tobytes() == pack([0.0, 0.0]).tobytes()  # untouched
+
+
+@given(double_lists, st.integers(0, 5), st.integers(0, 7))
+@IMPLEMENTATIONS
+def test_transform_into_end_puts_the_reference_results_at_the_end(
+    module: TransformModule, values: list[float], spare: int, offset: int
+) -> None:
+    guard = [-7.0] * spare
+    raw = bytearray(offset + 8 * (len(guard) + len(values)))
+    raw[offset:] = pack(guard + [3.0] * len(values)).tobytes()
+    output = memoryview(raw)[offset:].cast("d")  # misaligned when offset % 8
+    counts = module.transform_into_end(pack(values), output)
+    expected, expected_counts = transform_reference(values)
+    assert counts == expected_counts
+    assert output[len(output) - counts.kept :].tobytes() == expected.tobytes()
+    assert output[:spare].tolist() == guard  # nothing before len(output) - len(values)
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 1023, 1024, 1025, 4099])
+@IMPLEMENTATIONS
+def test_transform_into_end_matches_transform_into_around_the_block_size(
+    module: TransformModule, length: int
+) -> None:
+    generator = random.Random(length)
+    values = pack(
+        [generator.choice([*SPECIAL_VALUES, generator.uniform(-9, 9)]) for _ in range(length)]
+    )
+    front = pack([0.0] * length)
+    back = pack([0.0] * length)
+    front_counts = module.transform_into(values, front)
+    back_counts = module.transform_into_end(values, back)
+    assert front_counts == back_counts
+    kept = front_counts.kept
+    assert back[length - kept :].tobytes() == front[:kept].tobytes()
+
+
+@IMPLEMENTATIONS
+def test_transform_into_end_in_place_matches_reference(module: TransformModule) -> None:
+    values = [4.0, -1.0, 9.0, float("nan"), 16.0, 0.0, -0.0] * 300
+    buffer = pack(values)
+    counts = module.transform_into_end(buffer, buffer)
+    expected, _ = transform_reference(values)
+    assert buffer[len(buffer) - counts.kept :].tobytes() == expected.tobytes()
 
 
 @IMPLEMENTATIONS

@@ -195,21 +195,18 @@ def huge_page_size() -> int:
     return size
 
 
-def starts_inside(output: memoryview[float], data: memoryview[float]) -> bool:
-    """Return whether ``output`` starts inside ``data`` but after its start.
+def overlap(first: memoryview[float], second: memoryview[float]) -> bool:
+    """Return whether two views share memory, as far as can be told.
 
-    Results written in input order at or before the position of the input
-    they come from never overwrite input not yet read, so the same buffer, or
-    an output starting before the input, is safe; an output starting inside
-    it is not. Addresses are read through ``ctypes``, which only sees
-    writable buffers: a read-only ``data`` cannot be written through
-    ``output`` unless it is a read-only view of writable memory, which this
-    cannot tell.
+    Addresses are read through ``ctypes``, which only sees writable buffers:
+    a read-only view is taken to share nothing (it could still be a read-only
+    view of writable memory, which this cannot tell).
     """
-    if data.readonly or output.readonly or len(data) == 0 or len(output) == 0:
+    if first.readonly or second.readonly or len(first) == 0 or len(second) == 0:
         return False
-    data_start = _address(data)
-    return data_start < _address(output) < data_start + data.nbytes
+    first_start = _address(first)
+    second_start = _address(second)
+    return first_start < second_start + second.nbytes and second_start < first_start + first.nbytes
 
 
 def _anonymous_mapping(size: int) -> mmap.mmap:

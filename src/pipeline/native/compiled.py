@@ -51,7 +51,14 @@ except ImportError as exc:
         "explicitly (pipeline.native.reference.transform_reference)"
     ) from exc
 
-__all__ = ["Float64Input", "TransformCounts", "move", "transform", "transform_into"]
+__all__ = [
+    "Float64Input",
+    "TransformCounts",
+    "move",
+    "transform",
+    "transform_into",
+    "transform_into_end",
+]
 
 _DOUBLE_SIZE = 8
 
@@ -96,12 +103,12 @@ def transform(
         output = fresh_doubles(len(input_view))
     else:
         output = checked_output(out, len(input_view), argument="out", input_argument="values")
-    counts = _call(input_view, output)
+    counts = _call(input_view, output, at_end=False)
     return output[: counts.kept], counts
 
 
 def transform_into(values: Float64Input, output: object) -> TransformCounts:
-    """Transform ``values`` in C into the caller's ``output`` buffer.
+    """Transform ``values`` in C into the front of the caller's ``output`` buffer.
 
     Reusing one output buffer across calls avoids an allocation and its page
     faults per batch. The results are ``output[:counts.kept]``; the rest of
@@ -129,7 +136,30 @@ def transform_into(values: Float64Input, output: object) -> TransformCounts:
     output_view = checked_output(
         output, len(input_view), argument="output", input_argument="values"
     )
-    return _call(input_view, output_view)
+    return _call(input_view, output_view, at_end=False)
+
+
+def transform_into_end(values: Float64Input, output: object) -> TransformCounts:
+    """Transform ``values`` in C into the end of the caller's ``output`` buffer.
+
+    The mirror image of ``transform_into``: the results, in input order, are
+    ``output[len(output) - counts.kept:]``, and the C loop walks ``values``
+    from its last item to its first (``pl_transform_backward``). Its use is
+    laying results end to end downwards without knowing in advance how many
+    each batch keeps: ``DataPipeline`` has one thread fill an output
+    downwards from a meeting point while another fills it upwards with
+    ``transform_into``, so the two halves of the results meet without a copy.
+    Slots ``output[len(output) - len(values):len(output) - counts.kept]`` are
+    scratch; nothing before them is written. ``output`` may overlap ``values``
+    in any way.
+
+    Args, Returns and Raises: as for ``transform_into``.
+    """
+    input_view = as_float64_view(values, "values")
+    output_view = checked_output(
+        output, len(input_view), argument="output", input_argument="values"
+    )
+    return _call(input_view, output_view, at_end=True)
 
 
 def move(source: Float64Input, destination: object) -> None:
@@ -168,8 +198,14 @@ def move(source: Float64Input, destination: object) -> None:
         ffi.release(destination_pointer)
 
 
-def _call(input_view: memoryview[float], output_view: memoryview[float]) -> TransformCounts:
-    """Run pl_transform on two validated 'd' views and return its counts."""
+def _call(
+    input_view: memoryview[float], output_view: memoryview[float], *, at_end: bool
+) -> TransformCounts:
+    """Run the C transform on two validated 'd' views and return its counts.
+
+    With ``at_end`` the results go to the end of ``output_view``
+    (``pl_transform_backward``), otherwise to its front (``pl_transform``).
+    """
     length = len(input_view)
     if length == 0:
         return TransformCounts.ZERO
@@ -178,43 +214,52 @@ def _call(input_view: memoryview[float], output_view: memoryview[float]) -> Tran
     try:
         input_address = _address(input_pointer)
         output_address = _address(output_pointer)
-        if output_address != input_address and _overlap(
-            input_address, output_address, length, len(output_view)
+        if output_address % _DOUBLE_SIZE or (
+            output_address != input_address
+            and _overlap(input_address, output_address, length, len(output_view))
         ):
-            # The C loop may only write over inputs it has read (in place): go
-            # through separate memory, as the reference does by construction.
-            separate = fresh_doubles(length)
-            counts = _call(input_view, separate)
-            output_view[: counts.kept] = separate[: counts.kept]
-            return counts
+            # Misaligned doubles are undefined behaviour in C, and the C loop may
+            # only write over inputs it has already read: go through separate
+            # memory, as the reference does by construction.
+            return _through(input_view, output_view, at_end=at_end)
         if input_address % _DOUBLE_SIZE:
             # Unaligned doubles are undefined behaviour in C: read from a copy.
-            aligned_input = array.array("d")
-            aligned_input.frombytes(input_view.cast("B"))
-            return _call(doubles(memoryview(aligned_input)), output_view)
-        if output_address % _DOUBLE_SIZE:
-            aligned_output = fresh_doubles(length)
-            counts = _call(input_view, aligned_output)
-            output_view[: counts.kept] = aligned_output[: counts.kept]
-            return counts
+            return _call(_aligned_copy(input_view), output_view, at_end=at_end)
         counts_struct = ffi.new("pl_transform_counts *")
+        function = lib.pl_transform_backward if at_end else lib.pl_transform
         # The GIL is released for the duration of this call.
-        status = lib.pl_transform(
-            input_pointer, length, output_pointer, len(output_view), counts_struct
-        )
+        status = function(input_pointer, length, output_pointer, len(output_view), counts_struct)
     finally:
         ffi.release(input_pointer)
         ffi.release(output_pointer)
     if status != lib.PL_OK:
         # Unreachable through this module's checks; reported, never ignored.
         reason = _STATUS_MESSAGES.get(status, "unknown status")
-        raise RuntimeError(f"pl_transform failed with status {status}: {reason}")
+        raise RuntimeError(f"the C transform failed with status {status}: {reason}")
     return TransformCounts(
         kept=counts_struct.kept,
         negative=counts_struct.negative,
         invalid_input=counts_struct.invalid_input,
         invalid_output=counts_struct.invalid_output,
     )
+
+
+def _through(
+    input_view: memoryview[float], output_view: memoryview[float], *, at_end: bool
+) -> TransformCounts:
+    """Transform into fresh aligned memory, then copy the results into place."""
+    separate = fresh_doubles(len(input_view))
+    counts = _call(input_view, separate, at_end=False)
+    start = len(output_view) - counts.kept if at_end else 0
+    output_view[start : start + counts.kept] = separate[: counts.kept]
+    return counts
+
+
+def _aligned_copy(view: memoryview[float]) -> memoryview[float]:
+    """Return a copy of ``view`` in memory aligned for doubles."""
+    aligned: array.array[float] = array.array("d")
+    aligned.frombytes(view.cast("B"))
+    return doubles(memoryview(aligned))
 
 
 def _address(pointer: Any) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "move",
     "transform",
     "transform_into",
+    "transform_into_end",
     "transform_reference",
 ]
 
@@ -90,6 +91,24 @@ def transform_into(values: Float64Input, output: object) -> TransformCounts:
     )
     results, counts = transform_reference(input_view)
     output_view[: counts.kept] = doubles(memoryview(results))
+    return counts
+
+
+def transform_into_end(values: Float64Input, output: object) -> TransformCounts:
+    """Transform ``values`` into the end of ``output``; return the counts.
+
+    The same contract as ``pipeline.native.compiled.transform_into_end``: the
+    results are ``output[len(output) - counts.kept:]``.
+
+    Raises:
+        TypeError, ValueError: exactly where ``compiled.transform_into_end`` raises them.
+    """
+    input_view = as_float64_view(values, "values")
+    output_view = checked_output(
+        output, len(input_view), argument="output", input_argument="values"
+    )
+    results, counts = transform_reference(input_view)
+    output_view[len(output_view) - counts.kept :] = doubles(memoryview(results))
     return counts
 
 
