@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         "Pipeline ordered": timed(lambda: Pipeline(stage).run(times), times),
         "Pipeline unordered": timed(lambda: Pipeline(stage, ordered=False).run(times), times),
     }
-    print(f"{args.items} items, exponential sleeps (mean 10 ms, cap 200 ms), {args.workers} workers")
+    print(f"{args.items} items, exponential sleeps (mean 10 ms, cap 200 ms), ", end="")
+    print(f"{args.workers} workers")
     print(f"ideal (sum of sleeps / workers): {ideal:.3f} s")
     pool_time = rows["ThreadPoolExecutor.map"]
     for name, elapsed in rows.items():
