@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.demos import sensors
 from pipeline.errors import StageError
@@ -117,6 +119,39 @@ def test_process_rejects_an_out_that_overlaps_data(data_at: int, out_at: int) ->
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         DataPipeline(2, 1).process(view[data_at : data_at + 4], out=view[out_at : out_at + 4])
     assert buffer.tolist() == [1.0, 4.0, 9.0, 16.0, 0.0]  # untouched
+
+
+any_doubles = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    st.integers(min_value=0, max_value=2**64 - 1).map(
+        lambda bits: array.array("d", bits.to_bytes(8, "little"))[0]
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(any_doubles, max_size=200),
+    st.integers(1, 4),
+    st.integers(1, 64),
+    st.sampled_from(["fresh", "out", "huge-page out"]),
+    st.sampled_from(["native", "reference"]),
+)
+def test_process_is_bit_identical_to_the_reference_in_every_mode(
+    values: list[float], thread_count: int, batch_size: int, mode: str, implementation: str
+) -> None:
+    data = array.array("d", values)
+    expected, expected_counts = transform_reference(data)
+    out: memoryview[float] | None = None
+    if mode == "out":
+        out = memoryview(array.array("d", [7.0]) * (len(data) + 3)).cast("B").cast("d")
+    elif mode == "huge-page out":
+        out = fresh_doubles(150_000)  # a mapping of its own, on huge pages where available
+    data_pipeline = DataPipeline(thread_count, batch_size, implementation)  # type: ignore[arg-type]
+    results, stats = data_pipeline.process(data, out=out)
+    assert results.tobytes() == expected.tobytes()
+    assert stats.items_processed == expected_counts.kept
+    assert stats.items_filtered == expected_counts.negative
 
 
 def test_process_accepts_a_list_and_a_memoryview() -> None:
