@@ -81,9 +81,11 @@ Implementation: TypeAlias = Literal["native", "reference"]
 """Which transform runs: the C core (``pipeline.native.compiled``) or the Python reference."""
 
 
-# Chunks held in each queue per worker: enough that a worker never waits for
-# the feeder, few enough that memory stays a handful of chunks.
-_QUEUED_CHUNKS_PER_THREAD = 2
+# Chunks held in each queue per worker. One is enough: the ordered stage's reorder
+# window (pipeline.worker.REORDER_BATCHES_PER_WORKER) already lets a worker run
+# ahead of a slow neighbour, and every further chunk is memory held (measured,
+# 10M values in chunks of 65,536 on 2 threads: 8.1-8.3 MB peak with 2, 5.6-6.1 with 1).
+_QUEUED_CHUNKS_PER_THREAD = 1
 
 
 class TransformModule(Protocol):
