@@ -19,6 +19,7 @@ from pipeline.stages.windows import (
     LateItem,
     RunningStats,
     TimeWindows,
+    Watermark,
     Window,
     WindowFull,
     anomalies,
@@ -340,3 +341,31 @@ def test_windows_of_a_stream_with_anomalies_end_to_end() -> None:
     results = Pipeline(stage).run(readings())
     flagged = [anomaly.item[0] for window in results for anomaly in window.anomalies]
     assert flagged == pytest.approx([2.5, 7.5, 12.5, 17.5])
+
+
+def test_a_watermark_closes_the_windows_it_passes_and_infinity_closes_all() -> None:
+    stage: TimeWindows[Any, Any] = TimeWindows(names, 1.0, event_time=first)
+    stage.setup()
+    marked: list[Any] = [*timed(0.1, 1.2), Watermark(2.0)]
+    assert stage.process_batch(marked) == [
+        (0.0, 1.0, ["item0"], True),
+        (1.0, 2.0, ["item1"], True),
+    ]
+    marked = [*timed(2.5, 7.0), Watermark(math.inf)]
+    assert stage.process_batch(marked) == [
+        (2.0, 3.0, ["item0"], True),
+        (7.0, 8.0, ["item1"], True),
+    ]
+    assert stage.flush() == []
+    assert stage.process_batch(timed(9.0)) == []  # after infinity every item is late
+    assert stage.late_items == 1
+
+
+def test_a_bounded_source_ending_with_an_infinite_watermark_needs_no_flush(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    items: list[Any] = [*timed(0.1, 0.7, 1.5), Watermark(math.inf)]
+    with caplog.at_level(logging.WARNING):
+        outputs = Pipeline(TimeWindows(names, 1.0, event_time=first)).run(items)
+    assert [window[2] for window in outputs] == [["item0", "item1"], ["item2"]]
+    assert caplog.text == ""

@@ -24,7 +24,8 @@ windows have been emitted. `on_late` says what happens to it: "drop" (the defaul
 counts it in `late_items` (and the stage's skipped count) and logs the first and every
 1000th; "raise" stops the run with a `LateItem` error naming the item; a callable
 receives the item (for example a dead-letter list's `append`). An item that still has
-an open window goes into the open ones only.
+an open window goes into the open ones only. A `Watermark(t)` in the stream says no
+item earlier than t follows: it closes the windows ending by t (see `Watermark`).
 
 Memory. An open window holds its items (a count window at most `size`); an item is
 held once per window it belongs to, `ceil(size / step)` windows. Time windows open at
@@ -63,6 +64,7 @@ __all__ = [
     "LateItem",
     "RunningStats",
     "TimeWindows",
+    "Watermark",
     "Window",
     "WindowAnomalies",
     "WindowFull",
@@ -113,6 +115,19 @@ class WindowFull(PipelineError):
             f"window [{self.start:g}, {self.end:g}) would hold more than "
             f"max_window_items={self.limit} items"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A marker a source may put in the stream: no item with an earlier time will follow.
+
+    A time window stage closes every window ending at or before `time` when it meets
+    one, and passes nothing on for it. A bounded source ends with `Watermark(math.inf)`
+    to close every window without waiting for the engine's end-of-stream flush, and an
+    idle source can send one to close its windows while no item arrives.
+    """
+
+    time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +313,11 @@ class TimeWindows(_WindowStage[T, R]):
         size, step, limit = self.size, self.step, self.max_window_items
         outputs: list[R] = []
         for item in items:
+            if isinstance(item, Watermark):
+                if item.time > self.local.latest:
+                    self.local.latest = item.time
+                outputs.extend(self._close_until(item.time))
+                continue
             at = self.clock() if self.event_time is None else float(self.event_time(item))
             if math.isnan(at):
                 raise ValueError(f"{self.name}: the time of an item is NaN")
@@ -326,7 +346,10 @@ class TimeWindows(_WindowStage[T, R]):
     def _close_until(self, watermark: float) -> list[R]:
         """Emit, in order, the windows that end at or before `watermark`."""
         # Window k ends at k*step + size <= watermark.
-        below = math.floor((watermark - self.size) / self.step) + 1
+        if math.isinf(watermark):
+            below: float = watermark
+        else:
+            below = math.floor((watermark - self.size) / self.step) + 1
         if below <= self.local.closed_below:
             return []
         self.local.closed_below = below
