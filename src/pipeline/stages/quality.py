@@ -522,28 +522,44 @@ class QualityStage(PipelineStage[Record, Record]):
         self.rejects = Rejects() if rejects is None else rejects
         self.report = QualityReport(self.rules)
         order = sorted(range(len(self.rules)), key=lambda index: self.rules[index].stateful)
-        self._order = tuple((index, self.rules[index]) for index in order)
+        # (index, rule, the field of a Required rule (answered from the gaps already
+        # found) or None, is it a completeness rule, is it stateful), stateful rules last.
+        self._plan = tuple(
+            (
+                index,
+                self.rules[index],
+                _required_field(self.rules[index]),
+                self.rules[index].kind == "completeness",
+                self.rules[index].stateful,
+            )
+            for index in order
+        )
 
     def process_batch(self, items: list[Record]) -> list[Record]:
         counts = _BatchCounts(self.report)
+        checked, failed = counts.checked, counts.failed
         fields = self.report.field_names
         passed: list[Record] = []
         rejected: list[Rejected] = []
         for record in items:
-            absent = {field for field in fields if is_missing(record.get(field))}
+            get = record.get
+            absent = {field for field in fields if is_missing(get(field))}
             failures: list[RuleFailure] = []
             invalid: set[str] = set()
-            for index, rule in self._order:
-                if rule.kind != "completeness" and (
-                    (rule.stateful and failures) or not absent.isdisjoint(rule.fields)
-                ):
-                    continue
-                counts.checked[index] += 1
-                message = rule.check(record)
+            for index, rule, required, completeness, stateful in self._plan:
+                if absent and not completeness and not absent.isdisjoint(rule.fields):
+                    continue  # a gap is reported once, by Required
+                if stateful and failures:
+                    continue  # a rejected record never claims a key
+                checked[index] += 1
+                if required is not None:
+                    message = "missing" if required in absent else None
+                else:
+                    message = rule.check(record)
                 if message is not None:
-                    counts.failed[index] += 1
+                    failed[index] += 1
                     failures.append(RuleFailure(rule.name, rule.fields, message))
-                    if rule.kind != "completeness":
+                    if not completeness:
                         invalid.update(rule.fields)
             for field in absent:
                 counts.missing[field] += 1
@@ -562,6 +578,11 @@ class QualityStage(PipelineStage[Record, Record]):
             if worker is not None:
                 worker.dead_lettered += len(rejected)
         return passed
+
+
+def _required_field(rule: Rule) -> str | None:
+    """Return the field a `Required` rule (not a subclass, which may check more) checks."""
+    return rule.field if type(rule) is Required and isinstance(rule, Required) else None
 
 
 def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
