@@ -135,7 +135,7 @@ MALFORMED: Final = (  # what generate_csv breaks on purpose, and the rule that m
 )
 DEFAULT_ROWS: Final = 100_000
 DEFAULT_MALFORMED_SHARE: Final = 0.03
-DEFAULT_IO_WORKERS: Final = 4
+DEFAULT_IO_WORKERS: Final = 8
 DEFAULT_IO_LATENCY: Final = 0.0005
 IO_SECONDS_PER_ROW: Final = 40e-6
 DEFAULT_WRITE_TARGET: Final = 0.01
