@@ -369,3 +369,12 @@ def test_a_bounded_source_ending_with_an_infinite_watermark_needs_no_flush(
         outputs = Pipeline(TimeWindows(names, 1.0, event_time=first)).run(items)
     assert [window[2] for window in outputs] == [["item0", "item1"], ["item2"]]
     assert caplog.text == ""
+
+
+def test_count_windows_emit_their_open_windows_at_an_infinite_watermark() -> None:
+    items: list[Any] = [0, 1, 2, Watermark(5.0), 3, 4, Watermark(math.inf)]
+    assert Pipeline(CountWindows(bounds, 2)).run(items) == [
+        (0, 2, [0, 1], True),
+        (2, 4, [2, 3], True),
+        (4, 6, [4], False),
+    ]

@@ -123,8 +123,9 @@ class Watermark:
 
     A time window stage closes every window ending at or before `time` when it meets
     one, and passes nothing on for it. A bounded source ends with `Watermark(math.inf)`
-    to close every window without waiting for the engine's end-of-stream flush, and an
-    idle source can send one to close its windows while no item arrives.
+    to close every window without waiting for the engine's end-of-stream flush (count
+    windows take that one too, and ignore others), and an idle source can send one to
+    close its windows while no item arrives.
     """
 
     time: float
@@ -225,6 +226,11 @@ class CountWindows(_WindowStage[T, R]):
         outputs: list[R] = []
         seen: int = self.local.seen
         for item in items:
+            if isinstance(item, Watermark):
+                if item.time == math.inf:  # the end of the stream: emit what is open
+                    self.local.seen = seen
+                    outputs.extend(self.flush())
+                continue
             if seen % step == 0:
                 windows[seen // step] = []
             for number, held in list(windows.items()):
