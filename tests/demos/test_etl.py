@@ -120,3 +120,33 @@ def test_the_stream_stops_cleanly_on_a_real_ctrl_c() -> None:
     assert stderr.endswith("pipeline: interrupted\n")
     assert "Traceback" not in stderr
     assert " late readings dropped" in stdout.splitlines()[-1]
+
+
+def test_a_csv_with_another_header_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("id,name\n1,ann\n", encoding="utf-8")
+    assert main(["etl", "--input", str(other), "--workdir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"pipeline etl: error: {other}: the header must be order_id,order_day,ship_day,email,"
+        "country,category,quantity,unit_price, got id,name\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--stream", "--rate", "0"], "argument --rate: must be a finite number > 0, got 0"),
+        (["--window", "x"], "argument --window: not a number: 'x'"),
+        (["--rows", "0"], "argument --rows: must be >= 1, got 0"),
+        (["--io-latency", "-1"], "argument --io-latency: must be a finite number >= 0, got -1"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["etl", *arguments])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(f"pipeline etl: error: {message}\n")

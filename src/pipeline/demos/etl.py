@@ -225,6 +225,21 @@ def _break(
         row[0] = str(rng.choice(good_ids))
 
 
+def check_header(path: Path) -> None:
+    """Check that the CSV file at `path` starts with the header of COLUMNS.
+
+    Raises:
+        ValueError: it does not (naming the file and both headers).
+        OSError: the file cannot be read.
+    """
+    with path.open(newline="", encoding="utf-8") as file:
+        header = next(csv.reader(file), [])
+    if tuple(name.strip() for name in header) != COLUMNS:
+        raise ValueError(
+            f"{path}: the header must be {','.join(COLUMNS)}, got {','.join(header) or 'nothing'}"
+        )
+
+
 def read_csv(path: Path, counter: list[int]) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) for every data row of `path`; count them in `counter[0]`."""
     with path.open(newline="", encoding="utf-8") as file:
@@ -420,7 +435,6 @@ class Loader:
                 [(name, *total) for name, total in sorted(self.totals.items())],
             )
         (loaded,) = self.connection.execute("SELECT COUNT(*) FROM orders").fetchone()
-        self.connection.close()
         return int(loaded)
 
     def _write(self, size: int) -> None:
@@ -524,6 +538,7 @@ def run(
             input_csv = workdir / "orders.csv"
             generate_csv(input_csv, rows, seed=seed, malformed=malformed)
             generate_seconds = time.perf_counter() - started
+        check_header(input_csv)
         reference = workdir / "reference.db"
         database = workdir / "etl.db"
         for stale in (reference, database):
@@ -540,6 +555,7 @@ def run(
             ConvertToEuros(io_latency, workers=io_workers),
         ]
         loader = Loader(database, write_target)
+        stack.callback(loader.connection.close)  # closing twice is harmless
         counter = [0]
         started = time.perf_counter()
         if sequential:
@@ -547,8 +563,10 @@ def run(
             pipeline = None
         else:
             pipeline = Pipeline(steps)
-            for batch in _batches(pipeline.stream(read_csv(input_csv, counter))):
-                loader.add(batch)
+            # closing(): a failure in this thread (or Ctrl-C) stops and joins the run now.
+            with contextlib.closing(pipeline.stream(read_csv(input_csv, counter))) as rows_out:
+                for batch in _batches(rows_out):
+                    loader.add(batch)
             step_seconds = {}
         loaded = loader.finish()
         seconds = time.perf_counter() - started
@@ -918,14 +936,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--io-latency",
-        type=float,
+        type=_non_negative_number,
         default=DEFAULT_IO_LATENCY * 1e3,
         metavar="MS",
         help=f"milliseconds per rate request ({DEFAULT_IO_LATENCY * 1e3:g})",
     )
     parser.add_argument(
         "--write-target",
-        type=float,
+        type=_positive_number,
         default=DEFAULT_WRITE_TARGET * 1e3,
         metavar="MS",
         help=f"latency objective of one write, in ms ({DEFAULT_WRITE_TARGET * 1e3:g})",
@@ -937,9 +955,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stream", action="store_true", help="window a sensor stream until Ctrl-C instead"
     )
     stream.add_argument(
-        "--rate", type=float, default=DEFAULT_RATE, help=f"readings a second ({DEFAULT_RATE:g})"
+        "--rate",
+        type=_positive_number,
+        default=DEFAULT_RATE,
+        help=f"readings a second ({DEFAULT_RATE:g})",
     )
-    stream.add_argument("--window", type=float, default=1.0, help="window seconds (1)")
+    stream.add_argument("--window", type=_positive_number, default=1.0, help="window seconds (1)")
     stream.add_argument(
         "--readings", type=_positive_int, help="stop after this many readings (default: never)"
     )
@@ -959,18 +980,43 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         return 0
-    result = run(
-        args.rows,
-        input_csv=args.input,
-        workdir=args.workdir,
-        sequential=args.sequential,
-        io_workers=args.io_workers,
-        io_latency=args.io_latency / 1e3,
-        write_target=args.write_target / 1e3,
-        seed=args.seed,
-        quality_json=args.quality_json,
-    )
+    try:
+        result = run(
+            args.rows,
+            input_csv=args.input,
+            workdir=args.workdir,
+            sequential=args.sequential,
+            io_workers=args.io_workers,
+            io_latency=args.io_latency / 1e3,
+            write_target=args.write_target / 1e3,
+            seed=args.seed,
+            quality_json=args.quality_json,
+        )
+    except (OSError, ValueError) as exc:  # a file that cannot be read, or is not our CSV
+        print(f"pipeline etl: error: {exc}", file=sys.stderr)
+        return 2
     return 0 if result.reconciled else 1
+
+
+def _non_negative_number(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
