@@ -35,11 +35,13 @@ once span `size + allowed_lateness` seconds of the stream, and `max_window_items
 
 One worker. Windows need the items in stream order and in one place, so a window stage
 has exactly one worker, its state kept on `self.local` (set up afresh for each run).
-The last windows are emitted by `flush()`, which the engine calls once per worker after
-the last batch of a stream that ended (not after a stop), before `teardown()`. If a
-stream ends without that call (an engine without the hook), `teardown()` logs a
-warning with the number of windows left, so none vanishes silently; after a stop
-(a failure, Ctrl-C) the open windows are discarded with the run.
+The last windows are emitted by `flush()`, the engine's end-of-stream hook: called once
+per worker after the last batch of a stream that ended (not after a stop), before
+`teardown()`, its results passed downstream. A bounded source can also end with
+`Watermark(math.inf)`, which emits them at once. If a stream ends with windows still
+open (an engine without the hook, and no such watermark), `teardown()` logs a warning
+with their number, so none vanishes silently; after a stop (a failure, Ctrl-C) the
+open windows are discarded with the run.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
@@ -177,16 +180,17 @@ class _WindowStage(PipelineStage[T, R]):
                 left,
             )
 
+    @abstractmethod
     def _open_count(self) -> int:
-        raise NotImplementedError
+        """Return how many windows are open in this worker."""
 
+    @abstractmethod
     def flush(self) -> list[R]:
         """Emit the windows still open after the last batch, each with `complete=False`.
 
         The engine calls it once per worker when the input has ended, in the worker's
         thread, and passes the results downstream after the last batch's.
         """
-        raise NotImplementedError
 
 
 class CountWindows(_WindowStage[T, R]):
