@@ -50,6 +50,7 @@ PRESETS: dict[str, list[str]] = {
     "bench_native.py": ["--size", "1000000", "--repeat", "3"],
     "bench_backpressure.py": [],  # fixed at 20,000 items; takes no arguments
     "bench_etl.py": ["--rows", "30000", "--repeat", "2", "--write-rows", "50000"],
+    "bench_skewed.py": ["--items", "800"],
     "ctrl_c_backoff.py": ["--measure", "5"],
     "stress_faults.py": ["--scenarios", "100"],
 }
@@ -119,6 +120,19 @@ def ctrl_c_figures(output: str) -> Figures:
     }
 
 
+def skewed_figures(output: str) -> Figures:
+    """bench_skewed.py: each way's share of the ideal time, and its speed against the pool."""
+    figures: Figures = {}
+    row = re.compile(
+        r"^(?P<name>\S.*?)\s{2,}[\d.]+ s\s+(?P<ideal>[\d.]+)% of ideal\s+(?P<ratio>[\d.]+)x"
+    )
+    for line in output.splitlines():
+        if match := row.match(line):
+            figures[f"{match['name']}: % of ideal"] = _figure(float(match["ideal"]), "higher")
+            figures[f"{match['name']}: vs the pool"] = _figure(float(match["ratio"]), "higher")
+    return figures
+
+
 def stress_figures(output: str) -> Figures:
     """stress_faults.py: every count of problems (all should stay 0)."""
     figures: Figures = {}
@@ -133,6 +147,7 @@ EXTRACTORS: dict[str, Callable[[str], Figures]] = {
     "bench_chain.py": chain_figures,
     "bench_native.py": native_figures,
     "bench_backpressure.py": backpressure_figures,
+    "bench_skewed.py": skewed_figures,
     "ctrl_c_backoff.py": ctrl_c_figures,
     "stress_faults.py": stress_figures,
 }
