@@ -238,3 +238,14 @@ def test_bad_arguments_are_named(make: Callable[[], object], error: type, messag
     with pytest.raises(error) as caught:
         make()
     assert str(caught.value) == message
+
+
+def test_a_second_run_sees_the_first_runs_keys_until_reset() -> None:
+    stage = QualityStage([Unique("id")])
+    pipeline = Pipeline(stage)
+    assert len(pipeline.run([{"id": 1}, {"id": 2}])) == 2
+    assert pipeline.run([{"id": 2}, {"id": 3}]) == [{"id": 3}]
+    assert stage.report.summary().records == 4
+    stage.reset()
+    assert len(pipeline.run([{"id": 1}, {"id": 2}])) == 2
+    assert (stage.report.summary().records, len(stage.rejects)) == (2, 0)

@@ -492,6 +492,10 @@ class QualityStage(PipelineStage[Record, Record]):
         rejects: where rejected records go; a new `Rejects` by default (`self.rejects`).
         name, workers: as for any stage.
 
+    The report, the rejects and the keys `Unique` rules remember carry over from one
+    run of the stage to the next (a stream processed in several runs stays checked as
+    one); call `reset()` between runs over unrelated data.
+
     Raises:
         TypeError, ValueError: no rules, a rule that is not a `Rule`, or two rules with
             the same name.
@@ -534,6 +538,14 @@ class QualityStage(PipelineStage[Record, Record]):
             )
             for index in order
         )
+
+    def reset(self) -> None:
+        """Start afresh: a new report, no rejects, no keys remembered; not during a run."""
+        self.report = QualityReport(self.rules)
+        self.rejects.drain()
+        for rule in self.rules:
+            if isinstance(rule, Unique):
+                rule.reset()
 
     def process_batch(self, items: list[Record]) -> list[Record]:
         counts = _BatchCounts(self.report)
