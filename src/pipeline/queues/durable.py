@@ -730,9 +730,7 @@ class DurableQueue(Generic[T]):
         with self._changed:
             if self._closed:
                 raise ShutDown
-        connection = _connect(self.path, self.timeout)
-        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
-        connection.execute("PRAGMA journal_size_limit = 67108864")  # WAL shrinks back to 64 MiB
+        connection = _connect(self.path, self.timeout, self.synchronous)
         with self._changed:
             self._connections.append(connection)
         local.connection, local.pid = connection, os.getpid()
@@ -802,11 +800,20 @@ class _Undecodable(Exception):
         self.row_id = row_id
 
 
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+def _connect(path: Path, timeout: float, synchronous: str) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        connection = sqlite3.connect(
+            path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error as exc:
         raise NotAQueueFile(f"cannot open {str(path)!r} as a queue file: {exc}") from exc
+    try:
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute("PRAGMA journal_size_limit = 67108864")  # the WAL shrinks to 64 MiB
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise NotAQueueFile(f"{str(path)!r} is not a queue file: {exc}") from exc
+    return connection
 
 
 def _header(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
