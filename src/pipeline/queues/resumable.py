@@ -58,6 +58,7 @@ def run_resumable(
     *,
     batch_size: int = 1000,
     wait: bool = False,
+    on_commit: Callable[[ResumableRun], object] | None = None,
 ) -> ResumableRun:
     """Run the ready items of `source` through `pipeline` into `sink`, acking as outputs are stored.
 
@@ -72,6 +73,8 @@ def run_resumable(
             taking each batch's outputs (at least once).
         batch_size: the most inputs leased, run and committed together.
         wait: keep waiting for new inputs instead of returning when none is ready.
+        on_commit: called in this thread after each batch is committed, with the totals
+            so far (for progress).
 
     Raises:
         StageError: a stage failed; the batch was nacked (its items come back, or go to
@@ -116,6 +119,8 @@ def run_resumable(
         batches += 1
         items_in += len(batch)
         items_out += len(outputs)
+        if on_commit is not None:
+            on_commit(ResumableRun(batches, items_in, items_out, exactly_once=same_file))
     logger.info("resumable run: %d batches, %d in, %d out", batches, items_in, items_out)
     return ResumableRun(batches, items_in, items_out, exactly_once=same_file)
 
