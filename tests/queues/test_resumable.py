@@ -114,11 +114,9 @@ def run_child(path: Path, batch: int, kill_after_lines: int | None, delay: float
     )
     assert child.stdout is not None
     try:
-        lines = 0
-        for line in child.stdout:
+        for lines, line in enumerate(child.stdout, start=1):
             if line == "finished\n":
                 break
-            lines += 1
             if kill_after_lines is not None and lines >= kill_after_lines:
                 # The kill lands at a random point of the next batch's work or commit.
                 threading.Event().wait(delay)
