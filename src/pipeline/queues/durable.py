@@ -62,7 +62,15 @@ from pipeline.queues.errors import (
 from pipeline.safequeue import QueueStatistics
 from pipeline.worker import END_OF_STREAM
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "DeadItem", "DurableQueue", "Leased", "QueueCounts"]
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "DeadItem",
+    "DurableQueue",
+    "Leased",
+    "QueueCounts",
+    "queues_in",
+]
 
 T = TypeVar("T")
 
@@ -748,17 +756,7 @@ class DurableQueue(Generic[T]):
                         creating.execute(statement)
                     creating.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     creating.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        application, version, _ = _header(connection, self.path)
-        if application != APPLICATION_ID:
-            raise NotAQueueFile(
-                f"{str(self.path)!r} is an SQLite database of another application "
-                f"(application_id {application:#x}), not a pipeline queue file"
-            )
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"{str(self.path)!r} has queue schema version {version}; this version of "
-                f"pipeline reads up to {SCHEMA_VERSION}: upgrade pipeline to open it"
-            )
+        _check_header(*_header(connection, self.path)[:2], self.path)
         connection.execute("PRAGMA journal_mode = WAL")
         with self._transaction() as registering:
             stored = registering.execute(
@@ -794,6 +792,29 @@ class DurableQueue(Generic[T]):
         return released
 
 
+def queues_in(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Return the (name, codec name) of every queue in the file, reading it only.
+
+    Raises:
+        FileNotFoundError: there is no file at `path`.
+        NotAQueueFile: the file is not a queue file.
+        SchemaTooNew: the file was written by a newer version of this package.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no queue file at {str(file)!r}")
+    try:
+        connection = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise NotAQueueFile(f"cannot open {str(file)!r} as a queue file: {exc}") from exc
+    try:
+        _check_header(*_header(connection, file)[:2], file)
+        rows = connection.execute("SELECT name, codec FROM queues ORDER BY name").fetchall()
+    finally:
+        connection.close()
+    return [(str(name), str(codec)) for name, codec in rows]
+
+
 class _Undecodable(Exception):
     def __init__(self, row_id: int, cause: Exception) -> None:
         super().__init__(row_id, cause)
@@ -825,6 +846,19 @@ def _header(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
     except sqlite3.DatabaseError as exc:
         raise NotAQueueFile(f"{str(path)!r} is not a queue file: {exc}") from exc
     return application, version, tables
+
+
+def _check_header(application: int, version: int, path: Path) -> None:
+    if application != APPLICATION_ID:
+        raise NotAQueueFile(
+            f"{str(path)!r} is an SQLite database of another application "
+            f"(application_id {application:#x}), not a pipeline queue file"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{str(path)!r} has queue schema version {version}; this version of "
+            f"pipeline reads up to {SCHEMA_VERSION}: upgrade pipeline to open it"
+        )
 
 
 def _running(pid: int) -> bool:
