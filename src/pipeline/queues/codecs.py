@@ -38,13 +38,18 @@ class JsonCodec:
 
     name = "json"
 
+    def __init__(self) -> None:
+        # Built once: json.dumps with any non-default option builds an encoder per call.
+        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self._decoder = json.JSONDecoder()
+
     def encode(self, item: Any) -> bytes:
         """Return `item` as compact UTF-8 JSON."""
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return self._encoder.encode(item).encode()
 
     def decode(self, data: bytes) -> Any:
         """Return the item stored as `data`."""
-        return json.loads(data)
+        return self._decoder.decode(data.decode())
 
 
 class PickleCodec:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 from queue import Empty, Full
-from typing import Any, Generic, Literal, NoReturn, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, NoReturn, TypeVar
 
 from pipeline._checks import integer, non_empty_str, number, positive_int
 from pipeline.errors import ShutDown
@@ -104,8 +104,7 @@ _TO_DEAD = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Leased(Generic[T]):
+class Leased(NamedTuple, Generic[T]):
     """An item taken from a durable queue: it stays stored until acked with its lease."""
 
     id: int
@@ -209,6 +208,10 @@ class DurableQueue(Generic[T]):
         self._put_blocked_seconds = 0.0
         self._get_waited_seconds = 0.0
         self._local = threading.local()
+        # Gets look for lapsed leases at most this often (a scan of the leased rows);
+        # unguarded: a race only makes two threads scan.
+        self._lapse_check_interval = min(1.0, self.visibility_timeout / 4)
+        self._next_lapse_check = 0.0
         try:
             self._prepare_file()
         except BaseException:
@@ -577,18 +580,25 @@ class DurableQueue(Generic[T]):
                     self._high_water_mark = max(self._high_water_mark, depth)
                 if depth + len(payloads) > self.maxsize:
                     return False
-            self._insert_rows(connection, payloads, priority)
+            self._insert_rows(connection, payloads, priority, want_ids=False)
         self._notify()
         return True
 
     def _insert_rows(
-        self, connection: sqlite3.Connection, payloads: list[bytes], priority: int
+        self,
+        connection: sqlite3.Connection,
+        payloads: list[bytes],
+        priority: int,
+        *,
+        want_ids: bool = True,
     ) -> list[int]:
         now = time.time()
         connection.executemany(
             "INSERT INTO items (queue, priority, enqueued, payload) VALUES (?, ?, ?, ?)",
             [(self.name, priority, now, payload) for payload in payloads],
         )
+        if not want_ids:
+            return []
         # Under the write lock, AUTOINCREMENT hands out consecutive ids.
         last = connection.execute(
             "SELECT seq FROM sqlite_sequence WHERE name = 'items'"
@@ -601,7 +611,9 @@ class DurableQueue(Generic[T]):
         now = time.time()
         try:
             with self._transaction() as connection:
-                self._release(connection, "lease_expires < ?", (now,))
+                if now >= self._next_lapse_check:
+                    self._next_lapse_check = now + self._lapse_check_interval
+                    self._release(connection, "lease_expires < ?", (now,))
                 rows = connection.execute(
                     _CLAIM,
                     (lease_id, self.owner, now + self.visibility_timeout, self.name, max_items),
