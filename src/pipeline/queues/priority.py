@@ -81,6 +81,16 @@ class _Level:
         self.head = 0
         self.size = 0
 
+    def take_one(self) -> Any:
+        items = self.chunks[0][1]
+        item = items[self.head]
+        self.head += 1
+        if self.head == len(items):
+            self.chunks.popleft()
+            self.head = 0
+        self.size -= 1
+        return item
+
     def take(self, max_items: int, *, head_chunk_only: bool = False) -> list[Any]:
         """Remove up to `max_items` from the head (from the head chunk only, if asked)."""
         taken: list[Any] = []
@@ -200,7 +210,9 @@ class PriorityQueue(SafeQueue[T]):
     def _batch(self, items: Iterable[T], priority: int | None) -> _Batch:
         """Copy `items` into a batch with its priorities, outside the lock."""
         batch = _Batch(items)
-        if priority is not None:
+        if type(priority) is int or type(priority) is Priority:
+            batch.priorities = priority
+        elif priority is not None:
             batch.priorities = _checked_priority(priority, "priority")
         elif self.priority_of is None:
             batch.priorities = self.default_priority
@@ -231,11 +243,30 @@ class PriorityQueue(SafeQueue[T]):
         self._put_many(self._batch([item], None))
 
     def _get(self) -> T:
-        return self._get_many(1)[0]
+        if not self._priorities:
+            return self._get_many(1)[0]  # only end-of-stream markers are left
+        priority = self._priorities[0] if self.aging_seconds is None else self._next_priority()
+        level = self._levels[priority]
+        item: T = level.take_one()
+        if not level.size:
+            del self._levels[priority]
+            self._priorities.remove(priority)
+        self._size -= 1
+        return item
 
     def _put_many(self, items: list[T]) -> None:
         priorities = getattr(items, "priorities", self.default_priority)
         now = self.clock()
+        if len(items) == 1 and items[0] is not END_OF_STREAM:
+            priority = priorities if isinstance(priorities, int) else priorities[0]
+            level = self._levels.get(priority)
+            if level is not None:  # the common case, inlined: a level that has items
+                level.chunks.append((now, items))
+                level.size += 1
+                self._size += 1
+                return
+            self._store(priority, now, items)
+            return
         if isinstance(priorities, int) and not _holds_marker(items):
             self._store(priorities, now, items)
             return
