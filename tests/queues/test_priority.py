@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import Full, LinkQueue, ShutDown
+from pipeline import Full, LinkQueue, Pipeline, ShutDown, StageError
 from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
-from pipeline.worker import END_OF_STREAM
+from pipeline.stages.functions import FunctionStage
+from pipeline.worker import END_OF_STREAM, UpstreamFailed
 
 
 class FakeClock:
@@ -248,3 +250,55 @@ def test_producers_and_consumers_lose_and_duplicate_nothing() -> None:
             for level in range(6):
                 seq = [n for p, n in received[index] if p == producer and (n - n % 4) % 6 == level]
                 assert seq == sorted(seq)
+
+
+def test_a_marker_that_carries_a_failure_sorts_last_too() -> None:
+    failed = UpstreamFailed(StageError("upstream", "process"))
+    queue: PriorityQueue[Any] = PriorityQueue()
+    queue.put_many([1, failed, 2], priority=Priority.DEFERRED)
+    queue.put(0, priority=Priority.BLOCKER)
+    assert queue.get_many(10) == [0, 1, 2, failed]
+
+
+def test_a_pipeline_runs_on_priority_links() -> None:
+    made: dict[str, PriorityQueue[int]] = {}
+
+    def priority_links(link: str, maxsize: int) -> PriorityQueue[int]:
+        made[link] = PriorityQueue(maxsize, priority_of=lambda n: n % 3)
+        return made[link]
+
+    chain = FunctionStage[int, int](lambda n: n * 2, name="double", workers=2) >> FunctionStage[
+        int, int
+    ](lambda n: n + 1, name="inc")
+    pipeline = Pipeline(chain, queue_size=8, queue_factory=priority_links)
+    assert sorted(pipeline.run(range(2000))) == [2 * n + 1 for n in range(2000)]
+    assert set(made) == {"double", "inc", "results"}
+    assert all(queue.qsize() == 0 for queue in made.values())
+
+
+def test_priorities_decide_what_a_waiting_stage_takes_first() -> None:
+    release = threading.Event()
+    taken: list[int] = []
+
+    def gate(n: int) -> int:
+        if n == -1:
+            release.wait(10)  # holds the stage while the rest queue up behind it
+        taken.append(n)
+        return n
+
+    def source() -> Iterator[int]:
+        # With batch_size=1 the feeder puts each item before it asks for the next, so
+        # every item is queued before the gate opens.
+        yield -1
+        yield from [5, 4, 3, 2, 1, 0]
+        release.set()
+
+    pipeline = Pipeline(
+        FunctionStage[int, int](gate, name="gate"),
+        queue_size=16,
+        batch_size=1,
+        queue_factory=lambda link, size: PriorityQueue(size, priority_of=lambda n: n),
+    )
+    pipeline.run(source())
+    assert taken[0] == -1
+    assert taken[1:] == sorted(taken[1:])

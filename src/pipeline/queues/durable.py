@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import os
 import socket
 import sqlite3
@@ -554,7 +553,7 @@ class DurableQueue(Generic[T]):
     # Private helpers.
 
     def _encode(self, items: list[Any]) -> list[bytes]:
-        if any(map(operator.is_, items, repeat(END_OF_STREAM))):
+        if any(map(isinstance, items, repeat(type(END_OF_STREAM)))):
             raise TypeError(
                 "a DurableQueue cannot store the pipeline's end-of-stream marker: "
                 "use it as a run's source or sink (run_resumable), not as an inner link"

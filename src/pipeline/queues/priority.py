@@ -13,7 +13,7 @@ level being a FIFO (the global order of arrival), and the items are never compar
 
 The priority of an item put without one: `priority=` given to `put`/`put_many` wins;
 else `priority_of(item)` if the queue has that function; else `default_priority`
-(`MEDIUM`). The pipeline's private end-of-stream marker always sorts after every
+(`MEDIUM`). The pipeline's private end-of-stream markers always sort after every
 priority, so a stage sees it only once everything put before it has been taken.
 
 Aging (`aging_seconds=A`): an item of priority p put at time t is served as if its key
@@ -26,7 +26,6 @@ so each level stays a FIFO and a get compares the heads of the non-empty levels.
 from __future__ import annotations
 
 import bisect
-import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -37,11 +36,13 @@ from typing import Any, TypeVar
 
 from pipeline._checks import integer, number
 from pipeline.safequeue import SafeQueue
-from pipeline.worker import END_OF_STREAM
+from pipeline.worker import END_OF_STREAM, is_end_marker
 
 __all__ = ["LevelStatistics", "Priority", "PriorityQueue"]
 
 T = TypeVar("T")
+
+_MARKER = type(END_OF_STREAM)  # every end-of-stream marker is an instance (failures too)
 
 
 class Priority(IntEnum):
@@ -219,9 +220,7 @@ class PriorityQueue(SafeQueue[T]):
         else:
             rule = self.priority_of
             batch.priorities = [
-                _checked_priority(rule(item), "priority_of(item)")
-                if item is not END_OF_STREAM
-                else 0
+                _checked_priority(rule(item), "priority_of(item)") if not is_end_marker(item) else 0
                 for item in batch
             ]
         return batch
@@ -257,7 +256,7 @@ class PriorityQueue(SafeQueue[T]):
     def _put_many(self, items: list[T]) -> None:
         priorities = getattr(items, "priorities", self.default_priority)
         now = self.clock()
-        if len(items) == 1 and items[0] is not END_OF_STREAM:
+        if len(items) == 1 and not isinstance(items[0], _MARKER):
             priority = priorities if isinstance(priorities, int) else priorities[0]
             level = self._levels.get(priority)
             if level is not None:  # the common case, inlined: a level that has items
@@ -273,11 +272,12 @@ class PriorityQueue(SafeQueue[T]):
         each = [priorities] * len(items) if isinstance(priorities, int) else priorities
         start = 0
         for index, item in enumerate(items):
-            if item is END_OF_STREAM or index + 1 == len(items) or each[index + 1] != each[index]:
-                run = items[start:index] if item is END_OF_STREAM else items[start : index + 1]
+            marker = isinstance(item, _MARKER)
+            if marker or index + 1 == len(items) or each[index + 1] != each[index]:
+                run = items[start:index] if marker else items[start : index + 1]
                 if run:
                     self._store(each[index], now, run)
-                if item is END_OF_STREAM:
+                if marker:
                     self._after_all.append(item)
                     self._size += 1
                 start = index + 1
@@ -327,5 +327,5 @@ def _checked_priority(value: object, name: str) -> int:
 
 
 def _holds_marker(items: list[Any]) -> bool:
-    """Whether the end-of-stream marker is in `items`, compared by identity (in C, no __eq__)."""
-    return any(map(operator.is_, items, repeat(END_OF_STREAM)))
+    """Whether an end-of-stream marker is in `items` (checked in C, calling no user code)."""
+    return any(map(isinstance, items, repeat(_MARKER)))
