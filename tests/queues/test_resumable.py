@@ -157,3 +157,31 @@ def test_sigkilled_at_random_moments_then_resumed_nothing_is_lost_or_duplicated(
         stored = Counter(tuple(entry.item) for entry in sink.get_many(10 * items))
     assert len(stored) == 2 * items  # nothing lost
     assert set(stored.values()) == {1}  # nothing duplicated
+
+
+def test_with_wait_it_follows_new_inputs_until_the_source_is_shut_down(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    with DurableQueue[int](path, "in") as source, DurableQueue[int](path, "out") as sink:
+        committed = threading.Semaphore(0)
+        runs: list[ResumableRun] = []
+
+        def follow() -> None:
+            runs.append(
+                run_resumable(
+                    Pipeline(FunctionStage[int, int](abs)),
+                    source,
+                    sink,
+                    wait=True,
+                    on_commit=lambda run: committed.release(),
+                )
+            )
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        for n in range(3):
+            source.put(-n)  # wakes the waiting run at once: same object
+            assert committed.acquire(timeout=10)
+        source.shutdown()
+        thread.join(10)
+        assert runs == [ResumableRun(batches=3, items_in=3, items_out=3, exactly_once=True)]
+        assert sorted(entry.item for entry in sink.get_many(10)) == [0, 1, 2]
