@@ -235,6 +235,8 @@ def test_bad_arguments_are_named(path: Path) -> None:
         DurableQueue(path, synchronous="OFF")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="name must not be empty"):
         DurableQueue(path, "")
+    with pytest.raises(TypeError, match="codec must have a str name and encode/decode methods"):
+        DurableQueue(path, codec="json")  # type: ignore[arg-type]
     with (
         DurableQueue[int](path) as queue,
         pytest.raises(ValueError, match="max_items must be >= 1"),

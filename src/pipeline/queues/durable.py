@@ -179,6 +179,12 @@ class DurableQueue(Generic[T]):
     ) -> None:
         self.path = Path(path)
         self.name = non_empty_str("name", name)
+        if not isinstance(getattr(codec, "name", None), str) or not (
+            callable(getattr(codec, "encode", None)) and callable(getattr(codec, "decode", None))
+        ):
+            raise TypeError(
+                f"codec must have a str name and encode/decode methods, got {type(codec).__name__}"
+            )
         self.codec = codec
         if integer("maxsize", maxsize) < 0:
             raise ValueError(f"maxsize must be >= 0 (0 means unbounded), got {maxsize}")
