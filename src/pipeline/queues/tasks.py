@@ -137,21 +137,27 @@ class TaskQueue:
         queue = self.queue
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            connection = queue.connection()
-            row = connection.execute(
-                "SELECT ok, value, error FROM results WHERE task_id = ?", (task_id,)
-            ).fetchone()
-            if row is not None:
-                if row[0]:
-                    return queue.codec.decode(row[1])
-                raise TaskFailed(f"task {task_id} failed: {row[2]}")
-            dead = connection.execute(
-                "SELECT error, attempts FROM dead WHERE id = ?", (task_id,)
-            ).fetchone()
-            if dead is not None:
-                raise TaskFailed(f"task {task_id} was given up after {dead[1]} attempts: {dead[0]}")
-            pending = connection.execute("SELECT 1 FROM items WHERE id = ?", (task_id,)).fetchone()
-            if pending is None:
+            # One statement, so one snapshot: a worker's commit between two separate
+            # reads could make a finishing task look unknown.
+            ok, value, error, dead_error, attempts, pending = (
+                queue.connection()
+                .execute(
+                    "SELECT r.ok, r.value, r.error, d.error, d.attempts,"
+                    " EXISTS (SELECT 1 FROM items WHERE id = ?1) FROM (SELECT 1)"
+                    " LEFT JOIN results r ON r.task_id = ?1 LEFT JOIN dead d ON d.id = ?1",
+                    (task_id,),
+                )
+                .fetchone()
+            )
+            if ok is not None:
+                if ok:
+                    return queue.codec.decode(value)
+                raise TaskFailed(f"task {task_id} failed: {error}")
+            if dead_error is not None:
+                raise TaskFailed(
+                    f"task {task_id} was given up after {attempts} attempts: {dead_error}"
+                )
+            if not pending:
                 raise KeyError(f"no task {task_id} in {queue!r}")
             wait = queue.poll_interval
             if deadline is not None:
