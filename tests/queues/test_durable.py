@@ -5,12 +5,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import Empty, Full, LinkQueue, ShutDown
 from pipeline.queues.codecs import PICKLE
@@ -363,3 +366,55 @@ def test_two_processes_on_one_file_lose_and_duplicate_nothing(path: Path) -> Non
         [0, n] for n in range(1000)
     ]
     assert sorted(stored + left) == sorted(expected)
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(-2, 2), st.integers(1, 4)),
+        st.tuples(st.just("get"), st.integers(1, 5), st.just(0)),
+        st.tuples(st.just("ack"), st.integers(0, 9), st.just(0)),
+        st.tuples(st.just("nack"), st.integers(0, 9), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(OPERATIONS)
+def test_it_behaves_like_a_sorted_model(operations: list[tuple[str, int, int]]) -> None:
+    """Ready items come out by (priority, put order); acked ones never again; nacked ones do."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        DurableQueue[int](Path(folder) / "model.db", max_attempts=None) as queue,
+    ):
+        ready: list[tuple[int, int]] = []  # (priority, item), item numbers grow with put order
+        leased: list[Leased[int]] = []
+        done: set[int] = set()
+        counter = 0
+        for operation, first, second in operations:
+            if operation == "put":
+                batch = list(range(counter, counter + second))
+                counter += second
+                queue.put_many(batch, priority=first)
+                ready.extend((first, item) for item in batch)
+            elif operation == "get":
+                expected = sorted(ready)[:first]
+                if not expected:
+                    with pytest.raises(Empty):
+                        queue.get_many(first, block=False)
+                    continue
+                got = queue.get_many(first, block=False)
+                assert [(entry.priority, entry.item) for entry in got] == expected
+                for pair in expected:
+                    ready.remove(pair)
+                leased.extend(got)
+            elif leased:
+                taken = leased.pop(first % len(leased))
+                if operation == "ack":
+                    queue.ack(taken)
+                    done.add(taken.item)
+                else:
+                    queue.nack(taken)
+                    ready.append((taken.priority, taken.item))
+        assert queue.qsize() == len(ready) + len(leased)
+        assert not done & {item for _, item in ready}
