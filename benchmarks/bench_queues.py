@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import queue
 import random
 import sqlite3
@@ -29,6 +30,9 @@ from typing import Any
 
 from pipeline.queues.durable import _CLAIM, _SCHEMA, DurableQueue
 from pipeline.queues.priority import PriorityQueue
+
+# Figures for benchmarks/suite.py (written where PIPELINE_BENCH_JSON says, if set).
+FIGURES: dict[str, dict[str, Any]] = {}
 
 ITEM = {"id": 0, "name": "sensor-17", "values": [1.5, 2.25, 3.0], "ok": True, "note": "x" * 30}
 
@@ -87,6 +91,10 @@ def bench_durable(items_single: int, items_batch: int, repeats: int) -> None:
                 best = compare(Path(folder), synchronous, batch, items, repeats)
                 for operation in ("put", "get+ack"):
                     theirs, ours = best["bare", operation], best["durable", operation]
+                    FIGURES[f"durable/bare {operation} {synchronous} batch {batch}"] = {
+                        "value": ours / theirs,
+                        "better": "higher",
+                    }
                     print(
                         f"{synchronous:>11} {batch:>5} {operation:>9} {theirs:>13,.0f} "
                         f"{ours:>16,.0f} {ours / theirs:>5.2f}x"
@@ -180,6 +188,7 @@ def bench_priority(items: int, repeats: int) -> None:
     print(f"{'queue':<45} {'ops/s (put+get)':>16} {'vs stdlib':>10}")
     for name, seconds in rows:
         print(f"{name:<45} {2 * items / seconds:>16,.0f} {stdlib / seconds:>9.2f}x")
+        FIGURES[f"{name} vs queue.PriorityQueue"] = {"value": stdlib / seconds, "better": "higher"}
 
     class Job:
         def __init__(self, n: int) -> None:
@@ -239,6 +248,7 @@ def bench_size(items: int, backlog: int) -> None:
             before = on_disk()
             after = durable.compact()
             print(f"  emptied: {before:,} bytes with WAL; after compact(): {after:,} bytes")
+            FIGURES["largest queue file, bytes"] = {"value": largest, "better": "lower"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_durable(items_single=3_000, items_batch=50_000, repeats=3)
         bench_priority(items=200_000, repeats=3)
         bench_size(items=args.size_items or 1_000_000, backlog=10_000)
+    if "PIPELINE_BENCH_JSON" in os.environ:
+        Path(os.environ["PIPELINE_BENCH_JSON"]).write_text(json.dumps(FIGURES), encoding="utf-8")
     return 0
 
 

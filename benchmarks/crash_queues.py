@@ -19,6 +19,8 @@ Run: .venv/bin/python benchmarks/crash_queues.py --kills 100
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import signal
 import subprocess
@@ -77,7 +79,8 @@ def run_child(script: str, rng: random.Random | None) -> bool:
     return False
 
 
-def crash_run(together: bool, items: int, kills: int, batch: int, seed: int) -> None:
+def crash_run(together: bool, items: int, kills: int, batch: int, seed: int) -> dict[str, int]:
+    """Run the kill-and-resume cycle with one sink; print and return lost and duplicated."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "crash.db"
@@ -111,6 +114,7 @@ def crash_run(together: bool, items: int, kills: int, batch: int, seed: int) -> 
         f"{mode:<28} {items:>8,} items, {killed:>4} SIGKILLs in {runs + 1} runs, {elapsed:6.1f} s: "
         f"lost {lost}, duplicated {duplicated}, stray {stray}, left in queue {left}, dead {dead}"
     )
+    return {"lost": lost + stray + left + dead, "duplicated": duplicated}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,9 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         "--sink", choices=["together", "separate", "both"], default="both", help="which sinks"
     )
     args = parser.parse_args(argv)
+    figures: dict[str, dict[str, object]] = {}
     for together in (True, False):
         if args.sink in ("both", "together" if together else "separate"):
-            crash_run(together, args.items, args.kills, args.batch, args.seed)
+            counts = crash_run(together, args.items, args.kills, args.batch, args.seed)
+            if together:  # the separate sink duplicates by design: not a figure to watch
+                for name, value in counts.items():
+                    figures[f"same-file sink, {name}"] = {"value": value, "better": "lower"}
+    if "PIPELINE_BENCH_JSON" in os.environ:
+        Path(os.environ["PIPELINE_BENCH_JSON"]).write_text(json.dumps(figures), encoding="utf-8")
     return 0
 
 
