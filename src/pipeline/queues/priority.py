@@ -238,12 +238,15 @@ class PriorityQueue(SafeQueue[T]):
     def _qsize(self) -> int:
         return self._size
 
+    # The per-item hooks call this class's batch hooks by name, not through self: a
+    # subclass overriding only the per-item hooks gets batch hooks that call them.
+
     def _put(self, item: T) -> None:
-        self._put_many(self._batch([item], None))
+        PriorityQueue._put_many(self, self._batch([item], None))
 
     def _get(self) -> T:
         if not self._priorities:
-            return self._get_many(1)[0]  # only end-of-stream markers are left
+            return PriorityQueue._get_many(self, 1)[0]  # only end-of-stream markers are left
         priority = self._priorities[0] if self.aging_seconds is None else self._next_priority()
         level = self._levels[priority]
         item: T = level.take_one()
