@@ -418,3 +418,20 @@ def test_it_behaves_like_a_sorted_model(operations: list[tuple[str, int, int]]) 
                     ready.append((taken.priority, taken.item))
         assert queue.qsize() == len(ready) + len(leased)
         assert not done & {item for _, item in ready}
+
+
+def test_lapsed_leases_return_and_too_many_lapses_bury_the_item(path: Path) -> None:
+    with DurableQueue[str](path, max_attempts=2) as queue:
+        queue.put_many(["a", "b"])
+        queue.get_many(2)
+        assert queue.release_expired() == 0  # leases still valid
+        queue.connection().execute("UPDATE items SET lease_expires = 0")  # time passes
+        assert queue.release_expired() == 2
+        assert queue.counts().ready == 2
+        first = queue.get()  # "a", second delivery: attempts == max_attempts
+        assert (first.item, first.attempts) == ("a", 2)
+        queue.connection().execute("UPDATE items SET lease_expires = 0 WHERE id = ?", (first.id,))
+        assert queue.release_expired() == 1
+        (dead,) = queue.dead_letters()
+        assert (dead.payload, dead.error) == (b'"a"', "lease lapsed (consumer gone or too slow)")
+        assert [entry.item for entry in queue.get_many(5)] == ["b"]
