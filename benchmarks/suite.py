@@ -53,6 +53,8 @@ PRESETS: dict[str, list[str]] = {
     "bench_skewed.py": ["--items", "800"],
     "ctrl_c_backoff.py": ["--measure", "5"],
     "stress_faults.py": ["--scenarios", "100"],
+    "bench_queues.py": ["--quick"],
+    "crash_queues.py": ["--kills", "5", "--items", "5000"],
 }
 SKIP = {"suite.py"}
 

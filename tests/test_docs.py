@@ -22,6 +22,7 @@ DOCUMENTS = {
     ROOT / "docs" / "failure.md": 8,
     ROOT / "docs" / "observability.md": 6,
     ROOT / "docs" / "etl.md": 6,
+    ROOT / "docs" / "queues.md": 6,
 }
 FENCE = re.compile(r"^```(\S*)\s*$")
 

@@ -4,7 +4,7 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
-(`resilience`, `observe`, `native`, `stages`, `demos`) are loaded the first time one
+(`resilience`, `observe`, `native`, `stages`, `queues`, `demos`) are loaded the first time one
 of their names is used, as `concurrent.futures` loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
@@ -23,6 +23,19 @@ from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.queues.codecs import Codec, JsonCodec, PickleCodec
+    from pipeline.queues.durable import DeadItem, DurableQueue, Leased, QueueCounts
+    from pipeline.queues.errors import (
+        CodecError,
+        CorruptItem,
+        LeaseLost,
+        NotAQueueFile,
+        SchemaTooNew,
+        TaskFailed,
+    )
+    from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
+    from pipeline.queues.resumable import ResumableRun, run_resumable
+    from pipeline.queues.tasks import TaskQueue, TaskWorkers
     from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
@@ -68,6 +81,26 @@ _LAZY: dict[str, str] = {
     "AddStage": "pipeline.demos.classic",
     "FilterStage": "pipeline.demos.classic",
     "MultiplyStage": "pipeline.demos.classic",
+    "Codec": "pipeline.queues.codecs",
+    "JsonCodec": "pipeline.queues.codecs",
+    "PickleCodec": "pipeline.queues.codecs",
+    "DeadItem": "pipeline.queues.durable",
+    "DurableQueue": "pipeline.queues.durable",
+    "Leased": "pipeline.queues.durable",
+    "QueueCounts": "pipeline.queues.durable",
+    "CodecError": "pipeline.queues.errors",
+    "CorruptItem": "pipeline.queues.errors",
+    "LeaseLost": "pipeline.queues.errors",
+    "NotAQueueFile": "pipeline.queues.errors",
+    "SchemaTooNew": "pipeline.queues.errors",
+    "TaskFailed": "pipeline.queues.errors",
+    "LevelStatistics": "pipeline.queues.priority",
+    "Priority": "pipeline.queues.priority",
+    "PriorityQueue": "pipeline.queues.priority",
+    "ResumableRun": "pipeline.queues.resumable",
+    "run_resumable": "pipeline.queues.resumable",
+    "TaskQueue": "pipeline.queues.tasks",
+    "TaskWorkers": "pipeline.queues.tasks",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -138,10 +171,15 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
+    "Codec",
+    "CodecError",
     "Consistent",
+    "CorruptItem",
     "CountWindows",
+    "DeadItem",
     "DeadLetter",
     "DeadLetters",
+    "DurableQueue",
     "Empty",
     "ErrorPolicy",
     "FailureBudget",
@@ -155,36 +193,50 @@ __all__ = [
     "InRange",
     "IsType",
     "ItemTimeout",
+    "JsonCodec",
     "LateItem",
+    "LeaseLost",
+    "Leased",
+    "LevelStatistics",
     "LinkQueue",
     "Matches",
     "MultiplyStage",
+    "NotAQueueFile",
     "OneOf",
+    "PickleCodec",
     "Pipeline",
     "PipelineClosed",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
+    "Priority",
+    "PriorityQueue",
     "QualityReport",
     "QualityStage",
     "QualitySummary",
+    "QueueCounts",
     "QueueStatistics",
     "Rejected",
     "Rejects",
     "Required",
     "ResilienceStatistics",
     "ResilientStage",
+    "ResumableRun",
     "RetryPolicy",
     "Rule",
     "RuleFailure",
     "RunningStats",
     "SafeQueue",
+    "SchemaTooNew",
     "ShutDown",
     "StageChain",
     "StageError",
     "StageStatistics",
     "StateChange",
+    "TaskFailed",
+    "TaskQueue",
+    "TaskWorkers",
     "TimeWindows",
     "Unique",
     "Watermark",
@@ -194,5 +246,6 @@ __all__ = [
     "WindowSummary",
     "__version__",
     "anomalies",
+    "run_resumable",
     "summarize",
 ]
