@@ -4,7 +4,7 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
-(`resilience`, `observe`, `native`, `stages`, `demos`) are loaded the first time one
+(`resilience`, `observe`, `native`, `stages`, `queues`, `demos`) are loaded the first time one
 of their names is used, as `concurrent.futures` loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batching import AdaptiveBatcher, BatcherStatistics
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
 from pipeline.safequeue import Empty, Full, LinkQueue, QueueStatistics, SafeQueue
@@ -22,12 +23,55 @@ from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.queues.codecs import Codec, JsonCodec, PickleCodec
+    from pipeline.queues.durable import DeadItem, DurableQueue, Leased, QueueCounts
+    from pipeline.queues.errors import (
+        CodecError,
+        CorruptItem,
+        LeaseLost,
+        NotAQueueFile,
+        SchemaTooNew,
+        TaskFailed,
+    )
+    from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
+    from pipeline.queues.resumable import ResumableRun, run_resumable
+    from pipeline.queues.tasks import TaskQueue, TaskWorkers
     from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
     from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
     from pipeline.resilience.retry import RetryPolicy
     from pipeline.stages.functions import FlatMapFunctionStage, FunctionStage, PredicateStage
+    from pipeline.stages.quality import (
+        Consistent,
+        InRange,
+        IsType,
+        Matches,
+        OneOf,
+        QualityReport,
+        QualityStage,
+        QualitySummary,
+        Rejected,
+        Rejects,
+        Required,
+        Rule,
+        RuleFailure,
+        Unique,
+    )
+    from pipeline.stages.windows import (
+        Anomaly,
+        CountWindows,
+        LateItem,
+        RunningStats,
+        TimeWindows,
+        Watermark,
+        Window,
+        WindowAnomalies,
+        WindowFull,
+        WindowSummary,
+        anomalies,
+        summarize,
+    )
 
 __version__ = "0.2.0"
 
@@ -37,6 +81,26 @@ _LAZY: dict[str, str] = {
     "AddStage": "pipeline.demos.classic",
     "FilterStage": "pipeline.demos.classic",
     "MultiplyStage": "pipeline.demos.classic",
+    "Codec": "pipeline.queues.codecs",
+    "JsonCodec": "pipeline.queues.codecs",
+    "PickleCodec": "pipeline.queues.codecs",
+    "DeadItem": "pipeline.queues.durable",
+    "DurableQueue": "pipeline.queues.durable",
+    "Leased": "pipeline.queues.durable",
+    "QueueCounts": "pipeline.queues.durable",
+    "CodecError": "pipeline.queues.errors",
+    "CorruptItem": "pipeline.queues.errors",
+    "LeaseLost": "pipeline.queues.errors",
+    "NotAQueueFile": "pipeline.queues.errors",
+    "SchemaTooNew": "pipeline.queues.errors",
+    "TaskFailed": "pipeline.queues.errors",
+    "LevelStatistics": "pipeline.queues.priority",
+    "Priority": "pipeline.queues.priority",
+    "PriorityQueue": "pipeline.queues.priority",
+    "ResumableRun": "pipeline.queues.resumable",
+    "run_resumable": "pipeline.queues.resumable",
+    "TaskQueue": "pipeline.queues.tasks",
+    "TaskWorkers": "pipeline.queues.tasks",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -53,6 +117,32 @@ _LAZY: dict[str, str] = {
     "FlatMapFunctionStage": "pipeline.stages.functions",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
+    "Consistent": "pipeline.stages.quality",
+    "InRange": "pipeline.stages.quality",
+    "IsType": "pipeline.stages.quality",
+    "Matches": "pipeline.stages.quality",
+    "OneOf": "pipeline.stages.quality",
+    "QualityReport": "pipeline.stages.quality",
+    "QualityStage": "pipeline.stages.quality",
+    "QualitySummary": "pipeline.stages.quality",
+    "Rejected": "pipeline.stages.quality",
+    "Rejects": "pipeline.stages.quality",
+    "Required": "pipeline.stages.quality",
+    "Rule": "pipeline.stages.quality",
+    "RuleFailure": "pipeline.stages.quality",
+    "Unique": "pipeline.stages.quality",
+    "Anomaly": "pipeline.stages.windows",
+    "CountWindows": "pipeline.stages.windows",
+    "LateItem": "pipeline.stages.windows",
+    "RunningStats": "pipeline.stages.windows",
+    "TimeWindows": "pipeline.stages.windows",
+    "Watermark": "pipeline.stages.windows",
+    "Window": "pipeline.stages.windows",
+    "WindowAnomalies": "pipeline.stages.windows",
+    "WindowFull": "pipeline.stages.windows",
+    "WindowSummary": "pipeline.stages.windows",
+    "anomalies": "pipeline.stages.windows",
+    "summarize": "pipeline.stages.windows",
 }
 
 
@@ -73,13 +163,23 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "AdaptiveBatcher",
     "AddStage",
+    "Anomaly",
     "BatchEvent",
+    "BatcherStatistics",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
+    "Codec",
+    "CodecError",
+    "Consistent",
+    "CorruptItem",
+    "CountWindows",
+    "DeadItem",
     "DeadLetter",
     "DeadLetters",
+    "DurableQueue",
     "Empty",
     "ErrorPolicy",
     "FailureBudget",
@@ -90,24 +190,62 @@ __all__ = [
     "FlatMapStage",
     "Full",
     "FunctionStage",
+    "InRange",
+    "IsType",
     "ItemTimeout",
+    "JsonCodec",
+    "LateItem",
+    "LeaseLost",
+    "Leased",
+    "LevelStatistics",
     "LinkQueue",
+    "Matches",
     "MultiplyStage",
+    "NotAQueueFile",
+    "OneOf",
+    "PickleCodec",
     "Pipeline",
     "PipelineClosed",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
+    "Priority",
+    "PriorityQueue",
+    "QualityReport",
+    "QualityStage",
+    "QualitySummary",
+    "QueueCounts",
     "QueueStatistics",
+    "Rejected",
+    "Rejects",
+    "Required",
     "ResilienceStatistics",
     "ResilientStage",
+    "ResumableRun",
     "RetryPolicy",
+    "Rule",
+    "RuleFailure",
+    "RunningStats",
     "SafeQueue",
+    "SchemaTooNew",
     "ShutDown",
     "StageChain",
     "StageError",
     "StageStatistics",
     "StateChange",
+    "TaskFailed",
+    "TaskQueue",
+    "TaskWorkers",
+    "TimeWindows",
+    "Unique",
+    "Watermark",
+    "Window",
+    "WindowAnomalies",
+    "WindowFull",
+    "WindowSummary",
     "__version__",
+    "anomalies",
+    "run_resumable",
+    "summarize",
 ]

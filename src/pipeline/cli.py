@@ -4,7 +4,10 @@ Subcommands:
 - `demo` (the default): the classic MultiplyStage -> AddStage -> FilterStage over 1..N;
 - `custom`: the text pipeline of `pipeline.demos.text` over a file or a sample text;
 - `data`: the native production example of `pipeline.demos.sensors`, imported only when
-  asked for, because it needs the compiled C module.
+  asked for, because it needs the compiled C module;
+- `etl`: the ETL and stream demo of `pipeline.demos.etl`;
+- `queue FILE status|peek|requeue-dead`: look inside a durable queue file
+  (`pipeline.queues.command`).
 
 This is the only module that configures logging, and only for the duration of `main`:
 the library just logs to `logging.getLogger(__name__)`.
@@ -25,10 +28,12 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
+from pipeline.demos import etl as etl_demo
 from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
 from pipeline.demos.text import SAMPLE_TEXT, text_pipeline
 from pipeline.errors import StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
+from pipeline.queues.command import add_queue_command, run_queue_command
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "LOG_FORMAT", "main"]
 
@@ -67,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         args = _data_parser(data_example).parse_args(unparsed)
         command = data_example.run
+    elif args.command == "etl":
+        args = _data_parser(etl_demo, "etl").parse_args(unparsed)
+        command = etl_demo.main
     elif unparsed:
         parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+    elif args.command == "queue":
+        command = run_queue_command
     else:
         command = run_custom if args.command == "custom" else run_demo
     with logging_to_stderr(_log_level(args.verbose, args.quiet)):
@@ -141,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the production example: validate and transform float64 data in C, "
         "GIL released (needs the compiled module; see `data --help`)",
     )
+    subparsers.add_parser(
+        "etl",
+        add_help=False,  # answered by the ETL demo's own parser, as for `data`
+        help="CSV -> validate -> clean -> enrich -> SQLite with a quality report; "
+        "--stream windows a sensor stream (see `etl --help`)",
+    )
+    add_queue_command(subparsers, parents=[logging_options])
     return parser
 
 
@@ -274,11 +291,11 @@ def _import_data_example() -> ModuleType | None:
         return None
 
 
-def _data_parser(data_example: ModuleType) -> argparse.ArgumentParser:
-    """Return the parser of `pipeline data`: -v/-q plus the data example's own options."""
+def _data_parser(data_example: ModuleType, name: str = "data") -> argparse.ArgumentParser:
+    """Return the parser of `pipeline data` (or `name`): -v/-q plus the example's options."""
     summary = (data_example.__doc__ or "").strip().splitlines()
     parser = argparse.ArgumentParser(
-        prog=f"{PROG} data",
+        prog=f"{PROG} {name}",
         parents=[_logging_options()],
         description=summary[0] if summary else None,
     )
