@@ -606,7 +606,11 @@ class _Run:
             except BaseException as exc:
                 failure = StageError.caused_by(exc, "source", "source")
             elapsed = time.perf_counter() - started
-            self.items_read += len(chunk)
+            # Counted before put_all: the queue owns the list from then on, and a consumer
+            # taking it may extend it with the next chunk (SafeQueue hands chunks over
+            # uncopied), so its length is not ours to read afterwards.
+            read = len(chunk)
+            self.items_read += read
             try:
                 if failure is not None:
                     if not self.at_position:
@@ -623,7 +627,7 @@ class _Run:
             if failure is not None:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
-            size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
+            size = next_batch_size(size, read, elapsed, self.max_batch)
 
 
 @contextlib.contextmanager

@@ -298,11 +298,14 @@ class StageRun:
                 counters.failed += 1
                 self._fail(number, outputs, failure)
                 return
+            # Counted before the hand-off: downstream owns the list from then on (a
+            # consumer may take it uncopied and extend it with the next batch).
+            produced = len(outputs)
             if not self._emit(number, outputs, None):
                 return
             handed_on = clock()
             self._record(
-                worker, counters, items, outputs, waited_from, started, finished, handed_on
+                worker, counters, len(items), produced, waited_from, started, finished, handed_on
             )
             if batcher is None:
                 size = next_batch_size(size, len(items), finished - started, self.max_batch)
@@ -395,8 +398,8 @@ class StageRun:
         self,
         worker: int,
         counters: WorkerCounters,
-        items: list[Any],
-        outputs: list[Any],
+        items_in: int,
+        items_out: int,
         waited_from: float,
         started: float,
         finished: float,
@@ -404,8 +407,8 @@ class StageRun:
     ) -> None:
         """Add the batch to the worker's statistics and tell the observer, if any."""
         counters.record_batch(
-            len(items),
-            len(outputs),
+            items_in,
+            items_out,
             started - waited_from,
             finished - started,
             handed_on - finished,
@@ -413,7 +416,7 @@ class StageRun:
         if self.observer is None:
             return
         event = BatchEvent(
-            self.name, worker, waited_from, started, finished, handed_on, len(items), len(outputs)
+            self.name, worker, waited_from, started, finished, handed_on, items_in, items_out
         )
         try:
             self.observer(event)
@@ -450,11 +453,16 @@ class StageRun:
             if self._emitting:
                 return True
             self._emitting = True
+        emitting = True
         try:
             while True:
                 with self._emit_lock:
                     entry = self._parked.pop(self._next, None)
                     if entry is None:
+                        # Give up emitting in the same step that found nothing to emit:
+                        # a batch parked after this sees _emitting false and emits itself.
+                        self._emitting = emitting = False
+                        self._emit_lock.notify_all()
                         return True
                     self._next += 1
                     if entry[1] is not None:
@@ -464,9 +472,10 @@ class StageRun:
                 if not self._send(*entry):
                     return False
         finally:
-            with self._emit_lock:
-                self._emitting = False
-                self._emit_lock.notify_all()
+            if emitting:
+                with self._emit_lock:
+                    self._emitting = False
+                    self._emit_lock.notify_all()
 
     def _send(self, outputs: list[Any], marker: _EndOfStream | None) -> bool:
         """Hand outputs (and an ending marker) to the router; False if downstream stopped."""

@@ -298,20 +298,28 @@ def _refuse(value: int) -> int:
 
 
 def test_statistics_of_a_run_with_several_workers_per_stage_are_exact() -> None:
+    """Each batch is counted once, with the sizes it had when its worker handled it.
+
+    Found on 3.13t: a worker counted its outputs after handing the list downstream, and
+    SafeQueue hands whole lists over uncopied, so a consumer that had already taken the
+    list and extended it with the next batch made the count too large (items_out 20,012
+    for 20,000 items in). Workers and the source now count before the hand-off.
+    """
     items = 20_000
-    chain = (
-        FunctionStage[int, int](lambda item: item * 2, name="double", workers=THREADS)
-        >> FunctionStage[int, int](lambda item: item + 1, name="add one", workers=THREADS)
-        >> FunctionStage[int, int](lambda item: item, name="last", workers=2)
-    )
-    pipeline = Pipeline(chain, queue_size=32, batch_size=16)
-    assert pipeline.run(range(items)) == [item * 2 + 1 for item in range(items)]
-    stats = pipeline.stats()
-    assert stats is not None
-    assert stats.items_read == stats.items_delivered == items
-    for stage in stats.stages:
-        assert (stage.items_in, stage.items_out, stage.failed) == (items, items, 0)
-        assert sum(stage.latency_counts) == items
+    for _ in range(5):
+        chain = (
+            FunctionStage[int, int](lambda item: item * 2, name="double", workers=THREADS)
+            >> FunctionStage[int, int](lambda item: item + 1, name="add one", workers=THREADS)
+            >> FunctionStage[int, int](lambda item: item, name="last", workers=2)
+        )
+        pipeline = Pipeline(chain, queue_size=32, batch_size=16)
+        assert pipeline.run(range(items)) == [item * 2 + 1 for item in range(items)]
+        stats = pipeline.stats()
+        assert stats is not None
+        assert stats.items_read == stats.items_delivered == items
+        for stage in stats.stages:
+            assert (stage.items_in, stage.items_out, stage.failed) == (items, items, 0)
+            assert sum(stage.latency_counts) == items
 
 
 class Flaky(PipelineStage[int, int]):
@@ -390,3 +398,39 @@ def test_pipelines_running_at_once_in_several_threads_do_not_mix_their_items() -
     run_together(THREADS, work)
     for index, outputs in enumerate(results):
         assert outputs == [(item + index) * 10 for item in range(2_000)]
+
+
+ORDERED_RUNS = """
+from pipeline import FlatMapFunctionStage, FunctionStage, Pipeline, PredicateStage
+for attempt in range(20):
+    chain = (
+        FunctionStage(lambda x: x * 3, workers=4)
+        >> PredicateStage(lambda x: x % 2 == 0, workers=4)
+        >> FlatMapFunctionStage(lambda x: [x, -x], workers=4)
+    )
+    expected = [y for x in range(5000) if x * 3 % 2 == 0 for y in (x * 3, -x * 3)]
+    assert Pipeline(chain, queue_size=64, batch_size=1).run(range(5000)) == expected
+print("ok")
+"""
+
+
+def test_ordered_runs_with_several_workers_never_strand_a_parked_batch() -> None:
+    """The worker that stops emitting must not miss a batch parked just then.
+
+    Found on 3.13t: the emitting worker found the next batch missing and released the
+    lock, then cleared its "emitting" flag in a second step; a worker parking exactly
+    that batch in between saw the flag still set and left it to the emitter, which was
+    already leaving. Nobody emitted it, the reorder window filled, and the run hung.
+    Runs in a subprocess, since the failure is a hang.
+    """
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", ORDERED_RUNS],
+            capture_output=True,
+            text=True,
+            timeout=40,  # within pytest-timeout's 60 s
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("ordered runs with 4 workers hung: a parked batch was never emitted")
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr
