@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     pythons = args.python or default_pythons()
     print(f"{args.items:,} items of ~10 us pure-Python work, best of {args.repeat} runs")
     print(f"{'interpreter':<34} {'run':<11} {'ms':>8} {'CPU/wall':>9} {'x 1 worker':>11}")
+    figures: dict[str, dict[str, object]] = {}
     for python in pythons:
         report = run_child(python, args.items, args.repeat)
         rows = report["rows"]
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, (wall, cpu_share) in rows.items():
             ratio = one_worker / wall
             print(f"{label:<34} {name:<11} {wall * 1000:8.1f} {cpu_share:9.2f} {ratio:10.2f}x")
+        speedup = one_worker / rows["2 workers"][0]
+        figures[f"{label}: 2 workers vs 1"] = {"value": speedup, "better": "higher"}
+    json_path = os.environ.get("PIPELINE_BENCH_JSON")
+    if json_path:  # benchmarks/suite.py collects the figures from here
+        Path(json_path).write_text(json.dumps(figures), encoding="utf-8")
     return 0
 
 

@@ -55,6 +55,8 @@ PRESETS: dict[str, list[str]] = {
     "stress_faults.py": ["--scenarios", "100"],
     "bench_queues.py": ["--quick"],
     "crash_queues.py": ["--kills", "5", "--items", "5000"],
+    # Builds the free-threaded interpreter on its first run (tools/), then reuses it.
+    "bench_freethreaded.py": ["--items", "5000", "--repeat", "3"],
 }
 SKIP = {"suite.py"}
 

@@ -182,7 +182,9 @@ def test_a_budget_shared_by_two_stages_counts_their_failures_together() -> None:
     )
     with pytest.raises(StageError, match="6 items failed, more than max_failures=5"):
         Pipeline(chain, queue_size=4).run(range(1000))
-    assert budget.failures == 6
+    # The stages run at once (truly, without the GIL): the other one may fail the item it
+    # holds, and count it, before it sees the stop.
+    assert budget.failures in (6, 7)
 
 
 def test_a_fraction_budget_stops_the_run_once_min_items_have_been_seen() -> None:
