@@ -151,8 +151,9 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
         if stop is not None:
             while not wait((future,), timeout=STOP_CHECK_SECONDS).done:
                 if stop.is_set():
-                    future.cancel()
-                    wait((future,))
+                    # A running task cannot be cancelled: wait for its end, not its outputs.
+                    if not future.cancel():
+                        wait((future,))
                     return []
             if stop.is_set():
                 return []

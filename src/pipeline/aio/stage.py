@@ -1,0 +1,252 @@
+"""asyncio stages: `async def process(self, item)`, run on one event loop per stage.
+
+A stage's event loop runs in a thread the stage owns: the first worker thread's
+`setup()` starts it (and runs the stage's `async def open()` there), the last worker
+thread's `teardown()` runs `async def close()` and stops it. Each worker thread hands
+its batch to the loop as one task, which runs one coroutine per item, at most
+`concurrency` at once over the whole stage (an `asyncio.Semaphore`), and waits for
+the outputs. So the engine's order, backpressure and stop-on-first-failure hold as for
+thread stages, and the first failing coroutine cancels the rest of its batch.
+
+Why a worker thread per coroutine by default: the engine sizes a stage's batches to
+take a few milliseconds each, so a stage whose items each wait 10 ms is handed one
+item per batch, and each batch in flight needs a worker thread to carry it. The
+threads only wait on a future; the coroutines share one loop.
+
+Stop: a worker waiting on its batch looks at the run's stop event every
+`STOP_CHECK_SECONDS` (an `Event` and a `Future` cannot be waited on together); once
+the run stops it asks the loop to cancel every batch task, so each coroutine gets
+`CancelledError` at its current `await` and its `finally` blocks run before the
+worker returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from concurrent.futures import wait
+from typing import Final, Generic, TypeVar
+
+from pipeline._checks import positive_int
+from pipeline.errors import PipelineError
+from pipeline.stage import ItemFailed, PipelineStage
+from pipeline.worker import current_stop_event
+
+__all__ = ["STOP_CHECK_SECONDS", "AsyncFunctionStage", "AsyncStage", "iterate_async"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+T = TypeVar("T")
+
+STOP_CHECK_SECONDS: Final = 0.05
+
+
+class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
+    """A stage whose items are coroutines: override `async def process(self, item)`.
+
+    Args:
+        name: shown in logs and errors; defaults to the class name.
+        concurrency: the most coroutines running at once, over all the stage's batches.
+        workers: the worker threads that carry batches to the loop; defaults to
+            `concurrency` (see the module's docstring for why).
+
+    Raises:
+        TypeError, ValueError: an argument is of the wrong type or out of range.
+    """
+
+    def __init__(
+        self, name: str | None = None, *, concurrency: int = 16, workers: int | None = None
+    ) -> None:
+        self.concurrency = positive_int("concurrency", concurrency)
+        super().__init__(name, workers=concurrency if workers is None else workers)
+        # _lock guards _loop and _thread (the run's event loop and the thread running
+        # it, started by the first worker thread to arrive), _left (worker threads done
+        # with the run) and _open_failed; the last to leave stops the loop and resets.
+        # _tasks (the batch tasks running) is touched only on the loop's thread.
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._left = 0
+        self._open_failed = False
+        self._tasks: set[asyncio.Task[list[Out]]] = set()
+        self._limit: asyncio.Semaphore | None = None
+
+    async def process(self, item: In) -> Out:  # type: ignore[override]
+        """Return the output for one item; runs as a coroutine on the stage's event loop."""
+        raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")
+
+    async def open(self) -> None:
+        """Prepare what the coroutines share (a client session); runs once on the loop."""
+
+    async def close(self) -> None:
+        """Release what `open` acquired; runs once on the loop, after the last batch."""
+
+    def setup(self) -> None:
+        """Start the stage's event loop if this is the first worker thread; then `open()`."""
+        with self._lock:
+            if self._loop is not None:
+                return
+            if not self._open_failed:
+                try:
+                    self._start()
+                    return
+                except BaseException:
+                    self._open_failed = True
+                    self._leave()
+                    raise
+            self._leave()
+        raise PipelineError(f"stage {self.name!r}: the event loop did not start")
+
+    def teardown(self) -> None:
+        """Run `close()` and stop the loop if this is the last worker thread out."""
+        with self._lock:
+            running = self._leave()
+        if running is not None:
+            loop, thread = running
+            try:
+                asyncio.run_coroutine_threadsafe(self.close(), loop).result()
+            finally:
+                _stop_loop(loop, thread)
+
+    def process_batch(self, items: list[In]) -> list[Out]:
+        """Run one coroutine per item on the loop and wait for all; blocks until they end.
+
+        Returns an empty list, after cancelling the coroutines, once the run stops.
+
+        Raises:
+            ItemFailed: a coroutine raised (the original is its `__cause__`).
+        """
+        loop = self._loop
+        if loop is None:
+            raise PipelineError(f"stage {self.name!r}: process_batch() before setup()")
+        future = asyncio.run_coroutine_threadsafe(self._run_batch(items), loop)
+        stop = current_stop_event()
+        if stop is not None:
+            while not wait((future,), timeout=STOP_CHECK_SECONDS).done:
+                if stop.is_set():
+                    loop.call_soon_threadsafe(self._cancel_batches)
+                    wait((future,))
+                    return []
+            if stop.is_set():
+                return []
+        return future.result()
+
+    async def _run_batch(self, items: list[In]) -> list[Out]:
+        """Run the batch's coroutines; on the first failure cancel the others, then raise it."""
+        batch = asyncio.current_task()
+        assert batch is not None
+        self._tasks.add(batch)  # type: ignore[arg-type]
+        tasks = [asyncio.ensure_future(self._limited(item)) for item in items]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            self._tasks.discard(batch)  # type: ignore[arg-type]
+            for task in tasks:
+                task.cancel()
+            # The cancelled coroutines' finally blocks run before the batch ends.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for index, task in enumerate(tasks):
+            if not task.cancelled() and task.exception() is not None:
+                raise ItemFailed(items[index], index) from task.exception()
+        return [task.result() for task in tasks]
+
+    async def _limited(self, item: In) -> Out:
+        assert self._limit is not None
+        async with self._limit:
+            return await self.process(item)
+
+    def _cancel_batches(self) -> None:
+        # Each batch task is cancelled once, however many workers ask, so that its
+        # `finally` can wait for its coroutines' own `finally` blocks uninterrupted.
+        tasks = list(self._tasks)
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"pipeline-{self.name}-loop")
+        thread.start()
+        try:
+            self._limit = asyncio.Semaphore(self.concurrency)
+            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+        except BaseException:
+            _stop_loop(loop, thread)
+            raise
+        self._loop, self._thread = loop, thread
+
+    def _leave(self) -> tuple[asyncio.AbstractEventLoop, threading.Thread] | None:
+        """Count one worker thread out (under `_lock`); return the loop if it was the last."""
+        self._left += 1
+        if self._left < self.workers:
+            return None
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        self._left = 0
+        self._open_failed = False
+        return None if loop is None or thread is None else (loop, thread)
+
+
+class AsyncFunctionStage(AsyncStage[In, Out], Generic[In, Out]):
+    """An asyncio stage that maps each item through `function`, an `async def` function."""
+
+    def __init__(
+        self,
+        function: Callable[[In], Awaitable[Out]],
+        *,
+        name: str | None = None,
+        concurrency: int = 16,
+        workers: int | None = None,
+    ) -> None:
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        default = getattr(function, "__name__", None)
+        super().__init__(name or default, concurrency=concurrency, workers=workers)
+        self.function = function
+
+    async def process(self, item: In) -> Out:
+        return await self.function(item)
+
+
+def iterate_async(source: AsyncIterable[T]) -> Iterator[T]:
+    """Return an iterator over an async iterable, so a pipeline can read it as its source.
+
+    It runs the async iterator on an event loop of its own, in the thread that calls
+    `next()` (the pipeline's source thread). Closing the iterator (the run stopped)
+    closes the async iterator too, so an async generator's `finally` runs.
+    """
+    if not isinstance(source, AsyncIterable):
+        raise TypeError(f"source must be an async iterable, got {type(source).__name__}")
+    return _iterate(source)
+
+
+def _iterate(source: AsyncIterable[T]) -> Iterator[T]:
+    loop = asyncio.new_event_loop()
+    iterator = aiter(source)
+    try:
+        while True:
+            try:
+                item = loop.run_until_complete(anext(iterator))  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "aclose", None)
+        try:
+            if close is not None:
+                loop.run_until_complete(close())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Stop `loop` running in `thread`, join the thread and close the loop."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
