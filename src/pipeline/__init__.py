@@ -4,8 +4,8 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
-(`resilience`, `observe`, `native`, `stages`, `demos`) are loaded the first time one
-of their names is used, as `concurrent.futures` loads its executors, so
+(`resilience`, `observe`, `native`, `stages`, `executors`, `aio`, `demos`) are loaded
+the first time one of their names is used, as `concurrent.futures` loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
 
@@ -21,7 +21,11 @@ from pipeline.stage import FilteringStage, FlatMapStage, PipelineStage, StageCha
 from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
+    from pipeline.aio.stage import AsyncFunctionStage, AsyncStage, iterate_async
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.executors.errors import NotPicklable, RemoteError, RemoteTraceback
+    from pipeline.executors.executor import ExecutorStage
+    from pipeline.executors.process import ProcessStage
     from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
@@ -51,6 +55,14 @@ _LAZY: dict[str, str] = {
     "ResilientStage": "pipeline.resilience.resilient",
     "RetryPolicy": "pipeline.resilience.retry",
     "FlatMapFunctionStage": "pipeline.stages.functions",
+    "AsyncFunctionStage": "pipeline.aio",
+    "AsyncStage": "pipeline.aio",
+    "iterate_async": "pipeline.aio",
+    "ExecutorStage": "pipeline.executors",
+    "NotPicklable": "pipeline.executors",
+    "ProcessStage": "pipeline.executors",
+    "RemoteError": "pipeline.executors",
+    "RemoteTraceback": "pipeline.executors",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
 }
@@ -74,6 +86,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_QUEUE_SIZE",
     "AddStage",
+    "AsyncFunctionStage",
+    "AsyncStage",
     "BatchEvent",
     "BreakerState",
     "CircuitBreaker",
@@ -82,6 +96,7 @@ __all__ = [
     "DeadLetters",
     "Empty",
     "ErrorPolicy",
+    "ExecutorStage",
     "FailureBudget",
     "FailureBudgetExceeded",
     "FilterStage",
@@ -93,13 +108,17 @@ __all__ = [
     "ItemTimeout",
     "LinkQueue",
     "MultiplyStage",
+    "NotPicklable",
     "Pipeline",
     "PipelineClosed",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
+    "ProcessStage",
     "QueueStatistics",
+    "RemoteError",
+    "RemoteTraceback",
     "ResilienceStatistics",
     "ResilientStage",
     "RetryPolicy",
@@ -110,4 +129,5 @@ __all__ = [
     "StageStatistics",
     "StateChange",
     "__version__",
+    "iterate_async",
 ]

@@ -34,7 +34,7 @@ class Counting(AsyncStage[int, int]):
     async def close(self) -> None:
         self.closed += 1
 
-    async def process(self, item: int) -> int:
+    async def process_async(self, item: int) -> int:
         self.loops.add(id(asyncio.get_running_loop()))
         self.running += 1
         self.most = max(self.most, self.running)
@@ -136,7 +136,7 @@ def test_an_open_failure_stops_the_run_as_a_setup_error() -> None:
         async def open(self) -> None:
             raise ConnectionError("no session")
 
-        async def process(self, item: int) -> int:
+        async def process_async(self, item: int) -> int:
             return item
 
     with pytest.raises(StageError) as caught:
@@ -173,9 +173,9 @@ def test_stopping_early_closes_the_async_source() -> None:
 
 
 def test_bad_arguments_are_named() -> None:
-    with pytest.raises(ValueError, match="^concurrency must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^concurrency must be >= 1, got 0$"):
         AsyncFunctionStage(double, concurrency=0)
-    with pytest.raises(TypeError, match="^function must be callable, got int$"):
+    with pytest.raises(TypeError, match=r"^function must be callable, got int$"):
         AsyncFunctionStage(3)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="^source must be an async iterable, got list$"):
+    with pytest.raises(TypeError, match=r"^source must be an async iterable, got list$"):
         iterate_async([1, 2])  # type: ignore[arg-type]

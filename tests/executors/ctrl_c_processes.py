@@ -20,7 +20,7 @@ if __name__ == "__main__":
     try:
         for count, _ in enumerate(Pipeline(stage, batch_size=1).stream(range(40))):
             if count == 0:
-                pids = sorted(child.pid for child in multiprocessing.active_children())
+                pids = sorted(child.pid or 0 for child in multiprocessing.active_children())
                 print("ready", *pids, flush=True)
     except KeyboardInterrupt:
         print("interrupted", flush=True)

@@ -127,8 +127,9 @@ def test_a_killed_worker_process_is_a_stage_error_not_a_hang() -> None:
 
 
 def test_an_item_that_does_not_pickle_is_named(pool: ProcessPoolExecutor) -> None:
+    items: list[Any] = [threading.Lock()]
     with pytest.raises(StageError) as caught:
-        Pipeline(ExecutorStage(remote_work.square, pool), batch_size=1).run([threading.Lock()])
+        Pipeline(ExecutorStage(remote_work.square, pool), batch_size=1).run(items)
     cause = caught.value.__cause__
     assert isinstance(cause, NotPicklable)
     assert str(cause) == (
@@ -142,7 +143,7 @@ def test_a_lambda_is_named_as_the_function_that_does_not_pickle(
     pool: ProcessPoolExecutor,
 ) -> None:
     with pytest.raises(StageError) as caught:
-        Pipeline(ExecutorStage(lambda item: item, pool, name="inline")).run([1])
+        Pipeline(ExecutorStage[int, int](lambda item: item, pool, name="inline")).run([1])
     message = str(caught.value.__cause__)
     assert message.startswith("stage 'inline': the function (function) cannot be pickled: ")
     assert message.endswith(
@@ -215,11 +216,11 @@ def test_a_stop_cancels_the_pending_batches_and_leaves_the_callers_executor_runn
 
 
 def test_bad_arguments_are_named(pool: ProcessPoolExecutor) -> None:
-    with pytest.raises(TypeError, match="^function must be callable, got int$"):
+    with pytest.raises(TypeError, match=r"^function must be callable, got int$"):
         ExecutorStage(3, pool)  # type: ignore[arg-type]
     with pytest.raises(
-        TypeError, match="^executor must be a concurrent.futures.Executor, got str$"
+        TypeError, match=r"^executor must be a concurrent.futures.Executor, got str$"
     ):
         ExecutorStage(remote_work.square, "pool")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="^max_inflight must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^max_inflight must be >= 1, got 0$"):
         ExecutorStage(remote_work.square, pool, max_inflight=0)

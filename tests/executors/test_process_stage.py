@@ -8,6 +8,7 @@ import re
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pytest
 import remote_work
@@ -114,8 +115,9 @@ def test_an_output_that_does_not_pickle_is_named() -> None:
 
 
 def test_an_item_that_does_not_pickle_is_named() -> None:
+    items: list[Any] = [threading.Event()]
     with pytest.raises(StageError) as caught:
-        Pipeline(ProcessStage(remote_work.SlowSquare(0.0, workers=1))).run([threading.Event()])
+        Pipeline(ProcessStage(remote_work.SlowSquare(0.0, workers=1))).run(items)
     cause = caught.value.__cause__
     assert isinstance(cause, NotPicklable)
     assert str(cause).startswith(
@@ -133,11 +135,11 @@ def test_a_killed_worker_process_is_a_stage_error_not_a_hang() -> None:
 
 def test_bad_arguments_are_named() -> None:
     stage = remote_work.SlowSquare(0.0)
-    with pytest.raises(TypeError, match="^stage must be a PipelineStage, got int$"):
+    with pytest.raises(TypeError, match=r"^stage must be a PipelineStage, got int$"):
         ProcessStage(3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="^processes must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^processes must be >= 1, got 0$"):
         ProcessStage(stage, processes=0)
-    with pytest.raises(ValueError, match="^max_inflight must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^max_inflight must be >= 1, got 0$"):
         ProcessStage(stage, max_inflight=0)
-    with pytest.raises(ValueError, match="^start_method must be one of .*, got 'vfork'$"):
+    with pytest.raises(ValueError, match=r"^start_method must be one of .*, got 'vfork'$"):
         ProcessStage(stage, start_method="vfork")

@@ -1,4 +1,4 @@
-"""asyncio stages: `async def process(self, item)`, run on one event loop per stage.
+"""asyncio stages: `async def process_async(self, item)`, run on one event loop per stage.
 
 A stage's event loop runs in a thread the stage owns: the first worker thread's
 `setup()` starts it (and runs the stage's `async def open()` there), the last worker
@@ -43,7 +43,7 @@ STOP_CHECK_SECONDS: Final = 0.05
 
 
 class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
-    """A stage whose items are coroutines: override `async def process(self, item)`.
+    """A stage whose items are coroutines: override `async def process_async(self, item)`.
 
     Args:
         name: shown in logs and errors; defaults to the class name.
@@ -72,9 +72,13 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         self._tasks: set[asyncio.Task[list[Out]]] = set()
         self._limit: asyncio.Semaphore | None = None
 
-    async def process(self, item: In) -> Out:  # type: ignore[override]
-        """Return the output for one item; runs as a coroutine on the stage's event loop."""
-        raise NotImplementedError(f"{type(self).__name__}.process() is not implemented")
+    async def process_async(self, item: In) -> Out:
+        """Return the output for one item; runs as a coroutine on the stage's event loop.
+
+        Not `process`: a coroutine function cannot override a plain method for a type
+        checker, so every subclass would need a `type: ignore`.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.process_async() is not implemented")
 
     async def open(self) -> None:
         """Prepare what the coroutines share (a client session); runs once on the loop."""
@@ -136,12 +140,12 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         """Run the batch's coroutines; on the first failure cancel the others, then raise it."""
         batch = asyncio.current_task()
         assert batch is not None
-        self._tasks.add(batch)  # type: ignore[arg-type]
+        self._tasks.add(batch)
         tasks = [asyncio.ensure_future(self._limited(item)) for item in items]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            self._tasks.discard(batch)  # type: ignore[arg-type]
+            self._tasks.discard(batch)
             for task in tasks:
                 task.cancel()
             # The cancelled coroutines' finally blocks run before the batch ends.
@@ -154,7 +158,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
     async def _limited(self, item: In) -> Out:
         assert self._limit is not None
         async with self._limit:
-            return await self.process(item)
+            return await self.process_async(item)
 
     def _cancel_batches(self) -> None:
         # Each batch task is cancelled once, however many workers ask, so that its
@@ -205,7 +209,7 @@ class AsyncFunctionStage(AsyncStage[In, Out], Generic[In, Out]):
         super().__init__(name or default, concurrency=concurrency, workers=workers)
         self.function = function
 
-    async def process(self, item: In) -> Out:
+    async def process_async(self, item: In) -> Out:
         return await self.function(item)
 
 
@@ -227,7 +231,7 @@ def _iterate(source: AsyncIterable[T]) -> Iterator[T]:
     try:
         while True:
             try:
-                item = loop.run_until_complete(anext(iterator))  # type: ignore[arg-type]
+                item = loop.run_until_complete(anext(iterator))
             except StopAsyncIteration:
                 return
             yield item
@@ -249,4 +253,3 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
-

@@ -57,7 +57,7 @@ class DaskStage(ExecutorStage[In, Out], Generic[In, Out]):
             workers = client.scheduler_info()["workers"].values()
             threads = sum(int(worker.get("nthreads", 1)) for worker in workers)
             max_inflight = WINDOW_PER_WORKER * max(1, threads)
-        executor = client.get_executor(pure=False)
+        executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
         super().__init__(function, executor, max_inflight=max_inflight, name=name)
         self.client = client
 
@@ -90,5 +90,6 @@ def local_cluster(
     if not processes:
         settings["protocol"] = "tcp://"
     settings.update(options)
-    with LocalCluster(**settings) as cluster, Client(cluster) as client:
+    cluster = LocalCluster(**settings)  # type: ignore[no-untyped-call]
+    with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
         yield client

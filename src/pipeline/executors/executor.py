@@ -123,8 +123,8 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
     failures. Runs in the stage's worker threads.
     """
 
-    def submit(self, items: list[In]) -> Future[list[Out]]:
-        """Start processing `items` elsewhere and return the future of their outputs."""
+    def submit(self, items: list[In]) -> Future[Any]:
+        """Start processing `items` elsewhere; return the future of what `receive` takes."""
         raise NotImplementedError
 
     def unpicklable(self, items: list[In]) -> str | None:
@@ -217,7 +217,7 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
         """The most batches in flight at once: one per worker thread."""
         return self.workers
 
-    def submit(self, items: list[In]) -> Future[list[Out]]:
+    def submit(self, items: list[In]) -> Future[Any]:
         return self.executor.submit(run_batch, self.function, items)
 
     def unpicklable(self, items: list[In]) -> str | None:
@@ -230,4 +230,3 @@ def _unpicklable_item(items: list[Any]) -> str | None:
         if problem is not None:
             return problem
     return None
-

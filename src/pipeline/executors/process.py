@@ -122,7 +122,7 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, items: list[In]) -> Future[bytes]:
+    def submit(self, items: list[In]) -> Future[Any]:
         assert self._pool is not None, "submit() before setup()"
         return self._pool.submit(_process_in_worker, items)
 
