@@ -8,16 +8,20 @@ its batch to the loop as one task, which runs one coroutine per item, at most
 the outputs. So the engine's order, backpressure and stop-on-first-failure hold as for
 thread stages, and the first failing coroutine cancels the rest of its batch.
 
-Why a worker thread per coroutine by default: the engine sizes a stage's batches to
-take a few milliseconds each, so a stage whose items each wait 10 ms is handed one
-item per batch, and each batch in flight needs a worker thread to carry it. The
-threads only wait on a future; the coroutines share one loop.
+Worker threads: the engine sizes a stage's batches to take a few milliseconds each,
+so a stage whose items each wait 10 ms is handed one item per batch, and each batch in
+flight needs a worker thread to carry it: the coroutines at once are then at most the
+workers. More threads do not help past a few dozen (`benchmarks/bench_executors.py
+--only async`: 1,000 items waiting 10 ms took 0.84 s on 16 workers, 1.8 s on 1,000,
+0.72 s on a thread stage of 16); so `workers` defaults to `min(concurrency, 16)`, and
+`concurrency` counts when batches carry several items (quick items, or a source that
+is faster than the stage).
 
-Stop: a worker waiting on its batch looks at the run's stop event every
-`STOP_CHECK_SECONDS` (an `Event` and a `Future` cannot be waited on together); once
-the run stops it asks the loop to cancel every batch task, so each coroutine gets
-`CancelledError` at its current `await` and its `finally` blocks run before the
-worker returns.
+Stop: one watcher coroutine on the loop looks at the run's stop event every
+`STOP_CHECK_SECONDS` (a thread's `Event` cannot be awaited); once the run stops it
+cancels every batch task, and every batch that starts later, so each coroutine gets
+`CancelledError` at its current `await` and its `finally` blocks run before its
+worker thread returns. The worker threads themselves just wait on their futures.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
-from concurrent.futures import wait
+from concurrent.futures import CancelledError, Future
 from typing import Final, Generic, TypeVar
 
 from pipeline._checks import positive_int
@@ -40,6 +44,7 @@ Out = TypeVar("Out")
 T = TypeVar("T")
 
 STOP_CHECK_SECONDS: Final = 0.05
+DEFAULT_WORKERS: Final = 16
 
 
 class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
@@ -49,7 +54,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         name: shown in logs and errors; defaults to the class name.
         concurrency: the most coroutines running at once, over all the stage's batches.
         workers: the worker threads that carry batches to the loop; defaults to
-            `concurrency` (see the module's docstring for why).
+            `min(concurrency, 16)` (see the module's docstring for why).
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -59,11 +64,13 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         self, name: str | None = None, *, concurrency: int = 16, workers: int | None = None
     ) -> None:
         self.concurrency = positive_int("concurrency", concurrency)
-        super().__init__(name, workers=concurrency if workers is None else workers)
+        default = min(self.concurrency, DEFAULT_WORKERS)
+        super().__init__(name, workers=default if workers is None else workers)
         # _lock guards _loop and _thread (the run's event loop and the thread running
         # it, started by the first worker thread to arrive), _left (worker threads done
         # with the run) and _open_failed; the last to leave stops the loop and resets.
-        # _tasks (the batch tasks running) is touched only on the loop's thread.
+        # _tasks (the batch tasks running) is touched only on the loop's thread; _stopped
+        # (the run stopped: cancel every batch) is set there, read by the worker threads.
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -71,6 +78,8 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         self._open_failed = False
         self._tasks: set[asyncio.Task[list[Out]]] = set()
         self._limit: asyncio.Semaphore | None = None
+        self._stopped = False
+        self._watcher: Future[None] | None = None
 
     async def process_async(self, item: In) -> Out:
         """Return the output for one item; runs as a coroutine on the stage's event loop.
@@ -108,7 +117,10 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             running = self._leave()
         if running is not None:
             loop, thread = running
+            watcher, self._watcher = self._watcher, None
             try:
+                if watcher is not None:
+                    loop.call_soon_threadsafe(watcher.cancel)
                 asyncio.run_coroutine_threadsafe(self.close(), loop).result()
             finally:
                 _stop_loop(loop, thread)
@@ -116,7 +128,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
     def process_batch(self, items: list[In]) -> list[Out]:
         """Run one coroutine per item on the loop and wait for all; blocks until they end.
 
-        Returns an empty list, after cancelling the coroutines, once the run stops.
+        Returns an empty list once the run stops (its coroutines are cancelled).
 
         Raises:
             ItemFailed: a coroutine raised (the original is its `__cause__`).
@@ -125,27 +137,35 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         if loop is None:
             raise PipelineError(f"stage {self.name!r}: process_batch() before setup()")
         future = asyncio.run_coroutine_threadsafe(self._run_batch(items), loop)
-        stop = current_stop_event()
-        if stop is not None:
-            while not wait((future,), timeout=STOP_CHECK_SECONDS).done:
-                if stop.is_set():
-                    loop.call_soon_threadsafe(self._cancel_batches)
-                    wait((future,))
-                    return []
-            if stop.is_set():
+        try:
+            return future.result()
+        except CancelledError:
+            if self._stopped:
                 return []
-        return future.result()
+            raise
 
     async def _run_batch(self, items: list[In]) -> list[Out]:
         """Run the batch's coroutines; on the first failure cancel the others, then raise it."""
+        if self._stopped:
+            raise asyncio.CancelledError
         batch = asyncio.current_task()
         assert batch is not None
         self._tasks.add(batch)
+        try:
+            if len(items) == 1:  # the common case for slow items: no task of its own
+                try:
+                    return [await self._limited(items[0])]
+                except Exception as exc:
+                    raise ItemFailed(items[0], 0) from exc
+            return await self._run_concurrently(items)
+        finally:
+            self._tasks.discard(batch)
+
+    async def _run_concurrently(self, items: list[In]) -> list[Out]:
         tasks = [asyncio.ensure_future(self._limited(item)) for item in items]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            self._tasks.discard(batch)
             for task in tasks:
                 task.cancel()
             # The cancelled coroutines' finally blocks run before the batch ends.
@@ -155,26 +175,32 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
                 raise ItemFailed(items[index], index) from task.exception()
         return [task.result() for task in tasks]
 
+    async def _watch(self, stop: threading.Event) -> None:
+        """Cancel every batch, running or to come, once the run stops; runs on the loop."""
+        while not stop.is_set():
+            await asyncio.sleep(STOP_CHECK_SECONDS)
+        self._stopped = True
+        # Each batch task is cancelled once, so that its `finally` can wait for its
+        # coroutines' own `finally` blocks uninterrupted.
+        for task in list(self._tasks):
+            task.cancel()
+
     async def _limited(self, item: In) -> Out:
         assert self._limit is not None
         async with self._limit:
             return await self.process_async(item)
 
-    def _cancel_batches(self) -> None:
-        # Each batch task is cancelled once, however many workers ask, so that its
-        # `finally` can wait for its coroutines' own `finally` blocks uninterrupted.
-        tasks = list(self._tasks)
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-
     def _start(self) -> None:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name=f"pipeline-{self.name}-loop")
         thread.start()
+        self._stopped = False
         try:
             self._limit = asyncio.Semaphore(self.concurrency)
             asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+            stop = current_stop_event()
+            if stop is not None:
+                self._watcher = asyncio.run_coroutine_threadsafe(self._watch(stop), loop)
         except BaseException:
             _stop_loop(loop, thread)
             raise
