@@ -55,9 +55,13 @@ def test_the_processes_default_to_the_stages_workers_and_the_window_to_four_each
     assert repr(stage) == "<ProcessStage name='SlowSquare' workers=12>"
 
 
-def test_a_failure_in_a_worker_names_the_item_with_the_remote_traceback() -> None:
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_failure_in_a_worker_names_the_item_with_the_remote_traceback(
+    start_method: str,
+) -> None:
+    stage = ProcessStage(FunctionStage(remote_work.fail_on_seven), start_method=start_method)
     with pytest.raises(StageError) as caught:
-        Pipeline(ProcessStage(FunctionStage(remote_work.fail_on_seven))).run(range(20))
+        Pipeline(stage).run(range(20))
     assert str(caught.value) == "stage 'fail_on_seven' failed on item 7: RemoteBoom: no 7"
     assert type(caught.value.__cause__) is RemoteBoom
     assert "in fail_on_seven" in str(caught.value.__cause__.__cause__)
@@ -91,9 +95,11 @@ def test_teardown_failure_stops_the_run_as_a_teardown_error() -> None:
     assert type(caught.value.__cause__) is RemoteBoom
 
 
-def test_a_stage_that_does_not_pickle_names_its_attribute() -> None:
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_stage_that_does_not_pickle_names_its_attribute(start_method: str) -> None:
+    stage = ProcessStage(remote_work.HoldsALock(), start_method=start_method)
     with pytest.raises(StageError) as caught:
-        Pipeline(ProcessStage(remote_work.HoldsALock())).run(range(3))
+        Pipeline(stage).run(range(3))
     assert caught.value.phase == "setup"
     cause = caught.value.__cause__
     assert isinstance(cause, NotPicklable)
@@ -125,8 +131,10 @@ def test_an_item_that_does_not_pickle_is_named() -> None:
     )
 
 
-def test_a_killed_worker_process_is_a_stage_error_not_a_hang() -> None:
-    stage = ProcessStage(FunctionStage(remote_work.kill_own_process_on_three))
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_killed_worker_process_is_a_stage_error_not_a_hang(start_method: str) -> None:
+    function = FunctionStage(remote_work.kill_own_process_on_three)
+    stage = ProcessStage(function, start_method=start_method)
     with pytest.raises(StageError) as caught:
         Pipeline(stage, batch_size=1).run(range(10))
     assert isinstance(caught.value.__cause__, BrokenProcessPool)
