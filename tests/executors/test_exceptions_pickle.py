@@ -34,8 +34,8 @@ def exception_classes() -> list[type[BaseException]]:
             continue  # running it is running the command line
         try:
             module = importlib.import_module(module_info.name)
-        except ModuleNotFoundError as missing:
-            if missing.name and missing.name.split(".")[0] not in {"pipeline"}:
+        except ImportError as problem:
+            if _optional_dependency_missing(problem):
                 continue  # an extra whose optional dependency is not installed
             raise
         for value in vars(module).values():
@@ -46,6 +46,16 @@ def exception_classes() -> list[type[BaseException]]:
             ):
                 found[f"{value.__module__}.{value.__qualname__}"] = value
     return [found[name] for name in sorted(found)]
+
+
+def _optional_dependency_missing(problem: ImportError) -> bool:
+    """Whether `problem` comes from a third-party module (or a built extension) missing."""
+    chain: BaseException | None = problem
+    while chain is not None:
+        if isinstance(chain, ModuleNotFoundError) and chain.name:
+            return chain.name.split(".")[0] != "pipeline" or chain.name.endswith("._native")
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 CLASSES = exception_classes()
