@@ -72,14 +72,12 @@ def test_items_in_flight_stay_under_the_bound_with_a_slow_consumer(
             pulled += 1
             yield item
 
-    queue_size, batch_size, window = 8, 4, 3
-    # The feeder's chunk, two links, each window slot's batch, the consumer's batch.
-    bound = batch_size + 2 * queue_size + window * batch_size + batch_size
     pipeline = Pipeline(
-        ExecutorStage(remote_work.square, pool, max_inflight=window),
-        queue_size=queue_size,
-        batch_size=batch_size,
+        ExecutorStage(remote_work.square, pool, max_inflight=3), queue_size=8, batch_size=4
     )
+    # Each window slot (a worker thread) holds one batch, as a thread stage's worker does.
+    bound = pipeline.max_items_in_flight
+    assert bound == 4 + 2 * 8 + (3 + 4 * 3) * 4 + 4
     slow_down = threading.Event()
     most_in_flight = 0
     for consumed, _ in enumerate(pipeline.stream(source()), start=1):
