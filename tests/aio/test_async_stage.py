@@ -65,10 +65,10 @@ def test_one_loop_runs_at_most_concurrency_coroutines_and_opens_once() -> None:
     assert (stage.opened, stage.closed) == (2, 2)
 
 
-def test_workers_default_to_concurrency_up_to_sixteen() -> None:
+def test_workers_default_to_concurrency_up_to_sixty_four() -> None:
     stage = AsyncFunctionStage(double, concurrency=12)
     assert (stage.workers, stage.concurrency, stage.name) == (12, 12, "double")
-    assert AsyncFunctionStage(double, concurrency=1000).workers == 16
+    assert AsyncFunctionStage(double, concurrency=1000).workers == 64
 
 
 def test_a_failing_coroutine_names_its_item_and_cancels_its_batch() -> None:

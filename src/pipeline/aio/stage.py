@@ -11,11 +11,12 @@ thread stages, and the first failing coroutine cancels the rest of its batch.
 Worker threads: the engine sizes a stage's batches to take a few milliseconds each,
 so a stage whose items each wait 10 ms is handed one item per batch, and each batch in
 flight needs a worker thread to carry it: the coroutines at once are then at most the
-workers. More threads do not help past a few dozen (`benchmarks/bench_executors.py
---only async`: 1,000 items waiting 10 ms took 0.84 s on 16 workers, 1.8 s on 1,000,
-0.72 s on a thread stage of 16); so `workers` defaults to `min(concurrency, 16)`, and
-`concurrency` counts when batches carry several items (quick items, or a source that
-is faster than the stage).
+workers. Past a few dozen threads that stops paying (`benchmarks/bench_executors.py
+--only async` and the table in docs/beyond-threads.md: 1,000 items waiting 10 ms took
+0.78 s on 16 workers, 0.24 s on 64, 0.25 s on 256, 0.29 s on 1,000; a thread stage of
+16 took 0.65 s); so `workers` defaults to `min(concurrency, 64)`, and `concurrency`
+beyond that counts when batches carry several items (quick items, or a source that is
+faster than the stage).
 
 Stop: one watcher coroutine on the loop looks at the run's stop event every
 `STOP_CHECK_SECONDS` (a thread's `Event` cannot be awaited); once the run stops it
@@ -44,7 +45,7 @@ Out = TypeVar("Out")
 T = TypeVar("T")
 
 STOP_CHECK_SECONDS: Final = 0.05
-DEFAULT_WORKERS: Final = 16
+DEFAULT_WORKERS: Final = 64
 
 
 class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
@@ -54,7 +55,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         name: shown in logs and errors; defaults to the class name.
         concurrency: the most coroutines running at once, over all the stage's batches.
         workers: the worker threads that carry batches to the loop; defaults to
-            `min(concurrency, 16)` (see the module's docstring for why).
+            `min(concurrency, 64)` (see the module's docstring for why).
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.

@@ -11,7 +11,7 @@ the scheduler runs the task again on another worker, so the batch's side effects
 happen twice; a task that kills every worker it runs on fails with `KilledWorker`
 after a few attempts (`distributed.scheduler.allowed-failures`, 3 by default).
 
-Each task costs about 11 ms here, so a batch needs ~50-100 ms of work to be worth
+Each task costs 11-30 ms here, so a batch needs ~50-100 ms of work to be worth
 sending: Dask pays for work that is heavy per item, or for more machines.
 """
 

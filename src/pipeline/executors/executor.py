@@ -6,9 +6,9 @@ flight is therefore the set of worker threads, `max_inflight` of them, and every
 the engine guarantees for thread stages holds unchanged: batches are numbered when
 taken, so input order is restored (or not, with `ordered=False`); the queues bound
 the items in flight (each worker holds one batch); the first failure stops the run.
-A window of a few batches per executor worker keeps the executor busy while one slow
-batch holds back ordered output (`benchmarks/bench_executors.py --windows` measures it;
-the default of 4 per worker came within a few percent of ideal with skewed task times).
+A window of a few batches per executor worker keeps every executor worker busy
+(`benchmarks/bench_executors.py --only windows`: skewed tasks on 2 processes came 6.2%
+over ideal with 1 batch per process, 1.4% with 2, 1.3% with 4, the default).
 
 Batches, not items, cross the boundary: a task costs about 0.33 ms on a process pool
 and 11 ms on Dask here, so one task per item would cost more than most items' work.
