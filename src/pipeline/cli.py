@@ -504,7 +504,7 @@ def _observing_options() -> argparse.ArgumentParser:
         "--progress",
         action="store_true",
         help="show a live bar per stage on stderr, on a terminal "
-        f"(needs `pip install '{DISTRIBUTION}[progress]'`)",
+        "(needs `pip install 'threaded-pipeline[progress]'`)",
     )
     return parser
 

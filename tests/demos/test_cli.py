@@ -613,6 +613,7 @@ def test_progress_without_tqdm_exits_2_saying_what_to_install(
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.progress", raising=False)
     assert main(["demo", "--progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pipeline demo: error: pipeline.observe.progress needs tqdm: pip install")
-    assert err.count("\n") == 1
+    assert capsys.readouterr().err == (
+        "pipeline demo: error: pipeline.observe.progress needs tqdm: "
+        "pip install 'threaded-pipeline[progress]'\n"
+    )
