@@ -7,6 +7,7 @@ and nothing more.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -34,7 +35,14 @@ class FunctionStage(PipelineStage[In, Out]):
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        super().__init__(name or _name_of(function), workers=workers)
+        if inspect.isgeneratorfunction(function):
+            raise TypeError(
+                f"{_name_of(function)} uses yield, so FunctionStage would pass generator "
+                "objects downstream; use FlatMapFunctionStage to emit its items"
+            )
+        super().__init__(name, workers=workers)
+        if name is None:
+            self.name = _name_of(function)
         self.function = function
 
     def process(self, item: In) -> Out:
@@ -52,7 +60,9 @@ class PredicateStage(FilteringStage[T]):
     ) -> None:
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        super().__init__(name or _name_of(predicate), workers=workers)
+        super().__init__(name, workers=workers)
+        if name is None:
+            self.name = _name_of(predicate)
         self.predicate = predicate
 
     def keep(self, item: T) -> bool:
@@ -70,7 +80,9 @@ class FlatMapFunctionStage(FlatMapStage[In, Out]):
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        super().__init__(name or _name_of(function), workers=workers)
+        super().__init__(name, workers=workers)
+        if name is None:
+            self.name = _name_of(function)
         self.function = function
 
     def expand(self, item: In) -> Iterable[Out]:
