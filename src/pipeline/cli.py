@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = [
-    "DISTRIBUTION",
     "EXIT_BROKEN_PIPE",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -75,7 +74,6 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` leaves `yes` with
 LOG_FORMAT = "%(threadName)s %(name)s: %(message)s"
 
 PROG = "pipeline"
-DISTRIBUTION = "threaded-pipeline"  # the name on the package index; `pipeline` is taken there
 DEFAULT_COMMAND = "demo"
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]

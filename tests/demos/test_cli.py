@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import logging
 import os
 import shutil
@@ -13,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from pipeline import MultiplyStage, StageError
+from pipeline import MultiplyStage, StageError, cli
 from pipeline.cli import main
+from pipeline.demos import classic, text
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHERS = ["run_pipeline.py", "run_custom_example.py", "run_data_example.py"]
@@ -617,3 +620,55 @@ def test_progress_without_tqdm_exits_2_saying_what_to_install(
         "pipeline demo: error: pipeline.observe.progress needs tqdm: "
         "pip install 'threaded-pipeline[progress]'\n"
     )
+
+
+# adding a subcommand, as cli.py's docstring says
+
+
+def add_echo(commands: cli.Commands) -> None:
+    def echo(args: argparse.Namespace) -> int:
+        print(" ".join([args.word] * args.times))
+        logging.getLogger("echo").debug("echoed %r", args.word)
+        return 0
+
+    parser = commands.add(
+        "echo",
+        handler=echo,
+        help="say a word again",
+        description="Print WORD --times times.",
+        verbose="-vv the word echoed",
+    )
+    parser.add_argument("word")
+    parser.add_argument("--times", type=cli.positive_int, default=2, metavar="N")
+
+
+def test_a_registered_subcommand_gets_the_shared_options_and_checks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_echo])
+    assert main(["echo", "hey", "-vv"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "hey hey\n"
+    assert captured.err == "MainThread echo: echoed 'hey'\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["echo", "hey", "--times", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --times: must be >= 1, got 0" in capsys.readouterr().err
+    assert "-v, --verbose  log more: -vv the word echoed" in verbose_help_text("echo", capsys)
+
+
+def verbose_help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out
+
+
+def test_the_demos_are_plain_calls() -> None:
+    out = io.StringIO()
+    assert classic.run(3, quiet=True, out=out) == 0
+    assert out.getvalue() == "[12, 14, 16]\n"
+    out, err = io.StringIO(), io.StringIO()
+    lines = ["a  short  one", "a   line  long enough"]
+    assert text.run(lines, min_length=12, out=out, err=err) == 0
+    assert out.getvalue() == "A Line Long Enough\n"
+    assert err.getvalue().startswith("kept 1 lines of at least 12 characters in ")
