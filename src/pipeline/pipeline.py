@@ -364,9 +364,10 @@ class Pipeline(Generic[In, Out]):
             try:
                 run.stop()
                 run.join()
-                break
             except KeyboardInterrupt as exc:
-                interrupted = interrupted or exc
+                interrupted = exc
+                continue
+            break
         self._forget(run)
         if interrupted is not None:
             raise interrupted
@@ -482,17 +483,32 @@ class _Run:
         ]
         self.at_position = at_position
         self._requests: SimpleQueue[object] = SimpleQueue()
+        # One event per thread, set as the thread's last act: what join() waits for.
+        # Thread.join() alone cannot be trusted after a Ctrl-C interrupted it (on 3.11
+        # and 3.12 an interrupted join may mark a running thread as stopped).
+        self._finished: dict[threading.Thread, threading.Event] = {}
         self.threads = [
-            threading.Thread(target=self._supervise, name="pipeline-supervisor"),
-            threading.Thread(target=self._feed, name="pipeline-source"),
+            self._thread(self._supervise, "pipeline-supervisor"),
+            self._thread(self._feed, "pipeline-source"),
         ]
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
                 name = f"pipeline-{stage_run.name}-{worker}"
-                self.threads.append(
-                    threading.Thread(target=stage_run.work, args=(worker,), name=name)
-                )
+                self.threads.append(self._thread(stage_run.work, name, worker))
         self._starting: list[threading.Thread] = []
+
+    def _thread(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        finished = threading.Event()
+
+        def run_then_signal() -> None:
+            try:
+                target(*args)
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=run_then_signal, name=name)
+        self._finished[thread] = finished
+        return thread
 
     def start(self) -> None:
         _register_exit_hook()
@@ -532,9 +548,9 @@ class _Run:
         self._requests.put(_RELEASE)
         me = threading.current_thread()
         for thread in self._starting:
-            if thread is not me:
-                with contextlib.suppress(RuntimeError):  # a start() cut short by Ctrl-C
-                    thread.join()
+            if thread is not me and thread.ident is not None:
+                self._finished[thread].wait()
+                thread.join()
         if not self.ended:
             self.ended = time.perf_counter()
         _live_runs.discard(self)
@@ -596,8 +612,8 @@ class _Run:
             self.stop()
             me = threading.current_thread()
             for thread in self._starting:
-                if thread is not me:
-                    thread.join()
+                if thread is not me and thread.ident is not None:
+                    self._finished[thread].wait()
         except BaseException:
             logger.exception("stopping a pipeline run from inside it failed")
         pipeline = self.pipeline()
