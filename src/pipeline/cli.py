@@ -153,7 +153,7 @@ class Commands:
                 the subcommand really logs (a test runs each one with -vv).
             observing: also declare --report and --progress (for a run of a `Pipeline`).
         """
-        parents = [_logging_options(verbose)]
+        parents = [_shared_options(verbose)]
         if observing:
             parents.append(self._observing)
         parser = self._subparsers.add_parser(
@@ -291,12 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Without a subcommand, {DEFAULT_COMMAND!r} runs; "
         f"`{PROG} SUBCOMMAND --help` shows its options.",
     )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {__version__}",
-        help="print the version and exit",
-    )
+    _add_version(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     commands = Commands(subparsers)
     for add_subcommand in SUBCOMMANDS:
@@ -479,15 +474,28 @@ def _log_level(verbose: int, quiet: bool) -> int:
     return logging.INFO if verbose == 1 else logging.WARNING
 
 
-def _logging_options(verbose: str) -> argparse.ArgumentParser:
-    """Return a parent parser holding -v/--verbose (saying `verbose`) and -q/--quiet."""
+def _shared_options(verbose: str) -> argparse.ArgumentParser:
+    """Return a parent parser holding --version, -v/--verbose (saying `verbose`), -q/--quiet.
+
+    --version is here too so that the launchers, which name the subcommand, answer it.
+    """
     options = argparse.ArgumentParser(add_help=False)
+    _add_version(options)
     group = options.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="count", default=0, help=f"log more: {verbose}")
     group.add_argument(
         "-q", "--quiet", action="store_true", help="print only the results, log only errors"
     )
     return options
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROG} {__version__}",
+        help="print the version and exit",
+    )
 
 
 def _observing_options() -> argparse.ArgumentParser:

@@ -471,11 +471,20 @@ def test_data_verbose_logs_each_step_as_its_help_says(
 # the version
 
 
-def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("argv", [["--version"], ["demo", "--version"], ["data", "--version"]])
+def test_version_prints_the_package_version(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--version"])
+        main(argv)
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == f"pipeline {pipeline.__version__}\n"
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_launchers_answer_version(launcher: str) -> None:
+    result = run_python(launcher, "--version")
+    assert (result.returncode, result.stdout) == (0, f"pipeline {pipeline.__version__}\n")
 
 
 # a reader that goes away: `pipeline ... | head`
