@@ -3,17 +3,19 @@
 Every entry point calls `main`. Subcommands:
 - `demo` (the default): the classic MultiplyStage -> AddStage -> FilterStage over 1..N;
 - `custom`: the text pipeline of `pipeline.demos.text` over a file or a sample text;
-- `data`: the sensor-data example of `pipeline.demos.sensors` on the native stage.
+- `data`: the sensor-data example of `pipeline.demos.sensors` on the native stage;
+- `etl`: the ETL job and the windowed sensor stream of `pipeline.demos.etl`.
 
 Adding a subcommand: write one function `add_NAME(commands: Commands) -> None` and list it
 in `SUBCOMMANDS`. It calls `commands.add(...)`, which returns the subcommand's parser with
--v/-q (and, if asked, --report/--progress) already declared; declares its own options
-with the argument types below (`positive_int`, `non_negative_int`, `readable_file`,
-`writable_file`), so that every subcommand rejects a bad value the same way, naming the
-option, with exit status 2, before any work starts; and sets `handler` to a function of
-the parsed namespace that calls a plain `run(...)` and returns its exit status. A handler
-imports what needs an optional extra inside its body, so that the other subcommands
-work without it. `main` turns what a handler raises into the same exit statuses for every
+--version, -v/-q (and, if asked, --report/--progress) already declared, and records the
+handler: a function of the parsed namespace that calls a plain `run(...)` and returns the
+exit status. It then declares its own options with the argument types below
+(`positive_int`, `non_negative_int`, `positive_number`, `non_negative_number`,
+`readable_file`, `writable_file`), so that every subcommand rejects a bad value the same
+way, naming the option, with exit status 2, before any work starts. A handler imports
+what needs an optional extra inside its body, so that the other subcommands work
+without it. `main` turns what a handler raises into the same exit statuses for every
 subcommand (below).
 
 This is the only module that configures logging, and only for the duration of `main`:
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 import traceback
@@ -57,10 +60,13 @@ __all__ = [
     "add_custom",
     "add_data",
     "add_demo",
+    "add_etl",
     "build_parser",
     "main",
     "non_negative_int",
+    "non_negative_number",
     "positive_int",
+    "positive_number",
     "readable_file",
     "writable_file",
 ]
@@ -280,7 +286,92 @@ def add_data(commands: Commands) -> None:
     )
 
 
-SUBCOMMANDS: list[Callable[[Commands], None]] = [add_demo, add_custom, add_data]
+def add_etl(commands: Commands) -> None:
+    """Declare `etl`: the ETL job into SQLite, or with --stream the windowed sensor stream."""
+    from pipeline.demos import etl  # for its defaults; it needs nothing optional
+
+    parser = commands.add(
+        "etl",
+        handler=_run_etl,
+        help="CSV -> validate -> clean -> enrich -> SQLite with a quality report; "
+        "--stream windows a sensor stream",
+        description="Generate a CSV of orders (some malformed), or read one, and run it "
+        "through parse -> clean -> validate -> region lookup -> currency conversion into "
+        "SQLite, then print the quality report and where the time went. With --stream, "
+        "window a sensor stream and flag anomalies until Ctrl-C.",
+        verbose="-v and -vv the library's records, such as windows still open when a stream "
+        "stops; the printed reports say what each step did",
+    )
+    parser.add_argument(
+        "--rows",
+        type=positive_int,
+        default=etl.DEFAULT_ROWS,
+        metavar="N",
+        help=f"rows to generate (default {etl.DEFAULT_ROWS:,})",
+    )
+    parser.add_argument("--input", type=readable_file, metavar="CSV", help="read this CSV instead")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the CSV and the databases here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--sequential", action="store_true", help="run every step in one thread, for comparison"
+    )
+    parser.add_argument(
+        "--io-workers",
+        type=positive_int,
+        default=etl.DEFAULT_IO_WORKERS,
+        metavar="N",
+        help=f"workers of the I/O-bound conversion (default {etl.DEFAULT_IO_WORKERS})",
+    )
+    parser.add_argument(
+        "--io-latency",
+        type=non_negative_number,
+        default=etl.DEFAULT_IO_LATENCY * 1e3,
+        metavar="MS",
+        help=f"milliseconds per rate request (default {etl.DEFAULT_IO_LATENCY * 1e3:g})",
+    )
+    parser.add_argument(
+        "--write-target",
+        type=positive_number,
+        default=etl.DEFAULT_WRITE_TARGET * 1e3,
+        metavar="MS",
+        help=f"latency objective of one write, in ms (default {etl.DEFAULT_WRITE_TARGET * 1e3:g})",
+    )
+    parser.add_argument(
+        "--quality-json",
+        type=writable_file,
+        metavar="JSON",
+        help="also write the quality report here",
+    )
+    parser.add_argument("--seed", type=_int, default=1, help="seed of the generated data (1)")
+    stream = parser.add_argument_group("the stream (--stream)")
+    stream.add_argument(
+        "--stream", action="store_true", help="window a sensor stream until Ctrl-C instead"
+    )
+    stream.add_argument(
+        "--rate",
+        type=positive_number,
+        default=etl.DEFAULT_RATE,
+        help=f"readings a second (default {etl.DEFAULT_RATE:g})",
+    )
+    stream.add_argument(
+        "--window", type=positive_number, default=1.0, metavar="SECONDS", help="window size (1)"
+    )
+    stream.add_argument(
+        "--readings",
+        type=positive_int,
+        metavar="N",
+        help="stop after this many readings (default: never)",
+    )
+    stream.add_argument(
+        "--plot",
+        type=writable_file,
+        metavar="PNG",
+        help="plot the windows there (needs `pip install 'threaded-pipeline[plot]'`)",
+    )
+
+
+SUBCOMMANDS: list[Callable[[Commands], None]] = [add_demo, add_custom, add_data, add_etl]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,6 +455,36 @@ def _run_data(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def _run_etl(args: argparse.Namespace) -> int:
+    from pipeline.demos import etl
+
+    if args.stream:
+        etl.run_stream(
+            rate=args.rate,
+            window=args.window,
+            readings=args.readings,
+            plot=args.plot,
+            seed=args.seed,
+        )
+        return EXIT_OK
+    try:
+        result = etl.run(
+            args.rows,
+            input_csv=args.input,
+            workdir=args.workdir,
+            sequential=args.sequential,
+            io_workers=args.io_workers,
+            io_latency=args.io_latency / 1e3,
+            write_target=args.write_target / 1e3,
+            seed=args.seed,
+            quality_json=args.quality_json,
+        )
+    except ValueError as error:  # not the CSV this job reads: a usage error
+        _say_error("etl", str(error), error if args.verbose >= 2 else None)
+        return EXIT_USAGE
+    return EXIT_OK if result.reconciled else EXIT_FAILURE
+
+
 # Argument types: every subcommand rejects bad values with these, before any work.
 
 
@@ -380,6 +501,22 @@ def non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """Return `text` as a finite float > 0, or raise the error argparse reports."""
+    value = _number(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """Return `text` as a finite float >= 0, or raise the error argparse reports."""
+    value = _number(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -402,6 +539,13 @@ def writable_file(text: str) -> Path:
     if not path.absolute().parent.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {text!r}: no such directory")
     return path
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _int(text: str) -> int:

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from queue import SimpleQueue
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from pipeline._checks import positive_int
@@ -47,6 +48,7 @@ from pipeline.worker import (
     StageRun,
     ToQueue,
     UpstreamFailed,
+    current_run_owner,
     is_end_marker,
     put_all,
     reorder_window,
@@ -322,7 +324,10 @@ class Pipeline(Generic[In, Out]):
                 # close() empties the batch being delivered, so that nothing is
                 # delivered once it has returned; a batch taken after it is dropped here.
                 run.delivering = batch
-                if batch and not run.closed:
+                if run.closed:
+                    ended_by = None
+                    break
+                if batch:
                     run.items_delivered += len(batch)
                     yield batch
         except GeneratorExit:
@@ -478,6 +483,7 @@ class _Run:
                 on_failure=self.fail,
                 stop_upstream=self._stopper_above(index) if at_position else None,
                 observer=pipeline.observer,
+                owner=self,
             )
             for index, stage in enumerate(pipeline.stages)
         ]
@@ -514,13 +520,14 @@ class _Run:
         _register_exit_hook()
         _live_runs.add(self)
         self.started = time.perf_counter()
-        for thread in self.threads:
-            self._starting.append(thread)
-            thread.start()
+        with _ctrl_c_deferred():
+            for thread in self.threads:
+                self._starting.append(thread)
+                thread.start()
 
     def owns_current_thread(self) -> bool:
-        """Return whether the calling thread is one of this run's own threads."""
-        return threading.current_thread() in self.threads
+        """Return whether the calling thread is one of this run's, or a helper acting for it."""
+        return current_run_owner() is self or threading.current_thread() in self.threads
 
     def fail(self, error: StageError) -> None:
         """Record `error` if it is the first, and stop the run; called from any thread."""
@@ -657,6 +664,32 @@ class _Run:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives in the block until it ends, then deliver it.
+
+    A `Thread.start()` cut short by a Ctrl-C leaves a thread that may or may not run,
+    which nothing could then wait for. Only the main thread receives Ctrl-C, and only it
+    may change the handler; elsewhere, or with a handler that is not Python's, nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    pressed: list[FrameType | None] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            previous(signal.SIGINT, pressed[0])
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:

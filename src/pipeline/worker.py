@@ -44,11 +44,14 @@ __all__ = [
     "StageRun",
     "ToQueue",
     "UpstreamFailed",
+    "adopt_run_context",
+    "current_run_owner",
     "current_stop_event",
     "current_worker_counters",
     "is_end_marker",
     "put_all",
     "reorder_window",
+    "run_context",
 ]
 
 
@@ -105,6 +108,26 @@ def current_stop_event() -> threading.Event | None:
     """
     stopping: threading.Event | None = getattr(_worker_context, "stopping", None)
     return stopping
+
+
+def current_run_owner() -> object:
+    """Return the run this thread works for (a worker, or a helper that adopted its context)."""
+    return getattr(_worker_context, "owner", None)
+
+
+def run_context() -> tuple[threading.Event | None, object]:
+    """Return what a helper thread needs to act for this worker's run: its stop event and owner.
+
+    Stage code that runs calls in threads of its own (a per-item timeout, say) hands this
+    to `adopt_run_context` in those threads, so that `current_stop_event()` works there
+    and a `Pipeline.close()` called there is known to come from inside the run.
+    """
+    return current_stop_event(), current_run_owner()
+
+
+def adopt_run_context(context: tuple[threading.Event | None, object]) -> None:
+    """Make the calling helper thread act for the run `context` came from (see run_context)."""
+    _worker_context.stopping, _worker_context.owner = context
 
 
 def current_worker_counters() -> WorkerCounters | None:
@@ -182,8 +205,10 @@ class StageRun:
         stop_upstream: FailureHandler | None = None,
         stopping: threading.Event | None = None,
         observer: BatchObserver | None = None,
+        owner: object = None,
     ) -> None:
         self.stage = stage
+        self.owner = owner
         self.name = name or stage.name
         self.inbox = inbox
         self.router = router
@@ -225,13 +250,14 @@ class StageRun:
         """Run one worker from setup to teardown; this is a worker thread's target."""
         _worker_context.stopping = self.stopping
         _worker_context.counters = self.counters[worker]
+        _worker_context.owner = self.owner
         try:
             self._live(worker, self.counters[worker])
         except BaseException as exc:
             # The worker's own handlers failed; the run must still stop, not hang.
             self.on_failure(StageError.caused_by(exc, self.name, "worker", worker=worker))
         finally:
-            del _worker_context.stopping, _worker_context.counters
+            del _worker_context.stopping, _worker_context.counters, _worker_context.owner
             self._leave()
 
     def _live(self, worker: int, counters: WorkerCounters) -> None:

@@ -20,7 +20,12 @@ from pipeline.cli import main
 from pipeline.demos import classic, text
 
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCHERS = ["run_pipeline.py", "run_custom_example.py", "run_data_example.py"]
+LAUNCHERS = [
+    "run_pipeline.py",
+    "run_custom_example.py",
+    "run_data_example.py",
+    "run_etl_example.py",
+]
 TIMEOUT = 30  # seconds; every subprocess here finishes in well under one
 
 
