@@ -6,6 +6,7 @@ import argparse
 import io
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -686,3 +687,28 @@ def test_the_demos_are_plain_calls() -> None:
     assert text.run(lines, min_length=12, out=out, err=err) == 0
     assert out.getvalue() == "A Line Long Enough\n"
     assert err.getvalue().startswith("kept 1 lines of at least 12 characters in ")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_etl_very_verbose_logs_the_library_records_as_its_help_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "-vv the library's records, such as windows still open when a stream stops" in (
+        verbose_help("etl", capsys)
+    )
+    command = [sys.executable, "run_etl_example.py", "--stream", "--rate", "2000", "-vv"]
+    with subprocess.Popen(
+        [*command, "--window", "0.05"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"streaming sensor readings")
+        assert process.stdout.readline().startswith(b"[    0.00,     0.05) n=")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 130
+    assert re.search(
+        r"^pipeline-windows-0 pipeline\.stages\.windows: windows: the run stopped with \d+ "
+        r"window\(s\) open$",
+        err.decode(),
+        re.MULTILINE,
+    )
