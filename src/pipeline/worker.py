@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from pipeline.batching import next_batch_size
+from pipeline.batching import AdaptiveBatcher, next_batch_size
 from pipeline.errors import ShutDown, StageError
 from pipeline.safequeue import LinkQueue
 from pipeline.stage import ItemFailed, PipelineStage
@@ -279,11 +279,16 @@ class StageRun:
     def _process_until_end(self, worker: int, counters: WorkerCounters) -> None:
         """Take, process, emit and record batches until the input ends or the stage stops."""
         size = 1
+        target = self.stage.latency_target
+        batcher = None if target is None else AdaptiveBatcher(target, maximum=self.max_batch)
         clock = time.perf_counter
         while self._wait_for_room():
+            if batcher is not None:
+                size = batcher.plan_batch(self.max_batch)
             waited_from = clock()
             taken = self._take(size)
             if taken is None:
+                self._flush(worker, counters)
                 return
             number, items = taken
             started = clock()
@@ -299,7 +304,36 @@ class StageRun:
             self._record(
                 worker, counters, items, outputs, waited_from, started, finished, handed_on
             )
-            size = next_batch_size(size, len(items), finished - started, self.max_batch)
+            if batcher is None:
+                size = next_batch_size(size, len(items), finished - started, self.max_batch)
+            elif items:
+                batcher.record_batch(len(items), finished - started)
+
+    def _flush(self, worker: int, counters: WorkerCounters) -> None:
+        """Emit what the stage's `flush()` returns, once its input has really ended.
+
+        The outputs go out as one more numbered batch, after every batch of the stream.
+        """
+        with self._take_lock:
+            if self._ends_taken < self.producers or self.stopping.is_set():
+                return
+            number = self._taken
+            self._taken += 1
+        try:
+            outputs = self.stage.flush()
+        except BaseException as exc:
+            counters.failed += 1
+            self._fail(number, [], StageError.caused_by(exc, self.name, "flush", worker=worker))
+            return
+        if not isinstance(outputs, list):
+            problem = TypeError(
+                f"{type(self.stage).__name__}.flush() must return a list, "
+                f"got {type(outputs).__name__}"
+            )
+            self._fail(number, [], StageError.caused_by(problem, self.name, "flush"))
+            return
+        counters.items_out += len(outputs)
+        self._emit(number, outputs, None)
 
     def _take(self, size: int) -> tuple[int, list[Any]] | None:
         """Take and number the next batch; None once the input has ended or the stage stops."""

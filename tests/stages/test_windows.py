@@ -40,7 +40,7 @@ def drive(stage: PipelineStage[Any, Any], *batches: list[Any]) -> list[Any]:
     outputs = []
     for batch in batches:
         outputs.extend(stage.process_batch(batch))
-    outputs.extend(stage.flush())  # type: ignore[attr-defined]
+    outputs.extend(stage.flush())
     stage.teardown()
     return outputs
 
@@ -88,11 +88,6 @@ def test_count_windows_in_a_pipeline_give_every_complete_window() -> None:
     assert outputs[:10] == [sum(range(start, start + 10)) for start in range(0, 100, 10)]
 
 
-@pytest.mark.xfail(
-    not hasattr(PipelineStage, "flush"),
-    reason="needs the engine hook: PipelineStage.flush() called after end of stream",
-    strict=True,
-)
 def test_a_pipeline_flushes_the_last_partial_window_at_end_of_stream() -> None:
     outputs = Pipeline(CountWindows(bounds, 10)).run(range(25))
     assert outputs[-1] == (20, 30, [20, 21, 22, 23, 24], False)
