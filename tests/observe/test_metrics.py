@@ -276,7 +276,9 @@ def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyP
     for name in [name for name in sys.modules if name.split(".")[0] == "prometheus_client"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.metrics")
-    message = "pipeline.observe.metrics needs prometheus_client: pip install pipeline[metrics]"
+    message = (
+        "pipeline.observe.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
+    )
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.metrics")
 

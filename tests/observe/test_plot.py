@@ -119,6 +119,6 @@ def test_a_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.plot")
-    message = "pipeline.observe.plot needs matplotlib: pip install pipeline[plot]"
+    message = "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.plot")

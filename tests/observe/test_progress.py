@@ -182,6 +182,6 @@ def test_a_missing_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     for name in [name for name in sys.modules if name.split(".")[0] == "tqdm"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.progress")
-    message = "pipeline.observe.progress needs tqdm: pip install pipeline[progress]"
+    message = "pipeline.observe.progress needs tqdm: pip install 'threaded-pipeline[progress]'"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.progress")

@@ -1,7 +1,7 @@
 """A small HTTP endpoint for a running pipeline: Prometheus text, JSON, and a live page.
 
 Started only when asked, bound to 127.0.0.1 unless told otherwise, served by the
-standard library's `ThreadingHTTPServer`; needs `pipeline[metrics]` for the Prometheus
+standard library's `ThreadingHTTPServer`; needs `threaded-pipeline[metrics]` for the Prometheus
 text. Routes:
 - `/metrics`: the Prometheus text exposition of `pipeline.observe.metrics.PipelineCollector`;
 - `/stats`: the JSON snapshot of `pipeline.observe.metrics.json_snapshot`;
@@ -31,7 +31,8 @@ try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "pipeline.observe.dashboard needs prometheus_client: pip install pipeline[metrics]"
+        "pipeline.observe.dashboard needs prometheus_client: "
+        "pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
 from pipeline._checks import integer, non_empty_str

@@ -1,4 +1,4 @@
-"""Prometheus metrics and a JSON snapshot of a pipeline's statistics (`pipeline[metrics]`).
+"""Prometheus metrics and a JSON snapshot of a pipeline's statistics (`threaded-pipeline[metrics]`).
 
 `PipelineCollector` is a custom collector: it holds no metric objects of its own and
 reads `Pipeline.stats()` each time the registry is scraped, so the worker threads pay
@@ -35,7 +35,7 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "pipeline.observe.metrics needs prometheus_client: pip install pipeline[metrics]"
+        "pipeline.observe.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
 from pipeline.observe.report import Shares, diagnose

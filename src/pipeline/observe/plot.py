@@ -3,7 +3,7 @@
 `TimelineRecorder` collects the data: pass it to the pipeline as its observer to
 record every batch (`BatchEvent`), and run inside `recorder.recording(pipeline)` to
 sample the queue depths from a monitor thread. `plot_timeline` draws it with matplotlib
-(`pipeline[plot]`, the Agg backend, no window): one row per worker of every stage,
+(`threaded-pipeline[plot]`, the Agg backend, no window): one row per worker of every stage,
 coloured busy / starved / blocked, above a plot of each stage's input queue depth over
 time. Backpressure shows as a queue that climbs to its maximum while the rows before
 it turn red (blocked).
@@ -30,7 +30,9 @@ try:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
-    raise ImportError("pipeline.observe.plot needs matplotlib: pip install pipeline[plot]") from exc
+    raise ImportError(
+        "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
+    ) from exc
 
 from pipeline.pipeline import Pipeline
 from pipeline.stats import BatchEvent, PipelineStatistics

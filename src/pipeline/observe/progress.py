@@ -1,4 +1,4 @@
-"""Live progress bars, one per stage, for a pipeline run (`pipeline[progress]`, tqdm).
+"""Live progress bars, one per stage, for a pipeline run (`threaded-pipeline[progress]`, tqdm).
 
     with Progress(pipeline):
         pipeline.run(source)
@@ -25,7 +25,7 @@ try:
     from tqdm import tqdm  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "pipeline.observe.progress needs tqdm: pip install pipeline[progress]"
+        "pipeline.observe.progress needs tqdm: pip install 'threaded-pipeline[progress]'"
     ) from exc
 
 from pipeline._checks import number
