@@ -22,11 +22,21 @@ from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.observe.dashboard import Dashboard
+    from pipeline.observe.metrics import (
+        PipelineCollector,
+        json_snapshot,
+        register_metrics,
+        statistics_to_dict,
+    )
+    from pipeline.observe.plot import TimelineRecorder, plot_timeline
+    from pipeline.observe.progress import Progress
+    from pipeline.observe.report import bottleneck, diagnose, format_report
     from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
     from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
-    from pipeline.resilience.retry import RetryPolicy
+    from pipeline.resilience.retry import TRANSIENT_ERRORS, RetryPolicy
     from pipeline.stages.functions import FlatMapFunctionStage, FunctionStage, PredicateStage
 
 __version__ = "0.2.0"
@@ -37,6 +47,17 @@ _LAZY: dict[str, str] = {
     "AddStage": "pipeline.demos.classic",
     "FilterStage": "pipeline.demos.classic",
     "MultiplyStage": "pipeline.demos.classic",
+    "Dashboard": "pipeline.observe.dashboard",
+    "PipelineCollector": "pipeline.observe.metrics",
+    "json_snapshot": "pipeline.observe.metrics",
+    "register_metrics": "pipeline.observe.metrics",
+    "statistics_to_dict": "pipeline.observe.metrics",
+    "TimelineRecorder": "pipeline.observe.plot",
+    "plot_timeline": "pipeline.observe.plot",
+    "Progress": "pipeline.observe.progress",
+    "bottleneck": "pipeline.observe.report",
+    "diagnose": "pipeline.observe.report",
+    "format_report": "pipeline.observe.report",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -50,6 +71,7 @@ _LAZY: dict[str, str] = {
     "ResilienceStatistics": "pipeline.resilience.resilient",
     "ResilientStage": "pipeline.resilience.resilient",
     "RetryPolicy": "pipeline.resilience.retry",
+    "TRANSIENT_ERRORS": "pipeline.resilience.retry",
     "FlatMapFunctionStage": "pipeline.stages.functions",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
@@ -73,11 +95,13 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "TRANSIENT_ERRORS",
     "AddStage",
     "BatchEvent",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
+    "Dashboard",
     "DeadLetter",
     "DeadLetters",
     "Empty",
@@ -95,10 +119,12 @@ __all__ = [
     "MultiplyStage",
     "Pipeline",
     "PipelineClosed",
+    "PipelineCollector",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
+    "Progress",
     "QueueStatistics",
     "ResilienceStatistics",
     "ResilientStage",
@@ -109,5 +135,13 @@ __all__ = [
     "StageError",
     "StageStatistics",
     "StateChange",
+    "TimelineRecorder",
     "__version__",
+    "bottleneck",
+    "diagnose",
+    "format_report",
+    "json_snapshot",
+    "plot_timeline",
+    "register_metrics",
+    "statistics_to_dict",
 ]

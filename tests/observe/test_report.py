@@ -53,7 +53,7 @@ def test_a_slow_first_stage_is_the_bottleneck_and_starves_the_rest() -> None:
     assert diagnosis is not None
     assert (diagnosis.culprit, diagnosis.kind) == ("Slow", "stage")
     assert re.fullmatch(
-        r"Slow is busy \d+% of the time; the source waits for room in its full input queue "
+        r"Slow is busy \d+% of the time; the source waits for room in Slow's input queue "
         r"\d+% of the time; middle, after it, waits for items \d+% of the time",
         diagnosis.reason,
     )
@@ -68,7 +68,8 @@ def test_a_slow_middle_stage_blocks_upstream_and_starves_downstream() -> None:
     assert bottleneck(stats) == "Slow"
     reason = format_report(stats).splitlines()[-1]
     assert re.match(r"bottleneck: Slow: Slow is busy (?:[789]\d|100)% of the time; ", reason)
-    assert "first, before it, waits for room in its full input queue" in reason
+    assert "first, before it, waits for room in Slow's input queue" in reason
+    assert "full" not in reason
     assert "last, after it, waits for items" in reason
 
 
