@@ -332,6 +332,7 @@ def test_the_page_renders_the_stages_in_headless_chromium(tmp_path: Path) -> Non
     assert [text for name, text in cells if name == "items-in"] == [f"{ITEMS:,}"] * 2
     assert [text for name, text in cells if name == "items-out"] == [f"{ITEMS:,}"] * 2
     assert [text for name, text in cells if name == "failed"] == ["0", "0"]
+    assert [text for name, text in cells if name == "extra"] == ["-", "-"]
     for share in ("busy", "starved", "blocked"):
         assert all(re.fullmatch(r"\d+%", text) for name, text in cells if name == share)
     assert all(re.fullmatch(r"[\d.]+ [nµm]?s", text) for name, text in cells if name == "p50")
