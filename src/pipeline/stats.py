@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from math import frexp
 from typing import Final
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "WorkerCounters",
     "latency_bucket",
     "latency_percentile",
+    "latency_percentiles",
 ]
 
 SUB_BUCKETS: Final = 32
@@ -59,15 +61,19 @@ LATENCY_BUCKET_BOUNDS: Final = tuple(
 histogram): the powers of two from about 1.9 ns to 2048 s, each the upper edge of a
 whole power of two of fine buckets, so the coarse counts are exact."""
 
+_FIRST_EXPONENT: Final = _LOWEST_EXPONENT + 1  # frexp's exponent for the first octave
+_LOWEST: Final = 2.0**_LOWEST_EXPONENT
+_HIGHEST: Final = 2.0**_HIGHEST_EXPONENT
+
 LatencyBuckets = Mapping[int, tuple[int, float]]
 """A latency histogram: bucket number -> (items, their summed latency in seconds)."""
 
 
 def latency_bucket(seconds: float) -> int:
     """Return the number of the histogram bucket that holds a latency of `seconds`."""
-    if not seconds >= 2.0**_LOWEST_EXPONENT:  # also 0 and NaN
+    if not seconds >= _LOWEST:  # also 0 and NaN
         return 0
-    if seconds >= 2.0**_HIGHEST_EXPONENT:  # also infinity
+    if seconds >= _HIGHEST:  # also infinity
         return _OVERFLOW
     mantissa, exponent = math.frexp(seconds)  # seconds = mantissa * 2**exponent, 0.5 <= m < 1
     octave = exponent - 1 - _LOWEST_EXPONENT
@@ -137,9 +143,18 @@ class WorkerCounters:
         self.busy_seconds += busy
         self.blocked_seconds += blocked
         if items_in:
-            bucket = latency_bucket(busy / items_in)
-            count, total = self.latency.get(bucket, (0, 0.0))
-            self.latency[bucket] = (count + items_in, total + busy)
+            per_item = busy / items_in
+            if _LOWEST <= per_item < _HIGHEST:  # latency_bucket(), inlined: once per batch
+                mantissa, exponent = frexp(per_item)
+                bucket = (exponent - _FIRST_EXPONENT) * SUB_BUCKETS + int(
+                    (mantissa - 0.5) * 2 * SUB_BUCKETS
+                )
+            else:
+                bucket = latency_bucket(per_item)
+            seen = self.latency.get(bucket)
+            self.latency[bucket] = (
+                (items_in, busy) if seen is None else (seen[0] + items_in, seen[1] + busy)
+            )
 
     def count(self, name: str, n: int = 1) -> None:
         """Add `n` to the extra count `name`, such as "skipped"; call from the worker's thread.
@@ -155,17 +170,24 @@ def latency_percentile(buckets: LatencyBuckets, fraction: float) -> float | None
     It is the mean latency of the bucket holding that item, so within 1/SUB_BUCKETS of
     the exact (nearest-rank) percentile.
     """
+    return latency_percentiles(buckets, (fraction,))[0]
+
+
+def latency_percentiles(
+    buckets: LatencyBuckets, fractions: tuple[float, ...]
+) -> list[float | None]:
+    """Return `latency_percentile` for each of `fractions` (ascending), in one pass."""
     total = sum(count for count, _ in buckets.values())
     if not total:
-        return None
-    wanted = fraction * total
+        return [None] * len(fractions)
+    found: list[float | None] = []
     seen = 0
     for bucket in sorted(buckets):
         count, seconds = buckets[bucket]
         seen += count
-        if count and seen >= wanted:
-            return seconds / count
-    raise AssertionError("unreachable: the counts add up to the total")  # pragma: no cover
+        while count and len(found) < len(fractions) and seen >= fractions[len(found)] * total:
+            found.append(seconds / count)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +233,13 @@ class StageStatistics:
         extra: dict[str, int] = {}
         for worker in counters:
             for bucket, (count, seconds) in worker.latency.copy().items():
-                seen, total = latency.get(bucket, (0, 0.0))
-                latency[bucket] = (seen + count, total + seconds)
+                seen = latency.get(bucket)
+                latency[bucket] = (
+                    (count, seconds) if seen is None else (seen[0] + count, seen[1] + seconds)
+                )
             for key, value in worker.extra.copy().items():
                 extra[key] = extra.get(key, 0) + value
+        p50, p90, p99 = latency_percentiles(latency, (0.5, 0.9, 0.99))
         coarse = [0] * (len(LATENCY_BUCKET_BOUNDS) + 1)
         for bucket, (count, _) in latency.items():
             coarse[bucket // SUB_BUCKETS] += count
@@ -228,9 +253,9 @@ class StageStatistics:
             busy_seconds=sum(c.busy_seconds for c in counters),
             starved_seconds=sum(c.starved_seconds for c in counters),
             blocked_seconds=sum(c.blocked_seconds for c in counters),
-            latency_p50=latency_percentile(latency, 0.5),
-            latency_p90=latency_percentile(latency, 0.9),
-            latency_p99=latency_percentile(latency, 0.99),
+            latency_p50=p50,
+            latency_p90=p90,
+            latency_p99=p99,
             queue_depth=queue_depth,
             queue_high_water_mark=queue_high_water_mark,
             queue_maxsize=queue_maxsize,
