@@ -89,7 +89,10 @@ class StageError(PipelineError):
         item: the item being processed when it failed, if one is known.
         has_item: whether `item` is meaningful (setup, teardown and source failures,
             and failures inside a user-written `process_batch`, have no single item).
-        phase: what the stage was doing: "process", "setup", "teardown" or "source".
+        phase: what the stage was doing: "process", "setup", "teardown", "source",
+            "observer" (the pipeline's observer failed after one of its batches) or
+            "worker" (the engine's own loop failed, which a user's code can cause only
+            through objects that misbehave in ways the loop cannot foresee).
     """
 
     def __init__(self, stage: str, phase: str, item: object = _NO_ITEM, detail: str = "") -> None:
@@ -104,6 +107,12 @@ class StageError(PipelineError):
             where = "in process_batch()"
         elif phase == "source":
             where = "while reading the source iterable"
+        elif phase == "flush":
+            where = "in flush() at the end of its input"
+        elif phase == "observer":
+            where = "in the pipeline's observer, called after a batch"
+        elif phase == "worker":
+            where = "in its worker loop"
         else:
             where = f"in {phase}()"
         message = f"stage {stage!r} failed {where}"

@@ -1,42 +1,70 @@
 """Pipeline: wire stages together with bounded queues, run them, and surface failures.
 
-A run has one feeder thread that reads the source, `workers` threads per stage, and
-the caller's thread, which takes results from the last queue. Every link is a bounded
-`SafeQueue`, so the items in flight never exceed the queue sizes plus what the
-workers hold, however long the input.
+A run has one source thread that reads the input, `workers` threads per stage, a
+supervisor thread that carries out stops asked for from inside the run, and the
+caller's thread, which takes results from the last queue. Every link is a bounded
+queue (a `SafeQueue` unless `queue_factory` says otherwise), so the items in flight
+never exceed a stated bound however long the input: per link its `queue_size`, per
+stage `(workers + window) * batch_size` (the window is the ordered reorder window,
+`REORDER_BATCHES_PER_WORKER * workers` batches for an ordered stage with several
+workers, else 0), plus the source's chunk and the consumer's batch, each at most
+`batch_size`.
 
-The first failure anywhere (a stage, its setup or teardown, or the source) is
-recorded and stops the run: every queue is shut down immediately, which wakes every
-blocked thread, and the caller receives the `StageError` once all threads have been
-joined. The same happens, without an error, when the caller stops early.
+Failures: by default an ordered run reports a failure at its position: every output
+that comes before the failing item still reaches the consumer, in order, and then the
+`StageError` is raised, as a plain loop would; everything upstream of the failure
+stops at once, while the stages after it finish the items before it. With
+`fail_fast=True`, with `ordered=False` (outputs have no position then), and for
+failures that have no position (setup, teardown, the observer), the first failure
+stops the whole run at once: every queue is shut down immediately, which wakes every
+blocked thread, and no work is spent on items the consumer will not receive. Either way the caller
+receives the `StageError` once all threads have been joined; the same stop happens,
+without an error, when the caller stops early, calls `close()`, presses Ctrl-C, or the
+interpreter exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
-from types import TracebackType
+from queue import SimpleQueue
+from types import FrameType, TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from pipeline._checks import positive_int
 from pipeline.batching import next_batch_size
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
-from pipeline.safequeue import SafeQueue
+from pipeline.safequeue import LinkQueue, SafeQueue
 from pipeline.stage import PipelineStage, StageChain
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
-from pipeline.worker import END_OF_STREAM, StageRun, put_all
+from pipeline.worker import (
+    END_OF_STREAM,
+    StageRun,
+    ToQueue,
+    UpstreamFailed,
+    current_run_owner,
+    is_end_marker,
+    put_all,
+    reorder_window,
+)
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "QueueFactory"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 DEFAULT_QUEUE_SIZE = 8192
 DEFAULT_BATCH_SIZE = 4096
+
+QueueFactory = Callable[[str, int], LinkQueue[Any]]
+"""Makes the queue of one link: called with the name of the stage that reads it
+("results" for the last link) and the pipeline's `queue_size`."""
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +73,25 @@ class Pipeline(Generic[In, Out]):
     """A chain of stages run by threads and joined by bounded queues.
 
     Args:
-        stages: a stage, a chain made with `>>`, or a sequence of stages.
+        stages: a stage, a chain made with `>>`, or a sequence of stages. Stages given
+            a name must have distinct names; unnamed stages get distinct ones
+            ("FunctionStage", "FunctionStage-2", ...).
         queue_size: the most items each link between stages holds (backpressure).
         batch_size: the most items a thread moves in one handoff. Threads start with
             one item and grow their batches while the work is fast, so a slow source or
             stage is not held back; but a source that waits for its own previous
             outputs before yielding more (request/response) needs `batch_size=1`.
         ordered: deliver outputs in input order (the default), or as they complete.
+        fail_fast: stop the whole run at the first failure, delivering nothing more;
+            by default an ordered run first delivers every output that comes before
+            the failing item (an unordered run always fails fast).
         observer: called in the worker thread after every batch with a `BatchEvent`
             (for timelines and live displays); keep it quick.
+        queue_factory: makes each link's queue (any `LinkQueue`); `SafeQueue` by default.
 
     Raises:
-        TypeError, ValueError: an argument is of the wrong type or out of range.
+        TypeError, ValueError: an argument is of the wrong type or out of range, or two
+            stages were given the same name.
     """
 
     @overload
@@ -67,7 +102,9 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = ...,
         batch_size: int = ...,
         ordered: bool = ...,
+        fail_fast: bool = ...,
         observer: BatchObserver | None = ...,
+        queue_factory: QueueFactory | None = ...,
     ) -> None: ...
     @overload
     def __init__(
@@ -77,7 +114,9 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = ...,
         batch_size: int = ...,
         ordered: bool = ...,
+        fail_fast: bool = ...,
         observer: BatchObserver | None = ...,
+        queue_factory: QueueFactory | None = ...,
     ) -> None: ...
     def __init__(
         self,
@@ -86,7 +125,9 @@ class Pipeline(Generic[In, Out]):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         ordered: bool = True,
+        fail_fast: bool = False,
         observer: BatchObserver | None = None,
+        queue_factory: QueueFactory | None = None,
     ) -> None:
         if isinstance(stages, PipelineStage):
             chain = StageChain(stages)
@@ -100,19 +141,42 @@ class Pipeline(Generic[In, Out]):
                 f"sequence of stages, got {stages!r}"
             )
         self.stages: tuple[PipelineStage[Any, Any], ...] = chain.stages
+        self.names: tuple[str, ...] = distinct_names(self.stages)
         self.queue_size = positive_int("queue_size", queue_size)
         self.batch_size = positive_int("batch_size", batch_size)
         if not isinstance(ordered, bool):
             raise TypeError(f"ordered must be a bool, got {type(ordered).__name__}")
         self.ordered = ordered
+        if not isinstance(fail_fast, bool):
+            raise TypeError(f"fail_fast must be a bool, got {type(fail_fast).__name__}")
+        self.fail_fast = fail_fast
         if observer is not None and not callable(observer):
             raise TypeError(f"observer must be callable, got {type(observer).__name__}")
         self.observer = observer
+        if queue_factory is not None and not callable(queue_factory):
+            raise TypeError(f"queue_factory must be callable, got {type(queue_factory).__name__}")
+        self.queue_factory = queue_factory
         # Guards _active (the run in progress, if any: one at a time per Pipeline) and
-        # _latest (the run in progress or the last one, for stats()).
+        # _latest (the run in progress or the last one, for stats()). A run stays
+        # active until every one of its threads has been joined.
         self._lock = threading.Lock()
         self._active: _Run | None = None
         self._latest: _Run | None = None
+
+    @property
+    def max_items_in_flight(self) -> int:
+        """The most items a run holds between reading them and delivering them.
+
+        The source's chunk, every link's `queue_size`, each stage's workers' batches and
+        its reorder window, and the consumer's batch (for stages that emit at most one
+        output per item; a flat-map stage multiplies what follows it).
+        """
+        held_by_stages = sum(
+            (stage.workers + reorder_window(stage.workers, self.ordered)) * self.batch_size
+            for stage in self.stages
+        )
+        links = (len(self.stages) + 1) * self.queue_size
+        return self.batch_size + links + held_by_stages + self.batch_size
 
     def run(self, source: Iterable[In]) -> list[Out]:
         """Run every item of `source` through the stages and return the outputs as a list.
@@ -133,8 +197,10 @@ class Pipeline(Generic[In, Out]):
 
         The run starts at the first `next()`. Stopping early (`break`, or closing the
         iterator) stops every thread and joins them; so does `close()` on the pipeline
-        or leaving its `with` block, which is the way to stop an iterator you keep. A
-        failure the run met ahead of an early stop is logged, not raised.
+        or leaving its `with` block, which is the way to stop an iterator you keep.
+        After `close()` returns, the iterator yields nothing more. A failure the run met
+        ahead of an early stop is logged, not raised. Runs still going at interpreter
+        exit are stopped and joined, so the process exits.
 
         A stop waits for calls already running to return: a stage's `process_batch`, and
         the source's `next()`, which runs in a thread of the run (so a source bound to
@@ -161,10 +227,15 @@ class Pipeline(Generic[In, Out]):
         return None if run is None else run.statistics()
 
     def close(self) -> None:
-        """Stop the run in progress, if any, and join its threads; closing twice is harmless."""
+        """Stop the run in progress, if any, and join its threads; closing twice is harmless.
+
+        Called from one of the run's own threads (a stage, the observer), it asks the
+        run to stop and returns at once: a thread cannot wait for itself.
+        """
         with self._lock:
             run = self._active
         if run is not None:
+            run.closed = True
             self._finish(run)
 
     def __enter__(self) -> Pipeline[In, Out]:
@@ -179,7 +250,7 @@ class Pipeline(Generic[In, Out]):
         self.close()
 
     def __repr__(self) -> str:
-        chain = " >> ".join(stage.name for stage in self.stages)
+        chain = " >> ".join(self.names)
         return f"Pipeline({chain}, queue_size={self.queue_size}, batch_size={self.batch_size})"
 
     @staticmethod
@@ -191,7 +262,7 @@ class Pipeline(Generic[In, Out]):
 
     def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
         run = _Run(self, source)
-        completed = False
+        ended_by: object = None
         try:
             with self._lock:
                 if self._active is not None:
@@ -199,22 +270,28 @@ class Pipeline(Generic[In, Out]):
                 self._active = self._latest = run
                 # Under the lock, so that close() in another thread finds every thread started.
                 run.start()
-            while not completed:
+            while ended_by is None:
                 try:
                     batch = run.results.get_many(self.batch_size)
                 except ShutDown:
                     break
-                completed = batch[-1] is END_OF_STREAM
-                if completed:
-                    batch.pop()
+                if is_end_marker(batch[-1]):
+                    ended_by = batch.pop()
+                # close() empties the batch being delivered, so that nothing is
+                # delivered once it has returned; a batch taken after it is dropped here.
+                run.delivering = batch
+                if run.closed:
+                    ended_by = None
+                    break
                 if batch:
                     run.items_delivered += len(batch)
                     yield batch
         except GeneratorExit:
             # The consumer stopped early. A failure it never asked about (the run works
             # ahead of it) is logged, not raised from a close() or a garbage collection.
+            inside = run.owns_current_thread()
             self._finish(run)
-            if run.failure is not None:
+            if run.failure is not None and not inside:
                 logger.warning(
                     "a run its consumer stopped early had failed too: %s",
                     run.failure,
@@ -225,88 +302,225 @@ class Pipeline(Generic[In, Out]):
             self._finish(run)
             raise
         self._finish(run)
+        if isinstance(ended_by, UpstreamFailed):
+            raise ended_by.error from ended_by.error.__cause__
         if run.failure is not None:
             raise run.failure from run.failure.__cause__
-        if not completed:
+        if ended_by is None:
             raise PipelineClosed("the pipeline was closed before its input ended")
 
     def _finish(self, run: _Run) -> None:
-        """Stop `run`, join its threads and forget it; from any thread, any number of times."""
-        try:
-            run.stop()
-            run.join()
-        finally:
-            with self._lock:
-                if self._active is run:
-                    self._active = None
+        """Stop `run`, join its threads and forget it; from any thread, any number of times.
+
+        From one of the run's own threads it only asks the supervisor to stop the run: it
+        may not join itself, nor take a lock it may already hold (a garbage collection can
+        run a finalizer at any point of that thread). A Ctrl-C while the threads are being
+        joined is held until every one of them has been, then re-raised.
+        """
+        if run.owns_current_thread():
+            run.request_stop()
+            return
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                run.stop()
+                run.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+                continue
+            break
+        self._forget(run)
+        if interrupted is not None:
+            raise interrupted
+
+    def _forget(self, run: _Run) -> None:
+        with self._lock:
+            if self._active is run:
+                self._active = None
+
+
+def distinct_names(stages: Sequence[PipelineStage[Any, Any]]) -> tuple[str, ...]:
+    """Return a name per stage, distinct within the pipeline.
+
+    Names given by the user must differ; an unnamed stage whose default name is taken
+    gets the first free "name-2", "name-3", ...
+
+    Raises:
+        ValueError: two stages were given the same name.
+    """
+    given: dict[str, int] = {}
+    for position, stage in enumerate(stages):
+        if stage.named_by_user:
+            if stage.name in given:
+                raise ValueError(
+                    f"two stages are named {stage.name!r} (positions {given[stage.name]} and "
+                    f"{position}); stage names must be unique in a pipeline"
+                )
+            given[stage.name] = position
+    taken = set(given)
+    names = []
+    for stage in stages:
+        name = stage.name
+        if not stage.named_by_user:
+            suffix = 2
+            while name in taken:
+                name = f"{stage.name}-{suffix}"
+                suffix += 1
+            taken.add(name)
+        names.append(name)
+    return tuple(names)
+
+
+_RELEASE = object()
+"""Tells a run's supervisor thread that the run is over."""
+
+_live_runs: weakref.WeakSet[_Run] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _stop_runs_at_exit() -> None:
+    """Stop and join every run still going, so that the interpreter can exit."""
+    for run in list(_live_runs):
+        while True:
+            try:
+                run.stop()
+                run.join()
+                break
+            except KeyboardInterrupt:
+                continue
+
+
+def _register_exit_hook() -> None:
+    """Have `threading` stop live runs before it waits for their threads at exit.
+
+    `threading._register_atexit` is the hook `concurrent.futures` uses for the same
+    purpose: it runs before the interpreter joins the remaining threads, where a plain
+    `atexit` handler would run too late.
+    """
+    global _exit_hook_registered
+    with _exit_hook_lock:
+        if not _exit_hook_registered:
+            with contextlib.suppress(RuntimeError):  # the interpreter is already exiting
+                threading._register_atexit(_stop_runs_at_exit)  # type: ignore[attr-defined]
+            _exit_hook_registered = True
 
 
 class _Run:
     """One run of a pipeline: its queues, its threads, and its first failure."""
 
     def __init__(self, pipeline: Pipeline[Any, Any], source: Iterator[Any]) -> None:
+        self.pipeline = weakref.ref(pipeline)
         self.source = source
         self.max_batch = pipeline.batch_size
-        self.stopping = threading.Event()
         self.started = self.ended = 0.0
         self.items_read = 0
         self.items_delivered = 0
         self.source_blocked_seconds = 0.0
-        self.queues = [SafeQueue[Any](pipeline.queue_size) for _ in range(len(pipeline.stages) + 1)]
+        self.closed = False
+        self.delivering: list[Any] = []
+        make_queue = pipeline.queue_factory or _safe_queue
+        link_names = [*pipeline.names, "results"]
+        self.queues = [make_queue(name, pipeline.queue_size) for name in link_names]
         self.results = self.queues[-1]
+        self.source_stopping = threading.Event()
+        # Guards failure: the first error recorded; later ones are consequences of the stop.
+        self._lock = threading.Lock()
+        self.failure: StageError | None = None
+        at_position = pipeline.ordered and not pipeline.fail_fast
         self.stage_runs = [
             StageRun(
                 stage,
                 self.queues[index],
-                self.queues[index + 1],
+                ToQueue(self.queues[index + 1]),
+                name=pipeline.names[index],
                 max_batch=pipeline.batch_size,
                 ordered=pipeline.ordered,
                 on_failure=self.fail,
-                stopping=self.stopping,
+                stop_upstream=self._stopper_above(index) if at_position else None,
                 observer=pipeline.observer,
+                owner=self,
             )
             for index, stage in enumerate(pipeline.stages)
         ]
-        self.threads = [threading.Thread(target=self._feed, name="pipeline-source")]
+        self.at_position = at_position
+        self._requests: SimpleQueue[object] = SimpleQueue()
+        # One event per thread, set as the thread's last act: what join() waits for.
+        # Thread.join() alone cannot be trusted after a Ctrl-C interrupted it (on 3.11
+        # and 3.12 an interrupted join may mark a running thread as stopped).
+        self._finished: dict[threading.Thread, threading.Event] = {}
+        self.threads = [
+            self._thread(self._supervise, "pipeline-supervisor"),
+            self._thread(self._feed, "pipeline-source"),
+        ]
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
-                name = f"pipeline-{stage_run.stage.name}-{worker}"
-                self.threads.append(
-                    threading.Thread(target=stage_run.work, args=(worker,), name=name)
-                )
-        # Guards failure: the first error recorded; later ones are consequences of the stop.
-        self._lock = threading.Lock()
-        self.failure: StageError | None = None
+                name = f"pipeline-{stage_run.name}-{worker}"
+                self.threads.append(self._thread(stage_run.work, name, worker))
+        self._starting: list[threading.Thread] = []
+
+    def _thread(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        finished = threading.Event()
+
+        def run_then_signal() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:
+                # The thread's own handlers failed (a link queue that raised, say): the
+                # run must still stop, with an error that says so, rather than hang.
+                self.fail(StageError.caused_by(exc, name, "worker"))
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=run_then_signal, name=name)
+        self._finished[thread] = finished
+        return thread
 
     def start(self) -> None:
+        _register_exit_hook()
+        _live_runs.add(self)
         self.started = time.perf_counter()
-        for thread in self.threads:
-            thread.start()
+        with _ctrl_c_deferred():
+            for thread in self.threads:
+                self._starting.append(thread)
+                thread.start()
+
+    def owns_current_thread(self) -> bool:
+        """Return whether the calling thread is one of this run's, or a helper acting for it."""
+        return current_run_owner() is self or threading.current_thread() in self.threads
 
     def fail(self, error: StageError) -> None:
         """Record `error` if it is the first, and stop the run; called from any thread."""
-        with self._lock:
-            first = self.failure is None
-            if first:
-                self.failure = error
-        if first:
-            logger.debug("pipeline stopping after a failure: %s", error)
+        self._record(error)
         self.stop()
+
+    def request_stop(self) -> None:
+        """Ask the supervisor to stop the run; safe from any thread, even in a finalizer.
+
+        `SimpleQueue.put` is reentrant: it takes no lock the calling thread could hold.
+        """
+        self._requests.put(self.stop)
 
     def stop(self) -> None:
         """Shut every queue down immediately and wake every waiting worker; idempotent."""
-        self.stopping.set()
-        for queue in self.queues:
-            queue.shutdown(immediate=True)
+        self.source_stopping.set()
         for stage_run in self.stage_runs:
             stage_run.stop()
+        for queue in self.queues:
+            queue.shutdown(immediate=True)
+        self.delivering.clear()
 
     def join(self) -> None:
-        for thread in self.threads:
-            if thread.ident is not None:
+        """Wait for every thread of the run that was started; the run must be stopping."""
+        self._requests.put(_RELEASE)
+        me = threading.current_thread()
+        for thread in self._starting:
+            if thread is not me and thread.ident is not None:
+                self._finished[thread].wait()
                 thread.join()
         if not self.ended:
             self.ended = time.perf_counter()
+        _live_runs.discard(self)
 
     def statistics(self) -> PipelineStatistics:
         now = self.ended or time.perf_counter()
@@ -315,7 +529,7 @@ class _Run:
             inbox = stage_run.inbox.statistics()
             stages.append(
                 StageStatistics.from_workers(
-                    stage_run.stage.name,
+                    stage_run.name,
                     stage_run.counters,
                     inbox.depth,
                     inbox.high_water_mark,
@@ -329,33 +543,114 @@ class _Run:
             items_delivered=self.items_delivered,
             source_blocked_seconds=self.source_blocked_seconds,
             stages=tuple(stages),
-            results_queue_depth=self.results.qsize(),
+            results_queue_depth=self.results.statistics().depth,
         )
 
+    def _record(self, error: StageError) -> None:
+        with self._lock:
+            first = self.failure is None
+            if first:
+                self.failure = error
+        if first:
+            logger.debug("pipeline stopping after a failure: %s", error)
+
+    def _stopper_above(self, index: int) -> Callable[[StageError], None]:
+        """Return what stage `index` calls to stop everything upstream of a failure in it."""
+
+        def stop_upstream(error: StageError) -> None:
+            self._record(error)
+            self.source_stopping.set()
+            for stage_run in self.stage_runs[:index]:
+                stage_run.stop()
+            for queue in self.queues[: index + 1]:
+                queue.shutdown(immediate=True)
+
+        return stop_upstream
+
+    def _supervise(self) -> None:
+        """Carry out a stop requested from the run's own threads; the supervisor's target.
+
+        After such a stop nobody may be waiting for the run (its iterator was collected,
+        say), so the supervisor also joins the other threads and forgets the run.
+        """
+        if self._requests.get() is _RELEASE:
+            return
+        try:
+            self.stop()
+            me = threading.current_thread()
+            for thread in self._starting:
+                if thread is not me and thread.ident is not None:
+                    self._finished[thread].wait()
+        except BaseException:
+            logger.exception("stopping a pipeline run from inside it failed")
+        pipeline = self.pipeline()
+        if pipeline is not None:
+            pipeline._forget(self)
+
     def _feed(self) -> None:
-        """Read the source in chunks into the first queue; the feeder thread's target.
+        """Read the source in chunks into the first queue; the source thread's target.
 
         Whatever the source raises, `ShutDown` included (a generator reading a queue that
         was shut down), is the source failing; only the first queue's `ShutDown` means
-        the run was stopped.
+        the run was stopped. A failure is reported after the items read before it when
+        the run reports failures at their position.
         """
         inbox = self.queues[0]
         size = 1
-        while True:
+        while not self.source_stopping.is_set():
             started = time.perf_counter()
+            chunk: list[Any] = []
+            failure: StageError | None = None
             try:
-                chunk = list(islice(self.source, size))
+                chunk.extend(islice(self.source, size))
             except BaseException as exc:
-                self.fail(StageError.caused_by(exc, "source", "source"))
-                return
+                failure = StageError.caused_by(exc, "source", "source")
             elapsed = time.perf_counter() - started
+            self.items_read += len(chunk)
             try:
-                if not chunk:
-                    inbox.put(END_OF_STREAM)
+                if failure is not None:
+                    if not self.at_position:
+                        self.fail(failure)
+                        return
+                    self._record(failure)
+                    chunk.append(UpstreamFailed(failure))
+                elif not chunk:
+                    inbox.put_many([END_OF_STREAM], copy=False)
                     return
-                self.items_read += len(chunk)
                 put_all(inbox, chunk)
             except ShutDown:
                 return
+            if failure is not None:
+                return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives in the block until it ends, then deliver it.
+
+    A `Thread.start()` cut short by a Ctrl-C leaves a thread that may or may not run,
+    which nothing could then wait for. Only the main thread receives Ctrl-C, and only it
+    may change the handler; elsewhere, or with a handler that is not Python's, nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    pressed: list[FrameType | None] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            previous(signal.SIGINT, pressed[0])
+
+
+def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:
+    return SafeQueue[Any](maxsize)

@@ -18,6 +18,7 @@ from a hook would silently end `list()` early and drop the rest of the batch.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -35,17 +36,20 @@ T = TypeVar("T")
 
 
 class ItemFailed(Exception):
-    """Carries the failing item, and its index in the batch, out of a `process_batch`.
+    """Carries the failing item, its index in the batch, and the outputs made before it.
 
     The worker loop turns it into a `StageError` naming the stage and the item, chained
-    to the original exception (this exception's `__cause__`). A wrapper that tolerates
-    failures can use `index` to carry on with the items after it.
+    to the original exception (this exception's `__cause__`). `outputs` are the batch's
+    outputs for the items before the failing one, so a run that reports a failure at its
+    position still delivers them. A wrapper that tolerates failures can use `index` to
+    carry on with the items after it.
     """
 
-    def __init__(self, item: object, index: int) -> None:
-        super().__init__(item, index)
+    def __init__(self, item: object, index: int, outputs: list[Any] | None = None) -> None:
+        super().__init__(item, index, outputs)
         self.item = item
         self.index = index
+        self.outputs: list[Any] = [] if outputs is None else outputs
 
 
 class PipelineStage(ABC, Generic[In, Out]):
@@ -55,6 +59,10 @@ class PipelineStage(ABC, Generic[In, Out]):
         name: shown in logs and errors; defaults to the class name.
         workers: how many threads run this stage (each calls `setup` once, then
             processes batches, then calls `teardown` once).
+        latency_target: the seconds one batch should take; each worker then sizes its
+            batches with an `AdaptiveBatcher` (AIMD toward it) instead of the default
+            policy of doubling while fast. Useful for I/O-bound stages whose calls
+            come back late, and for sinks with a latency objective.
 
     Raises:
         TypeError: the subclass overrides neither `process` nor `process_batch`, or an
@@ -62,7 +70,9 @@ class PipelineStage(ABC, Generic[In, Out]):
         ValueError: `workers` is less than 1 or `name` is empty.
     """
 
-    def __init__(self, name: str | None = None, *, workers: int = 1) -> None:
+    def __init__(
+        self, name: str | None = None, *, workers: int = 1, latency_target: float | None = None
+    ) -> None:
         cls = type(self)
         if (
             cls.process is PipelineStage.process
@@ -73,8 +83,26 @@ class PipelineStage(ABC, Generic[In, Out]):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
         if name == "":
             raise ValueError("name must not be empty")
+        if inspect.isgeneratorfunction(cls.process):
+            raise TypeError(
+                f"{cls.__name__}.process() uses yield, so it would pass generator objects "
+                "downstream; to turn each item into zero or more outputs, subclass "
+                "FlatMapStage and return them from expand()"
+            )
         self.workers = positive_int("workers", workers)
+        if latency_target is not None and (
+            isinstance(latency_target, bool)
+            or not isinstance(latency_target, int | float)
+            or not latency_target > 0
+        ):
+            raise ValueError(
+                f"latency_target must be a number of seconds > 0, got {latency_target!r}"
+            )
+        self.latency_target = latency_target
+        """Seconds a batch should take: sizes the takes with an `AdaptiveBatcher` if given."""
         self.name = name or cls.__name__
+        self.named_by_user = name is not None
+        """Whether `name` was given; a pipeline derives distinct names only for the others."""
         self.local = threading.local()
         """Per-worker storage: attributes set here in `setup` are seen only by that worker."""
 
@@ -86,6 +114,16 @@ class PipelineStage(ABC, Generic[In, Out]):
 
     def teardown(self) -> None:
         """Release what `setup` acquired; runs once in each worker's thread, even after failures."""
+
+    def flush(self) -> list[Out]:
+        """Return the outputs still held once the input has ended; runs in each worker's thread.
+
+        Called once per worker after the last batch of a stream that ended (not after a
+        stop), before `teardown`; its outputs follow every other output of the stage. A
+        stage that keeps state across items (a window, a running aggregate) emits what
+        it still holds here. The default holds nothing.
+        """
+        return []
 
     def process(self, item: In) -> Out:
         """Map one item to one output; runs in a worker thread."""
@@ -177,37 +215,60 @@ def _check_stage(stage: object) -> None:
 
 def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:
     """Return `[function(item) for item in items]`; a failure raises `ItemFailed`."""
+    outputs: list[Out] = []
     pending = iter(items)
     try:
-        return [function(item) for item in pending]
-    except Exception as exc:
-        raise item_failure(items, pending) from exc
+        outputs.extend(function(item) for item in pending)
+    except BaseException as exc:
+        raise item_failure(items, pending, outputs) from _unwrapped(exc)
+    return outputs
 
 
 def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
     """Return the items for which `predicate` is true; a failure raises `ItemFailed`."""
+    outputs: list[T] = []
     pending = iter(items)
     try:
-        return [item for item in pending if predicate(item)]
-    except Exception as exc:
-        raise item_failure(items, pending) from exc
+        outputs.extend(item for item in pending if predicate(item))
+    except BaseException as exc:
+        raise item_failure(items, pending, outputs) from _unwrapped(exc)
+    return outputs
 
 
 def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> list[Out]:
     """Return the items of each `function(item)`, in order; a failure raises `ItemFailed`."""
+    outputs: list[Out] = []
     pending = iter(items)
     try:
-        return [output for item in pending for output in function(item)]
-    except Exception as exc:
-        raise item_failure(items, pending) from exc
+        outputs.extend(output for item in pending for output in function(item))
+    except BaseException as exc:
+        raise item_failure(items, pending, outputs) from _unwrapped(exc)
+    return outputs
 
 
-def item_failure(items: list[Any], pending: Iterator[Any]) -> ItemFailed:
-    """Return the `ItemFailed` for a comprehension over `pending` that has just raised.
+def item_failure(
+    items: list[Any], pending: Iterator[Any], outputs: list[Any] | None = None
+) -> ItemFailed:
+    """Return the `ItemFailed` for a loop over `pending` that has just raised.
 
     `pending` must be `iter(items)`. It has just yielded the failing item, so the items
     left in it tell which one that was, without any per-item bookkeeping on the fast
-    path. Raise the result `from` the exception caught.
+    path. `outputs` are those made before the failure. Raise the result `from` the
+    exception caught.
     """
     index = len(items) - length_hint(pending) - 1
-    return ItemFailed(items[index], index)
+    return ItemFailed(items[index], index, outputs)
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """Return the user's own exception from a loop that `list.extend` drove.
+
+    The loops are generator expressions, so that the outputs made before a failure
+    survive in the list being extended; a `StopIteration` escaping from a hook turns
+    into `RuntimeError` there (PEP 479), never into a silently shortened batch. The
+    original is its cause.
+    """
+    cause = exc.__cause__
+    if isinstance(exc, RuntimeError) and isinstance(cause, StopIteration):
+        return cause
+    return exc

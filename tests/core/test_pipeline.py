@@ -38,7 +38,7 @@ from pipeline import (
     StageError,
 )
 from pipeline.batching import next_batch_size
-from pipeline.worker import StageRun, current_stop_event
+from pipeline.worker import REORDER_BATCHES_PER_WORKER, StageRun, ToQueue, current_stop_event
 
 
 def identity(item: Any) -> Any:
@@ -209,6 +209,11 @@ def test_a_source_waiting_on_its_own_outputs_works_with_batch_size_one() -> None
     assert outputs == [0, 1, 2, 3]
 
 
+def pipeline_bound(queue_size: int, batch_size: int, workers: int) -> int:
+    stages = [FunctionStage(identity, workers=workers) for _ in range(3)]
+    return Pipeline(stages, queue_size=queue_size, batch_size=batch_size).max_items_in_flight
+
+
 @pytest.mark.parametrize(
     ("queue_size", "batch_size", "workers"), [(1, 1, 1), (8, 4, 2), (50, 16, 3)]
 )
@@ -225,8 +230,11 @@ def test_items_in_flight_stay_under_the_bound_with_a_slow_last_stage(
             yield item
 
     stages = [FunctionStage(identity, workers=workers) for _ in range(3)]
-    # The feeder's chunk, every link, each worker's batch, and the consumer's batch.
-    bound = batch_size + 4 * queue_size + 3 * workers * batch_size + batch_size
+    # The feeder's chunk, every link, each worker's batch and each stage's reorder
+    # window of finished batches, and the consumer's batch.
+    window = REORDER_BATCHES_PER_WORKER * workers if workers > 1 else 0
+    bound = batch_size + 4 * queue_size + 3 * (workers + window) * batch_size + batch_size
+    assert pipeline_bound(queue_size, batch_size, workers) == bound
     most_in_flight = 0
     pipeline = Pipeline(stages, queue_size=queue_size, batch_size=batch_size)
     slow_down = threading.Event()
@@ -469,7 +477,7 @@ def test_a_worker_leaving_after_the_stop_began_passes_on_no_end_of_stream() -> N
     stage_run = StageRun(
         FunctionStage(identity),
         inbox,
-        outbox,
+        ToQueue(outbox),
         max_batch=1,
         ordered=True,
         on_failure=lambda error: None,
@@ -620,6 +628,7 @@ def test_ctrl_c_while_an_early_stop_waits_for_a_busy_worker_reaches_the_caller()
         stopping = stop_events[0]
         if stopping is not None and stopping.wait(WAIT):
             _thread.interrupt_main()
+        release.set()  # the Ctrl-C is re-raised once the busy worker has been joined
 
     presser = threading.Thread(target=press_ctrl_c_during_the_stop)
 

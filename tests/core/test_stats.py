@@ -172,8 +172,10 @@ def test_a_stop_event_wait_ends_as_soon_as_the_pipeline_fails() -> None:
         waiting.wait(WAIT)
         raise ValueError("the source failed while the stage waited")
 
+    # fail_fast: without it the run would let item 1, which comes before the failure,
+    # finish first.
     with pytest.raises(StageError, match="the source failed"):
-        Pipeline(FunctionStage(patient), batch_size=1).run(source())
+        Pipeline(FunctionStage(patient), batch_size=1, fail_fast=True).run(source())
     assert released.is_set()
 
 

@@ -143,6 +143,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
         if not isinstance(stage, PipelineStage) or not hasattr(stage, "workers"):
             raise TypeError(f"stage must be a PipelineStage, got {type(stage).__name__}")
         super().__init__(stage.name, workers=stage.workers)
+        self.named_by_user = stage.named_by_user
         self.inner = stage
         self.on_error: ErrorPolicy = check_error_policy(on_error)
         _check_type("retry", retry, RetryPolicy)

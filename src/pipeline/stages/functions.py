@@ -7,6 +7,7 @@ and nothing more.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -30,11 +31,23 @@ class FunctionStage(PipelineStage[In, Out]):
     """A stage that maps each item through `function`; named after the function."""
 
     def __init__(
-        self, function: Callable[[In], Out], *, name: str | None = None, workers: int = 1
+        self,
+        function: Callable[[In], Out],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        super().__init__(name or _name_of(function), workers=workers)
+        if inspect.isgeneratorfunction(function):
+            raise TypeError(
+                f"{_name_of(function)} uses yield, so FunctionStage would pass generator "
+                "objects downstream; use FlatMapFunctionStage to emit its items"
+            )
+        super().__init__(name, workers=workers, latency_target=latency_target)
+        if name is None:
+            self.name = _name_of(function)
         self.function = function
 
     def process(self, item: In) -> Out:
@@ -48,11 +61,18 @@ class PredicateStage(FilteringStage[T]):
     """A stage that keeps the items for which `predicate(item)` is true."""
 
     def __init__(
-        self, predicate: Callable[[T], bool], *, name: str | None = None, workers: int = 1
+        self,
+        predicate: Callable[[T], bool],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        super().__init__(name or _name_of(predicate), workers=workers)
+        super().__init__(name, workers=workers, latency_target=latency_target)
+        if name is None:
+            self.name = _name_of(predicate)
         self.predicate = predicate
 
     def keep(self, item: T) -> bool:
@@ -66,11 +86,18 @@ class FlatMapFunctionStage(FlatMapStage[In, Out]):
     """A stage that replaces each item with the items of `function(item)`."""
 
     def __init__(
-        self, function: Callable[[In], Iterable[Out]], *, name: str | None = None, workers: int = 1
+        self,
+        function: Callable[[In], Iterable[Out]],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        super().__init__(name or _name_of(function), workers=workers)
+        super().__init__(name, workers=workers, latency_target=latency_target)
+        if name is None:
+            self.name = _name_of(function)
         self.function = function
 
     def expand(self, item: In) -> Iterable[Out]:
