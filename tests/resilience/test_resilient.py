@@ -201,3 +201,44 @@ def test_a_failure_travels_as_a_value_not_as_a_chain_of_re_raises() -> None:
     ]
     assert not [name for name in frames if "pipeline/resilience/" in name], frames
     assert letter.error.__context__ is None
+
+
+def test_under_raise_the_outputs_before_the_failing_item_are_delivered() -> None:
+    # The failing batch's earlier outputs travel with ItemFailed, so a run that reports
+    # a failure at its position (the default) delivers every output before it.
+    def fail_on_fifty(item: int) -> int:
+        if item == 50:
+            raise Boom("fifty")
+        return item
+
+    seen: list[int] = []
+
+    def consume() -> None:
+        stage = ResilientStage(FunctionStage(fail_on_fifty))
+        seen.extend(Pipeline(stage, batch_size=64).stream(range(100)))
+
+    with pytest.raises(StageError, match="failed on item 50: Boom: fifty"):
+        consume()
+    assert seen == list(range(50))
+
+
+class Interrupted(BaseException):
+    """Stands in for Ctrl-C or SystemExit raised by the user's code."""
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip", "collect"])
+def test_a_base_exception_is_no_outcome_and_stops_the_run_under_any_policy(policy: Any) -> None:
+    def interrupt_on_two(item: int) -> int:
+        if item == 2:
+            raise Interrupted("stop")
+        return item
+
+    stage = ResilientStage(
+        FunctionStage(interrupt_on_two),
+        on_error=policy,
+        retry=RetryPolicy(max_attempts=3, base_delay=0, retry_on=BaseException),
+    )
+    with pytest.raises(StageError) as raised:
+        Pipeline(stage).run(range(5))
+    assert type(raised.value.__cause__) is Interrupted
+    assert stage.statistics().retries == 0

@@ -67,11 +67,14 @@ def capture_item(
     cause is the outcome.
 
     Raises:
-        A `BaseException` that is not an `Exception`, unchanged.
+        A `BaseException` that is not an `Exception`, unchanged, even when the stage
+        reported it as the cause of an `ItemFailed`.
     """
     outcome = capture(process_batch, [item])
     if isinstance(outcome, Failure) and isinstance(outcome.error, ItemFailed):
         cause = outcome.error.__cause__
         if isinstance(cause, Exception):
             return Failure(cause)
+        if cause is not None:  # Ctrl-C or SystemExit in the user's code: not an outcome
+            raise cause
     return outcome

@@ -223,7 +223,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
             if isinstance(verdict, Success):
                 outputs.extend(verdict.value)
             elif isinstance(verdict, _GaveUp):
-                self._give_up(item, index, verdict)
+                self._give_up(item, index, verdict, outputs)
         return outputs
 
     def statistics(self) -> ResilienceStatistics:
@@ -298,16 +298,18 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
             return capture_item(self.inner.process_batch, item)
         return time_limit.call(capture_item, self.inner.process_batch, item)
 
-    def _give_up(self, item: In, index: int, gave_up: _GaveUp) -> None:
+    def _give_up(self, item: In, index: int, gave_up: _GaveUp, outputs: list[Out]) -> None:
         """Apply the error policy to an item that failed for good; runs in a worker thread.
 
         Raises:
-            ItemFailed: under "raise", or when the failure budget is exceeded; the worker
-                loop turns it into the run's `StageError`.
+            ItemFailed: under "raise", or when the failure budget is exceeded, carrying
+                the batch's `outputs` so far; the worker loop turns it into the run's
+                `StageError`, after delivering those outputs when the run reports
+                failures at their position.
         """
         error, attempts = gave_up.error, gave_up.attempts
         if self.on_error == "raise":
-            raise ItemFailed(item, index) from error
+            raise ItemFailed(item, index, outputs) from error
         counters = current_worker_counters()
         if self.dead_letters is not None:
             with self._lock:
@@ -328,7 +330,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
                 self.budget.record_failure()
             except FailureBudgetExceeded as exceeded:
                 exceeded.__cause__ = error
-                raise ItemFailed(item, index) from exceeded
+                raise ItemFailed(item, index, outputs) from exceeded
 
     def _count_error(self, error: Exception) -> None:
         if isinstance(error, CircuitOpen):
