@@ -22,7 +22,6 @@ one) through `WorkerCounters.count(name)`; the counts are summed per stage into
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from math import frexp
@@ -75,7 +74,7 @@ def latency_bucket(seconds: float) -> int:
         return 0
     if seconds >= _HIGHEST:  # also infinity
         return _OVERFLOW
-    mantissa, exponent = math.frexp(seconds)  # seconds = mantissa * 2**exponent, 0.5 <= m < 1
+    mantissa, exponent = frexp(seconds)  # seconds = mantissa * 2**exponent, 0.5 <= m < 1
     octave = exponent - 1 - _LOWEST_EXPONENT
     return octave * SUB_BUCKETS + int((mantissa - 0.5) * 2 * SUB_BUCKETS)
 

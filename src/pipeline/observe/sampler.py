@@ -20,17 +20,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from pipeline.pipeline import Pipeline
 from pipeline.stats import PipelineStatistics
 
-__all__ = ["SampleCallback", "Subscription", "subscribe"]
+__all__ = ["THREAD_NAME", "SampleCallback", "Subscription", "subscribe"]
 
 SampleCallback = Callable[[float, PipelineStatistics], object]
 """Called in the monitor thread with the `time.perf_counter()` of a sample and the sample."""
 
-THREAD_NAME = "pipeline-sampler"
+THREAD_NAME: Final = "pipeline-sampler"
+"""The name of the monitor threads."""
 
 logger = logging.getLogger(__name__)
 
