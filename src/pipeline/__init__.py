@@ -23,6 +23,16 @@ from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.observe.dashboard import Dashboard
+    from pipeline.observe.metrics import (
+        PipelineCollector,
+        json_snapshot,
+        register_metrics,
+        statistics_to_dict,
+    )
+    from pipeline.observe.plot import TimelineRecorder, plot_timeline
+    from pipeline.observe.progress import Progress
+    from pipeline.observe.report import bottleneck, diagnose, format_report
     from pipeline.queues.codecs import Codec, JsonCodec, PickleCodec
     from pipeline.queues.durable import DeadItem, DurableQueue, Leased, QueueCounts
     from pipeline.queues.errors import (
@@ -40,7 +50,7 @@ if TYPE_CHECKING:
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
     from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
-    from pipeline.resilience.retry import RetryPolicy
+    from pipeline.resilience.retry import TRANSIENT_ERRORS, RetryPolicy
     from pipeline.stages.functions import FlatMapFunctionStage, FunctionStage, PredicateStage
     from pipeline.stages.quality import (
         Consistent,
@@ -101,6 +111,17 @@ _LAZY: dict[str, str] = {
     "run_resumable": "pipeline.queues.resumable",
     "TaskQueue": "pipeline.queues.tasks",
     "TaskWorkers": "pipeline.queues.tasks",
+    "Dashboard": "pipeline.observe.dashboard",
+    "PipelineCollector": "pipeline.observe.metrics",
+    "json_snapshot": "pipeline.observe.metrics",
+    "register_metrics": "pipeline.observe.metrics",
+    "statistics_to_dict": "pipeline.observe.metrics",
+    "TimelineRecorder": "pipeline.observe.plot",
+    "plot_timeline": "pipeline.observe.plot",
+    "Progress": "pipeline.observe.progress",
+    "bottleneck": "pipeline.observe.report",
+    "diagnose": "pipeline.observe.report",
+    "format_report": "pipeline.observe.report",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -114,6 +135,7 @@ _LAZY: dict[str, str] = {
     "ResilienceStatistics": "pipeline.resilience.resilient",
     "ResilientStage": "pipeline.resilience.resilient",
     "RetryPolicy": "pipeline.resilience.retry",
+    "TRANSIENT_ERRORS": "pipeline.resilience.retry",
     "FlatMapFunctionStage": "pipeline.stages.functions",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
@@ -163,6 +185,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "TRANSIENT_ERRORS",
     "AdaptiveBatcher",
     "AddStage",
     "Anomaly",
@@ -176,6 +199,7 @@ __all__ = [
     "Consistent",
     "CorruptItem",
     "CountWindows",
+    "Dashboard",
     "DeadItem",
     "DeadLetter",
     "DeadLetters",
@@ -206,12 +230,14 @@ __all__ = [
     "PickleCodec",
     "Pipeline",
     "PipelineClosed",
+    "PipelineCollector",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
     "Priority",
     "PriorityQueue",
+    "Progress",
     "QualityReport",
     "QualityStage",
     "QualitySummary",
@@ -238,6 +264,7 @@ __all__ = [
     "TaskQueue",
     "TaskWorkers",
     "TimeWindows",
+    "TimelineRecorder",
     "Unique",
     "Watermark",
     "Window",
@@ -246,6 +273,13 @@ __all__ = [
     "WindowSummary",
     "__version__",
     "anomalies",
+    "bottleneck",
+    "diagnose",
+    "format_report",
+    "json_snapshot",
+    "plot_timeline",
+    "register_metrics",
     "run_resumable",
+    "statistics_to_dict",
     "summarize",
 ]

@@ -111,7 +111,7 @@ def test_nothing_to_draw_is_an_error() -> None:
 
 
 def test_the_interval_must_be_positive() -> None:
-    with pytest.raises(ValueError, match=r"^interval must be > 0, got 0$"):
+    with pytest.raises(ValueError, match=r"^interval must be > 0 seconds and finite, got 0$"):
         TimelineRecorder(interval=0)
 
 
