@@ -4,7 +4,7 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
-(`resilience`, `observe`, `native`, `stages`, `demos`) are loaded the first time one
+(`resilience`, `observe`, `native`, `stages`, `graph`, `demos`) are loaded the first time one
 of their names is used, as `concurrent.futures` loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
@@ -22,6 +22,13 @@ from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.graph.build import Graph, Partition
+    from pipeline.graph.compose import SubgraphStage
+    from pipeline.graph.errors import GraphError, PipelineDeadlock, TaskGraphFailed
+    from pipeline.graph.forkmerge import fork_merge, mix_pool
+    from pipeline.graph.join import KeyJoin, OrderedMerge, SequenceJoin
+    from pipeline.graph.run import GraphPipeline, GraphStatistics
+    from pipeline.graph.tasks import Criticality, TaskGraph, TaskGraphResult
     from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
@@ -37,6 +44,22 @@ _LAZY: dict[str, str] = {
     "AddStage": "pipeline.demos.classic",
     "FilterStage": "pipeline.demos.classic",
     "MultiplyStage": "pipeline.demos.classic",
+    "Graph": "pipeline.graph.build",
+    "Partition": "pipeline.graph.build",
+    "SubgraphStage": "pipeline.graph.compose",
+    "GraphError": "pipeline.graph.errors",
+    "PipelineDeadlock": "pipeline.graph.errors",
+    "TaskGraphFailed": "pipeline.graph.errors",
+    "fork_merge": "pipeline.graph.forkmerge",
+    "mix_pool": "pipeline.graph.forkmerge",
+    "KeyJoin": "pipeline.graph.join",
+    "OrderedMerge": "pipeline.graph.join",
+    "SequenceJoin": "pipeline.graph.join",
+    "GraphPipeline": "pipeline.graph.run",
+    "GraphStatistics": "pipeline.graph.run",
+    "Criticality": "pipeline.graph.tasks",
+    "TaskGraph": "pipeline.graph.tasks",
+    "TaskGraphResult": "pipeline.graph.tasks",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -78,6 +101,7 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
+    "Criticality",
     "DeadLetter",
     "DeadLetters",
     "Empty",
@@ -90,11 +114,19 @@ __all__ = [
     "FlatMapStage",
     "Full",
     "FunctionStage",
+    "Graph",
+    "GraphError",
+    "GraphPipeline",
+    "GraphStatistics",
     "ItemTimeout",
+    "KeyJoin",
     "LinkQueue",
     "MultiplyStage",
+    "OrderedMerge",
+    "Partition",
     "Pipeline",
     "PipelineClosed",
+    "PipelineDeadlock",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
@@ -104,10 +136,17 @@ __all__ = [
     "ResilientStage",
     "RetryPolicy",
     "SafeQueue",
+    "SequenceJoin",
     "ShutDown",
     "StageChain",
     "StageError",
     "StageStatistics",
     "StateChange",
+    "SubgraphStage",
+    "TaskGraph",
+    "TaskGraphFailed",
+    "TaskGraphResult",
     "__version__",
+    "fork_merge",
+    "mix_pool",
 ]
