@@ -22,6 +22,7 @@ failed and was skipped (and why), and `run()` raises `TaskGraphFailed` unless to
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import heapq
 import itertools
@@ -339,15 +340,16 @@ class _TaskRun:
         started: list[threading.Thread] = []
         try:
             for thread in threads:
+                started.append(thread)  # before start(): a Ctrl-C inside it may still start it
                 thread.start()
-                started.append(thread)
         except BaseException as exc:
             interrupted = exc
             self._stop("the run was interrupted")
         for thread in started:
             while True:
                 try:
-                    thread.join()
+                    with contextlib.suppress(RuntimeError):  # a start() cut short by Ctrl-C
+                        thread.join()
                     break
                 except KeyboardInterrupt as exc:
                     interrupted = interrupted or exc
