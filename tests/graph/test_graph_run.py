@@ -202,12 +202,9 @@ def test_an_ordered_merge_restores_split_order_on_random_branch_latencies(fan_ou
             copy for item in range(300) for copy in [item, item] + ([item] if item % 5 else [])
         ]
     else:
-        # Each item went through one branch; the ones "drops" dropped are gone.
-        owner = Graph()  # unused; the expected order is input order minus dropped items
-        del owner
-        assert outputs == sorted(outputs)
-        assert set(range(300)) - set(outputs) <= {item for item in range(300) if item % 5 == 0}
-        return
+        # Item i went to branch i % 3 (by its hash, or dealt in turn); the third branch
+        # dropped the multiples of 5 it got.
+        expected = [item for item in range(300) if not (item % 3 == 2 and item % 5 == 0)]
     assert outputs == expected
 
 
