@@ -163,30 +163,47 @@ class SequenceJoin(JoinStage[Out]):
         super().__init__(name)
         self.combine = combine
         self.keep_partial = keep_partial
+        # Per sequence number: [answers still to come, answer of input 0, input 1, ...].
         self._parts: dict[int, list[Any]] = {}
-        self._answered: dict[int, int] = {}
 
     def reset(self) -> None:
         self._parts = {}
-        self._answered = {}
 
     def accept(self, edge: int, item: Any) -> list[Out]:
-        tagged: Tagged = item
-        parts = self._parts.get(tagged.sequence)
-        if parts is None:
-            parts = self._parts[tagged.sequence] = [MISSING] * len(self.inputs)
-            self._answered[tagged.sequence] = 0
-        parts[edge] = tagged.value
-        self._answered[tagged.sequence] += 1
-        if self._answered[tagged.sequence] < len(self.inputs):
-            return []
-        del self._parts[tagged.sequence], self._answered[tagged.sequence]
-        if not self.keep_partial and any(part is MISSING for part in parts):
-            self._note_size(dropped=1)
-            return []
-        if self.combine is None:
-            return [tuple(parts)]  # type: ignore[list-item]  # Out is the tuple then
-        return [self.combine(*parts)]
+        return self.process_batch([(edge, item)])
+
+    def process_batch(self, items: list[tuple[int, Any]]) -> list[Out]:
+        # One loop with local names: this runs once per branch answer, the join's hot path.
+        waiting = self._parts
+        count = len(self.inputs)
+        blank: list[Any] = [count, *([MISSING] * count)]
+        combine = self.combine
+        keep_partial = self.keep_partial
+        outputs: list[Out] = []
+        dropped = 0
+        for index, (edge, tagged) in enumerate(items):
+            number = tagged.sequence
+            parts = waiting.get(number)
+            if parts is None:
+                parts = waiting[number] = blank.copy()
+            parts[edge + 1] = tagged.value
+            parts[0] -= 1
+            if parts[0]:
+                continue
+            del waiting[number]
+            answers = parts[1:]
+            if not keep_partial and any(answer is MISSING for answer in answers):
+                dropped += 1
+                continue
+            if combine is None:
+                outputs.append(tuple(answers))  # type: ignore[arg-type]  # Out is the tuple
+                continue
+            try:
+                outputs.append(combine(*answers))
+            except BaseException as exc:
+                raise ItemFailed(tuple(answers), index, outputs) from exc
+        self._note_size(dropped)
+        return outputs
 
     def finish(self) -> list[Out]:
         if self._parts:

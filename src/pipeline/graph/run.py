@@ -27,7 +27,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,7 @@ from pipeline.pipeline import (
     _safe_queue,
 )
 from pipeline.safequeue import LinkQueue, QueueStatistics
-from pipeline.stage import ItemFailed, PipelineStage
+from pipeline.stage import FilteringStage, ItemFailed, PipelineStage
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
 from pipeline.worker import StageRun, put_all, reorder_window
 
@@ -397,11 +397,22 @@ class _Branch(PipelineStage[Any, Any]):
 
     Each numbered item goes through the user's stage alone, so that its answer keeps
     the item's number: one output, or a tombstone (`MISSING`) when the stage dropped it.
+    A `FilteringStage` is asked `keep(item)`, a stage that defines `process` is called
+    with `process(item)` (the per-item meaning of its `process_batch`), and any other
+    stage with `process_batch([item])`.
     """
 
     def __init__(self, stage: PipelineStage[Any, Any]) -> None:
         super().__init__(stage.name, workers=stage.workers)
         self.stage = stage
+        self._answer: Callable[[Any], Any]
+        if isinstance(stage, FilteringStage):
+            keep = stage.keep
+            self._answer = lambda value: value if keep(value) else MISSING
+        elif type(stage).process is not PipelineStage.process:
+            self._answer = stage.process
+        else:
+            self._answer = self._one_batch
 
     def setup(self) -> None:
         self.stage.setup()
@@ -410,22 +421,26 @@ class _Branch(PipelineStage[Any, Any]):
         self.stage.teardown()
 
     def process_batch(self, items: list[Tagged]) -> list[Tagged]:
+        answer = self._answer
         outputs: list[Tagged] = []
         for index, tagged in enumerate(items):
             try:
-                answers = self.stage.process_batch([tagged.value])
-                if not isinstance(answers, list) or len(answers) > 1:
-                    raise TypeError(
-                        f"a branch of a join must give at most one output per item (a list), "
-                        f"got {answers!r}"
-                    )
+                value = answer(tagged.value)
             except ItemFailed as failed:
                 raise ItemFailed(tagged.value, index, outputs) from (failed.__cause__ or failed)
             except BaseException as exc:
                 raise ItemFailed(tagged.value, index, outputs) from exc
-            value = answers[0] if answers else MISSING
             outputs.append(Tagged(tagged.sequence, tagged.copies, value))
         return outputs
+
+    def _one_batch(self, value: Any) -> Any:
+        answers = self.stage.process_batch([value])
+        if not isinstance(answers, list) or len(answers) > 1:
+            raise TypeError(
+                f"a branch of a join must give at most one output per item (a list), "
+                f"got {answers!r}"
+            )
+        return answers[0] if answers else MISSING
 
 
 class _GraphRun(_Run):
