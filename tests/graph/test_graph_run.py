@@ -447,3 +447,22 @@ def test_ctrl_c_stops_a_graph_and_leaves_no_thread() -> None:
     returncode, stdout, stderr = interrupt_when_ready(["-c", CTRL_C_SCRIPT], ready="running")
     assert returncode == 0, stderr
     assert stdout.strip() == "threads left: 0"
+
+
+def test_a_join_refuses_a_second_concurrent_run_instead_of_mixing_buffers() -> None:
+    graph = diamond()
+    first = graph.build(queue_size=1, batch_size=1)
+    second = graph.build()
+    stream = first.stream(itertools.count())
+    next(stream)
+    try:
+        with pytest.raises(StageError, match=r"^stage 'd' failed in setup\(\): worker 0: "):
+            second.run(range(10))
+    finally:
+        stream.close()
+    assert len(first.run(range(14))) == 12  # the join is free again once the run ended
+
+
+def test_a_sub_graph_with_a_join_runs_with_one_worker() -> None:
+    with pytest.raises(ValueError, match=r"^workers must be 1 for a graph with a join"):
+        diamond().as_stage(workers=2)

@@ -77,8 +77,9 @@ class JoinStage(PipelineStage[Any, Out]):
     """A node that receives `(edge, item)` pairs and buffers them; runs one worker.
 
     Subclasses fill in `accept` (one arrival, returning the outputs it completes) and
-    `finish` (the end of the input). The buffer is reset in `setup`, so a join can be
-    run again.
+    `finish` (the end of the input). The buffer lives on the join and is reset in
+    `setup`, so a join can be run again, but serves one run at a time: a second run
+    that starts while the first is going fails in `setup` instead of mixing buffers.
     """
 
     kind: str = "join"
@@ -88,6 +89,7 @@ class JoinStage(PipelineStage[Any, Out]):
         self.inputs: tuple[str, ...] = ()
         # Guards the figures read by statistics() from other threads.
         self._figures = threading.Lock()
+        self._in_use = False
         self.buffered = 0
         self.high_water_mark = 0
         self.dropped = 0
@@ -97,9 +99,19 @@ class JoinStage(PipelineStage[Any, Out]):
         self.inputs = inputs
 
     def setup(self) -> None:
-        self.reset()
         with self._figures:
+            if self._in_use:
+                raise RuntimeError(
+                    f"join {self.name!r} is already in a running graph; its buffer serves "
+                    "one run at a time (build the graph again for another concurrent run)"
+                )
+            self._in_use = True
             self.buffered = self.high_water_mark = self.dropped = 0
+        self.reset()
+
+    def teardown(self) -> None:
+        with self._figures:
+            self._in_use = False
 
     def reset(self) -> None:
         """Empty the buffer before a run; runs in the join's worker thread."""
