@@ -34,8 +34,10 @@ test: install
 sanitize:
 	bash csrc/sanitize.sh
 
+# Every benchmark of benchmarks/ with a quick preset; results in benchmarks/results/*.json,
+# compared with the previous run (BENCH_ARGS=--full for each benchmark's own defaults).
 bench: install
-	$(BIN)/python benchmarks/bench_chain.py
+	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis

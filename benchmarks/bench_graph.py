@@ -9,16 +9,22 @@
    a network call would) against running them one after another, for several pool
    sizes. The job optimizer this absorbs promises at least 40% less wall time.
 
+With `--json PATH` (or the environment variable PIPELINE_BENCH_JSON, which
+`benchmarks/suite.py` sets) the figures are also written there as JSON.
+
 Run: .venv/bin/python benchmarks/bench_graph.py [--items N] [--tasks N] [--task-ms MS]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pipeline import FunctionStage, Pipeline, PredicateStage, StageChain
@@ -36,7 +42,14 @@ def best_of(repeats: int, run: Callable[[], int]) -> tuple[float, int]:
     return min(times), result
 
 
-def overhead(items: int, repeats: int) -> None:
+Figures = dict[str, dict[str, Any]]
+
+
+def figure(value: float, better: str | None) -> dict[str, Any]:
+    return {"value": value, "better": better}
+
+
+def overhead(items: int, repeats: int) -> Figures:
     source = range(items)
     expected = sum(1 for item in source if item % 7 != 0)
 
@@ -87,9 +100,14 @@ def overhead(items: int, repeats: int) -> None:
         f"   diamond, sequence join         {joined_time:7.3f} s  "
         f"{items / joined_time:>12,.0f} items/s  {joined_time / chain_time:5.2f}x the chain"
     )
+    return {
+        "chain: items/s": figure(items / chain_time, "higher"),
+        "diamond, merge: x the chain": figure(merged_time / chain_time, "lower"),
+        "diamond, sequence join: x the chain": figure(joined_time / chain_time, "lower"),
+    }
 
 
-def task_graph(tasks: int, task_seconds: float, pools: list[int]) -> None:
+def task_graph(tasks: int, task_seconds: float, pools: list[int]) -> Figures:
     pause = threading.Event()
 
     def call_service(*_: Any) -> float:
@@ -102,6 +120,7 @@ def task_graph(tasks: int, task_seconds: float, pools: list[int]) -> None:
     sequential = time.perf_counter() - started
     print(f"2. {tasks} independent I/O-bound tasks of {task_seconds * 1000:.0f} ms")
     print(f"   sequential                     {sequential:7.3f} s")
+    figures: Figures = {}
     for workers in pools:
         graph = TaskGraph()
         for index in range(tasks):
@@ -111,6 +130,7 @@ def task_graph(tasks: int, task_seconds: float, pools: list[int]) -> None:
         elapsed = time.perf_counter() - started
         assert len(result.succeeded) == tasks
         saved = 1 - elapsed / sequential
+        figures[f"task graph, {workers} workers: % less wall time"] = figure(100 * saved, "higher")
         print(
             f"   task graph, {workers:2d} workers          {elapsed:7.3f} s  "
             f"{saved:6.1%} less wall time  {sequential / elapsed:5.1f}x faster"
@@ -130,6 +150,7 @@ def task_graph(tasks: int, task_seconds: float, pools: list[int]) -> None:
         f"   fan-out/fan-in ({tasks} tasks), {max(pools)} workers {elapsed:7.3f} s  "
         f"{1 - elapsed / sequential:6.1%} less wall time"
     )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--task-ms", type=float, default=20.0)
     parser.add_argument("--pools", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    overhead(args.items, args.repeats)
-    task_graph(args.tasks, args.task_ms / 1000, args.pools)
+    figures = overhead(args.items, args.repeats)
+    figures.update(task_graph(args.tasks, args.task_ms / 1000, args.pools))
+    environment = os.environ.get("PIPELINE_BENCH_JSON")
+    json_path = args.json or (Path(environment) if environment else None)
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batching import AdaptiveBatcher, BatcherStatistics
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
 from pipeline.safequeue import Empty, Full, LinkQueue, QueueStatistics, SafeQueue
@@ -35,6 +36,36 @@ if TYPE_CHECKING:
     from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
     from pipeline.resilience.retry import RetryPolicy
     from pipeline.stages.functions import FlatMapFunctionStage, FunctionStage, PredicateStage
+    from pipeline.stages.quality import (
+        Consistent,
+        InRange,
+        IsType,
+        Matches,
+        OneOf,
+        QualityReport,
+        QualityStage,
+        QualitySummary,
+        Rejected,
+        Rejects,
+        Required,
+        Rule,
+        RuleFailure,
+        Unique,
+    )
+    from pipeline.stages.windows import (
+        Anomaly,
+        CountWindows,
+        LateItem,
+        RunningStats,
+        TimeWindows,
+        Watermark,
+        Window,
+        WindowAnomalies,
+        WindowFull,
+        WindowSummary,
+        anomalies,
+        summarize,
+    )
 
 __version__ = "0.2.0"
 
@@ -76,6 +107,32 @@ _LAZY: dict[str, str] = {
     "FlatMapFunctionStage": "pipeline.stages.functions",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
+    "Consistent": "pipeline.stages.quality",
+    "InRange": "pipeline.stages.quality",
+    "IsType": "pipeline.stages.quality",
+    "Matches": "pipeline.stages.quality",
+    "OneOf": "pipeline.stages.quality",
+    "QualityReport": "pipeline.stages.quality",
+    "QualityStage": "pipeline.stages.quality",
+    "QualitySummary": "pipeline.stages.quality",
+    "Rejected": "pipeline.stages.quality",
+    "Rejects": "pipeline.stages.quality",
+    "Required": "pipeline.stages.quality",
+    "Rule": "pipeline.stages.quality",
+    "RuleFailure": "pipeline.stages.quality",
+    "Unique": "pipeline.stages.quality",
+    "Anomaly": "pipeline.stages.windows",
+    "CountWindows": "pipeline.stages.windows",
+    "LateItem": "pipeline.stages.windows",
+    "RunningStats": "pipeline.stages.windows",
+    "TimeWindows": "pipeline.stages.windows",
+    "Watermark": "pipeline.stages.windows",
+    "Window": "pipeline.stages.windows",
+    "WindowAnomalies": "pipeline.stages.windows",
+    "WindowFull": "pipeline.stages.windows",
+    "WindowSummary": "pipeline.stages.windows",
+    "anomalies": "pipeline.stages.windows",
+    "summarize": "pipeline.stages.windows",
 }
 
 
@@ -96,11 +153,16 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "AdaptiveBatcher",
     "AddStage",
+    "Anomaly",
     "BatchEvent",
+    "BatcherStatistics",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
+    "Consistent",
+    "CountWindows",
     "Criticality",
     "DeadLetter",
     "DeadLetters",
@@ -118,10 +180,15 @@ __all__ = [
     "GraphError",
     "GraphPipeline",
     "GraphStatistics",
+    "InRange",
+    "IsType",
     "ItemTimeout",
     "KeyJoin",
+    "LateItem",
     "LinkQueue",
+    "Matches",
     "MultiplyStage",
+    "OneOf",
     "OrderedMerge",
     "Partition",
     "Pipeline",
@@ -131,10 +198,19 @@ __all__ = [
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
+    "QualityReport",
+    "QualityStage",
+    "QualitySummary",
     "QueueStatistics",
+    "Rejected",
+    "Rejects",
+    "Required",
     "ResilienceStatistics",
     "ResilientStage",
     "RetryPolicy",
+    "Rule",
+    "RuleFailure",
+    "RunningStats",
     "SafeQueue",
     "SequenceJoin",
     "ShutDown",
@@ -146,7 +222,16 @@ __all__ = [
     "TaskGraph",
     "TaskGraphFailed",
     "TaskGraphResult",
+    "TimeWindows",
+    "Unique",
+    "Watermark",
+    "Window",
+    "WindowAnomalies",
+    "WindowFull",
+    "WindowSummary",
     "__version__",
+    "anomalies",
     "fork_merge",
     "mix_pool",
+    "summarize",
 ]

@@ -4,7 +4,8 @@ Subcommands:
 - `demo` (the default): the classic MultiplyStage -> AddStage -> FilterStage over 1..N;
 - `custom`: the text pipeline of `pipeline.demos.text` over a file or a sample text;
 - `data`: the native production example of `pipeline.demos.sensors`, imported only when
-  asked for, because it needs the compiled C module.
+  asked for, because it needs the compiled C module;
+- `etl`: the ETL and stream demo of `pipeline.demos.etl`.
 
 This is the only module that configures logging, and only for the duration of `main`:
 the library just logs to `logging.getLogger(__name__)`.
@@ -25,6 +26,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
+from pipeline.demos import etl as etl_demo
 from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
 from pipeline.demos.text import SAMPLE_TEXT, text_pipeline
 from pipeline.errors import StageError
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         args = _data_parser(data_example).parse_args(unparsed)
         command = data_example.run
+    elif args.command == "etl":
+        args = _data_parser(etl_demo, "etl").parse_args(unparsed)
+        command = etl_demo.main
     elif unparsed:
         parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     else:
@@ -140,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # `pipeline data --help` is answered by the data example's own parser
         help="the production example: validate and transform float64 data in C, "
         "GIL released (needs the compiled module; see `data --help`)",
+    )
+    subparsers.add_parser(
+        "etl",
+        add_help=False,  # answered by the ETL demo's own parser, as for `data`
+        help="CSV -> validate -> clean -> enrich -> SQLite with a quality report; "
+        "--stream windows a sensor stream (see `etl --help`)",
     )
     return parser
 
@@ -274,11 +285,11 @@ def _import_data_example() -> ModuleType | None:
         return None
 
 
-def _data_parser(data_example: ModuleType) -> argparse.ArgumentParser:
-    """Return the parser of `pipeline data`: -v/-q plus the data example's own options."""
+def _data_parser(data_example: ModuleType, name: str = "data") -> argparse.ArgumentParser:
+    """Return the parser of `pipeline data` (or `name`): -v/-q plus the example's options."""
     summary = (data_example.__doc__ or "").strip().splitlines()
     parser = argparse.ArgumentParser(
-        prog=f"{PROG} data",
+        prog=f"{PROG} {name}",
         parents=[_logging_options()],
         description=summary[0] if summary else None,
     )

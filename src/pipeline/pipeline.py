@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from queue import SimpleQueue
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from pipeline._checks import positive_int
@@ -47,6 +48,7 @@ from pipeline.worker import (
     StageRun,
     ToQueue,
     UpstreamFailed,
+    current_run_owner,
     is_end_marker,
     put_all,
     reorder_window,
@@ -282,7 +284,10 @@ class Pipeline(Generic[In, Out]):
                 # close() empties the batch being delivered, so that nothing is
                 # delivered once it has returned; a batch taken after it is dropped here.
                 run.delivering = batch
-                if batch and not run.closed:
+                if run.closed:
+                    ended_by = None
+                    break
+                if batch:
                     run.items_delivered += len(batch)
                     yield batch
         except GeneratorExit:
@@ -324,9 +329,10 @@ class Pipeline(Generic[In, Out]):
             try:
                 run.stop()
                 run.join()
-                break
             except KeyboardInterrupt as exc:
-                interrupted = interrupted or exc
+                interrupted = exc
+                continue
+            break
         self._forget(run)
         if interrupted is not None:
             raise interrupted
@@ -437,34 +443,51 @@ class _Run:
                 on_failure=self.fail,
                 stop_upstream=self._stopper_above(index) if at_position else None,
                 observer=pipeline.observer,
+                owner=self,
             )
             for index, stage in enumerate(pipeline.stages)
         ]
         self.at_position = at_position
         self._requests: SimpleQueue[object] = SimpleQueue()
+        # One event per thread, set as the thread's last act: what join() waits for.
+        # Thread.join() alone cannot be trusted after a Ctrl-C interrupted it (on 3.11
+        # and 3.12 an interrupted join may mark a running thread as stopped).
+        self._finished: dict[threading.Thread, threading.Event] = {}
         self.threads = [
-            threading.Thread(target=self._supervise, name="pipeline-supervisor"),
-            threading.Thread(target=self._feed, name="pipeline-source"),
+            self._thread(self._supervise, "pipeline-supervisor"),
+            self._thread(self._feed, "pipeline-source"),
         ]
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
                 name = f"pipeline-{stage_run.name}-{worker}"
-                self.threads.append(
-                    threading.Thread(target=stage_run.work, args=(worker,), name=name)
-                )
+                self.threads.append(self._thread(stage_run.work, name, worker))
         self._starting: list[threading.Thread] = []
+
+    def _thread(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        finished = threading.Event()
+
+        def run_then_signal() -> None:
+            try:
+                target(*args)
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=run_then_signal, name=name)
+        self._finished[thread] = finished
+        return thread
 
     def start(self) -> None:
         _register_exit_hook()
         _live_runs.add(self)
         self.started = time.perf_counter()
-        for thread in self.threads:
-            self._starting.append(thread)
-            thread.start()
+        with _ctrl_c_deferred():
+            for thread in self.threads:
+                self._starting.append(thread)
+                thread.start()
 
     def owns_current_thread(self) -> bool:
-        """Return whether the calling thread is one of this run's own threads."""
-        return threading.current_thread() in self.threads
+        """Return whether the calling thread is one of this run's, or a helper acting for it."""
+        return current_run_owner() is self or threading.current_thread() in self.threads
 
     def fail(self, error: StageError) -> None:
         """Record `error` if it is the first, and stop the run; called from any thread."""
@@ -492,9 +515,9 @@ class _Run:
         self._requests.put(_RELEASE)
         me = threading.current_thread()
         for thread in self._starting:
-            if thread is not me:
-                with contextlib.suppress(RuntimeError):  # a start() cut short by Ctrl-C
-                    thread.join()
+            if thread is not me and thread.ident is not None:
+                self._finished[thread].wait()
+                thread.join()
         if not self.ended:
             self.ended = time.perf_counter()
         _live_runs.discard(self)
@@ -556,8 +579,8 @@ class _Run:
             self.stop()
             me = threading.current_thread()
             for thread in self._starting:
-                if thread is not me:
-                    thread.join()
+                if thread is not me and thread.ident is not None:
+                    self._finished[thread].wait()
         except BaseException:
             logger.exception("stopping a pipeline run from inside it failed")
         pipeline = self.pipeline()
@@ -601,6 +624,32 @@ class _Run:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives in the block until it ends, then deliver it.
+
+    A `Thread.start()` cut short by a Ctrl-C leaves a thread that may or may not run,
+    which nothing could then wait for. Only the main thread receives Ctrl-C, and only it
+    may change the handler; elsewhere, or with a handler that is not Python's, nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    pressed: list[FrameType | None] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            previous(signal.SIGINT, pressed[0])
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:

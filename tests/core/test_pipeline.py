@@ -628,6 +628,7 @@ def test_ctrl_c_while_an_early_stop_waits_for_a_busy_worker_reaches_the_caller()
         stopping = stop_events[0]
         if stopping is not None and stopping.wait(WAIT):
             _thread.interrupt_main()
+        release.set()  # the Ctrl-C is re-raised once the busy worker has been joined
 
     presser = threading.Thread(target=press_ctrl_c_during_the_stop)
 

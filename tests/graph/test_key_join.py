@@ -68,7 +68,9 @@ def test_a_key_that_never_completes_fails_the_run_by_default_naming_it() -> None
     with pytest.raises(StageError) as caught:
         enrich(join, drop_right=True).build(batch_size=4).run(range(10))
     message = str(caught.value)
-    assert message.startswith("stage 'join' failed in finish(): LookupError: key ")
+    assert message.startswith(
+        "stage 'join' failed in flush() at the end of its input: worker 0: LookupError: key "
+    )
     assert "from input 'prices' never met its partner from input 'lossy'" in message
     assert "(the input ended; max_pending=10000)" in message
 

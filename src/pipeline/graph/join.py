@@ -17,7 +17,8 @@ branches (their inboxes and the batches their workers hold).
 
 Every join runs one worker (its buffer is its state), receives `(edge, item)` pairs
 from the graph (edge: the position of the input in the node's `after`), and is told of
-the end of its input through `finish()`, which may emit what is left.
+the end of its input through `finish()` (called by the engine's `flush()`), which may
+emit what is left.
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ class JoinStage(PipelineStage[Any, Out]):
     def finish(self) -> list[Out]:
         """Return what is left to emit once every input has ended; may raise."""
         return []
+
+    def flush(self) -> list[Out]:
+        """Emit what `finish` returns; the engine calls it once the input has ended."""
+        outputs = self.finish()
+        self._note_size()
+        return outputs
 
     def size(self) -> int:
         """Return how many items the buffer holds now."""

@@ -368,30 +368,6 @@ class _FanOut:
         return shares
 
 
-class _Finishing:
-    """A join's router: at the end of its input, emits what the join still holds."""
-
-    def __init__(self, router: Router, join: JoinStage[Any], name: str, on_failure: Any) -> None:
-        self.router = router
-        self.join = join
-        self.name = name
-        self.on_failure = on_failure
-
-    def emit(self, outputs: list[Any]) -> None:
-        self.router.emit(outputs)
-
-    def end(self, marker: Any) -> None:
-        try:
-            outputs = self.join.finish()
-        except BaseException as exc:
-            self.on_failure(StageError.caused_by(exc, self.name, "finish"))
-            raise ShutDown from None
-        self.join._note_size()
-        if outputs:
-            self.router.emit(outputs)
-        self.router.end(marker)
-
-
 class _Branch(PipelineStage[Any, Any]):
     """A stage on a branch between a numbering split and its join, run item by item.
 
@@ -403,7 +379,7 @@ class _Branch(PipelineStage[Any, Any]):
     """
 
     def __init__(self, stage: PipelineStage[Any, Any]) -> None:
-        super().__init__(stage.name, workers=stage.workers)
+        super().__init__(stage.name, workers=stage.workers, latency_target=stage.latency_target)
         self.stage = stage
         self._answer: Callable[[Any], Any]
         if isinstance(stage, FilteringStage):
@@ -419,6 +395,15 @@ class _Branch(PipelineStage[Any, Any]):
 
     def teardown(self) -> None:
         self.stage.teardown()
+
+    def flush(self) -> list[Tagged]:
+        held = self.stage.flush()
+        if held:
+            raise TypeError(
+                f"a branch of a join cannot emit outputs from flush() (they have no item "
+                f"to be joined with), got {len(held)}"
+            )
+        return []
 
     def process_batch(self, items: list[Tagged]) -> list[Tagged]:
         answer = self._answer
@@ -499,8 +484,6 @@ class _GraphRun(_Run):
                     node, edges, plan.successors[node.name], node.name in plan.splits, self.fail
                 )
             stage = node.stage
-            if isinstance(stage, JoinStage):
-                router = _Finishing(router, stage, node.name, self.fail)
             run_stage = _Branch(stage) if node.name in plan.branches else stage
             self.stage_runs.append(
                 StageRun(
@@ -514,22 +497,24 @@ class _GraphRun(_Run):
                     on_failure=self.fail,
                     stop_upstream=None,
                     observer=pipeline.observer,
+                    owner=self,
                 )
             )
         self.roles: dict[threading.Thread, str] = {}
+        self._finished: dict[threading.Thread, threading.Event] = {}
         self.threads = [
-            threading.Thread(target=self._supervise, name="pipeline-supervisor"),
-            threading.Thread(target=self._feed, name="pipeline-source"),
+            self._thread(self._supervise, "pipeline-supervisor"),
+            self._thread(self._feed, "pipeline-source"),
         ]
         self.roles[self.threads[1]] = "the source"
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
                 name = f"pipeline-{stage_run.name}-{worker}"
-                thread = threading.Thread(target=stage_run.work, args=(worker,), name=name)
+                thread = self._thread(stage_run.work, name, worker)
                 self.threads.append(thread)
                 self.roles[thread] = f"node {stage_run.name!r} (worker {worker})"
         if self.board is not None:
-            self.threads.append(threading.Thread(target=self._watch, name="pipeline-watchdog"))
+            self.threads.append(self._thread(self._watch, "pipeline-watchdog"))
 
     def _watched(self, queue: LinkQueue[Any], node: str | None) -> LinkQueue[Any]:
         if self.board is None:

@@ -22,7 +22,6 @@ failed and was skipped (and why), and `run()` raises `TaskGraphFailed` unless to
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import heapq
 import itertools
@@ -37,6 +36,7 @@ from typing import Any, Literal
 from pipeline._checks import non_empty_str, positive_int
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
+from pipeline.pipeline import _ctrl_c_deferred
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.stats import LATENCY_BUCKET_BOUNDS
@@ -332,24 +332,27 @@ class _TaskRun:
     def execute(self, workers: int) -> TaskGraphResult:
         """Run the workers, wait for them, and return the result; see `TaskGraph.run`."""
         self.running = True
+        # One event per thread, set as its last act: what the wait below trusts, since
+        # on 3.11 and 3.12 a Thread.join() interrupted by Ctrl-C may mark a running
+        # thread as stopped.
+        finished = [threading.Event() for _ in range(min(workers, len(self.tasks)))]
         threads = [
-            threading.Thread(target=self._work, name=f"pipeline-task-{index}")
-            for index in range(min(workers, len(self.tasks)))
+            threading.Thread(target=self._work, args=(done,), name=f"pipeline-task-{index}")
+            for index, done in enumerate(finished)
         ]
         interrupted: BaseException | None = None
-        started: list[threading.Thread] = []
         try:
-            for thread in threads:
-                started.append(thread)  # before start(): a Ctrl-C inside it may still start it
-                thread.start()
-        except BaseException as exc:
+            with _ctrl_c_deferred():  # a start() cut short would leave a thread nobody awaits
+                for thread in threads:
+                    thread.start()
+        except KeyboardInterrupt as exc:  # held until every thread had started
             interrupted = exc
             self._stop("the run was interrupted")
-        for thread in started:
+        for thread, done in zip(threads, finished, strict=True):
             while True:
                 try:
-                    with contextlib.suppress(RuntimeError):  # a start() cut short by Ctrl-C
-                        thread.join()
+                    done.wait()
+                    thread.join()
                     break
                 except KeyboardInterrupt as exc:
                     interrupted = interrupted or exc
@@ -398,8 +401,14 @@ class _TaskRun:
             self.stopping.set()
             self.changed.notify_all()
 
-    def _work(self) -> None:
+    def _work(self, finished: threading.Event) -> None:
         """Take the most critical ready task, run it, settle it; a worker thread's target."""
+        try:
+            self._take_and_run()
+        finally:
+            finished.set()
+
+    def _take_and_run(self) -> None:
         try:
             while True:
                 with self.changed:

@@ -13,8 +13,9 @@ give blocking I/O its own timeout too (a socket timeout, say), and use this one 
 the pipeline moving past the calls that are merely slow.
 
 One helper thread runs the stage's setup, its calls and its teardown, so per-worker
-state on `stage.local` works unchanged. The helper thread is not a worker thread, so
-`pipeline.worker.current_stop_event()` returns None in it.
+state on `stage.local` works unchanged. The helper thread adopts its worker's run
+context (`pipeline.worker.run_context`), so `current_stop_event()` works in it, and a
+`Pipeline.close()` called from it is known to come from inside the run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from pipeline.resilience.errors import ItemTimeout
+from pipeline.worker import adopt_run_context, run_context
 
 __all__ = ["TimeLimit"]
 
@@ -67,7 +69,12 @@ class TimeLimit:
         """
         if self._helper is not None:
             return
-        helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        helper = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=self._name,
+            initializer=adopt_run_context,
+            initargs=(run_context(),),
+        )
         try:
             helper.submit(self._setup).result()
         except BaseException:
