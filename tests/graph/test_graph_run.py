@@ -466,3 +466,35 @@ def test_a_join_refuses_a_second_concurrent_run_instead_of_mixing_buffers() -> N
 def test_a_sub_graph_with_a_join_runs_with_one_worker() -> None:
     with pytest.raises(ValueError, match=r"^workers must be 1 for a graph with a join"):
         diamond().as_stage(workers=2)
+
+
+def test_a_resilient_stage_on_a_branch_keeps_its_policy_per_item() -> None:
+    from pipeline import ResilientStage
+
+    def fail_on_odd(item: int) -> int:
+        if item % 2:
+            raise Boom("odd")
+        return item
+
+    skipping = ResilientStage(FunctionStage(fail_on_odd, name="even_only"), on_error="skip")
+    graph = (
+        Graph()
+        .add(identity("a"))
+        .add(skipping, after="a")
+        .add(identity("c"), after="a")
+        .add(SequenceJoin(name="d", keep_partial=True), after=["even_only", "c"])
+    )
+    outputs = graph.build(batch_size=4).run(range(6))
+    from pipeline.graph import MISSING
+
+    assert sorted(outputs, key=lambda pair: pair[1]) == [
+        (item if item % 2 == 0 else MISSING, item) for item in range(6)
+    ]
+
+
+def test_an_unordered_graph_with_a_watchdog_gives_every_output_and_stops_on_break() -> None:
+    pipeline = diamond().build(queue_size=2, batch_size=2, ordered=False, deadlock_timeout=WAIT)
+    assert len(pipeline.run(range(700))) == 600
+    for count, _ in enumerate(pipeline.stream(itertools.count())):
+        if count == 50:
+            break

@@ -301,7 +301,7 @@ class _FanOut:
         edges: list[_Edge],
         successors: tuple[str, ...],
         numbered: bool,
-        on_failure: Any,
+        on_failure: Callable[[StageError], None],
     ) -> None:
         self.node = node
         self.edges = edges
@@ -373,22 +373,22 @@ class _Branch(PipelineStage[Any, Any]):
 
     Each numbered item goes through the user's stage alone, so that its answer keeps
     the item's number: one output, or a tombstone (`MISSING`) when the stage dropped it.
-    A `FilteringStage` is asked `keep(item)`, a stage that defines `process` is called
-    with `process(item)` (the per-item meaning of its `process_batch`), and any other
-    stage with `process_batch([item])`.
+    A stage that keeps the default `process_batch` is asked `keep(item)` or
+    `process(item)` directly; any other (a vectorised stage, a `ResilientStage`) gets
+    `process_batch([item])`, so whatever its batch does per item still happens.
     """
 
     def __init__(self, stage: PipelineStage[Any, Any]) -> None:
         super().__init__(stage.name, workers=stage.workers, latency_target=stage.latency_target)
         self.stage = stage
-        self._answer: Callable[[Any], Any]
+        self._answer: Callable[[Any], Any] = self._one_batch
+        kind = type(stage)
         if isinstance(stage, FilteringStage):
-            keep = stage.keep
-            self._answer = lambda value: value if keep(value) else MISSING
-        elif type(stage).process is not PipelineStage.process:
+            if kind.process_batch is FilteringStage.process_batch:
+                keep = stage.keep
+                self._answer = lambda value: value if keep(value) else MISSING
+        elif kind.process_batch is PipelineStage.process_batch:
             self._answer = stage.process
-        else:
-            self._answer = self._one_batch
 
     def setup(self) -> None:
         self.stage.setup()
