@@ -72,7 +72,7 @@ def test_a_key_that_never_completes_fails_the_run_by_default_naming_it() -> None
         "stage 'join' failed in flush() at the end of its input: worker 0: LookupError: key "
     )
     assert "from input 'prices' never met its partner from input 'lossy'" in message
-    assert "(the input ended; max_pending=10000)" in message
+    assert message.endswith("(the input ended)")
 
 
 def test_the_drop_policy_counts_and_logs_keys_that_never_complete(
@@ -116,7 +116,7 @@ def test_a_full_buffer_fails_the_run_naming_the_bound() -> None:
     )
     with pytest.raises(StageError) as caught:
         graph.build(queue_size=16, batch_size=16).run(range(16))
-    assert "(the buffer is full; max_pending=3)" in str(caught.value)
+    assert str(caught.value).endswith("(the buffer is full: max_pending=3)")
 
 
 def test_a_key_seen_twice_on_one_input_is_an_error() -> None:

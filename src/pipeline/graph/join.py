@@ -294,9 +294,14 @@ class KeyJoin(JoinStage[Out]):
     """Pair the items of two inputs that share a key, as an enrich-from-two-sources join.
 
     Each key is expected once on each input. The buffer holds the items still waiting
-    for their partner, at most `max_pending` keys. A key whose partner never comes is
-    handled by `incomplete`, both when the buffer is full (the oldest key goes) and at
-    the end of the input (every key left):
+    for their partner. While every key completes, it holds at most the items one input
+    can run ahead of the other: the items in flight above the join, already inside the
+    run's bound (`GraphPipeline.max_items_in_flight`). A key whose partner never comes
+    stays until the end of the input, so on a long stream where keys can go missing set
+    `max_pending`: the buffer then holds at most that many keys, and the oldest goes
+    when it is full (choose it above the items in flight above the join, or keys still
+    on their way are given up too). A key whose partner never comes is handled by
+    `incomplete`, when the buffer is full and at the end of the input (every key left):
     - "fail" (the default): fail the run, naming the join, the key and the input;
     - "drop": drop the item, counted in the join's `dropped` and logged once per run;
     - "emit": emit it anyway, with `MISSING` for the partner.
@@ -304,7 +309,7 @@ class KeyJoin(JoinStage[Out]):
     Args:
         key: returns an item's key (hashable); called in the join's worker thread.
         combine: called as `combine(left, right)` for a pair; by default the pair as a tuple.
-        max_pending: the most keys the buffer holds.
+        max_pending: the most keys the buffer holds; None (the default): no fixed bound.
         incomplete: the policy above.
         name: the node's name; defaults to "KeyJoin".
     """
@@ -316,7 +321,7 @@ class KeyJoin(JoinStage[Out]):
         key: Callable[[Any], Hashable],
         *,
         combine: Callable[[Any, Any], Out] | None = None,
-        max_pending: int = 10_000,
+        max_pending: int | None = None,
         incomplete: IncompletePolicy = "fail",
         name: str | None = None,
     ) -> None:
@@ -329,7 +334,7 @@ class KeyJoin(JoinStage[Out]):
         super().__init__(name)
         self.key = key
         self.combine = combine
-        self.max_pending = positive_int("max_pending", max_pending)
+        self.max_pending = None if max_pending is None else positive_int("max_pending", max_pending)
         self.incomplete: IncompletePolicy = incomplete
         self._pending: dict[Hashable, tuple[int, Any]] = {}
         self._warned = False
@@ -350,9 +355,10 @@ class KeyJoin(JoinStage[Out]):
                 )
             return [self._pair(other, item) if edge == 1 else self._pair(item, other)]
         outputs: list[Out] = []
-        if len(self._pending) >= self.max_pending:
+        if self.max_pending is not None and len(self._pending) >= self.max_pending:
             oldest = next(iter(self._pending))
-            outputs.extend(self._give_up(oldest, "the buffer is full"))
+            full = f"the buffer is full: max_pending={self.max_pending}"
+            outputs.extend(self._give_up(oldest, full))
         self._pending[key] = (edge, item)
         return outputs
 
@@ -375,7 +381,7 @@ class KeyJoin(JoinStage[Out]):
         if self.incomplete == "fail":
             raise LookupError(
                 f"key {key!r} from input {self.inputs[edge]!r} never met its partner "
-                f"from input {self.inputs[1 - edge]!r} ({why}; max_pending={self.max_pending})"
+                f"from input {self.inputs[1 - edge]!r} ({why})"
             )
         if self.incomplete == "drop":
             self._note_size(dropped=1)

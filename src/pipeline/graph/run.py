@@ -11,9 +11,11 @@ every node at once (a graph has no single position to report a failure at) and t
 caller gets the `StageError` naming the node and the item.
 
 Memory: at most `max_items_in_flight` items, summed per node from its inbox and its
-workers' batches (see the property), plus what the joins buffer: a key join at most
-its `max_pending` keys, a sequence join or ordered merge at most the items in flight
-on its branches (already counted in the branches' inboxes and batches).
+workers' batches (see the property), plus what the joins buffer: a sequence join or
+ordered merge at most the items in flight on its branches (already counted in the
+branches' inboxes and batches); a key join as much while every key completes, and at
+most its `max_pending` keys if given (without it, keys that never complete stay until
+the end of the input).
 
 With `deadlock_timeout`, a watchdog thread fails the run with `PipelineDeadlock` when
 nothing has been put into or taken from any queue for that long, naming what every
@@ -136,7 +138,8 @@ class GraphPipeline(Pipeline[Any, Any]):
 
         The source's chunk, every node's inbox, each node's workers' batches and reorder
         window, the results queue, the consumer's batch, and each key join's
-        `max_pending` (for stages that emit at most one output per item).
+        `max_pending` where given (for stages that emit at most one output per item, and
+        key joins whose keys all complete or that have a `max_pending`).
         """
         held_by_nodes = sum(
             self.queue_size
@@ -144,7 +147,7 @@ class GraphPipeline(Pipeline[Any, Any]):
             for stage in self.stages
         )
         held_by_joins = sum(
-            stage.max_pending for stage in self.stages if isinstance(stage, KeyJoin)
+            stage.max_pending or 0 for stage in self.stages if isinstance(stage, KeyJoin)
         )
         return 2 * self.batch_size + held_by_nodes + self.queue_size + held_by_joins
 
