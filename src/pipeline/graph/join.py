@@ -157,6 +157,9 @@ class JoinStage(PipelineStage[Any, Out]):
 class SequenceJoin(JoinStage[Out]):
     """Combine the answers of every branch of a broadcast, item by item.
 
+    It emits an item once its last answer arrives. In an ordered run every branch
+    keeps its input order, so items complete, and are emitted, in the split's order.
+
     Args:
         combine: called with one answer per branch (in the order of the join's inputs)
             and returns the output; by default the answers as a tuple.
