@@ -499,3 +499,13 @@ def test_an_unordered_graph_with_a_watchdog_gives_every_output_and_stops_on_brea
     for count, _ in enumerate(pipeline.stream(itertools.count())):
         if count == 50:
             break
+
+
+def test_a_graph_run_sets_every_attribute_a_chain_run_has() -> None:
+    # _GraphRun wires its own queues instead of calling _Run.__init__; this catches an
+    # attribute the chain's run gains later and the graph's run would lack.
+    from pipeline.pipeline import _Run
+
+    chain_run = _Run(Pipeline(identity("a")), iter(()))
+    graph_run = diamond().build()._new_run(iter(()))
+    assert set(vars(chain_run)) <= set(vars(graph_run))
