@@ -509,3 +509,69 @@ def test_a_graph_run_sets_every_attribute_a_chain_run_has() -> None:
     chain_run = _Run(Pipeline(identity("a")), iter(()))
     graph_run = diamond().build()._new_run(iter(()))
     assert set(vars(chain_run)) <= set(vars(graph_run))
+
+
+class FailAt(PipelineStage[int, int]):
+    """Passes items on, failing on `bad`; its name says where it sits."""
+
+    def __init__(self, name: str, bad: int | None, *, workers: int = 1) -> None:
+        super().__init__(name, workers=workers)
+        self.bad = bad
+
+    def process(self, item: int) -> int:
+        if item == self.bad:
+            raise Boom(f"{self.name} fails on {item}")
+        return item
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    failing=st.sampled_from(["a", "b", "c", "m", "none"]),
+    bad=st.integers(0, 40),
+    workers=st.integers(1, 3),
+    queue_size=st.integers(1, 3),
+    batch_size=st.integers(1, 4),
+    stop_after=st.one_of(st.none(), st.integers(0, 30)),
+)
+def test_any_failure_or_early_stop_in_a_graph_ends_the_run_and_names_the_node(
+    failing: str,
+    bad: int,
+    workers: int,
+    queue_size: int,
+    batch_size: int,
+    stop_after: int | None,
+) -> None:
+    def stage(name: str) -> FailAt:
+        return FailAt(name, bad if name == failing else None, workers=workers)
+
+    graph = (
+        Graph()
+        .add(stage("a"), fan_out="round_robin")
+        .add(stage("b"), after="a")
+        .add(stage("c"), after="a")
+        .add(OrderedMerge(name="merge"), after=["b", "c"])
+        .add(stage("m"), after="merge")
+    )
+    pipeline = graph.build(queue_size=queue_size, batch_size=batch_size, deadlock_timeout=WAIT)
+    seen: list[int] = []
+    raised: StageError | None = None
+    try:
+        for output in pipeline.stream(range(41)):
+            seen.append(output)
+            if stop_after is not None and len(seen) > stop_after:
+                break
+    except StageError as error:
+        raised = error
+    if raised is not None:
+        assert failing != "none"
+        assert (raised.stage, raised.item) == (failing, bad), raised
+        assert seen == list(range(len(seen)))
+        return
+    # Round robin deals even items to b and odd ones to c.
+    reached = failing in ("a", "m") or (failing == "b") == (bad % 2 == 0)
+    expected = list(range(41)) if stop_after is None else list(range(stop_after + 1))
+    if failing == "none" or not reached or stop_after is not None:
+        assert seen == expected[: len(seen)]
+        assert stop_after is not None or len(seen) == 41
+    else:
+        raise AssertionError(f"the failure in {failing!r} on {bad} was not raised")
