@@ -469,6 +469,10 @@ class _Run:
         def run_then_signal() -> None:
             try:
                 target(*args)
+            except BaseException as exc:
+                # The thread's own handlers failed (a link queue that raised, say): the
+                # run must still stop, with an error that says so, rather than hang.
+                self.fail(StageError.caused_by(exc, name, "worker"))
             finally:
                 finished.set()
 
