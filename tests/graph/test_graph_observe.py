@@ -18,7 +18,7 @@ from pipeline.observe.progress import Progress
 from pipeline.observe.report import format_report
 
 
-def diamond() -> GraphPipeline:
+def diamond() -> GraphPipeline[int, tuple[int, int]]:
     graph = (
         Graph()
         .add(FunctionStage(lambda item: item, name="a"))

@@ -186,7 +186,7 @@ class Graph:
         observer: BatchObserver | None = None,
         queue_factory: QueueFactory | None = None,
         deadlock_timeout: float | None = None,
-    ) -> GraphPipeline:
+    ) -> GraphPipeline[Any, Any]:
         """Check the graph and return a `GraphPipeline` that runs it (see its arguments)."""
         from pipeline.graph.run import GraphPipeline
 

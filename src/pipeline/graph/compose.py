@@ -54,10 +54,10 @@ class SubgraphStage(PipelineStage[Any, Any]):
         self.local.pipeline = self.graph.build(**self.options)
 
     def teardown(self) -> None:
-        pipeline: GraphPipeline | None = getattr(self.local, "pipeline", None)
+        pipeline: GraphPipeline[Any, Any] | None = getattr(self.local, "pipeline", None)
         if pipeline is not None:
             pipeline.close()
 
     def process_batch(self, items: list[Any]) -> list[Any]:
-        pipeline: GraphPipeline = self.local.pipeline
+        pipeline: GraphPipeline[Any, Any] = self.local.pipeline
         return pipeline.run(items)

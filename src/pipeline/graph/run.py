@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline._checks import number
 from pipeline.errors import PipelineError, ShutDown, StageError
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = ["GraphPipeline", "GraphStatistics", "JoinStatistics"]
 
+In = TypeVar("In")
+Out = TypeVar("Out")
+
 
 @dataclass(frozen=True, slots=True)
 class JoinStatistics:
@@ -76,8 +79,11 @@ class GraphStatistics(PipelineStatistics):
     joins: tuple[JoinStatistics, ...] = ()
 
 
-class GraphPipeline(Pipeline[Any, Any]):
+class GraphPipeline(Pipeline[In, Out]):
     """A graph of stages, run like a `Pipeline`: `run()`, `stream()`, `close()`, `stats()`.
+
+    A graph's item types are not checked across its edges; annotate the pipeline
+    (`pipeline: GraphPipeline[int, str] = graph.build()`) to type what goes in and out.
 
     `stages` and `names` list the nodes in an order where each comes after its inputs,
     so the observe extras (report, progress, metrics) show one line per node.
@@ -438,7 +444,7 @@ class _GraphRun(_Run):
     threads) itself instead of calling `_Run.__init__`, which wires a chain.
     """
 
-    def __init__(self, pipeline: GraphPipeline, source: Iterator[Any]) -> None:
+    def __init__(self, pipeline: GraphPipeline[Any, Any], source: Iterator[Any]) -> None:
         self.pipeline = weakref.ref(pipeline)
         self.source = source
         self.max_batch = pipeline.batch_size
