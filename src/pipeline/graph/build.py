@@ -352,8 +352,9 @@ def _check_join(join: Node, plan: Plan) -> None:
     this join; a sequence join also needs that split to broadcast.
     """
     stage = join.stage
-    if isinstance(stage, KeyJoin):
-        if len(join.after) != 2:
+    assert isinstance(stage, JoinStage)
+    if not stage.numbered:
+        if isinstance(stage, KeyJoin) and len(join.after) != 2:
             raise GraphError(
                 f"key join {join.name!r} needs exactly two inputs, got {list(join.after)}"
             )
@@ -418,5 +419,4 @@ def _check_join(join: Node, plan: Plan) -> None:
     for _, path in found.values():
         for name in path:
             plan.branches[name] = split
-    assert isinstance(stage, JoinStage)
     stage.bind(join.after)

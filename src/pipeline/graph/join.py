@@ -16,7 +16,8 @@ branches (their inboxes and the batches their workers hold).
   bounded buffer and a stated policy for keys whose partner never comes.
 
 Every join runs one worker (its buffer is its state), receives `(edge, item)` pairs
-from the graph (edge: the position of the input in the node's `after`), and is told of
+from the graph (edge: the position of the input in the node's `after`; a numbered
+join gets `(edge, sequence, copies, value)`, see `Numbered`), and is told of
 the end of its input through `finish()` (called by the engine's `flush()`), which may
 emit what is left.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "MISSING",
     "JoinStage",
     "KeyJoin",
+    "Numbered",
     "OrderedMerge",
     "SequenceJoin",
 ]
@@ -55,23 +57,12 @@ MISSING: Final = _Missing()
 """Stands for a part that never came: a branch dropped the item, or a key's partner."""
 
 
-class Tagged:
-    """An item numbered at a split, on its way through one branch to a join.
-
-    `copies` is how many branches the split sent it to (all of them for a broadcast,
-    one for a partition); `value` is the branch's answer, or `MISSING` (a tombstone)
-    when the branch dropped the item.
-    """
-
-    __slots__ = ("copies", "sequence", "value")
-
-    def __init__(self, sequence: int, copies: int, value: Any) -> None:
-        self.sequence = sequence
-        self.copies = copies
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Tagged({self.sequence}, {self.value!r})"
+Numbered = tuple[int, int, Any]
+"""An item numbered at a split, on its way through a branch to a join: (sequence
+number, copies, value). `copies` is how many branches the split sent it to (all of
+them for a broadcast, one for a partition); `value` is the branch's answer, or
+`MISSING` (a tombstone) when the branch dropped the item. Plain tuples, because one
+is made per item per branch."""
 
 
 class JoinStage(PipelineStage[Any, Out]):
@@ -84,6 +75,9 @@ class JoinStage(PipelineStage[Any, Out]):
     """
 
     kind: str = "join"
+    numbered: bool = False
+    """Whether the join pairs items by the number a split gave them (then the graph
+    checks that its inputs come from one split, and numbers that split's items)."""
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name, workers=1)
@@ -135,14 +129,13 @@ class JoinStage(PipelineStage[Any, Out]):
         """Return how many items the buffer holds now."""
         raise NotImplementedError
 
-    def process_batch(self, items: list[tuple[int, Any]]) -> list[Out]:
+    def process_batch(self, items: list[Any]) -> list[Out]:
         outputs: list[Out] = []
         for index, (edge, item) in enumerate(items):
             try:
                 outputs.extend(self.accept(edge, item))
             except BaseException as exc:
-                shown = item.value if isinstance(item, Tagged) else item
-                raise ItemFailed(shown, index, outputs) from exc
+                raise ItemFailed(item, index, outputs) from exc
         self._note_size()
         return outputs
 
@@ -170,6 +163,7 @@ class SequenceJoin(JoinStage[Out]):
     """
 
     kind = "sequence join"
+    numbered = True
 
     def __init__(
         self,
@@ -185,38 +179,37 @@ class SequenceJoin(JoinStage[Out]):
         super().__init__(name)
         self.combine = combine
         self.keep_partial = keep_partial
-        # Per sequence number: [answers still to come, answer of input 0, input 1, ...].
         self._parts: dict[int, list[Any]] = {}
 
     def reset(self) -> None:
         self._parts = {}
 
-    def accept(self, edge: int, item: Any) -> list[Out]:
-        return self.process_batch([(edge, item)])
-
-    def process_batch(self, items: list[tuple[int, Any]]) -> list[Out]:
+    def process_batch(self, items: list[tuple[int, int, int, Any]]) -> list[Out]:
         # One loop with local names: this runs once per branch answer, the join's hot path.
+        # Per sequence number: [answers still to come, tombstones, answer of input 0, ...].
         waiting = self._parts
         count = len(self.inputs)
-        blank: list[Any] = [count, *([MISSING] * count)]
+        blank: list[Any] = [count, 0, *([MISSING] * count)]
         combine = self.combine
         keep_partial = self.keep_partial
         outputs: list[Out] = []
         dropped = 0
-        for index, (edge, tagged) in enumerate(items):
-            number = tagged.sequence
+        for index, (edge, number, _, value) in enumerate(items):
             parts = waiting.get(number)
             if parts is None:
                 parts = waiting[number] = blank.copy()
-            parts[edge + 1] = tagged.value
+            if value is MISSING:
+                parts[1] += 1
+            else:
+                parts[edge + 2] = value
             parts[0] -= 1
             if parts[0]:
                 continue
             del waiting[number]
-            answers = parts[1:]
-            if not keep_partial and any(answer is MISSING for answer in answers):
+            if parts[1] and not keep_partial:
                 dropped += 1
                 continue
+            answers = parts[2:]
             if combine is None:
                 outputs.append(tuple(answers))  # type: ignore[arg-type]  # Out is the tuple
                 continue
@@ -250,6 +243,7 @@ class OrderedMerge(JoinStage[Any]):
     """
 
     kind = "ordered merge"
+    numbered = True
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
@@ -262,20 +256,24 @@ class OrderedMerge(JoinStage[Any]):
         self._unanswered = {}
         self._next = 0
 
-    def accept(self, edge: int, item: Any) -> list[Any]:
-        tagged: Tagged = item
-        parts = self._waiting.get(tagged.sequence)
-        if parts is None:
-            parts = self._waiting[tagged.sequence] = [MISSING] * len(self.inputs)
-            self._unanswered[tagged.sequence] = tagged.copies
-        parts[edge] = tagged.value
-        self._unanswered[tagged.sequence] -= 1
+    def process_batch(self, items: list[tuple[int, int, int, Any]]) -> list[Any]:
+        waiting = self._waiting
+        unanswered = self._unanswered
+        count = len(self.inputs)
         outputs: list[Any] = []
-        while self._unanswered.get(self._next) == 0:
-            parts = self._waiting.pop(self._next)
-            del self._unanswered[self._next]
-            outputs.extend(part for part in parts if part is not MISSING)
-            self._next += 1
+        for edge, number, copies, value in items:
+            parts = waiting.get(number)
+            if parts is None:
+                parts = waiting[number] = [MISSING] * count
+                unanswered[number] = copies
+            parts[edge] = value
+            unanswered[number] -= 1
+            while unanswered.get(self._next) == 0:
+                parts = waiting.pop(self._next)
+                del unanswered[self._next]
+                outputs.extend(part for part in parts if part is not MISSING)
+                self._next += 1
+        self._note_size()
         return outputs
 
     def finish(self) -> list[Any]:

@@ -38,7 +38,7 @@ from pipeline._checks import number
 from pipeline.errors import PipelineError, ShutDown, StageError
 from pipeline.graph.build import Graph, Node, Partition
 from pipeline.graph.errors import PipelineDeadlock
-from pipeline.graph.join import MISSING, JoinStage, KeyJoin, Tagged
+from pipeline.graph.join import MISSING, JoinStage, KeyJoin, Numbered
 from pipeline.pipeline import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_QUEUE_SIZE,
@@ -287,17 +287,26 @@ class _Outlet:
 
 
 class _Edge:
-    """One outgoing edge: the successor's inbox, and its input position if it is a join."""
+    """One outgoing edge: the successor's inbox, and how items are marked for a join.
 
-    __slots__ = ("join_input", "queue")
+    `join_input` is the position of this edge among a join's inputs; `numbered` says
+    the items are numbered ones, which become `(edge, sequence, copies, value)`.
+    """
 
-    def __init__(self, queue: LinkQueue[Any], join_input: int | None) -> None:
+    __slots__ = ("join_input", "numbered", "queue")
+
+    def __init__(self, queue: LinkQueue[Any], join_input: int | None, numbered: bool) -> None:
         self.queue = queue
         self.join_input = join_input
+        self.numbered = numbered
 
     def put(self, items: list[Any]) -> None:
-        if self.join_input is not None:
-            items = [(self.join_input, item) for item in items]
+        edge = self.join_input
+        if edge is not None:
+            if self.numbered:
+                items = [(edge, sequence, copies, value) for sequence, copies, value in items]
+            else:
+                items = [(edge, item) for item in items]
         put_all(self.queue, items)
 
 
@@ -331,7 +340,7 @@ class _FanOut:
             with self._lock:
                 first = self._next_number
                 self._next_number += len(outputs)
-            outputs = [Tagged(number, copies, value) for number, value in enumerate(outputs, first)]
+            outputs = [(sequence, copies, value) for sequence, value in enumerate(outputs, first)]
         if self.broadcast:
             for index, edge in enumerate(self.edges):
                 edge.put(outputs if index == 0 else list(outputs))
@@ -357,7 +366,7 @@ class _FanOut:
         shares: list[list[Any]] = [[] for _ in self.edges]
         count = len(self.edges)
         for output in outputs:
-            item = output.value if self.numbered else output
+            item = output[2] if self.numbered else output
             try:
                 if partition.key is not None:
                     index = hash(partition.key(item)) % count
@@ -387,9 +396,10 @@ class _Branch(PipelineStage[Any, Any]):
     `process_batch([item])`, so whatever its batch does per item still happens.
     """
 
-    def __init__(self, stage: PipelineStage[Any, Any]) -> None:
+    def __init__(self, stage: PipelineStage[Any, Any], join_input: int | None) -> None:
         super().__init__(stage.name, workers=stage.workers, latency_target=stage.latency_target)
         self.stage = stage
+        self.join_input = join_input
         self._answer: Callable[[Any], Any] = self._one_batch
         kind = type(stage)
         if isinstance(stage, FilteringStage):
@@ -405,7 +415,7 @@ class _Branch(PipelineStage[Any, Any]):
     def teardown(self) -> None:
         self.stage.teardown()
 
-    def flush(self) -> list[Tagged]:
+    def flush(self) -> list[Any]:
         held = self.stage.flush()
         if held:
             raise TypeError(
@@ -414,17 +424,22 @@ class _Branch(PipelineStage[Any, Any]):
             )
         return []
 
-    def process_batch(self, items: list[Tagged]) -> list[Tagged]:
+    def process_batch(self, items: list[Numbered]) -> list[Any]:
+        # The last node of a branch marks its outputs for the join: (edge, number, ...).
         answer = self._answer
-        outputs: list[Tagged] = []
-        for index, tagged in enumerate(items):
+        edge = self.join_input
+        outputs: list[Any] = []
+        for index, (sequence, copies, value) in enumerate(items):
             try:
-                value = answer(tagged.value)
+                answered = answer(value)
             except ItemFailed as failed:
-                raise ItemFailed(tagged.value, index, outputs) from (failed.__cause__ or failed)
+                raise ItemFailed(value, index, outputs) from (failed.__cause__ or failed)
             except BaseException as exc:
-                raise ItemFailed(tagged.value, index, outputs) from exc
-            outputs.append(Tagged(tagged.sequence, tagged.copies, value))
+                raise ItemFailed(value, index, outputs) from exc
+            if edge is None:
+                outputs.append((sequence, copies, answered))
+            else:
+                outputs.append((edge, sequence, copies, answered))
         return outputs
 
     def _one_batch(self, value: Any) -> Any:
@@ -486,14 +501,17 @@ class _GraphRun(_Run):
                 router = outlet
             else:
                 edges = [
-                    _Edge(inboxes[successor], _join_input(by_name[successor], node.name))
+                    self._edge(inboxes, by_name[successor], node)
                     for successor in plan.successors[node.name]
                 ]
                 router = _FanOut(
                     node, edges, plan.successors[node.name], node.name in plan.splits, self.fail
                 )
             stage = node.stage
-            run_stage = _Branch(stage) if node.name in plan.branches else stage
+            run_stage: PipelineStage[Any, Any] = stage
+            if node.name in plan.branches:
+                (successor,) = plan.successors[node.name]
+                run_stage = _Branch(stage, _join_input(by_name[successor], node.name))
             self.stage_runs.append(
                 StageRun(
                     run_stage,
@@ -524,6 +542,14 @@ class _GraphRun(_Run):
                 self.roles[thread] = f"node {stage_run.name!r} (worker {worker})"
         if self.board is not None:
             self.threads.append(self._thread(self._watch, "pipeline-watchdog"))
+
+    def _edge(self, inboxes: dict[str, LinkQueue[Any]], successor: Node, node: Node) -> _Edge:
+        """Return the edge from `node` to `successor`; a branch marks its own outputs."""
+        inbox = inboxes[successor.name]
+        join_input = _join_input(successor, node.name)
+        if join_input is None or node.name in self.plan.branches:
+            return _Edge(inbox, None, False)
+        return _Edge(inbox, join_input, node.name in self.plan.splits)
 
     def _watched(self, queue: LinkQueue[Any], node: str | None) -> LinkQueue[Any]:
         if self.board is None:
