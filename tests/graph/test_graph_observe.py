@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import urllib.request
+from importlib import resources
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import WAIT
 
 from pipeline import FunctionStage, PredicateStage
-from pipeline.graph import Graph, GraphPipeline, SequenceJoin
+from pipeline.graph import Graph, GraphPipeline, GraphStatistics, SequenceJoin
 from pipeline.observe.dashboard import Dashboard
 from pipeline.observe.metrics import json_snapshot, register_metrics
 from pipeline.observe.progress import Progress
@@ -85,3 +89,57 @@ def _read(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=WAIT) as response:
         body: bytes = response.read()
     return body
+
+
+FAKE_DOM = """
+class Element {
+  constructor(tag) { this.tag = tag; this.children = []; this.dataset = {}; this.style = {};
+                     this.textContent = ""; this.className = ""; }
+  appendChild(child) { this.children.push(child); return child; }
+  replaceChildren(...children) { this.children = children; }
+}
+const elements = {};
+globalThis.document = {
+  createElement: (tag) => new Element(tag),
+  getElementById: (id) => (elements[id] = elements[id] || new Element(id)),
+};
+globalThis.fetch = () => new Promise(() => {});
+globalThis.setInterval = () => 0;
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's script")
+def test_the_dashboard_page_lists_each_nodes_successors_and_the_joins_live() -> None:
+    pipeline = diamond()
+    pipeline.run(range(40))
+    page = resources.files("pipeline.observe").joinpath("dashboard.html").read_text("utf-8")
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    program = (
+        FAKE_DOM
+        + script
+        + f"\nrender({json_snapshot(pipeline, name='diamond')});\n"
+        + "for (const line of elements.graph.children.slice(1)) console.log(line.textContent);\n"
+    )
+    shown = subprocess.run(
+        ["node", "-e", program], capture_output=True, text=True, timeout=WAIT * 6, check=True
+    ).stdout.splitlines()
+    stats = pipeline.stats()
+    assert isinstance(stats, GraphStatistics)
+    assert shown == [
+        "a (40 in, 40 out) \u2192 b, c",
+        "b (40 in, 40 out) \u2192 d",
+        "c (40 in, 40 out) \u2192 d",
+        "d (80 in, 20 out) \u2192 output",
+        f"join d: 0 buffered, peak {stats.joins[0].high_water_mark}, 20 dropped",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's script")
+def test_the_dashboard_page_groups_digits_and_writes_microseconds() -> None:
+    page = resources.files("pipeline.observe").joinpath("dashboard.html").read_text("utf-8")
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    program = FAKE_DOM + script + "\nconsole.log(grouped(1234567), duration(0.000005));\n"
+    shown = subprocess.run(
+        ["node", "-e", program], capture_output=True, text=True, timeout=WAIT * 6, check=True
+    ).stdout.strip()
+    assert shown == "1,234,567 5.00 \u00b5s"
