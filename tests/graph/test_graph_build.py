@@ -73,7 +73,7 @@ def test_the_same_input_named_twice_is_refused() -> None:
 
 
 def test_bad_arguments_to_add_name_the_parameter() -> None:
-    with pytest.raises(TypeError, match=r"^stage must be a PipelineStage, got function$"):
+    with pytest.raises(TypeError, match=r"^stage must be a PipelineStage or a chain of them, got"):
         Graph().add(lambda item: item)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^fan_out must be 'broadcast', 'round_robin' or a"):
         Graph().add(node("a"), fan_out="random")  # type: ignore[arg-type]
@@ -209,3 +209,18 @@ def test_an_ordered_merge_below_round_robin_is_accepted() -> None:
     plan = graph.plan()
     assert plan.splits == {"a": "m"}
     assert plan.branches == {"b": "a", "c": "a"}
+
+
+def test_a_chain_adds_one_node_per_stage_each_after_the_one_before() -> None:
+    graph = Graph().add(node("a")).add(node("b") >> node("c"), after="a", fan_out="round_robin")
+    graph.add(node("x"), after="c").add(node("y"), after="c")
+    plan = graph.plan()
+    assert [(each.name, each.after) for each in plan.nodes] == [
+        ("a", ()),
+        ("b", ("a",)),
+        ("c", ("b",)),
+        ("x", ("c",)),
+        ("y", ("c",)),
+    ]
+    assert graph.nodes[2].fan_out == "round_robin"
+    assert graph.nodes[1].fan_out == "broadcast"

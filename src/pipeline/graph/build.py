@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline.graph.errors import GraphError
 from pipeline.graph.join import JoinStage, KeyJoin, SequenceJoin
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE
-from pipeline.stage import PipelineStage
+from pipeline.stage import PipelineStage, StageChain
 
 if TYPE_CHECKING:
     from pipeline.graph.compose import SubgraphStage
@@ -102,19 +102,30 @@ class Graph:
 
     def add(
         self,
-        stage: PipelineStage[Any, Any],
+        stage: PipelineStage[Any, Any] | StageChain[Any, Any],
         *,
         after: str | Sequence[str] = (),
         fan_out: FanOut = "broadcast",
     ) -> Graph:
         """Add `stage` as a node reading from the nodes named in `after`; return the graph.
 
+        A chain made with `>>` adds one node per stage, each reading from the one before
+        it; the first reads from `after`, and the last splits by `fan_out`.
+
         Raises:
-            TypeError: `stage` is not a stage, or `after`/`fan_out` has the wrong type.
+            TypeError: `stage` is not a stage or chain, or `after`/`fan_out` has the wrong type.
             GraphError: a node of that name is already in the graph, or the stage is.
         """
+        if isinstance(stage, StageChain):
+            *leading, last = stage.stages
+            for link in leading:
+                self.add(link, after=after)
+                after = link.name
+            return self.add(last, after=after, fan_out=fan_out)
         if not isinstance(stage, PipelineStage):
-            raise TypeError(f"stage must be a PipelineStage, got {type(stage).__name__}")
+            raise TypeError(
+                f"stage must be a PipelineStage or a chain of them, got {type(stage).__name__}"
+            )
         if stage.name in self._nodes:
             raise GraphError(
                 f"a node named {stage.name!r} is already in the graph; "
