@@ -575,3 +575,13 @@ def test_any_failure_or_early_stop_in_a_graph_ends_the_run_and_names_the_node(
         assert stop_after is not None or len(seen) == 41
     else:
         raise AssertionError(f"the failure in {failing!r} on {bad} was not raised")
+
+
+def test_the_watchdog_waits_for_a_consumer_busy_with_its_own_work() -> None:
+    pipeline = diamond().build(queue_size=1, batch_size=1, deadlock_timeout=0.1)
+    pause = threading.Event()
+    outputs = []
+    for output in pipeline.stream(range(10)):
+        pause.wait(0.3)  # the consumer's own work, longer than the timeout
+        outputs.append(output)
+    assert len(outputs) == 8

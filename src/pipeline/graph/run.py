@@ -19,8 +19,10 @@ the end of the input).
 
 With `deadlock_timeout`, a watchdog thread fails the run with `PipelineDeadlock` when
 nothing has been put into or taken from any queue for that long, naming what every
-thread waits on. It cannot tell a stuck stage from one that takes longer than the
-timeout for one batch, so choose a timeout well above the slowest batch.
+thread waits on. Outputs waiting for a consumer that is busy with its own work (not
+waiting for them) do not count as a deadlock. The watchdog cannot tell a stuck stage
+from one that takes longer than the timeout for one batch, so choose a timeout well
+above the slowest batch.
 """
 
 from __future__ import annotations
@@ -554,7 +556,7 @@ class _GraphRun(_Run):
     def _watched(self, queue: LinkQueue[Any], node: str | None) -> LinkQueue[Any]:
         if self.board is None:
             return queue
-        label = "the results queue" if node is None else f"the inbox of {node!r}"
+        label = _RESULTS if node is None else f"the inbox of {node!r}"
         return _WatchedQueue(queue, label, self.board)
 
     def stop(self) -> None:
@@ -607,7 +609,7 @@ class _GraphRun(_Run):
         while not self._watch_stopping.wait(timeout / 4):
             moves, waits = self.board.snapshot()
             now = time.monotonic()
-            if moves != last_moves:
+            if moves != last_moves or self._consumer_away(waits):
                 last_moves, last_change = moves, now
                 continue
             if now - last_change < timeout:
@@ -619,6 +621,13 @@ class _GraphRun(_Run):
             self.stop()
             return
 
+    def _consumer_away(self, waits: dict[threading.Thread, str]) -> bool:
+        """Whether outputs wait for a consumer busy with its own work: a pause, not a deadlock."""
+        taking = f"waits for items from {_RESULTS}"
+        if any(what == taking for what in waits.values()):
+            return False
+        return self.results.statistics().depth > 0
+
     def _deadlock(self, still: float, waits: dict[threading.Thread, str]) -> PipelineDeadlock:
         described: dict[str, str] = {}
         for thread, role in self.roles.items():
@@ -629,6 +638,9 @@ class _GraphRun(_Run):
                 described[f"the consumer ({thread.name})"] = what
         lines = "; ".join(f"{role} {what}" for role, what in described.items())
         return PipelineDeadlock(f"nothing moved for {still:.1f} s: {lines}", described)
+
+
+_RESULTS = "the results queue"
 
 
 def _join_input(successor: Node, name: str) -> int | None:
