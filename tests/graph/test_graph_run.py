@@ -580,9 +580,26 @@ def test_any_failure_or_early_stop_in_a_graph_ends_the_run_and_names_the_node(
 def test_the_watchdog_waits_for_a_consumer_busy_with_its_own_work() -> None:
     pipeline = diamond().build(queue_size=1, batch_size=1, deadlock_timeout=0.1)
     pause = threading.Event()
-    outputs = []
+    outputs: list[tuple[int, int]] = []
     for output in pipeline.stream(range(10)):
         if len(outputs) < 2:
             pause.wait(0.3)  # the consumer's own work, longer than the timeout
         outputs.append(output)
     assert len(outputs) == 8
+
+
+def test_a_branch_of_several_nodes_keeps_each_items_number_to_the_join() -> None:
+    graph = (
+        Graph()
+        .add(identity("a"))
+        .add(
+            FunctionStage(lambda item: item + 1, name="plus", workers=2)
+            >> PredicateStage(lambda item: item % 4 != 0, name="drop")
+            >> FunctionStage(lambda item: item * 10, name="times"),
+            after="a",
+        )
+        .add(identity("same"), after="a")
+        .add(SequenceJoin(name="j"), after=["times", "same"])
+    )
+    outputs = graph.build(queue_size=2, batch_size=3).run(range(40))
+    assert outputs == [((item + 1) * 10, item) for item in range(40) if (item + 1) % 4 != 0]

@@ -393,6 +393,7 @@ class _Branch(PipelineStage[Any, Any]):
 
     Each numbered item goes through the user's stage alone, so that its answer keeps
     the item's number: one output, or a tombstone (`MISSING`) when the stage dropped it.
+    A tombstone from a node earlier on the branch passes on without reaching the stage.
     A stage that keeps the default `process_batch` is asked `keep(item)` or
     `process(item)` directly; any other (a vectorised stage, a `ResilientStage`) gets
     `process_batch([item])`, so whatever its batch does per item still happens.
@@ -432,12 +433,15 @@ class _Branch(PipelineStage[Any, Any]):
         edge = self.join_input
         outputs: list[Any] = []
         for index, (sequence, copies, value) in enumerate(items):
-            try:
-                answered = answer(value)
-            except ItemFailed as failed:
-                raise ItemFailed(value, index, outputs) from (failed.__cause__ or failed)
-            except BaseException as exc:
-                raise ItemFailed(value, index, outputs) from exc
+            if value is MISSING:  # dropped earlier on this branch: the tombstone goes on
+                answered = MISSING
+            else:
+                try:
+                    answered = answer(value)
+                except ItemFailed as failed:
+                    raise ItemFailed(value, index, outputs) from (failed.__cause__ or failed)
+                except BaseException as exc:
+                    raise ItemFailed(value, index, outputs) from exc
             if edge is None:
                 outputs.append((sequence, copies, answered))
             else:
