@@ -31,6 +31,7 @@ from pipeline import (
 from pipeline.graph import (
     Graph,
     GraphStatistics,
+    KeyJoin,
     OrderedMerge,
     Partition,
     PipelineDeadlock,
@@ -603,3 +604,29 @@ def test_a_branch_of_several_nodes_keeps_each_items_number_to_the_join() -> None
     )
     outputs = graph.build(queue_size=2, batch_size=3).run(range(40))
     assert outputs == [((item + 1) * 10, item) for item in range(40) if (item + 1) % 4 != 0]
+
+
+def test_a_join_may_read_from_its_split_directly_and_split_again_for_a_second_join() -> None:
+    graph = (
+        Graph()
+        .add(identity("a"))
+        .add(FunctionStage(lambda item: -item, name="negate"), after="a")
+        .add(SequenceJoin(lambda item, negated: item + negated, name="j1"), after=["a", "negate"])
+        .add(FunctionStage(lambda item: item + 1, name="plus"), after="j1")
+        .add(PredicateStage(lambda item: item % 2 == 0, name="never"), after="j1")
+        .add(OrderedMerge(name="j2"), after=["plus", "never"])
+    )
+    outputs = graph.build(queue_size=1, batch_size=2).run(range(5))
+    # j1 gives 0 for every item; j2 gets 1 from "plus" and 0 from "never", in that order.
+    assert outputs == [1, 0] * 5
+
+
+def test_a_key_join_pairs_two_entry_nodes() -> None:
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: (item, "left"), name="left"))
+        .add(FunctionStage(lambda item: (item, "right"), name="right"))
+        .add(KeyJoin(lambda pair: pair[0], name="k"), after=["left", "right"])
+    )
+    outputs = graph.build(queue_size=2, batch_size=2).run(range(20))
+    assert sorted(outputs) == [((item, "left"), (item, "right")) for item in range(20)]
