@@ -630,3 +630,35 @@ def test_a_key_join_pairs_two_entry_nodes() -> None:
     )
     outputs = graph.build(queue_size=2, batch_size=2).run(range(20))
     assert sorted(outputs) == [((item, "left"), (item, "right")) for item in range(20)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    fan_out=st.sampled_from(["broadcast", "round_robin", "partition"]),
+    workers=st.integers(1, 3),
+    queue_size=st.integers(1, 4),
+    batch_size=st.integers(1, 5),
+    drop_every=st.integers(2, 5),
+)
+def test_an_ordered_merge_restores_order_in_an_unordered_run(
+    fan_out: str, workers: int, queue_size: int, batch_size: int, drop_every: int
+) -> None:
+    split: Any = Partition(key=lambda item: item // 3) if fan_out == "partition" else fan_out
+    graph = (
+        Graph()
+        .add(identity("split"), fan_out=split)
+        .add(identity("left", workers=workers), after="split")
+        .add(PredicateStage(lambda item: item % drop_every != 0, name="right"), after="split")
+        .add(OrderedMerge(name="merge"), after=["left", "right"])
+    )
+    # The merge restores the order the split numbered the items in: with one worker at
+    # the split, input order, whatever order the branches' workers finish in.
+    pipeline = graph.build(queue_size=queue_size, batch_size=batch_size, ordered=False)
+    outputs = pipeline.run(range(60))
+    if fan_out == "broadcast":
+        expected = [copy for item in range(60) for copy in [item] * (2 if item % drop_every else 1)]
+        assert outputs == expected
+    else:
+        # Each item went to one branch; only "right" drops, so what remains is in order.
+        assert outputs == sorted(outputs)
+        assert {item for item in range(60) if item % drop_every} <= set(outputs)
