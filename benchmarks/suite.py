@@ -54,6 +54,8 @@ PRESETS: dict[str, list[str]] = {
     "bench_graph.py": ["--items", "50000", "--repeats", "2", "--pools", "1", "2", "4", "8"],
     "ctrl_c_backoff.py": ["--measure", "5"],
     "stress_faults.py": ["--scenarios", "100"],
+    "bench_queues.py": ["--quick"],
+    "crash_queues.py": ["--kills", "5", "--items", "5000"],
 }
 SKIP = {"suite.py"}
 

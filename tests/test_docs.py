@@ -23,6 +23,7 @@ DOCUMENTS = {
     ROOT / "docs" / "observability.md": 6,
     ROOT / "docs" / "graphs.md": 9,
     ROOT / "docs" / "etl.md": 6,
+    ROOT / "docs" / "queues.md": 6,
 }
 FENCE = re.compile(r"^```(\S*)\s*$")
 

@@ -5,6 +5,7 @@ batches; the first failure stops every thread and reaches the caller with its ca
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
 (`resilience`, `observe`, `native`, `stages`, `graph`, `demos`) are loaded the first time one
+(`resilience`, `observe`, `native`, `stages`, `queues`, `demos`) are loaded the first time one
 of their names is used, as `concurrent.futures` loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
@@ -30,6 +31,19 @@ if TYPE_CHECKING:
     from pipeline.graph.join import KeyJoin, OrderedMerge, SequenceJoin
     from pipeline.graph.run import GraphPipeline, GraphStatistics
     from pipeline.graph.tasks import Criticality, TaskGraph, TaskGraphResult
+    from pipeline.queues.codecs import Codec, JsonCodec, PickleCodec
+    from pipeline.queues.durable import DeadItem, DurableQueue, Leased, QueueCounts
+    from pipeline.queues.errors import (
+        CodecError,
+        CorruptItem,
+        LeaseLost,
+        NotAQueueFile,
+        SchemaTooNew,
+        TaskFailed,
+    )
+    from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
+    from pipeline.queues.resumable import ResumableRun, run_resumable
+    from pipeline.queues.tasks import TaskQueue, TaskWorkers
     from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
@@ -91,6 +105,26 @@ _LAZY: dict[str, str] = {
     "Criticality": "pipeline.graph.tasks",
     "TaskGraph": "pipeline.graph.tasks",
     "TaskGraphResult": "pipeline.graph.tasks",
+    "Codec": "pipeline.queues.codecs",
+    "JsonCodec": "pipeline.queues.codecs",
+    "PickleCodec": "pipeline.queues.codecs",
+    "DeadItem": "pipeline.queues.durable",
+    "DurableQueue": "pipeline.queues.durable",
+    "Leased": "pipeline.queues.durable",
+    "QueueCounts": "pipeline.queues.durable",
+    "CodecError": "pipeline.queues.errors",
+    "CorruptItem": "pipeline.queues.errors",
+    "LeaseLost": "pipeline.queues.errors",
+    "NotAQueueFile": "pipeline.queues.errors",
+    "SchemaTooNew": "pipeline.queues.errors",
+    "TaskFailed": "pipeline.queues.errors",
+    "LevelStatistics": "pipeline.queues.priority",
+    "Priority": "pipeline.queues.priority",
+    "PriorityQueue": "pipeline.queues.priority",
+    "ResumableRun": "pipeline.queues.resumable",
+    "run_resumable": "pipeline.queues.resumable",
+    "TaskQueue": "pipeline.queues.tasks",
+    "TaskWorkers": "pipeline.queues.tasks",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -161,11 +195,16 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",
+    "Codec",
+    "CodecError",
     "Consistent",
+    "CorruptItem",
     "CountWindows",
     "Criticality",
+    "DeadItem",
     "DeadLetter",
     "DeadLetters",
+    "DurableQueue",
     "Empty",
     "ErrorPolicy",
     "FailureBudget",
@@ -183,14 +222,20 @@ __all__ = [
     "InRange",
     "IsType",
     "ItemTimeout",
+    "JsonCodec",
     "KeyJoin",
     "LateItem",
+    "LeaseLost",
+    "Leased",
+    "LevelStatistics",
     "LinkQueue",
     "Matches",
     "MultiplyStage",
+    "NotAQueueFile",
     "OneOf",
     "OrderedMerge",
     "Partition",
+    "PickleCodec",
     "Pipeline",
     "PipelineClosed",
     "PipelineDeadlock",
@@ -198,20 +243,25 @@ __all__ = [
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
+    "Priority",
+    "PriorityQueue",
     "QualityReport",
     "QualityStage",
     "QualitySummary",
+    "QueueCounts",
     "QueueStatistics",
     "Rejected",
     "Rejects",
     "Required",
     "ResilienceStatistics",
     "ResilientStage",
+    "ResumableRun",
     "RetryPolicy",
     "Rule",
     "RuleFailure",
     "RunningStats",
     "SafeQueue",
+    "SchemaTooNew",
     "SequenceJoin",
     "ShutDown",
     "StageChain",
@@ -219,9 +269,12 @@ __all__ = [
     "StageStatistics",
     "StateChange",
     "SubgraphStage",
+    "TaskFailed",
     "TaskGraph",
     "TaskGraphFailed",
     "TaskGraphResult",
+    "TaskQueue",
+    "TaskWorkers",
     "TimeWindows",
     "Unique",
     "Watermark",
@@ -233,5 +286,6 @@ __all__ = [
     "anomalies",
     "fork_merge",
     "mix_pool",
+    "run_resumable",
     "summarize",
 ]

@@ -5,7 +5,9 @@ Subcommands:
 - `custom`: the text pipeline of `pipeline.demos.text` over a file or a sample text;
 - `data`: the native production example of `pipeline.demos.sensors`, imported only when
   asked for, because it needs the compiled C module;
-- `etl`: the ETL and stream demo of `pipeline.demos.etl`.
+- `etl`: the ETL and stream demo of `pipeline.demos.etl`;
+- `queue FILE status|peek|requeue-dead`: look inside a durable queue file
+  (`pipeline.queues.command`).
 
 This is the only module that configures logging, and only for the duration of `main`:
 the library just logs to `logging.getLogger(__name__)`.
@@ -31,6 +33,7 @@ from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
 from pipeline.demos.text import SAMPLE_TEXT, text_pipeline
 from pipeline.errors import StageError
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, Pipeline
+from pipeline.queues.command import add_queue_command, run_queue_command
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "LOG_FORMAT", "main"]
 
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         command = etl_demo.main
     elif unparsed:
         parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+    elif args.command == "queue":
+        command = run_queue_command
     else:
         command = run_custom if args.command == "custom" else run_demo
     with logging_to_stderr(_log_level(args.verbose, args.quiet)):
@@ -152,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV -> validate -> clean -> enrich -> SQLite with a quality report; "
         "--stream windows a sensor stream (see `etl --help`)",
     )
+    add_queue_command(subparsers, parents=[logging_options])
     return parser
 
 
