@@ -4,6 +4,7 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
+(`resilience`, `observe`, `native`, `stages`, `graph`, `demos`) are loaded the first time one
 (`resilience`, `observe`, `native`, `stages`, `queues`, `demos`) are loaded the first time one
 of their names is used, as `concurrent.futures` loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
@@ -23,6 +24,13 @@ from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.graph.build import Graph, Partition
+    from pipeline.graph.compose import SubgraphStage
+    from pipeline.graph.errors import GraphError, PipelineDeadlock, TaskGraphFailed
+    from pipeline.graph.forkmerge import fork_merge, mix_pool
+    from pipeline.graph.join import KeyJoin, OrderedMerge, SequenceJoin
+    from pipeline.graph.run import GraphPipeline, GraphStatistics
+    from pipeline.graph.tasks import Criticality, TaskGraph, TaskGraphResult
     from pipeline.observe.dashboard import Dashboard
     from pipeline.observe.metrics import (
         PipelineCollector,
@@ -91,6 +99,22 @@ _LAZY: dict[str, str] = {
     "AddStage": "pipeline.demos.classic",
     "FilterStage": "pipeline.demos.classic",
     "MultiplyStage": "pipeline.demos.classic",
+    "Graph": "pipeline.graph.build",
+    "Partition": "pipeline.graph.build",
+    "SubgraphStage": "pipeline.graph.compose",
+    "GraphError": "pipeline.graph.errors",
+    "PipelineDeadlock": "pipeline.graph.errors",
+    "TaskGraphFailed": "pipeline.graph.errors",
+    "fork_merge": "pipeline.graph.forkmerge",
+    "mix_pool": "pipeline.graph.forkmerge",
+    "KeyJoin": "pipeline.graph.join",
+    "OrderedMerge": "pipeline.graph.join",
+    "SequenceJoin": "pipeline.graph.join",
+    "GraphPipeline": "pipeline.graph.run",
+    "GraphStatistics": "pipeline.graph.run",
+    "Criticality": "pipeline.graph.tasks",
+    "TaskGraph": "pipeline.graph.tasks",
+    "TaskGraphResult": "pipeline.graph.tasks",
     "Codec": "pipeline.queues.codecs",
     "JsonCodec": "pipeline.queues.codecs",
     "PickleCodec": "pipeline.queues.codecs",
@@ -199,6 +223,7 @@ __all__ = [
     "Consistent",
     "CorruptItem",
     "CountWindows",
+    "Criticality",
     "Dashboard",
     "DeadItem",
     "DeadLetter",
@@ -214,10 +239,15 @@ __all__ = [
     "FlatMapStage",
     "Full",
     "FunctionStage",
+    "Graph",
+    "GraphError",
+    "GraphPipeline",
+    "GraphStatistics",
     "InRange",
     "IsType",
     "ItemTimeout",
     "JsonCodec",
+    "KeyJoin",
     "LateItem",
     "LeaseLost",
     "Leased",
@@ -227,10 +257,13 @@ __all__ = [
     "MultiplyStage",
     "NotAQueueFile",
     "OneOf",
+    "OrderedMerge",
+    "Partition",
     "PickleCodec",
     "Pipeline",
     "PipelineClosed",
     "PipelineCollector",
+    "PipelineDeadlock",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
@@ -255,12 +288,17 @@ __all__ = [
     "RunningStats",
     "SafeQueue",
     "SchemaTooNew",
+    "SequenceJoin",
     "ShutDown",
     "StageChain",
     "StageError",
     "StageStatistics",
     "StateChange",
+    "SubgraphStage",
     "TaskFailed",
+    "TaskGraph",
+    "TaskGraphFailed",
+    "TaskGraphResult",
     "TaskQueue",
     "TaskWorkers",
     "TimeWindows",
@@ -275,8 +313,10 @@ __all__ = [
     "anomalies",
     "bottleneck",
     "diagnose",
+    "fork_merge",
     "format_report",
     "json_snapshot",
+    "mix_pool",
     "plot_timeline",
     "register_metrics",
     "run_resumable",

@@ -304,8 +304,12 @@ class Pipeline(Generic[In, Out]):
             for batch in batches:
                 yield from batch
 
+    def _new_run(self, source: Iterator[Any]) -> _Run:
+        """Return the run of `source` through this pipeline; a graph wires its own."""
+        return _Run(self, source)
+
     def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
-        run = _Run(self, source)
+        run = self._new_run(source)
         ended_by: object = None
         try:
             with self._lock:
@@ -470,7 +474,7 @@ class _Run:
         self.source_stopping = threading.Event()
         # Guards failure: the first error recorded; later ones are consequences of the stop.
         self._lock = threading.Lock()
-        self.failure: StageError | None = None
+        self.failure: PipelineError | None = None
         at_position = pipeline.ordered and not pipeline.fail_fast
         self.stage_runs = [
             StageRun(
