@@ -300,11 +300,6 @@ def snapshot(*stages: StageStatistics) -> PipelineStatistics:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine counts its end-of-stream marker in the queue's peak; the fix belongs "
-    "in pipeline.py/worker.py (being rewritten), see the resobs report",
-)
 def test_the_queue_peak_does_not_count_the_end_of_stream_marker() -> None:
     pipeline = Pipeline(fast("only"))
     pipeline.run([])  # nothing but the marker ever enters the queue
