@@ -8,9 +8,11 @@ INSTALLED := $(VENV)/.installed
 
 install: $(INSTALLED)
 
-# The virtualenv is rebuilt when the packaging or the C sources change.
+# The virtualenv is rebuilt when the packaging or the C sources change. Before anything is
+# built, one line says what to install if Python is too old or a C compiler is missing.
 $(INSTALLED): pyproject.toml setup.py csrc/build_native.py csrc/transform.c csrc/transform.h
 	@$(PYTHON) -c 'import sys; sys.exit("pipeline needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@$(PYTHON) csrc/check_compiler.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -34,8 +36,10 @@ test: install
 sanitize:
 	bash csrc/sanitize.sh
 
+# Every benchmark of benchmarks/ with a quick preset; results in benchmarks/results/*.json,
+# compared with the previous run (BENCH_ARGS=--full for each benchmark's own defaults).
 bench: install
-	$(BIN)/python benchmarks/bench_chain.py
+	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis

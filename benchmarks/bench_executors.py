@@ -27,11 +27,14 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import json
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from pipeline import FunctionStage, Pipeline, PipelineStage, worker
@@ -54,8 +57,16 @@ def timed(action: Callable[[], object]) -> float:
     return best
 
 
+FIGURES: dict[str, dict[str, Any]] = {}  # for benchmarks/suite.py (PIPELINE_BENCH_JSON)
+
+
+def figure(name: str, value: float, better: str | None) -> None:
+    FIGURES[name] = {"value": value, "better": better}
+
+
 def row(name: str, seconds: float, baseline: float, what: str = "baseline") -> None:
     print(f"  {name:<44} {seconds:8.3f} s   {baseline / seconds:5.2f}x {what}")
+    figure(f"{name}: x {what}", baseline / seconds, "higher")
 
 
 # Work sent to worker processes lives at the top level of this module, so it pickles.
@@ -88,7 +99,10 @@ def transform_chunk(chunk: array.array[float]) -> array.array[float]:
     """The C transform of one chunk; imports the compiled module here, as cffi does not pickle."""
     from pipeline.native.compiled import transform
 
-    return transform(chunk)[0]
+    results, _ = transform(chunk)
+    copy = array.array("d")  # a memoryview does not pickle; an array does
+    copy.frombytes(results.cast("B"))
+    return copy
 
 
 def identity(item: int) -> int:
@@ -110,6 +124,7 @@ def windows(scale: float) -> None:
                 seconds = timed(functools.partial(pipeline.run, tasks))
                 label = f"window {window} ({window // 2}x), {'ordered' if ordered else 'unordered'}"
                 print(f"  {label:<44} {seconds:8.3f} s   {seconds / ideal - 1:+6.1%} over ideal")
+                figure(f"{label}: over ideal", seconds / ideal - 1, "lower")
 
 
 def gil(scale: float) -> None:
@@ -220,10 +235,12 @@ def dask(scale: float) -> None:
         pool.submit(identity, 0).result()
         pool_seconds = per_batch(pool, batches)
     print(f"  {'process pool, per batch':<44} {pool_seconds * 1000:8.2f} ms")
+    figure("process pool: ms per batch", pool_seconds * 1000, "lower")
     with local_cluster(2) as client:
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
         per_batch(executor, 5)
         dask_seconds = per_batch(executor, batches)
+        figure("Dask LocalCluster: ms per batch", dask_seconds * 1000, "lower")
         print(
             f"  {'Dask LocalCluster, per batch':<44} {dask_seconds * 1000:8.2f} ms   "
             f"{dask_seconds / pool_seconds:5.1f}x the process pool"
@@ -255,6 +272,9 @@ def main() -> None:
     for section in SECTIONS:
         if section in chosen:
             runs[section](arguments.scale)
+    target = os.environ.get("PIPELINE_BENCH_JSON")
+    if target:
+        Path(target).write_text(json.dumps(FIGURES, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ Each scenario builds a random chain of `ResilientStage`s (1 to 4 stages, 1 to 4
 workers each, a random error policy, random faults, some healed by retries, some behind
 a circuit breaker or a per-item timeout), feeds it a random source (which may fail),
 and consumes it in a random way (`run`, `stream` with a `break`, or `close()` from
-another thread). Then it checks:
+another thread). Adversarial faults come on top (issue 9): exceptions whose `__str__`
+and `__repr__` raise, `BaseException` subclasses, `close()` called from inside a stage
+or from another thread at a random moment, a real SIGINT at a random moment, and
+iterators abandoned in a reference cycle while the garbage collector runs every few
+allocations (so it may finalize them in any thread, the run's own included). Then it
+checks:
 
 - hangs: a watchdog thread dumps every thread's stack with `faulthandler` if a scenario
   runs past `--bound` seconds, and gives up on the whole run if it is still stuck after
@@ -25,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import gc
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -55,6 +62,44 @@ class Boom(Exception):
     """An injected fault."""
 
 
+class UnprintableBoom(Boom):
+    """An injected fault whose `__str__` and `__repr__` raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ is broken")
+
+
+class BaseBoom(BaseException):
+    """An injected fault that is not an `Exception`: no error policy may swallow it."""
+
+
+class Interrupts:
+    """Real SIGINTs for the scenarios that ask for one, ignored between scenarios."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.armed:
+            raise KeyboardInterrupt
+
+    def press_later(self, seconds: float, done: threading.Event) -> threading.Thread:
+        """Send SIGINT to the main thread after `seconds`, unless `done` is set first."""
+        main = threading.main_thread().ident or 0
+
+        def press() -> None:
+            if not done.wait(seconds):
+                signal.pthread_kill(main, signal.SIGINT)
+
+        thread = threading.Thread(target=press, name="stress-ctrl-c")
+        thread.start()
+        return thread
+
+
 class FaultyStage(PipelineStage[int, int]):
     """Pass items through; fail the items in `faults` (only once each, if `flaky`).
 
@@ -70,9 +115,14 @@ class FaultyStage(PipelineStage[int, int]):
         stuck: int | None,
         stuck_seconds: float,
         workers: int,
+        fault_kind: str = "plain",
+        close_at: int | None = None,
     ) -> None:
         super().__init__(name, workers=workers)
         self.faults = faults
+        self.fault_kind = fault_kind
+        self.close_at = close_at
+        self.pipeline: Pipeline[int, int] | None = None
         self.flaky = flaky
         self.stuck = stuck
         self.stuck_seconds = stuck_seconds
@@ -81,6 +131,8 @@ class FaultyStage(PipelineStage[int, int]):
         self.failed_once: set[int] = set()
 
     def process(self, item: int) -> int:
+        if item == self.close_at and self.pipeline is not None:
+            self.pipeline.close()
         if item == self.stuck:
             self.never.wait(self.stuck_seconds)
         if item in self.faults:
@@ -88,6 +140,10 @@ class FaultyStage(PipelineStage[int, int]):
                 first_time = item not in self.failed_once
                 self.failed_once.add(item)
             if first_time or not self.flaky:
+                if self.fault_kind == "unprintable":
+                    raise UnprintableBoom
+                if self.fault_kind == "base":
+                    raise BaseBoom(f"{self.name} failed on {item}")
                 raise Boom(f"{self.name} failed on {item}")
         return item
 
@@ -101,7 +157,7 @@ class Scenario:
     stages: list[ResilientStage[int, int]]
     letters: DeadLetters
     source_fails_at: int | None
-    consumer: str  # "run", "break" or "close"
+    consumer: str  # "run", "break", "close", "close-anytime", "abandon", "interrupt"
     stop_after: int
     queue_size: int
     batch_size: int
@@ -110,6 +166,9 @@ class Scenario:
     expected_outputs: list[int] = field(default_factory=list)
     expected_error_stage: str | None = None
     description: str = ""
+    fail_fast: bool = False
+    delay: float = 0.0  # for "close-anytime" and "interrupt": when, in seconds
+    closing_stage: FaultyStage | None = None
 
 
 def make_scenario(seed: int) -> Scenario:
@@ -133,7 +192,11 @@ def make_scenario(seed: int) -> Scenario:
         fault_count = rng.choice([0, 0, 1, 3, 20]) if items else 0
         faults = frozenset(rng.sample(range(items), min(fault_count, items)))
         flaky = rng.random() < 0.3
-        retry = RetryPolicy(max_attempts=2, base_delay=rng.choice([0.0, 0.0005])) if flaky else None
+        retry = (
+            RetryPolicy(max_attempts=2, base_delay=rng.choice([0.0, 0.0005]), retry_on=Boom)
+            if flaky
+            else None
+        )
         breaker = None
         if policy != "raise" and rng.random() < 0.1:
             breaker = CircuitBreaker(failure_threshold=2, reset_timeout=0.001, name=name)
@@ -143,8 +206,17 @@ def make_scenario(seed: int) -> Scenario:
         if items and rng.random() < 0.05:
             timeout, stuck = 0.02, rng.randrange(items)
             deterministic = False  # a slow machine may time out other items too
+        fault_kind = rng.choices(["plain", "unprintable", "base"], weights=[8, 1, 1])[0]
+        if fault_kind == "base" and faults:
+            deterministic = False  # a BaseException passes every policy: the run stops
         stage = FaultyStage(
-            name, faults, flaky=flaky, stuck=stuck, stuck_seconds=0.1, workers=workers
+            name,
+            faults,
+            flaky=flaky,
+            stuck=stuck,
+            stuck_seconds=0.1,
+            workers=workers,
+            fault_kind=fault_kind,
         )
         stages.append(
             ResilientStage(
@@ -158,7 +230,7 @@ def make_scenario(seed: int) -> Scenario:
             )
         )
         parts.append(
-            f"{name}(w={workers}, {policy}, faults={len(faults)}"
+            f"{name}(w={workers}, {policy}, faults={len(faults)} {fault_kind}"
             + (", flaky" if flaky else "")
             + (", breaker" if breaker else "")
             + (", timeout" if timeout else "")
@@ -170,7 +242,20 @@ def make_scenario(seed: int) -> Scenario:
                 error_stage = name
             failed |= new
     source_fails_at = rng.randrange(items + 1) if rng.random() < 0.1 else None
-    consumer = rng.choices(["run", "break", "close"], weights=[7, 2, 1])[0]
+    consumer = rng.choices(
+        ["run", "break", "close", "close-inside", "close-anytime", "abandon", "interrupt"],
+        weights=[10, 3, 2, 1, 1, 2, 1],
+    )[0]
+    closing_stage: FaultyStage | None = None
+    if consumer == "close-inside":
+        if items:
+            inner = stages[rng.randrange(len(stages))].inner
+            assert isinstance(inner, FaultyStage)
+            closing_stage = inner
+            closing_stage.close_at = rng.randrange(items)
+        deterministic = False
+    if consumer in {"close-anytime", "interrupt", "abandon"}:
+        deterministic = False
     scenario = Scenario(
         seed=seed,
         items=items,
@@ -185,10 +270,13 @@ def make_scenario(seed: int) -> Scenario:
         deterministic=deterministic,
         expected_outputs=[item for item in range(items) if item not in failed],
         expected_error_stage=error_stage,
+        fail_fast=rng.random() < 0.2,
+        delay=rng.choice([0.0, 0.0001, 0.001, 0.005]),
+        closing_stage=closing_stage,
     )
     scenario.description = (
         f"items={items} q={scenario.queue_size} b={scenario.batch_size} "
-        f"ordered={scenario.ordered} consumer={consumer} "
+        f"ordered={scenario.ordered} fail_fast={scenario.fail_fast} consumer={consumer} "
         f"source_fails_at={source_fails_at} budget={budget is not None}: " + " >> ".join(parts)
     )
     return scenario
@@ -208,19 +296,38 @@ class Outcome:
     stopped_early: bool
 
 
-def run_scenario(scenario: Scenario) -> Outcome:
+def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
     pipeline = Pipeline(
         scenario.stages,
         queue_size=scenario.queue_size,
         batch_size=scenario.batch_size,
         ordered=scenario.ordered,
+        fail_fast=scenario.fail_fast,
     )
+    if scenario.closing_stage is not None:
+        scenario.closing_stage.pipeline = pipeline
     outputs: list[int] = []
     data = source(scenario.items, scenario.source_fails_at)
+    helper: threading.Thread | None = None
+    done = threading.Event()
     try:
-        if scenario.consumer == "run":
+        if scenario.consumer == "interrupt":
+            interrupts.armed = True
+            helper = interrupts.press_later(scenario.delay, done)
+        elif scenario.consumer == "close-anytime":
+
+            def close_later() -> None:
+                if not done.wait(scenario.delay):
+                    pipeline.close()
+
+            helper = threading.Thread(target=close_later, name="stress-closer")
+            helper.start()
+        if scenario.consumer in {"run", "close-inside", "close-anytime", "interrupt"}:
             outputs = pipeline.run(data)
+            done.set()
             return Outcome(outputs, None, stopped_early=False)
+        if scenario.consumer == "abandon":
+            return abandon(pipeline, data, scenario.stop_after)
         closer: threading.Thread | None = None
         stream = pipeline.stream(data)
         try:
@@ -241,6 +348,45 @@ def run_scenario(scenario: Scenario) -> Outcome:
         return Outcome(outputs, error, stopped_early=True)
     except StageError as error:
         return Outcome(outputs, error, stopped_early=True)
+    except KeyboardInterrupt as error:
+        return Outcome(outputs, error, stopped_early=True)
+    finally:
+        done.set()
+        interrupts.armed = False
+        if helper is not None:
+            helper.join()
+        pipeline.close()  # after close-inside or abandon, whatever the run left to join
+
+
+def abandon(pipeline: Pipeline[int, int], data: Iterator[int], stop_after: int) -> Outcome:
+    """Take some outputs, then drop the iterator in a reference cycle, never closing it.
+
+    The garbage collector runs every few allocations meanwhile, so it may finalize the
+    iterator in any thread: this one, or one of the run's own.
+    """
+    outputs: list[int] = []
+    thresholds = gc.get_threshold()
+    gc.set_threshold(5, 1, 1)
+    try:
+
+        class Cycle:
+            pass
+
+        holder = Cycle()
+        holder.self = holder  # type: ignore[attr-defined]
+        holder.stream = pipeline.stream(data)  # type: ignore[attr-defined]
+        try:
+            for output in holder.stream:  # type: ignore[attr-defined]
+                outputs.append(output)
+                if len(outputs) > stop_after:
+                    break
+        except (StageError, PipelineClosed) as error:
+            return Outcome(outputs, error, stopped_early=True)
+        del holder
+        gc.collect()
+    finally:
+        gc.set_threshold(*thresholds)
+    return Outcome(outputs, None, stopped_early=True)
 
 
 def check(scenario: Scenario, outcome: Outcome) -> tuple[str, str] | None:
@@ -261,7 +407,7 @@ def check(scenario: Scenario, outcome: Outcome) -> tuple[str, str] | None:
     error = outcome.error
     if isinstance(error, StageError):
         cause = error.__cause__
-        allowed = (Boom, ItemTimeout, CircuitOpen, FailureBudgetExceeded)
+        allowed = (Boom, BaseBoom, ItemTimeout, CircuitOpen, FailureBudgetExceeded)
         if not isinstance(cause, allowed):
             return "wrong", f"unexpected cause {cause!r} of {error}"
         if error.stage == "source" and scenario.source_fails_at is None:
@@ -270,7 +416,7 @@ def check(scenario: Scenario, outcome: Outcome) -> tuple[str, str] | None:
         if scenario.deterministic and not can_fail:
             return "wrong", f"an error in a run that should complete: {error}"
         return None
-    if isinstance(error, PipelineClosed) or outcome.stopped_early:
+    if isinstance(error, PipelineClosed | KeyboardInterrupt) or outcome.stopped_early:
         return None
     # The run completed: every input must be accounted for, exactly.
     if scenario.source_fails_at is not None and scenario.source_fails_at < scenario.items:
@@ -379,19 +525,23 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     watchdog = Watchdog(args.bound, report)
+    interrupts = Interrupts()
     baseline = set(threading.enumerate())
     try:
         for seed in range(args.seed, args.seed + args.scenarios):
             scenario = make_scenario(seed)
             watchdog.arm(seed)
             began = time.perf_counter()
-            outcome = run_scenario(scenario)
+            outcome = run_scenario(scenario, interrupts)
             took = time.perf_counter() - began
             watchdog.disarm()
             slowest = max(slowest, (took, seed))
             leaked = [thread for thread in threading.enumerate() if thread not in baseline]
             for thread in leaked:
-                thread.join(args.bound)
+                try:
+                    thread.join(args.bound)
+                except RuntimeError:  # enumerated while still starting
+                    examples.append(f"seed {seed}: {thread.name} was starting after the run")
             if leaked:
                 problems["leaked"] += len(leaked)
                 examples.append(f"seed {seed}: leaked {[t.name for t in leaked]}")

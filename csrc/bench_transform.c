@@ -1,5 +1,6 @@
 /*
- * bench_transform.c - time pl_transform in C alone, against memcpy of the same input.
+ * bench_transform.c - time pl_transform and pl_transform_backward in C alone,
+ * against memcpy of the same input.
  *
  * For experiments with the loop (block size, prefetch distance, the portable
  * form) without rebuilding the Python extension. 10,000,000 doubles like the
@@ -36,6 +37,7 @@ int main(void)
     double *output = malloc(length * sizeof *output);
     double *copy = malloc(length * sizeof *copy);
     double best_transform = INFINITY;
+    double best_backward = INFINITY;
     double best_copy = INFINITY;
     pl_transform_counts counts;
     size_t index;
@@ -61,11 +63,19 @@ int main(void)
         }
         best_transform = fmin(best_transform, seconds_now() - started);
         started = seconds_now();
+        if (pl_transform_backward(input, length, output, length, &counts) != PL_OK) {
+            fputs("pl_transform_backward failed\n", stderr);
+            return EXIT_FAILURE;
+        }
+        best_backward = fmin(best_backward, seconds_now() - started);
+        started = seconds_now();
         memcpy(copy, input, length * sizeof *copy);
         best_copy = fmin(best_copy, seconds_now() - started);
     }
-    printf("pl_transform %.2f ms, memcpy %.2f ms (%zu items, %llu kept)\n",
-           best_transform * 1e3, best_copy * 1e3, length, (unsigned long long)counts.kept);
+    printf("pl_transform %.2f ms, pl_transform_backward %.2f ms, memcpy %.2f ms "
+           "(%zu items, %llu kept)\n",
+           best_transform * 1e3, best_backward * 1e3, best_copy * 1e3, length,
+           (unsigned long long)counts.kept);
     free(input);
     free(output);
     free(copy);

@@ -31,6 +31,9 @@ enum { PL_OK = 0, PL_ERROR_NULL_POINTER = -1, PL_ERROR_OUTPUT_TOO_SMALL = -2 };
 int pl_transform(const double *input, size_t length, double *output,
                  size_t output_capacity, pl_transform_counts *counts);
 
+int pl_transform_backward(const double *input, size_t length, double *output,
+                          size_t output_capacity, pl_transform_counts *counts);
+
 void pl_move(double *destination, const double *source, size_t count);
 """
 

@@ -118,6 +118,42 @@ static void test_empty_and_null(void)
     CHECK(result == 0.0); /* nothing written on error */
     CHECK(pl_transform(&one, 1, &result, 1, &counts) == PL_OK);
     CHECK(counts.kept == 1 && same_bits(result, 2.0));
+
+    result = 0.0;
+    CHECK(pl_transform_backward(NULL, 0, NULL, 0, &counts) == PL_OK);
+    CHECK(counts.kept == 0 && counts_add_up(&counts, 0));
+    CHECK(pl_transform_backward(&one, 1, &result, 1, NULL) == PL_ERROR_NULL_POINTER);
+    CHECK(pl_transform_backward(NULL, 1, &result, 1, &counts) == PL_ERROR_NULL_POINTER);
+    CHECK(pl_transform_backward(&one, 1, NULL, 1, &counts) == PL_ERROR_NULL_POINTER);
+    CHECK(pl_transform_backward(&one, 1, &result, 0, &counts) == PL_ERROR_OUTPUT_TOO_SMALL);
+    CHECK(result == 0.0); /* nothing written on error */
+    CHECK(pl_transform_backward(&one, 1, &result, 1, &counts) == PL_OK);
+    CHECK(counts.kept == 1 && same_bits(result, 2.0));
+}
+
+/* pl_transform_backward gives pl_transform's results and counts, placed at
+ * the end of its output. The backward output is allocated with exactly
+ * `length` doubles so ASan catches a write below or above it. */
+static void check_backward_matches_forward(const double *input, size_t length)
+{
+    double *forward = malloc(length * sizeof *forward + 1);
+    double *backward = malloc(length * sizeof *backward + 1);
+    pl_transform_counts forward_counts;
+    pl_transform_counts backward_counts;
+
+    if (forward == NULL || backward == NULL) {
+        CHECK(!"allocation failed");
+        free(forward);
+        free(backward);
+        return;
+    }
+    CHECK(pl_transform(input, length, forward, length, &forward_counts) == PL_OK);
+    CHECK(pl_transform_backward(input, length, backward, length, &backward_counts) == PL_OK);
+    CHECK(memcmp(&forward_counts, &backward_counts, sizeof forward_counts) == 0);
+    CHECK(memcmp(forward, backward + (length - (size_t)backward_counts.kept),
+                 (size_t)backward_counts.kept * sizeof *forward) == 0);
+    free(forward);
+    free(backward);
 }
 
 /* A batch longer than several blocks, with a pattern whose outcome is known,
@@ -179,6 +215,7 @@ static void test_many_blocks_against_simple_loop(size_t length)
     }
     CHECK(all_equal);
 
+    check_backward_matches_forward(input, length);
     free(input);
     free(output);
     free(expected);
@@ -228,6 +265,7 @@ static void test_every_keep_pattern_of_four_lanes(void)
                 all_equal &= same_bits(output[index], expected[index]);
             }
             CHECK(all_equal);
+            check_backward_matches_forward(input, length);
             free(output);
         }
     }
@@ -239,6 +277,11 @@ int main(void)
     size_t which;
 
     test_special_values();
+    {
+        double specials[] = {0.0, -0.0, 1e-310, -1e-310, DBL_MAX, -DBL_MAX, INFINITY,
+                             -INFINITY, NAN, 4.0, -4.0, 9.0};
+        check_backward_matches_forward(specials, sizeof specials / sizeof specials[0]);
+    }
     test_empty_and_null();
     test_every_keep_pattern_of_four_lanes();
     for (which = 0; which < sizeof lengths / sizeof lengths[0]; which++) {

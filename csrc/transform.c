@@ -46,6 +46,7 @@
 #include "transform.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 /* Items per block: large enough to amortise the per-block bookkeeping, small
@@ -140,6 +141,46 @@ static size_t compact_portable(const double *input, size_t count, double *output
     return kept;
 }
 
+/* Drop NaN/Inf from the count values that end just before end, in place,
+ * keeping order and keeping them against end; return how many remain. The
+ * mirror image of drop_non_finite, for the backward form. */
+static size_t drop_non_finite_backward(double *end, size_t count)
+{
+    size_t written = 0;
+    size_t index;
+    for (index = 1; index <= count; index++) {
+        double value = end[-(ptrdiff_t)index];
+        uint64_t finite = (bits_of(value) & PL_EXPONENT_MASK) != PL_EXPONENT_MASK;
+        end[-1 - (ptrdiff_t)written] = value;
+        written += (size_t)finite;
+    }
+    return written;
+}
+
+/* The mirror image of compact_portable: walk input[0..count) from its last
+ * item to its first and copy the inputs that pass validation and the filter
+ * so that they end just before output_end, in input order. Writes only within
+ * output_end[-count..0). */
+static size_t compact_portable_backward(const double *input, size_t count, double *output_end,
+                                        uint64_t *invalid_input)
+{
+    size_t kept = 0;
+    uint64_t non_finite_count = 0;
+    size_t index = count;
+    while (index > 0) {
+        double value = input[--index];
+        uint64_t bits = bits_of(value);
+        uint64_t magnitude = bits & PL_MAGNITUDE_MASK;
+        uint64_t non_finite = magnitude >= PL_EXPONENT_MASK;
+        uint64_t keep = (bits < PL_EXPONENT_MASK) | (magnitude == 0);
+        output_end[-1 - (ptrdiff_t)kept] = value;
+        kept += (size_t)keep;
+        non_finite_count += non_finite;
+    }
+    *invalid_input += non_finite_count;
+    return kept;
+}
+
 #if PL_HAVE_AVX2_KERNEL
 /* For each 4-bit keep mask (bit i set: lane i kept), the vpermd indices that
  * move the kept 64-bit lanes to the front, in order, as pairs of 32-bit
@@ -151,6 +192,14 @@ static const int32_t pack_kept_lanes[16][8] __attribute__((aligned(32))) = {
     PL_LANES(2, 0, 0, 0), PL_LANES(0, 2, 0, 0), PL_LANES(1, 2, 0, 0), PL_LANES(0, 1, 2, 0),
     PL_LANES(3, 0, 0, 0), PL_LANES(0, 3, 0, 0), PL_LANES(1, 3, 0, 0), PL_LANES(0, 1, 3, 0),
     PL_LANES(2, 3, 0, 0), PL_LANES(0, 2, 3, 0), PL_LANES(1, 2, 3, 0), PL_LANES(0, 1, 2, 3),
+};
+/* The same, packing the kept lanes to the back (lanes 4 - p .. 3), in order,
+ * for the backward form. */
+static const int32_t pack_kept_lanes_to_back[16][8] __attribute__((aligned(32))) = {
+    PL_LANES(0, 0, 0, 0), PL_LANES(0, 0, 0, 0), PL_LANES(0, 0, 0, 1), PL_LANES(0, 0, 0, 1),
+    PL_LANES(0, 0, 0, 2), PL_LANES(0, 0, 0, 2), PL_LANES(0, 0, 1, 2), PL_LANES(0, 0, 1, 2),
+    PL_LANES(0, 0, 0, 3), PL_LANES(0, 0, 0, 3), PL_LANES(0, 0, 1, 3), PL_LANES(0, 0, 1, 3),
+    PL_LANES(0, 0, 2, 3), PL_LANES(0, 0, 2, 3), PL_LANES(0, 1, 2, 3), PL_LANES(0, 1, 2, 3),
 };
 #undef PL_LANES
 
@@ -216,6 +265,64 @@ static size_t transform_avx2(const double *input, size_t count, double *output,
         tail_non_finite || !_mm256_testz_si256(non_finite_results, non_finite_results);
     return kept + tail_kept;
 }
+
+/* The mirror image of transform_avx2: walk input[0..count) four items at a
+ * time from its end and write the results so that they end just before
+ * output_end, in input order; each group's kept lanes are packed to the back
+ * of the four stored lanes, and the write position moves down by their
+ * count. Writes only within output_end[-count..0). */
+__attribute__((target("avx2,popcnt")))
+static size_t transform_avx2_backward(const double *input, size_t count, double *output_end,
+                                      uint64_t *invalid_input, int *any_non_finite)
+{
+    const __m256i exponent_mask = _mm256_set1_epi64x((long long)PL_EXPONENT_MASK);
+    const __m256i largest_finite = _mm256_set1_epi64x((long long)(PL_EXPONENT_MASK - 1));
+    const __m256i magnitude_mask = _mm256_set1_epi64x((long long)PL_MAGNITUDE_MASK);
+    const __m256i negative_zero = _mm256_set1_epi64x((long long)~PL_MAGNITUDE_MASK);
+    const __m256i minus_one = _mm256_set1_epi64x(-1);
+    const __m256d two = _mm256_set1_pd(2.0);
+    __m256i non_finite_results = _mm256_setzero_si256();
+    size_t kept = 0;
+    uint64_t non_finite_inputs = 0;
+    size_t index;
+    size_t head_kept;
+    int head_non_finite;
+
+    for (index = count; index >= 4; index -= 4) {
+        __m256i bits = _mm256_loadu_si256((const __m256i *)(const void *)(input + index - 4));
+        if (index % 8 == 0 && index > PL_PREFETCH_DISTANCE + 4) {
+            _mm_prefetch((const char *)(input + index - 4 - PL_PREFETCH_DISTANCE), _MM_HINT_T0);
+        }
+        __m256i keep_lanes = _mm256_or_si256(
+            _mm256_and_si256(_mm256_cmpgt_epi64(bits, minus_one),
+                             _mm256_cmpgt_epi64(exponent_mask, bits)),
+            _mm256_cmpeq_epi64(bits, negative_zero));
+        __m256i non_finite = _mm256_cmpgt_epi64(_mm256_and_si256(bits, magnitude_mask),
+                                                largest_finite);
+        int keep = _mm256_movemask_pd(_mm256_castsi256_pd(keep_lanes));
+        __m256d kept_values = _mm256_castsi256_pd(_mm256_and_si256(bits, keep_lanes));
+        __m256i results =
+            _mm256_castpd_si256(_mm256_mul_pd(_mm256_sqrt_pd(kept_values), two));
+        __m256i permutation =
+            _mm256_load_si256((const __m256i *)(const void *)pack_kept_lanes_to_back[keep]);
+
+        non_finite_results = _mm256_or_si256(
+            non_finite_results,
+            _mm256_cmpeq_epi64(_mm256_and_si256(results, exponent_mask), exponent_mask));
+        _mm256_storeu_si256((__m256i *)(void *)(output_end - kept - 4),
+                            _mm256_permutevar8x32_epi32(results, permutation));
+        kept += (size_t)__builtin_popcount((unsigned)keep);
+        non_finite_inputs += (uint64_t)__builtin_popcount(
+            (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(non_finite)));
+    }
+    *invalid_input += non_finite_inputs;
+    /* The first 0-3 items, one at a time. */
+    head_kept = compact_portable_backward(input, index, output_end - kept, invalid_input);
+    head_non_finite = sqrt_times_two_in_place(output_end - kept - head_kept, head_kept);
+    *any_non_finite =
+        head_non_finite || !_mm256_testz_si256(non_finite_results, non_finite_results);
+    return kept + head_kept;
+}
 #endif
 
 /* The portable form (point 4 above): compact a block, then take the square
@@ -250,6 +357,29 @@ static size_t transform_compacted(int use_avx2, const double *input, size_t coun
 #endif
     (void)use_avx2;
     return transform_portable(input, count, output, invalid_input, any_non_finite);
+}
+
+/* The mirror image of transform_portable: blocks from the last to the first,
+ * each compacted backward and then square-rooted in place. */
+static size_t transform_portable_backward(const double *input, size_t count,
+                                          double *output_end, uint64_t *invalid_input,
+                                          int *any_non_finite)
+{
+    size_t kept = 0;
+    size_t block_end = count;
+    int non_finite = 0;
+
+    while (block_end > 0) {
+        size_t block_length = block_end > PL_BLOCK ? PL_BLOCK : block_end;
+        size_t block_kept = compact_portable_backward(input + block_end - block_length,
+                                                      block_length, output_end - kept,
+                                                      invalid_input);
+        non_finite |= sqrt_times_two_in_place(output_end - kept - block_kept, block_kept);
+        kept += block_kept;
+        block_end -= block_length;
+    }
+    *any_non_finite = non_finite;
+    return kept;
 }
 
 int pl_transform(const double *input, size_t length, double *output,
@@ -290,6 +420,56 @@ int pl_transform(const double *input, size_t length, double *output,
     counts->invalid_output = invalid_output;
     /* Every item is exactly one of kept, negative, invalid_input or
      * invalid_output, so the negatives need no counter in the loop. */
+    counts->negative = (uint64_t)length - counts->kept - invalid_input - invalid_output;
+    return PL_OK;
+}
+
+int pl_transform_backward(const double *input, size_t length, double *output,
+                          size_t output_capacity, pl_transform_counts *counts)
+{
+    size_t kept;
+    uint64_t invalid_input = 0;
+    uint64_t invalid_output = 0;
+    int any_non_finite;
+    double *output_end;
+#if PL_HAVE_AVX2_KERNEL
+    const int use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
+
+    if (counts == NULL) {
+        return PL_ERROR_NULL_POINTER;
+    }
+    memset(counts, 0, sizeof *counts);
+    if (length > 0 && (input == NULL || output == NULL)) {
+        return PL_ERROR_NULL_POINTER;
+    }
+    if (output_capacity < length) {
+        return PL_ERROR_OUTPUT_TOO_SMALL;
+    }
+    if (length == 0) {
+        return PL_OK;
+    }
+
+    output_end = output + output_capacity;
+#if PL_HAVE_AVX2_KERNEL
+    if (use_avx2) {
+        kept = transform_avx2_backward(input, length, output_end, &invalid_input,
+                                       &any_non_finite);
+    } else
+#endif
+    {
+        kept = transform_portable_backward(input, length, output_end, &invalid_input,
+                                           &any_non_finite);
+    }
+    if (any_non_finite) {
+        size_t remaining = drop_non_finite_backward(output_end, kept);
+        invalid_output = (uint64_t)(kept - remaining);
+        kept = remaining;
+    }
+
+    counts->kept = (uint64_t)kept;
+    counts->invalid_input = invalid_input;
+    counts->invalid_output = invalid_output;
     counts->negative = (uint64_t)length - counts->kept - invalid_input - invalid_output;
     return PL_OK;
 }

@@ -11,7 +11,7 @@
  *
  * There is no Python.h, no global or static state and no allocation, so any
  * number of threads may call pl_transform at once on distinct buffers; the
- * Python binding (src/pipeline/native.py) calls it with the GIL released.
+ * Python binding (src/pipeline/native/compiled.py) calls it with the GIL released.
  *
  * Outcomes for the special values (IEEE-754 binary64, round-to-nearest):
  *   +0.0                 kept, result +0.0
@@ -76,6 +76,25 @@ enum {
  */
 int pl_transform(const double *input, size_t length, double *output,
                  size_t output_capacity, pl_transform_counts *counts);
+
+/*
+ * The same transform, with the results placed at the END of the output:
+ * output[output_capacity - counts->kept .. output_capacity), in input order.
+ * The input is walked from its last item to its first, so a caller that cuts
+ * a batch into pieces and processes them last to first can lay their results
+ * end to end, downwards, without knowing how many each will keep. Two
+ * threads can then fill one output from a meeting point outwards: one
+ * backward into the part below it, one forward (pl_transform) into the part
+ * above, and the results of both are contiguous without a copy.
+ *
+ * output_capacity must be at least length; slots output[output_capacity -
+ * length .. output_capacity - counts->kept) are scratch afterwards, and
+ * nothing below output_capacity - length is written. Both pointers must be
+ * aligned for double; the buffers must not overlap. Returns what pl_transform
+ * returns, in the same cases.
+ */
+int pl_transform_backward(const double *input, size_t length, double *output,
+                          size_t output_capacity, pl_transform_counts *counts);
 
 /*
  * Copy count doubles from source to destination; the ranges may overlap (it

@@ -25,6 +25,9 @@ DOCUMENTS = {
     ROOT / "docs" / "tutorial.md": 9,
     ROOT / "docs" / "failure.md": 8,
     ROOT / "docs" / "observability.md": 6,
+    ROOT / "docs" / "graphs.md": 9,
+    ROOT / "docs" / "etl.md": 6,
+    ROOT / "docs" / "queues.md": 6,
     ROOT / "docs" / "beyond-threads.md": 5,
 }
 SCRIPT_GUARD = 'if __name__ == "__main__":'
@@ -74,6 +77,12 @@ def test_the_observability_chapter_shows_its_picture() -> None:
     chapter = ROOT / "docs" / "observability.md"
     assert "](images/demo_timeline.png)" in chapter.read_text(encoding="utf-8")
     assert (chapter.parent / "images" / "demo_timeline.png").is_file()
+
+
+def test_the_etl_chapter_shows_its_picture() -> None:
+    chapter = ROOT / "docs" / "etl.md"
+    assert "](images/etl_windows.png)" in chapter.read_text(encoding="utf-8")
+    assert (chapter.parent / "images" / "etl_windows.png").is_file()
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])

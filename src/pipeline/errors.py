@@ -107,6 +107,8 @@ class StageError(PipelineError):
             where = "in process_batch()"
         elif phase == "source":
             where = "while reading the source iterable"
+        elif phase == "flush":
+            where = "in flush() at the end of its input"
         elif phase == "observer":
             where = "in the pipeline's observer, called after a batch"
         elif phase == "worker":

@@ -28,14 +28,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from queue import SimpleQueue
-from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from types import FrameType, TracebackType
+from typing import Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from pipeline._checks import positive_int
 from pipeline.batching import next_batch_size
@@ -48,6 +49,7 @@ from pipeline.worker import (
     StageRun,
     ToQueue,
     UpstreamFailed,
+    current_run_owner,
     is_end_marker,
     put_all,
     reorder_window,
@@ -57,6 +59,10 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "QueueFactory
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+# The types between the stages of a tuple, in the typed overloads of `Pipeline`.
+_B = TypeVar("_B")
+_C = TypeVar("_C")
+_D = TypeVar("_D")
 
 DEFAULT_QUEUE_SIZE = 8192
 DEFAULT_BATCH_SIZE = 4096
@@ -68,8 +74,30 @@ QueueFactory = Callable[[str, int], LinkQueue[Any]]
 logger = logging.getLogger(__name__)
 
 
+class _Options(TypedDict, total=False):
+    """The keyword arguments of `Pipeline`, for its typed overloads."""
+
+    queue_size: int
+    batch_size: int
+    ordered: bool
+    fail_fast: bool
+    observer: BatchObserver | None
+    queue_factory: QueueFactory | None
+
+
+_AnyStage: TypeAlias = "PipelineStage[Any, Any]"
+_FiveOrMoreStages: TypeAlias = (
+    "tuple[_AnyStage, _AnyStage, _AnyStage, _AnyStage, _AnyStage, *tuple[_AnyStage, ...]]"
+)
+
+
 class Pipeline(Generic[In, Out]):
     """A chain of stages run by threads and joined by bounded queues.
+
+    Build the chain with `>>`: mypy then checks that each stage's output type is the next
+    one's input type, and types the pipeline `Pipeline[first input, last output]`. A
+    tuple of up to four stages is checked the same way; a list is typed only when every
+    stage maps a type to itself (its items share one type, so their order is unknown).
 
     Args:
         stages: a stage, a chain made with `>>`, or a sequence of stages. Stages given
@@ -93,29 +121,47 @@ class Pipeline(Generic[In, Out]):
             stages were given the same name.
     """
 
+    # The types of the stages line up for `a >> b`, and for a tuple of up to four stages;
+    # a list cannot say which stage comes where, so it is typed only when every stage
+    # maps a type to itself, and is Pipeline[Any, Any] otherwise.
     @overload
     def __init__(
         self: Pipeline[In, Out],
-        stages: PipelineStage[In, Out] | StageChain[In, Out],
-        *,
-        queue_size: int = ...,
-        batch_size: int = ...,
-        ordered: bool = ...,
-        fail_fast: bool = ...,
-        observer: BatchObserver | None = ...,
-        queue_factory: QueueFactory | None = ...,
+        stages: PipelineStage[In, Out] | StageChain[In, Out] | tuple[PipelineStage[In, Out]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: tuple[PipelineStage[In, _B], PipelineStage[_B, Out]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: tuple[PipelineStage[In, _B], PipelineStage[_B, _C], PipelineStage[_C, Out]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: tuple[
+            PipelineStage[In, _B],
+            PipelineStage[_B, _C],
+            PipelineStage[_C, _D],
+            PipelineStage[_D, Out],
+        ],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, In], stages: Sequence[PipelineStage[In, In]], **options: Unpack[_Options]
     ) -> None: ...
     @overload
     def __init__(
         self: Pipeline[Any, Any],
-        stages: Sequence[PipelineStage[Any, Any]],
-        *,
-        queue_size: int = ...,
-        batch_size: int = ...,
-        ordered: bool = ...,
-        fail_fast: bool = ...,
-        observer: BatchObserver | None = ...,
-        queue_factory: QueueFactory | None = ...,
+        stages: list[PipelineStage[Any, Any]] | _FiveOrMoreStages,
+        **options: Unpack[_Options],
     ) -> None: ...
     def __init__(
         self,
@@ -259,8 +305,12 @@ class Pipeline(Generic[In, Out]):
             for batch in batches:
                 yield from batch
 
+    def _new_run(self, source: Iterator[Any]) -> _Run:
+        """Return the run of `source` through this pipeline; a graph wires its own."""
+        return _Run(self, source)
+
     def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
-        run = _Run(self, source)
+        run = self._new_run(source)
         ended_by: object = None
         try:
             with self._lock:
@@ -279,7 +329,10 @@ class Pipeline(Generic[In, Out]):
                 # close() empties the batch being delivered, so that nothing is
                 # delivered once it has returned; a batch taken after it is dropped here.
                 run.delivering = batch
-                if batch and not run.closed:
+                if run.closed:
+                    ended_by = None
+                    break
+                if batch:
                     run.items_delivered += len(batch)
                     yield batch
         except GeneratorExit:
@@ -425,7 +478,7 @@ class _Run:
         self.source_stopping = threading.Event()
         # Guards failure: the first error recorded; later ones are consequences of the stop.
         self._lock = threading.Lock()
-        self.failure: StageError | None = None
+        self.failure: PipelineError | None = None
         at_position = pipeline.ordered and not pipeline.fail_fast
         self.stage_runs = [
             StageRun(
@@ -438,6 +491,7 @@ class _Run:
                 on_failure=self.fail,
                 stop_upstream=self._stopper_above(index) if at_position else None,
                 observer=pipeline.observer,
+                owner=self,
             )
             for index, stage in enumerate(pipeline.stages)
         ]
@@ -463,6 +517,10 @@ class _Run:
         def run_then_signal() -> None:
             try:
                 target(*args)
+            except BaseException as exc:
+                # The thread's own handlers failed (a link queue that raised, say): the
+                # run must still stop, with an error that says so, rather than hang.
+                self.fail(StageError.caused_by(exc, name, "worker"))
             finally:
                 finished.set()
 
@@ -474,13 +532,14 @@ class _Run:
         _register_exit_hook()
         _live_runs.add(self)
         self.started = time.perf_counter()
-        for thread in self.threads:
-            self._starting.append(thread)
-            thread.start()
+        with _ctrl_c_deferred():
+            for thread in self.threads:
+                self._starting.append(thread)
+                thread.start()
 
     def owns_current_thread(self) -> bool:
-        """Return whether the calling thread is one of this run's own threads."""
-        return threading.current_thread() in self.threads
+        """Return whether the calling thread is one of this run's, or a helper acting for it."""
+        return current_run_owner() is self or threading.current_thread() in self.threads
 
     def fail(self, error: StageError) -> None:
         """Record `error` if it is the first, and stop the run; called from any thread."""
@@ -617,6 +676,32 @@ class _Run:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, len(chunk), elapsed, self.max_batch)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives in the block until it ends, then deliver it.
+
+    A `Thread.start()` cut short by a Ctrl-C leaves a thread that may or may not run,
+    which nothing could then wait for. Only the main thread receives Ctrl-C, and only it
+    may change the handler; elsewhere, or with a handler that is not Python's, nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    pressed: list[FrameType | None] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            previous(signal.SIGINT, pressed[0])
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:

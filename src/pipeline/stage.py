@@ -59,6 +59,10 @@ class PipelineStage(ABC, Generic[In, Out]):
         name: shown in logs and errors; defaults to the class name.
         workers: how many threads run this stage (each calls `setup` once, then
             processes batches, then calls `teardown` once).
+        latency_target: the seconds one batch should take; each worker then sizes its
+            batches with an `AdaptiveBatcher` (AIMD toward it) instead of the default
+            policy of doubling while fast. Useful for I/O-bound stages whose calls
+            come back late, and for sinks with a latency objective.
 
     Raises:
         TypeError: the subclass overrides neither `process` nor `process_batch`, or an
@@ -66,7 +70,9 @@ class PipelineStage(ABC, Generic[In, Out]):
         ValueError: `workers` is less than 1 or `name` is empty.
     """
 
-    def __init__(self, name: str | None = None, *, workers: int = 1) -> None:
+    def __init__(
+        self, name: str | None = None, *, workers: int = 1, latency_target: float | None = None
+    ) -> None:
         cls = type(self)
         if (
             cls.process is PipelineStage.process
@@ -84,6 +90,16 @@ class PipelineStage(ABC, Generic[In, Out]):
                 "FlatMapStage and return them from expand()"
             )
         self.workers = positive_int("workers", workers)
+        if latency_target is not None and (
+            isinstance(latency_target, bool)
+            or not isinstance(latency_target, int | float)
+            or not latency_target > 0
+        ):
+            raise ValueError(
+                f"latency_target must be a number of seconds > 0, got {latency_target!r}"
+            )
+        self.latency_target = latency_target
+        """Seconds a batch should take: sizes the takes with an `AdaptiveBatcher` if given."""
         self.name = name or cls.__name__
         self.named_by_user = name is not None
         """Whether `name` was given; a pipeline derives distinct names only for the others."""
@@ -98,6 +114,16 @@ class PipelineStage(ABC, Generic[In, Out]):
 
     def teardown(self) -> None:
         """Release what `setup` acquired; runs once in each worker's thread, even after failures."""
+
+    def flush(self) -> list[Out]:
+        """Return the outputs still held once the input has ended; runs in each worker's thread.
+
+        Called once per worker after the last batch of a stream that ended (not after a
+        stop), before `teardown`; its outputs follow every other output of the stage. A
+        stage that keeps state across items (a window, a running aggregate) emits what
+        it still holds here. The default holds nothing.
+        """
+        return []
 
     def process(self, item: In) -> Out:
         """Map one item to one output; runs in a worker thread."""

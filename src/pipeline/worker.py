@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from pipeline.batching import next_batch_size
+from pipeline.batching import AdaptiveBatcher, next_batch_size
 from pipeline.errors import ShutDown, StageError
-from pipeline.safequeue import LinkQueue
+from pipeline.safequeue import LinkQueue, Marker
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.stats import BatchEvent, BatchObserver, WorkerCounters
 
@@ -44,15 +44,18 @@ __all__ = [
     "StageRun",
     "ToQueue",
     "UpstreamFailed",
+    "adopt_run_context",
+    "current_run_owner",
     "current_stop_event",
     "current_worker_counters",
     "is_end_marker",
     "put_all",
     "reorder_window",
+    "run_context",
 ]
 
 
-class _EndOfStream:
+class _EndOfStream(Marker):
     """The type of the private end-of-stream markers; users can never produce one."""
 
     def __repr__(self) -> str:
@@ -105,6 +108,26 @@ def current_stop_event() -> threading.Event | None:
     """
     stopping: threading.Event | None = getattr(_worker_context, "stopping", None)
     return stopping
+
+
+def current_run_owner() -> object:
+    """Return the run this thread works for (a worker, or a helper that adopted its context)."""
+    return getattr(_worker_context, "owner", None)
+
+
+def run_context() -> tuple[threading.Event | None, object]:
+    """Return what a helper thread needs to act for this worker's run: its stop event and owner.
+
+    Stage code that runs calls in threads of its own (a per-item timeout, say) hands this
+    to `adopt_run_context` in those threads, so that `current_stop_event()` works there
+    and a `Pipeline.close()` called there is known to come from inside the run.
+    """
+    return current_stop_event(), current_run_owner()
+
+
+def adopt_run_context(context: tuple[threading.Event | None, object]) -> None:
+    """Make the calling helper thread act for the run `context` came from (see run_context)."""
+    _worker_context.stopping, _worker_context.owner = context
 
 
 def current_worker_counters() -> WorkerCounters | None:
@@ -182,8 +205,10 @@ class StageRun:
         stop_upstream: FailureHandler | None = None,
         stopping: threading.Event | None = None,
         observer: BatchObserver | None = None,
+        owner: object = None,
     ) -> None:
         self.stage = stage
+        self.owner = owner
         self.name = name or stage.name
         self.inbox = inbox
         self.router = router
@@ -225,13 +250,14 @@ class StageRun:
         """Run one worker from setup to teardown; this is a worker thread's target."""
         _worker_context.stopping = self.stopping
         _worker_context.counters = self.counters[worker]
+        _worker_context.owner = self.owner
         try:
             self._live(worker, self.counters[worker])
         except BaseException as exc:
             # The worker's own handlers failed; the run must still stop, not hang.
             self.on_failure(StageError.caused_by(exc, self.name, "worker", worker=worker))
         finally:
-            del _worker_context.stopping, _worker_context.counters
+            del _worker_context.stopping, _worker_context.counters, _worker_context.owner
             self._leave()
 
     def _live(self, worker: int, counters: WorkerCounters) -> None:
@@ -253,11 +279,16 @@ class StageRun:
     def _process_until_end(self, worker: int, counters: WorkerCounters) -> None:
         """Take, process, emit and record batches until the input ends or the stage stops."""
         size = 1
+        target = self.stage.latency_target
+        batcher = None if target is None else AdaptiveBatcher(target, maximum=self.max_batch)
         clock = time.perf_counter
         while self._wait_for_room():
+            if batcher is not None:
+                size = batcher.plan_batch(self.max_batch)
             waited_from = clock()
             taken = self._take(size)
             if taken is None:
+                self._flush(worker, counters)
                 return
             number, items = taken
             started = clock()
@@ -273,7 +304,36 @@ class StageRun:
             self._record(
                 worker, counters, items, outputs, waited_from, started, finished, handed_on
             )
-            size = next_batch_size(size, len(items), finished - started, self.max_batch)
+            if batcher is None:
+                size = next_batch_size(size, len(items), finished - started, self.max_batch)
+            elif items:
+                batcher.record_batch(len(items), finished - started)
+
+    def _flush(self, worker: int, counters: WorkerCounters) -> None:
+        """Emit what the stage's `flush()` returns, once its input has really ended.
+
+        The outputs go out as one more numbered batch, after every batch of the stream.
+        """
+        with self._take_lock:
+            if self._ends_taken < self.producers or self.stopping.is_set():
+                return
+            number = self._taken
+            self._taken += 1
+        try:
+            outputs = self.stage.flush()
+        except BaseException as exc:
+            counters.failed += 1
+            self._fail(number, [], StageError.caused_by(exc, self.name, "flush", worker=worker))
+            return
+        if not isinstance(outputs, list):
+            problem = TypeError(
+                f"{type(self.stage).__name__}.flush() must return a list, "
+                f"got {type(outputs).__name__}"
+            )
+            self._fail(number, [], StageError.caused_by(problem, self.name, "flush"))
+            return
+        counters.items_out += len(outputs)
+        self._emit(number, outputs, None)
 
     def _take(self, size: int) -> tuple[int, list[Any]] | None:
         """Take and number the next batch; None once the input has ended or the stage stops."""

@@ -481,3 +481,35 @@ def test_gc_of_a_finished_stream_in_a_worker_thread_is_harmless() -> None:
     with contextlib.closing(Pipeline(FunctionStage(identity)).stream(range(3))) as stream:
         assert list(stream) == [0, 1, 2]
     gc.collect()
+
+
+class BrokenLink(SafeQueue[Any]):
+    """A link queue whose batch put fails with something other than ShutDown."""
+
+    def put_many(
+        self, items: Any, block: bool = True, timeout: float | None = None, *, copy: bool = True
+    ) -> None:
+        raise RuntimeError("the link is broken")
+
+
+@pytest.mark.parametrize("broken", ["FunctionStage", "results"])
+def test_a_link_that_fails_stops_the_run_with_a_stage_error(broken: str) -> None:
+    def make_queue(name: str, maxsize: int) -> SafeQueue[Any]:
+        return BrokenLink(maxsize) if name == broken else SafeQueue[Any](maxsize)
+
+    pipeline = Pipeline(FunctionStage(identity, name="FunctionStage"), queue_factory=make_queue)
+    with pytest.raises(StageError, match="the link is broken") as raised:
+        pipeline.run(range(10))
+    assert raised.value.phase == "worker"
+
+
+def test_queue_factory_gets_each_links_reader_and_size() -> None:
+    made: list[tuple[str, int]] = []
+
+    def make_queue(name: str, maxsize: int) -> SafeQueue[Any]:
+        made.append((name, maxsize))
+        return SafeQueue[Any](maxsize)
+
+    stages = [FunctionStage(identity, name="a"), FunctionStage(identity, name="b")]
+    assert Pipeline(stages, queue_size=7, queue_factory=make_queue).run(range(3)) == [0, 1, 2]
+    assert made == [("a", 7), ("b", 7), ("results", 7)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,10 +19,12 @@ from pipeline import (
     Pipeline,
     PipelineStage,
     PredicateStage,
+    SafeQueue,
     StageChain,
     StageError,
 )
 from pipeline.stage import ItemFailed
+from pipeline.worker import END_OF_STREAM, StageRun, ToQueue
 
 
 class Double(PipelineStage[int, int]):
@@ -214,3 +217,77 @@ def test_a_subclass_of_a_classic_stage_gets_its_own_hook_called() -> None:
 
     assert Pipeline(KeepBig()).run([1, 2, 4, 5, 6]) == [4, 5, 6]
     assert Pipeline(Triple() >> AddOne()).run([1, 2]) == [4, 7]
+
+
+def test_flush_outputs_follow_every_other_output_once_per_worker() -> None:
+    class Totals(PipelineStage[int, int]):
+        def setup(self) -> None:
+            self.local.total = 0
+
+        def process(self, item: int) -> int:
+            self.local.total += item
+            return item
+
+        def flush(self) -> list[int]:
+            return [-self.local.total]
+
+    outputs = Pipeline(Totals(workers=3), batch_size=2).run(range(100))
+    assert outputs[:100] == list(range(100))
+    assert len(outputs) == 103
+    assert -sum(outputs[100:]) == sum(range(100))
+
+
+def test_flush_is_not_called_after_a_stop() -> None:
+    flushed = threading.Event()
+
+    class Fails(PipelineStage[int, int]):
+        def process(self, item: int) -> int:
+            raise ValueError(item)
+
+        def flush(self) -> list[int]:
+            flushed.set()
+            return []
+
+    with pytest.raises(StageError):
+        Pipeline(Fails(), fail_fast=True).run(range(10))
+    assert not flushed.is_set()
+
+
+def test_a_failing_flush_is_named() -> None:
+    class BadFlush(PipelineStage[int, int]):
+        def process(self, item: int) -> int:
+            return item
+
+        def flush(self) -> list[int]:
+            raise ValueError("cannot flush")
+
+    with pytest.raises(StageError, match=r"in flush\(\) at the end of its input"):
+        Pipeline(BadFlush()).run(range(3))
+
+
+def test_a_latency_target_sizes_batches_toward_it() -> None:
+    """With a target far above what a batch takes, batches grow additively (AIMD: +16)
+    instead of doubling, up to the pipeline's batch size."""
+    sizes: list[int] = []
+
+    class Recorded(PipelineStage[int, int]):
+        def process_batch(self, items: list[int]) -> list[int]:
+            sizes.append(len(items))
+            return items
+
+    stage = Recorded(latency_target=1.0)
+    assert stage.latency_target == 1.0
+    inbox, outbox = SafeQueue[Any](0), SafeQueue[Any](0)
+    inbox.put_many([*range(500), END_OF_STREAM])  # all there before the worker takes
+    stage_run = StageRun(
+        stage, inbox, ToQueue(outbox), max_batch=64, ordered=True, on_failure=print
+    )
+    stage_run.work(0)  # in this thread
+    assert sizes[:6] == [1, 17, 33, 49, 64, 64]
+    assert outbox.get_many(1000) == [*range(500), END_OF_STREAM]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "1", True])
+def test_a_latency_target_must_be_positive_seconds(bad: object) -> None:
+    with pytest.raises(ValueError, match="latency_target must be a number of seconds > 0"):
+        FunctionStage(lambda x: x, latency_target=bad)  # type: ignore[arg-type]

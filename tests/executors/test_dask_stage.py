@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip(
-    "distributed", reason="the dask extra is not installed: pip install 'pipeline[dask]'"
+    "distributed", reason="the dask extra is not installed: pip install 'threaded-pipeline[dask]'"
 )
 
 SCRIPT = Path(__file__).with_name("dask_scenarios.py")

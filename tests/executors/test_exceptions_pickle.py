@@ -24,6 +24,11 @@ SAMPLE_ARGUMENTS: dict[str, tuple[Any, ...]] = {
     "pipeline.stage.ItemFailed": (("an", "item"), 3),
     "pipeline.resilience.resilient._GaveUp": (4,),
     "pipeline.executors.executor.BatchFailure": (ValueError("bad"), 2, "Traceback ..."),
+    "pipeline.graph.errors.PipelineDeadlock": ("nothing moves", {"parse": "waits on its inbox"}),
+    "pipeline.graph.errors.TaskGraphFailed": ("2 tasks failed", ("a", "result")),
+    "pipeline.queues.durable._Undecodable": (7, ValueError("bad bytes")),
+    "pipeline.stages.windows.LateItem": (("an", "item"), 3.0, 5.0),
+    "pipeline.stages.windows.WindowFull": (0.0, 10.0, 1000),
 }
 
 

@@ -1,5 +1,8 @@
-"""Tests for pipeline.native.compiled: the C transform against the Python reference.
+"""Tests for pipeline.native.compiled and pipeline.native.reference, one body for both.
 
+The contract tests run against both modules (``IMPLEMENTATIONS``): the same
+functions, the same checks, the same messages. The differential tests compare
+every function's results with the readable loop ``transform_reference``.
 Results are compared by bit pattern (``tobytes()``), never with ``==``: ``==``
 cannot tell -0.0 from 0.0. The threading tests start threads together with a
 Barrier, bound every wait, and join every thread.
@@ -8,9 +11,12 @@ Barrier, bound every wait, and join every thread.
 from __future__ import annotations
 
 import array
+import ctypes
 import gc
 import importlib
+import inspect
 import itertools
+import mmap
 import random
 import re
 import struct
@@ -21,13 +27,20 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.native.compiled import move, transform, transform_into
-from pipeline.native.reference import TransformCounts, transform_reference
+from pipeline.native import compiled, reference
+from pipeline.native.buffers import fresh_doubles, huge_page_size
+from pipeline.native.compiled import transform, transform_into
+from pipeline.native.counts import TransformCounts
+from pipeline.native.production import TransformModule
+from pipeline.native.reference import transform_reference
 
 JOIN_TIMEOUT = 10.0
+IMPLEMENTATIONS = pytest.mark.parametrize(
+    "module", [compiled, reference], ids=["compiled", "reference"]
+)
 
 
 def from_bits(bits: int) -> float:
@@ -73,7 +86,7 @@ def pack(values: Sequence[float]) -> array.array[float]:
 
 
 def assert_same_as_reference(
-    values: Sequence[float], result: array.array[float], counts: TransformCounts
+    values: Sequence[float], result: memoryview[float] | array.array[float], counts: TransformCounts
 ) -> None:
     """Assert ``result`` and ``counts`` are bit for bit what the reference gives."""
     expected, expected_counts = transform_reference(values)
@@ -86,25 +99,32 @@ def assert_same_as_reference(
 
 
 @given(double_lists)
-def test_transform_matches_reference_bit_for_bit(values: list[float]) -> None:
-    result, counts = transform(pack(values))
+@IMPLEMENTATIONS
+def test_transform_matches_reference_bit_for_bit(
+    module: TransformModule, values: list[float]
+) -> None:
+    result, counts = module.transform(pack(values))
     assert_same_as_reference(values, result, counts)
 
 
 @given(double_lists, st.integers(min_value=0, max_value=7))
-def test_unaligned_memoryview_slice_matches_reference(values: list[float], offset: int) -> None:
+@IMPLEMENTATIONS
+def test_unaligned_memoryview_slice_matches_reference(
+    module: TransformModule, values: list[float], offset: int
+) -> None:
     raw = bytearray(offset + 8 * len(values))
     raw[offset:] = pack(values).tobytes()
-    result, counts = transform(memoryview(raw)[offset:])
+    result, counts = module.transform(memoryview(raw)[offset:])
     assert_same_as_reference(values, result, counts)
 
 
 @given(double_lists, st.integers(min_value=0, max_value=7), st.integers(0, 5))
+@IMPLEMENTATIONS
 def test_transform_into_unaligned_output_matches_reference(
-    values: list[float], offset: int, spare: int
+    module: TransformModule, values: list[float], offset: int, spare: int
 ) -> None:
     raw = bytearray(offset + 8 * (len(values) + spare))
-    counts = transform_into(pack(values), memoryview(raw)[offset:])
+    counts = module.transform_into(pack(values), memoryview(raw)[offset:])
     kept = raw[offset : offset + 8 * counts.kept]
     expected, expected_counts = transform_reference(values)
     assert kept == expected.tobytes()
@@ -112,14 +132,108 @@ def test_transform_into_unaligned_output_matches_reference(
 
 
 @given(double_lists)
-def test_transform_into_in_place_matches_reference(values: list[float]) -> None:
+@IMPLEMENTATIONS
+def test_transform_into_in_place_matches_reference(
+    module: TransformModule, values: list[float]
+) -> None:
     buffer = pack(values)
-    counts = transform_into(buffer, buffer)
+    counts = module.transform_into(buffer, buffer)
     assert_same_as_reference(values, buffer[: counts.kept], counts)
 
 
-def test_every_special_value_has_its_documented_outcome() -> None:
-    result, counts = transform(SPECIAL_VALUES)
+@given(double_lists, st.integers(0, 5), st.booleans())
+@IMPLEMENTATIONS
+def test_transform_with_out_matches_reference_and_returns_a_view_of_out(
+    module: TransformModule, values: list[float], spare: int, same_buffer: bool
+) -> None:
+    out = pack(values) if same_buffer else pack([7.0] * (len(values) + spare))
+    result, counts = module.transform(out if same_buffer else pack(values), out=out)
+    assert_same_as_reference(values, result, counts)
+    assert result.obj is out
+    assert out[: counts.kept].tobytes() == result.tobytes()
+
+
+# Enough items that fresh output is a mapping of its own (1 MiB and more).
+MAPPED_ITEMS = 150_000
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(doubles, min_size=1, max_size=64), st.booleans())
+@IMPLEMENTATIONS
+def test_fresh_output_on_huge_and_ordinary_pages_matches_reference(
+    module: TransformModule, values: list[float], huge_pages: bool
+) -> None:
+    repeats = -(-MAPPED_ITEMS // len(values))
+    data = pack(values) * repeats
+    expected, expected_counts = transform_reference(values)
+    out = fresh_doubles(len(data), huge_pages=huge_pages)
+    assert isinstance(out.obj, mmap.mmap)
+    result, counts = module.transform(data, out=out)
+    assert result.tobytes() == expected.tobytes() * repeats
+    assert counts.kept == expected_counts.kept * repeats
+    assert counts.total == len(data)
+
+
+@IMPLEMENTATIONS
+def test_fresh_output_of_a_large_input_is_a_mapping_on_a_huge_page_boundary(
+    module: TransformModule,
+) -> None:
+    data = pack([4.0, -1.0]) * MAPPED_ITEMS
+    result, counts = module.transform(data)
+    assert counts.kept == MAPPED_ITEMS
+    assert result.tobytes() == pack([4.0]).tobytes() * MAPPED_ITEMS
+    assert isinstance(result.obj, mmap.mmap)
+    huge_page = huge_page_size()
+    if huge_page:
+        assert ctypes.addressof(ctypes.c_char.from_buffer(result)) % huge_page == 0
+
+
+def test_compiled_and_reference_offer_the_same_functions_with_the_same_signatures() -> None:
+    names = ["TransformCounts", "move", "transform", "transform_into", "transform_into_end"]
+    assert set(names) <= set(compiled.__all__) & set(reference.__all__)
+    assert compiled.TransformCounts is reference.TransformCounts is TransformCounts
+    for name in names[1:]:
+        assert inspect.signature(getattr(compiled, name)) == inspect.signature(
+            getattr(reference, name)
+        )
+
+
+@pytest.mark.parametrize(
+    ("out", "error", "message"),
+    [
+        (
+            array.array("d", [0.0]),
+            ValueError,
+            "out holds 1 float64 items but values has 2; out needs room for every input item",
+        ),
+        (
+            [0.0, 0.0],
+            TypeError,
+            "out must be a writable float64 buffer such as array('d'), got list",
+        ),
+        (bytes(16), TypeError, "out must be a writable buffer, got a read-only bytes"),
+        (
+            array.array("f", [0.0] * 4),
+            TypeError,
+            "out must hold float64 items (buffer format 'd'), got format 'f' (4-byte items) "
+            "from array('f')",
+        ),
+    ],
+)
+@IMPLEMENTATIONS
+def test_transform_rejects_an_out_that_cannot_hold_the_results(
+    module: TransformModule, out: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        module.transform([1.0, 2.0], out=out)
+    assert str(caught.value) == message
+
+
+@IMPLEMENTATIONS
+def test_every_special_value_has_its_documented_outcome(
+    module: TransformModule,
+) -> None:
+    result, counts = module.transform(SPECIAL_VALUES)
     assert counts == TransformCounts(kept=7, negative=3, invalid_input=7, invalid_output=0)
     assert (
         result.tobytes()
@@ -138,16 +252,21 @@ def test_every_special_value_has_its_documented_outcome() -> None:
 
 
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 1023, 1024, 1025, 4097])
-def test_lengths_around_the_block_size(length: int) -> None:
+@IMPLEMENTATIONS
+def test_lengths_around_the_block_size(module: TransformModule, length: int) -> None:
     generator = random.Random(length)
     values = [generator.choice([*SPECIAL_VALUES, generator.uniform(-9, 9)]) for _ in range(length)]
-    result, counts = transform(values)
+    result, counts = module.transform(values)
     assert_same_as_reference(values, result, counts)
 
 
-def test_empty_input_gives_empty_output_and_zero_counts() -> None:
-    assert transform([]) == (array.array("d"), TransformCounts.ZERO)
-    assert transform_into(array.array("d"), array.array("d")) == TransformCounts.ZERO
+@IMPLEMENTATIONS
+def test_empty_input_gives_empty_output_and_zero_counts(
+    module: TransformModule,
+) -> None:
+    result, counts = module.transform([])
+    assert (result.format, len(result), counts) == ("d", 0, TransformCounts.ZERO)
+    assert module.transform_into(array.array("d"), array.array("d")) == TransformCounts.ZERO
 
 
 # Every accepted kind of input.
@@ -170,8 +289,9 @@ EXPECTED = pack([4.0, 6.0, -0.0]).tobytes()
         pytest.param(lambda: memoryview(pack(VALUES * 2))[: len(VALUES)], id="sliced-memoryview"),
     ],
 )
-def test_accepted_input_kinds(make_input: Callable[[], object]) -> None:
-    result, counts = transform(make_input())  # type: ignore[arg-type]
+@IMPLEMENTATIONS
+def test_accepted_input_kinds(module: TransformModule, make_input: Callable[[], object]) -> None:
+    result, counts = module.transform(make_input())  # type: ignore[arg-type]
     assert result.tobytes() == EXPECTED
     assert counts == TransformCounts(kept=3, negative=1, invalid_input=2, invalid_output=0)
 
@@ -188,13 +308,16 @@ def test_importing_the_package_does_not_import_numpy() -> None:
     assert completed.stdout.strip() == "False"
 
 
-def test_numpy_float64_array_is_accepted() -> None:
+@IMPLEMENTATIONS
+def test_numpy_float64_array_is_accepted(
+    module: TransformModule,
+) -> None:
     numpy = pytest.importorskip("numpy")
-    result, counts = transform(numpy.array(VALUES, dtype=numpy.float64))
+    result, counts = module.transform(numpy.array(VALUES, dtype=numpy.float64))
     assert result.tobytes() == EXPECTED
     assert counts.kept == 3
     output = numpy.zeros(len(VALUES))
-    transform_into(numpy.array(VALUES), output)
+    module.transform_into(numpy.array(VALUES), output)
     assert output[:3].tobytes() == EXPECTED
 
 
@@ -260,65 +383,137 @@ def test_numpy_float64_array_is_accepted() -> None:
         ),
     ],
 )
+@IMPLEMENTATIONS
 def test_rejected_inputs_name_the_problem(
-    bad_input: object, error: type[Exception], message: str
+    module: TransformModule, bad_input: object, error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error) as caught:
-        transform(bad_input)  # type: ignore[arg-type]
+        module.transform(bad_input)  # type: ignore[arg-type]
     assert str(caught.value) == message
 
 
-def test_big_endian_float64_is_rejected_naming_the_byte_order() -> None:
+@IMPLEMENTATIONS
+def test_big_endian_float64_is_rejected_naming_the_byte_order(
+    module: TransformModule,
+) -> None:
     numpy = pytest.importorskip("numpy")
     with pytest.raises(TypeError) as caught:
-        transform(numpy.zeros(2, dtype=">f8"))
+        module.transform(numpy.zeros(2, dtype=">f8"))
     assert str(caught.value) == (
         "values must hold float64 items (buffer format 'd'), got format '>d' "
         "(8-byte items in non-native byte order) from ndarray"
     )
 
 
-def test_transform_into_rejects_a_read_only_output() -> None:
+@IMPLEMENTATIONS
+def test_transform_into_rejects_a_read_only_output(
+    module: TransformModule,
+) -> None:
     with pytest.raises(TypeError) as caught:
-        transform_into([1.0], bytes(8))
+        module.transform_into([1.0], bytes(8))
     assert str(caught.value) == "output must be a writable buffer, got a read-only bytes"
 
 
-def test_transform_into_rejects_an_output_that_is_not_a_buffer() -> None:
+@IMPLEMENTATIONS
+def test_transform_into_rejects_an_output_that_is_not_a_buffer(
+    module: TransformModule,
+) -> None:
     with pytest.raises(TypeError) as caught:
-        transform_into([1.0], [0.0])
+        module.transform_into([1.0], [0.0])
     assert str(caught.value) == (
         "output must be a writable float64 buffer such as array('d'), got list"
     )
 
 
-def test_transform_into_rejects_an_output_of_another_type() -> None:
+@IMPLEMENTATIONS
+def test_transform_into_rejects_an_output_of_another_type(
+    module: TransformModule,
+) -> None:
     with pytest.raises(TypeError) as caught:
-        transform_into([1.0], array.array("f", [0.0, 0.0]))
+        module.transform_into([1.0], array.array("f", [0.0, 0.0]))
     assert str(caught.value) == (
         "output must hold float64 items (buffer format 'd'), got format 'f' "
         "(4-byte items) from array('f')"
     )
 
 
-def test_transform_into_rejects_an_output_smaller_than_the_input() -> None:
+@IMPLEMENTATIONS
+@pytest.mark.parametrize("function", ["transform_into", "transform_into_end"])
+def test_transform_into_rejects_an_output_smaller_than_the_input(
+    module: TransformModule, function: str
+) -> None:
     output = pack([0.0, 0.0])
-    with pytest.raises(ValueError, match=r"^output holds 2 float64 items but values has 3; "):
-        transform_into([1.0, 2.0, 3.0], output)
+    message = (
+        "output holds 2 float64 items but values has 3; output needs room for every input item"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        getattr(module, function)([1.0, 2.0, 3.0], output)
     assert output.tobytes() == pack([0.0, 0.0]).tobytes()  # untouched
 
 
-def test_transform_into_rejects_partly_overlapping_buffers() -> None:
-    buffer = pack([1.0, 2.0, 3.0, 4.0])
+@given(double_lists, st.integers(0, 5), st.integers(0, 7))
+@IMPLEMENTATIONS
+def test_transform_into_end_puts_the_reference_results_at_the_end(
+    module: TransformModule, values: list[float], spare: int, offset: int
+) -> None:
+    guard = [-7.0] * spare
+    raw = bytearray(offset + 8 * (len(guard) + len(values)))
+    raw[offset:] = pack(guard + [3.0] * len(values)).tobytes()
+    output = memoryview(raw)[offset:].cast("d")  # misaligned when offset % 8
+    counts = module.transform_into_end(pack(values), output)
+    expected, expected_counts = transform_reference(values)
+    assert counts == expected_counts
+    assert output[len(output) - counts.kept :].tobytes() == expected.tobytes()
+    assert output[:spare].tolist() == guard  # nothing before len(output) - len(values)
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 1023, 1024, 1025, 4099])
+@IMPLEMENTATIONS
+def test_transform_into_end_matches_transform_into_around_the_block_size(
+    module: TransformModule, length: int
+) -> None:
+    generator = random.Random(length)
+    values = pack(
+        [generator.choice([*SPECIAL_VALUES, generator.uniform(-9, 9)]) for _ in range(length)]
+    )
+    front = pack([0.0] * length)
+    back = pack([0.0] * length)
+    front_counts = module.transform_into(values, front)
+    back_counts = module.transform_into_end(values, back)
+    assert front_counts == back_counts
+    kept = front_counts.kept
+    assert back[length - kept :].tobytes() == front[:kept].tobytes()
+
+
+@IMPLEMENTATIONS
+def test_transform_into_end_in_place_matches_reference(module: TransformModule) -> None:
+    values = [4.0, -1.0, 9.0, float("nan"), 16.0, 0.0, -0.0] * 300
+    buffer = pack(values)
+    counts = module.transform_into_end(buffer, buffer)
+    expected, _ = transform_reference(values)
+    assert buffer[len(buffer) - counts.kept :].tobytes() == expected.tobytes()
+
+
+@IMPLEMENTATIONS
+@pytest.mark.parametrize(("input_at", "output_at"), [(0, 1), (1, 0), (0, 3), (2, 0), (0, 6)])
+def test_partly_overlapping_buffers_give_the_results_of_reading_every_input_first(
+    module: TransformModule, input_at: int, output_at: int
+) -> None:
+    values = [1.0, -4.0, 4.0, 9.0, float("nan"), 16.0, 25.0]
+    buffer = pack([0.0] * input_at + values + [0.0] * 7)
     view = memoryview(buffer)
-    message = "output overlaps values; pass the same buffer, or disjoint ones"
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        transform_into(view[:2], view[1:])
+    counts = module.transform_into(view[input_at : input_at + len(values)], view[output_at:])
+    expected, expected_counts = transform_reference(values)
+    assert counts == expected_counts
+    assert buffer[output_at : output_at + counts.kept].tobytes() == expected.tobytes()
 
 
-def test_transform_into_leaves_results_at_the_front_of_a_larger_output() -> None:
+@IMPLEMENTATIONS
+def test_transform_into_leaves_results_at_the_front_of_a_larger_output(
+    module: TransformModule,
+) -> None:
     output = pack([7.0] * 10)
-    counts = transform_into([16.0, -1.0, 25.0], output)
+    counts = module.transform_into([16.0, -1.0, 25.0], output)
     assert counts.kept == 2
     assert output[:2].tolist() == [8.0, 10.0]
     assert output[3:].tolist() == [7.0] * 7  # past len(values): never written
@@ -327,41 +522,58 @@ def test_transform_into_leaves_results_at_the_front_of_a_larger_output() -> None
 # move: the GIL-free copy DataPipeline uses to put results in place.
 
 
-def test_move_copies_into_a_larger_destination_and_between_overlapping_views() -> None:
+@IMPLEMENTATIONS
+def test_move_copies_into_a_larger_destination_and_between_overlapping_views(
+    module: TransformModule,
+) -> None:
     destination = pack([0.0] * 5)
-    move(memoryview(pack([1.0, -0.0, float("inf")])), memoryview(destination)[1:])
+    module.move(memoryview(pack([1.0, -0.0, float("inf")])), memoryview(destination)[1:])
     assert destination.tobytes() == pack([0.0, 1.0, -0.0, float("inf"), 0.0]).tobytes()
     buffer = pack([1.0, 2.0, 3.0, 4.0, 5.0])
     view = memoryview(buffer)
-    move(view[1:], view[:4])  # overlapping, like memmove
+    module.move(view[1:], view[:4])  # overlapping, like memmove
     assert buffer.tolist() == [2.0, 3.0, 4.0, 5.0, 5.0]
-    move(view[:0], view[:0])  # nothing to copy
+    module.move(view[:0], view[:0])  # nothing to copy
 
 
 @given(st.lists(doubles, max_size=40), st.integers(0, 7), st.integers(0, 7))
-def test_move_handles_misaligned_views(values: list[float], source_at: int, target_at: int) -> None:
+@IMPLEMENTATIONS
+def test_move_handles_misaligned_views(
+    module: TransformModule, values: list[float], source_at: int, target_at: int
+) -> None:
     source = bytearray(source_at + 8 * len(values))
     source[source_at:] = pack(values).tobytes()
     destination = bytearray(target_at + 8 * len(values))
-    move(memoryview(source)[source_at:].cast("d"), memoryview(destination)[target_at:].cast("d"))
+    module.move(
+        memoryview(source)[source_at:].cast("d"), memoryview(destination)[target_at:].cast("d")
+    )
     assert destination[target_at:] == source[source_at:]
 
 
-def test_move_rejects_a_destination_shorter_than_the_source() -> None:
+@IMPLEMENTATIONS
+def test_move_rejects_a_destination_shorter_than_the_source(
+    module: TransformModule,
+) -> None:
     destination = pack([0.0])
-    message = "destination holds 1 float64 items but source has 2"
+    message = (
+        "destination holds 1 float64 items but source has 2; "
+        "destination needs room for every input item"
+    )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        move(memoryview(pack([1.0, 2.0])), memoryview(destination))
+        module.move(memoryview(pack([1.0, 2.0])), memoryview(destination))
     assert destination.tolist() == [0.0]
 
 
 # Buffers and their lifetimes.
 
 
-def test_result_stays_valid_after_the_input_is_freed() -> None:
+@IMPLEMENTATIONS
+def test_result_stays_valid_after_the_input_is_freed(
+    module: TransformModule,
+) -> None:
     values = pack([float(index) for index in range(10_000)])
     raw = bytearray(values.tobytes())
-    result, _ = transform(memoryview(raw))
+    result, _ = module.transform(memoryview(raw))
     expected = transform_reference(values)[0].tobytes()
     del raw, values
     gc.collect()
@@ -369,15 +581,23 @@ def test_result_stays_valid_after_the_input_is_freed() -> None:
     assert result.tobytes() == expected
 
 
-def test_no_buffer_stays_exported_after_a_call() -> None:
+@IMPLEMENTATIONS
+def test_no_buffer_stays_exported_after_a_call(
+    module: TransformModule,
+) -> None:
     values = pack([1.0, 2.0])
     output = pack([0.0, 0.0])
-    transform(values)
-    transform_into(values, output)
-    values.append(3.0)  # BufferError if the C call had kept an export
+    module.transform(values)
+    module.transform_into(values, output)
+    module.transform(values, out=output)
+    module.move(values, output)
+    values.append(3.0)  # BufferError if a call had kept an export
     output.append(3.0)
-    result, _ = transform(values)
-    result.append(1.0)
+    result, _ = module.transform(values, out=output)
+    with pytest.raises(BufferError):  # the result is a view of out, as NumPy's out= gives
+        output.append(4.0)
+    result.release()
+    output.append(4.0)
 
 
 def test_missing_extension_raises_import_error_saying_how_to_build_it(

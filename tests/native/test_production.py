@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import array
-import io
 import random
 import re
-import threading
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.demos import sensors
 from pipeline.errors import StageError
-from pipeline.native import production
-from pipeline.native.buffers import Float64Input
+from pipeline.native.buffers import Float64Input, fresh_doubles
+from pipeline.native.counts import TransformCounts
 from pipeline.native.production import DataPipeline, DataStats, TransformResult, TransformStage
-from pipeline.native.reference import TransformCounts, transform_reference
+from pipeline.native.reference import transform_reference
 
 
 def sensor_readings(count: int, seed: int) -> array.array[float]:
@@ -36,7 +33,10 @@ def sensor_readings(count: int, seed: int) -> array.array[float]:
 
 
 @pytest.mark.parametrize("implementation", ["native", "reference"])
-@pytest.mark.parametrize(("thread_count", "batch_size"), [(1, 1), (1, 1000), (2, 7), (4, 333)])
+@pytest.mark.parametrize(
+    ("thread_count", "batch_size"),
+    [(1, 1), (1, 1000), (2, 7), (2, 5000), (3, 50), (4, 333), (5, 1)],
+)
 def test_process_matches_the_reference_in_input_order(
     implementation: str, thread_count: int, batch_size: int
 ) -> None:
@@ -56,11 +56,114 @@ def test_process_matches_the_reference_in_input_order(
     assert stats.throughput == pytest.approx(len(data) / stats.duration_secs)
 
 
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize("out_kind", ["array", "mapping"])
+def test_process_with_out_matches_the_reference_and_reuses_out(
+    implementation: str, out_kind: str
+) -> None:
+    data_pipeline = DataPipeline(2, 333, implementation)  # type: ignore[arg-type]
+    out: array.array[float] | memoryview[float] = (
+        array.array("d", [7.0]) * 5_000
+        if out_kind == "array"
+        else fresh_doubles(150_000, huge_pages=True)
+    )
+    for seed in (1, 2):
+        data = sensor_readings(5_000, seed=seed)
+        expected, expected_counts = transform_reference(data)
+        results, stats = data_pipeline.process(data, out=out)
+        assert results.tobytes() == expected.tobytes()
+        assert results.obj is (out.obj if isinstance(out, memoryview) else out)
+        assert stats.items_processed == expected_counts.kept
+        results.release()
+
+
+@pytest.mark.parametrize(
+    ("out", "error", "message"),
+    [
+        (
+            array.array("d", [0.0]),
+            ValueError,
+            "out holds 1 float64 items but data has 2; out needs room for every input item",
+        ),
+        (
+            [0.0, 0.0],
+            TypeError,
+            "out must be a writable float64 buffer such as array('d'), got list",
+        ),
+        (bytes(16), TypeError, "out must be a writable buffer, got a read-only bytes"),
+        (
+            array.array("q", [0, 0]),
+            TypeError,
+            "out must hold float64 items (buffer format 'd'), got format 'q' (8-byte items) "
+            "from array('q')",
+        ),
+    ],
+)
+def test_process_rejects_an_out_that_cannot_hold_the_results(
+    out: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        DataPipeline(2, 1).process([1.0, 2.0], out=out)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("data_at", "out_at"), [(0, 0), (0, 1), (1, 0)])
+def test_process_rejects_an_out_that_overlaps_data(data_at: int, out_at: int) -> None:
+    buffer = array.array("d", [1.0, 4.0, 9.0, 16.0, 0.0])
+    view = memoryview(buffer)
+    message = "out overlaps data; pass a separate buffer"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DataPipeline(2, 1).process(view[data_at : data_at + 4], out=view[out_at : out_at + 4])
+    assert buffer.tolist() == [1.0, 4.0, 9.0, 16.0, 0.0]  # untouched
+
+
+any_doubles = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    st.integers(min_value=0, max_value=2**64 - 1).map(
+        lambda bits: array.array("d", bits.to_bytes(8, "little"))[0]
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(any_doubles, max_size=200),
+    st.integers(1, 4),
+    st.integers(1, 64),
+    st.sampled_from(["fresh", "out", "huge-page out"]),
+    st.sampled_from(["native", "reference"]),
+)
+def test_process_is_bit_identical_to_the_reference_in_every_mode(
+    values: list[float], thread_count: int, batch_size: int, mode: str, implementation: str
+) -> None:
+    data = array.array("d", values)
+    expected, expected_counts = transform_reference(data)
+    out: memoryview[float] | None = None
+    if mode == "out":
+        out = memoryview(array.array("d", [7.0]) * (len(data) + 3)).cast("B").cast("d")
+    elif mode == "huge-page out":
+        out = fresh_doubles(150_000)  # a mapping of its own, on huge pages where available
+    data_pipeline = DataPipeline(thread_count, batch_size, implementation)  # type: ignore[arg-type]
+    results, stats = data_pipeline.process(data, out=out)
+    assert results.tobytes() == expected.tobytes()
+    assert stats.items_processed == expected_counts.kept
+    assert stats.items_filtered == expected_counts.negative
+
+
 def test_process_accepts_a_list_and_a_memoryview() -> None:
     data = [4.0, -1.0, float("nan"), 9.0]
     from_list, _ = DataPipeline(2, 1).process(data)
     from_view, _ = DataPipeline(2, 1).process(memoryview(array.array("d", data)))
     assert from_list.tolist() == from_view.tolist() == [4.0, 6.0]
+
+
+@pytest.mark.parametrize("thread_count", [2, 3, 7])
+def test_process_of_fewer_items_than_threads_matches_the_reference(thread_count: int) -> None:
+    for data in ([4.0], [-1.0, 9.0], [9.0, float("nan")], []):
+        results, stats = DataPipeline(thread_count, 2).process(data)
+        expected, counts = transform_reference(data)
+        assert results.tobytes() == expected.tobytes()
+        assert stats.items_processed == counts.kept
 
 
 JOIN_TIMEOUT = 10.0
@@ -105,48 +208,6 @@ def test_process_without_results_returns_an_empty_memoryview(data: array.array[f
     assert (results.format, len(results)) == ("d", 0)
     assert stats.items_processed == 0
     assert stats.items_filtered + stats.items_invalid == len(data)
-
-
-def test_placement_makes_a_chunk_wait_for_the_previous_one() -> None:
-    placement = production._Placement()
-    offsets: list[int] = []
-    second_started = threading.Event()
-
-    def place_second() -> None:
-        second_started.set()
-        offsets.append(placement.claim(1, kept=5))
-
-    thread = threading.Thread(target=place_second)
-    thread.start()
-    assert second_started.wait(timeout=JOIN_TIMEOUT)
-    thread.join(timeout=0.05)
-    assert thread.is_alive()  # blocked: chunk 0 has not claimed its place yet
-    assert placement.claim(0, kept=3) == 0
-    thread.join(timeout=JOIN_TIMEOUT)
-    assert not thread.is_alive()
-    assert offsets == [3]
-    assert placement.claim(2, kept=1) == 8
-
-
-def test_placement_abandoned_wakes_a_waiting_chunk_with_an_error() -> None:
-    placement = production._Placement()
-    errors: list[BaseException] = []
-    waiting = threading.Event()
-
-    def place_second() -> None:
-        waiting.set()
-        try:
-            placement.claim(1, kept=5)
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=place_second)
-    thread.start()
-    assert waiting.wait(timeout=JOIN_TIMEOUT)
-    placement.abandon()
-    thread.join(timeout=JOIN_TIMEOUT)
-    assert not thread.is_alive()
-    assert [str(error) for error in errors] == ["chunk 1 not placed: an earlier chunk failed"]
 
 
 def test_process_rejects_data_that_is_not_float64() -> None:
@@ -242,43 +303,3 @@ def test_stream_memory_stays_flat_for_a_million_values() -> None:
     # All the input is 8 MB and all the output 5.4 MB; in flight stay a few chunks.
     print(f"peak traced memory growth: {peak - baseline:,} bytes")
     assert peak - baseline < 2_000_000, peak - baseline
-
-
-def run_data_example(*argv: str) -> tuple[int, str]:
-    """Run the data example with ``argv`` and return its exit code and report."""
-    parser = argparse.ArgumentParser()
-    sensors.add_arguments(parser)
-    report = io.StringIO()
-    code = sensors.run(parser.parse_args(argv), report)
-    return code, report.getvalue()
-
-
-def test_data_example_writes_the_results_and_compares_with_the_reference(
-    tmp_path: Path,
-) -> None:
-    output = tmp_path / "results.csv"
-    code, report = run_data_example("--count", "3000", "--threads", "2", "--output", str(output))
-    assert code == 0
-    assert "3,000 sensor readings generated (seed 42)" in report
-    assert "results identical bit for bit: yes" in report
-    expected, _ = transform_reference(sensors.generate_readings(3000, 42))
-    rows = output.read_text().splitlines()
-    assert rows[0] == "result"
-    assert [float(row) for row in rows[1:]] == expected.tolist()
-
-
-def test_data_example_reads_readings_from_a_csv_column(tmp_path: Path) -> None:
-    readings = tmp_path / "readings.csv"
-    readings.write_text("time,value\n1,16\n2,-1\n3,nan\n4,-inf\n5,25\n")
-    output = tmp_path / "results.csv"
-    code, report = run_data_example("--input", str(readings), "--output", str(output))
-    assert code == 0
-    assert output.read_text().splitlines() == ["result", "8.0", "10.0"]
-    assert re.search(r"invalid \(NaN/Inf\)\s+2\s+2", report)
-
-
-def test_data_example_names_the_line_of_a_cell_that_is_not_a_number(tmp_path: Path) -> None:
-    readings = tmp_path / "readings.csv"
-    readings.write_text("value\n1.5\nabc\n")
-    with pytest.raises(ValueError, match=r"readings.csv, line 3: 'abc' is not a number$"):
-        sensors.read_readings(readings, "value")

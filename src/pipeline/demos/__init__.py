@@ -2,5 +2,6 @@
 
 - `classic`: the Multiply/Add/Filter trio;
 - `text`: a text pipeline with per-worker setup;
-- `sensors`: the sensor-data example on the native production stage.
+- `sensors`: the sensor-data example on the native production stage;
+- `etl`: the ETL job (CSV to SQLite with quality rules) and the windowed sensor stream.
 """

@@ -2,10 +2,14 @@
 
 - `compiled`: the C transform of `csrc/` through cffi (needs the built extension);
 - `reference`: the same transform in pure Python, bit for bit;
-- `buffers`: the float64 buffers both accept;
+- `counts`: `TransformCounts`, the one counts type both return;
+- `buffers`: the float64 buffers both accept, their argument checks, and fresh
+  output memory (lazily zeroed, on transparent huge pages where available);
 - `production`: `DataPipeline` and `TransformStage`, the transform as pipeline stages.
 
-Choosing an implementation is choosing a module. Nothing here falls back from C to
-Python silently: importing `compiled` without the built extension raises ImportError
-that says how to build it.
+Choosing an implementation is choosing a module: `compiled` and `reference` offer
+`transform(values, *, out=None)`, `transform_into(values, output)` and
+`move(source, destination)` with the same signatures, checks and messages.
+Nothing here falls back from C to Python silently: importing `compiled` without
+the built extension raises ImportError that says how to build it.
 """

@@ -45,6 +45,15 @@ class Lib:
         counts: TransformCountsPointer,
         /,
     ) -> int: ...
+    def pl_transform_backward(
+        self,
+        input: CData,
+        length: int,
+        output: CData,
+        output_capacity: int,
+        counts: TransformCountsPointer,
+        /,
+    ) -> int: ...
     def pl_move(self, destination: CData, source: CData, count: int, /) -> None: ...
 
 ffi: FFI

@@ -8,6 +8,10 @@ several threads can transform distinct batches at the same time. ``move``
 copies doubles the same way, GIL released, for callers that put results in
 place in fresh memory (``pipeline.native.production`` does).
 
+``pipeline.native.reference`` offers the same three functions with the same
+signatures, the same argument checks (``pipeline.native.buffers``) and the same
+``TransformCounts``: choosing an implementation is choosing a module.
+
 Accepted inputs: any one-dimensional, C-contiguous buffer of native float64
 (``array('d')``, a ``memoryview`` of format ``'d'``, a NumPy ``float64`` array),
 a bytes-like object whose length is a multiple of 8 (read as float64), or
@@ -27,8 +31,14 @@ from __future__ import annotations
 import array
 from typing import Any
 
-from pipeline.native.buffers import Float64Input, as_float64_view, doubles, float64_view
-from pipeline.native.reference import TransformCounts
+from pipeline.native.buffers import (
+    Float64Input,
+    as_float64_view,
+    checked_output,
+    doubles,
+    fresh_doubles,
+)
+from pipeline.native.counts import TransformCounts
 
 try:
     from pipeline.native._native import ffi, lib
@@ -41,7 +51,14 @@ except ImportError as exc:
         "explicitly (pipeline.native.reference.transform_reference)"
     ) from exc
 
-__all__ = ["Float64Input", "move", "transform", "transform_into"]
+__all__ = [
+    "Float64Input",
+    "TransformCounts",
+    "move",
+    "transform",
+    "transform_into",
+    "transform_into_end",
+]
 
 _DOUBLE_SIZE = 8
 
@@ -51,43 +68,55 @@ _STATUS_MESSAGES = {
 }
 
 
-def transform(values: Float64Input) -> tuple[array.array[float], TransformCounts]:
-    """Transform ``values`` in C and return the kept results in a new array.
+def transform(
+    values: Float64Input, *, out: object = None
+) -> tuple[memoryview[float], TransformCounts]:
+    """Transform ``values`` in C and return the kept results and the counts.
 
-    The input buffer is read in place (no copy, unless it is misaligned) and
-    may be freed or reused as soon as this returns: the results live in their
-    own ``array('d')``.
+    Without ``out`` the results go to fresh memory (``buffers.fresh_doubles``:
+    allocated once, never written before the C loop writes it, on huge pages
+    where the platform has them), so the only cost beyond the loop is the
+    kernel zeroing the pages the results land on. With ``out`` they go to
+    the front of the caller's buffer, and a stream of calls pays for its
+    pages once. The input is read in place (no copy, unless misaligned).
 
     Args:
         values: a float64 buffer or a sequence of floats (see the module docstring).
+        out: None, or a writable float64 buffer with room for ``len(values)``
+            items; it may be ``values`` itself (the transform then runs in place).
 
     Returns:
-        The kept results, in input order, and the counts of the call.
+        The kept results, in input order, as a memoryview of format 'd' (a
+        sequence of floats with the buffer protocol: ``tolist()``,
+        ``tobytes()``, ``numpy.frombuffer``), over ``out`` if it was given,
+        and the counts of the call.
 
     Raises:
-        TypeError: if ``values`` is a buffer of another item type, or a sequence
-            with an item that is not a real number.
-        ValueError: if ``values`` is a buffer that is not one-dimensional and
-            C-contiguous, or a byte buffer whose length is not a multiple of 8.
+        TypeError: ``values`` or ``out`` has another item type, ``out`` is
+            read-only or no buffer, or an item of a sequence is not a real number.
+        ValueError: ``out`` is shorter than ``values``, or a buffer is not
+            one-dimensional and C-contiguous, or a byte buffer's length is not a
+            multiple of 8.
     """
     input_view = as_float64_view(values, "values")
-    # array * n is the fastest way the standard library has to allocate n doubles.
-    output: array.array[float] = array.array("d", [0.0]) * len(input_view)
-    with memoryview(output) as output_view:
-        counts = _call(input_view, doubles(output_view))
-    del output[counts.kept :]
-    return output, counts
+    if out is None:
+        output = fresh_doubles(len(input_view))
+    else:
+        output = checked_output(out, len(input_view), argument="out", input_argument="values")
+    counts = _call(input_view, output, at_end=False)
+    return output[: counts.kept], counts
 
 
 def transform_into(values: Float64Input, output: object) -> TransformCounts:
-    """Transform ``values`` in C into the caller's ``output`` buffer.
+    """Transform ``values`` in C into the front of the caller's ``output`` buffer.
 
-    Reusing one output buffer across calls avoids an allocation per batch. The
-    results are ``output[:counts.kept]``; the rest of ``output[:len(values)]``
-    is scratch space the C loop writes into (its store-always loop needs room
-    for every item) and holds unspecified values afterwards. ``output`` may be
-    the same buffer as ``values`` (the transform then runs in place); any other
-    overlap is rejected.
+    Reusing one output buffer across calls avoids an allocation and its page
+    faults per batch. The results are ``output[:counts.kept]``; the rest of
+    ``output[:len(values)]`` is scratch space the C loop writes into (its
+    store-always loop needs room for every item) and holds unspecified values
+    afterwards. ``output`` may be ``values`` itself (the transform then runs in
+    place) or overlap it in any way: the results are as if ``values`` had been
+    read in full first.
 
     Args:
         values: a float64 buffer or a sequence of floats (see the module docstring).
@@ -100,22 +129,37 @@ def transform_into(values: Float64Input, output: object) -> TransformCounts:
     Raises:
         TypeError: if either argument has the wrong item type, or ``output`` is
             read-only or not a buffer.
-        ValueError: if ``output`` is too small, a buffer is not one-dimensional
-            and C-contiguous, or the buffers partly overlap.
+        ValueError: if ``output`` is too small, or a buffer is not one-dimensional
+            and C-contiguous.
     """
     input_view = as_float64_view(values, "values")
-    output_view = float64_view(output, "output", writable=True)
-    if output_view is None:
-        raise TypeError(
-            f"output must be a writable float64 buffer such as array('d'), "
-            f"got {type(output).__name__}"
-        )
-    if len(output_view) < len(input_view):
-        raise ValueError(
-            f"output holds {len(output_view)} float64 items but values has "
-            f"{len(input_view)}; output needs room for every input item"
-        )
-    return _call(input_view, output_view)
+    output_view = checked_output(
+        output, len(input_view), argument="output", input_argument="values"
+    )
+    return _call(input_view, output_view, at_end=False)
+
+
+def transform_into_end(values: Float64Input, output: object) -> TransformCounts:
+    """Transform ``values`` in C into the end of the caller's ``output`` buffer.
+
+    The mirror image of ``transform_into``: the results, in input order, are
+    ``output[len(output) - counts.kept:]``, and the C loop walks ``values``
+    from its last item to its first (``pl_transform_backward``). Its use is
+    laying results end to end downwards without knowing in advance how many
+    each batch keeps: ``DataPipeline`` has one thread fill an output
+    downwards from a meeting point while another fills it upwards with
+    ``transform_into``, so the two halves of the results meet without a copy.
+    Slots ``output[len(output) - len(values):len(output) - counts.kept]`` are
+    scratch; nothing before them is written. ``output`` may overlap ``values``
+    in any way.
+
+    Args, Returns and Raises: as for ``transform_into``.
+    """
+    input_view = as_float64_view(values, "values")
+    output_view = checked_output(
+        output, len(input_view), argument="output", input_argument="values"
+    )
+    return _call(input_view, output_view, at_end=True)
 
 
 def move(source: Float64Input, destination: object) -> None:
@@ -135,16 +179,10 @@ def move(source: Float64Input, destination: object) -> None:
         ValueError: ``destination`` is shorter than ``source``.
     """
     source_view = as_float64_view(source, "source")
-    destination_view = float64_view(destination, "destination", writable=True)
-    if destination_view is None:
-        raise TypeError(
-            f"destination must be a writable float64 buffer, got {type(destination).__name__}"
-        )
     count = len(source_view)
-    if len(destination_view) < count:
-        raise ValueError(
-            f"destination holds {len(destination_view)} float64 items but source has {count}"
-        )
+    destination_view = checked_output(
+        destination, count, argument="destination", input_argument="source"
+    )
     if count == 0:
         return
     source_pointer = ffi.from_buffer("double[]", source_view)
@@ -160,8 +198,14 @@ def move(source: Float64Input, destination: object) -> None:
         ffi.release(destination_pointer)
 
 
-def _call(input_view: memoryview[float], output_view: memoryview[float]) -> TransformCounts:
-    """Run pl_transform on two validated 'd' views and return its counts."""
+def _call(
+    input_view: memoryview[float], output_view: memoryview[float], *, at_end: bool
+) -> TransformCounts:
+    """Run the C transform on two validated 'd' views and return its counts.
+
+    With ``at_end`` the results go to the end of ``output_view``
+    (``pl_transform_backward``), otherwise to its front (``pl_transform``).
+    """
     length = len(input_view)
     if length == 0:
         return TransformCounts.ZERO
@@ -170,38 +214,52 @@ def _call(input_view: memoryview[float], output_view: memoryview[float]) -> Tran
     try:
         input_address = _address(input_pointer)
         output_address = _address(output_pointer)
-        if output_address != input_address and _overlap(
-            input_address, output_address, length, len(output_view)
+        if output_address % _DOUBLE_SIZE or (
+            output_address != input_address
+            and _overlap(input_address, output_address, length, len(output_view))
         ):
-            raise ValueError("output overlaps values; pass the same buffer, or disjoint ones")
+            # Misaligned doubles are undefined behaviour in C, and the C loop may
+            # only write over inputs it has already read: go through separate
+            # memory, as the reference does by construction.
+            return _through(input_view, output_view, at_end=at_end)
         if input_address % _DOUBLE_SIZE:
             # Unaligned doubles are undefined behaviour in C: read from a copy.
-            aligned_input = array.array("d")
-            aligned_input.frombytes(input_view.cast("B"))
-            return _call(doubles(memoryview(aligned_input)), output_view)
-        if output_address % _DOUBLE_SIZE:
-            aligned_output = array.array("d", [0.0]) * length
-            counts = _call(input_view, doubles(memoryview(aligned_output)))
-            output_view[: counts.kept] = doubles(memoryview(aligned_output))[: counts.kept]
-            return counts
+            return _call(_aligned_copy(input_view), output_view, at_end=at_end)
         counts_struct = ffi.new("pl_transform_counts *")
+        function = lib.pl_transform_backward if at_end else lib.pl_transform
         # The GIL is released for the duration of this call.
-        status = lib.pl_transform(
-            input_pointer, length, output_pointer, len(output_view), counts_struct
-        )
+        status = function(input_pointer, length, output_pointer, len(output_view), counts_struct)
     finally:
         ffi.release(input_pointer)
         ffi.release(output_pointer)
     if status != lib.PL_OK:
         # Unreachable through this module's checks; reported, never ignored.
         reason = _STATUS_MESSAGES.get(status, "unknown status")
-        raise RuntimeError(f"pl_transform failed with status {status}: {reason}")
+        raise RuntimeError(f"the C transform failed with status {status}: {reason}")
     return TransformCounts(
         kept=counts_struct.kept,
         negative=counts_struct.negative,
         invalid_input=counts_struct.invalid_input,
         invalid_output=counts_struct.invalid_output,
     )
+
+
+def _through(
+    input_view: memoryview[float], output_view: memoryview[float], *, at_end: bool
+) -> TransformCounts:
+    """Transform into fresh aligned memory, then copy the results into place."""
+    separate = fresh_doubles(len(input_view))
+    counts = _call(input_view, separate, at_end=False)
+    start = len(output_view) - counts.kept if at_end else 0
+    output_view[start : start + counts.kept] = separate[: counts.kept]
+    return counts
+
+
+def _aligned_copy(view: memoryview[float]) -> memoryview[float]:
+    """Return a copy of ``view`` in memory aligned for doubles."""
+    aligned: array.array[float] = array.array("d")
+    aligned.frombytes(view.cast("B"))
+    return doubles(memoryview(aligned))
 
 
 def _address(pointer: Any) -> int:

@@ -3,45 +3,66 @@
 input -> validation (drop NaN/Inf) -> business filter (drop negatives)
       -> transform (sqrt(x) * 2) -> post-validation (drop non-finite) -> output + stats
 
-``DataPipeline.process(data)`` cuts ``data`` into chunks of ``batch_size`` items
+``DataPipeline.process(data)`` cuts ``data`` into ``thread_count`` segments
 (memoryview slices: no copies) and runs them through a ``Pipeline`` whose one
-stage, ``PlacingTransformStage``, has ``thread_count`` workers. Each worker
-transforms a whole chunk in C with the GIL released, into a scratch buffer of
-its own, then copies the chunk's kept results straight to their final place in
-one shared output (also in C, GIL released). A chunk's place is where the
-previous chunk's results end, so the only thing the workers wait for each
-other for is that one number (``_Placement``); the consuming thread only sums
-the counts, so counting takes no lock on the hot path and nothing runs
-serially after the workers.
+stage, ``SegmentTransformStage``, has ``thread_count`` workers: each worker
+walks one segment in pieces of ``batch_size`` items, each piece one C call with
+the GIL released, and writes the results straight into their final place in
+one shared output, with no scratch buffer and no copy. How, when nobody knows
+in advance how many results a segment keeps? Segments go in pairs around a
+meeting point: the first of a pair is walked from its last item to its first
+and its results are laid downwards, ending at the meeting point
+(``transform_into_end``); the second is walked forwards and its results laid
+upwards from the same point (``transform_into``). The two halves of a pair's
+results meet without a gap. With two threads that is the whole output; with
+more, each further pair's block of results is moved down once, at the end,
+next to the one before (``move``, GIL released).
 
-The output is an anonymous ``mmap``: the operating system hands its pages out
-zeroed on first touch, so the page faults of writing 8 bytes per kept result
-happen in the workers, in parallel, with the GIL released. (``bytearray(n)``
-and ``array * n`` write every byte while holding the GIL: 21-33 ms for 80 MB,
-longer than the transform itself; docs/gil-free.md has the measurements.)
-``process`` returns a ``memoryview`` of format 'd' over that mapping, shrunk
-to the kept results.
+The output is fresh memory from ``buffers.fresh_doubles`` (a private anonymous
+mapping on transparent huge pages where the platform has them), allocated once
+and never written before the workers write their results into it: the page
+faults of the output happen in the workers' C calls, in parallel, with the GIL
+released, one per 2 MiB instead of one per 4 KiB where huge pages are on.
+(``bytearray(n)`` and ``array * n`` write every byte while holding the GIL:
+21-33 ms for 80 MB, longer than the transform itself; docs/gil-free.md has
+the measurements.) ``process(data, out=buffer)`` writes to the caller's buffer
+instead, so a caller transforming one array after another pays for the pages
+once. Either way ``process`` returns a ``memoryview`` of format 'd' over the
+kept results (which start at the first pair's meeting point minus the first
+segment's results, not necessarily at the output's first item).
 
 ``DataPipeline.stream(chunks)`` is the form for inputs larger than memory: one
 ``TransformResult`` (an ``array('d')`` and its counts) per chunk, in order. Its
 Pipeline moves one chunk per handoff and holds at most a small multiple of
 ``thread_count`` chunks in its queues, which is what keeps its memory flat
-however long its input is.
+however long its input is. Each worker transforms into a scratch buffer of its
+own, reused for every chunk (so it stays in cache and is faulted in once), and
+copies only the kept results into the right-sized array it hands on.
+
+The implementation (``"native"`` or ``"reference"``) names a module,
+``pipeline.native.compiled`` or ``pipeline.native.reference``; both offer
+``transform``, ``transform_into``, ``transform_into_end`` and ``move`` with
+the same signatures and checks (``TransformModule``), and the stages call
+whichever was chosen.
 """
 
 from __future__ import annotations
 
 import array
-import mmap
-import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, TypeAlias
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 from pipeline._checks import positive_int
-from pipeline.native.buffers import Float64Input, as_float64_view, doubles
-from pipeline.native.reference import TransformCounts, transform_reference
+from pipeline.native.buffers import (
+    Float64Input,
+    as_float64_view,
+    checked_output,
+    fresh_doubles,
+    overlap,
+)
+from pipeline.native.counts import TransformCounts
 from pipeline.pipeline import Pipeline
 from pipeline.stage import PipelineStage
 
@@ -49,24 +70,58 @@ __all__ = [
     "DataPipeline",
     "DataStats",
     "Implementation",
-    "PlacingTransformStage",
+    "SegmentTransformStage",
+    "TransformModule",
     "TransformResult",
     "TransformStage",
+    "implementation_module",
 ]
 
 Implementation: TypeAlias = Literal["native", "reference"]
 """Which transform runs: the C core (``pipeline.native.compiled``) or the Python reference."""
 
-Transform: TypeAlias = Callable[[Float64Input], tuple["array.array[float]", TransformCounts]]
-TransformInto: TypeAlias = Callable[[Float64Input, "memoryview[float]"], TransformCounts]
-Move: TypeAlias = Callable[["memoryview[float]", "memoryview[float]"], None]
-NumberedChunk: TypeAlias = tuple[int, "memoryview[float]"]
-"""A chunk of the input and its position among the chunks (0, 1, 2, ...)."""
 
-# Chunks held in each queue per worker: enough that a worker never waits for
-# the feeder, few enough that memory stays a handful of chunks.
-_QUEUED_CHUNKS_PER_THREAD = 2
-_DOUBLE_SIZE = 8
+# Chunks held in each queue per worker. One is enough: the ordered stage's reorder
+# window (pipeline.worker.REORDER_BATCHES_PER_WORKER) already lets a worker run
+# ahead of a slow neighbour, and every further chunk is memory held (measured,
+# 10M values in chunks of 65,536 on 2 threads: 8.1-8.3 MB peak with 2, 5.6-6.1 with 1).
+_QUEUED_CHUNKS_PER_THREAD = 1
+
+
+class TransformModule(Protocol):
+    """What ``pipeline.native.compiled`` and ``pipeline.native.reference`` both offer."""
+
+    def transform(
+        self, values: Float64Input, *, out: object = None
+    ) -> tuple[memoryview[float], TransformCounts]:
+        """Transform ``values`` into fresh memory or ``out``; see ``compiled.transform``."""
+
+    def transform_into(self, values: Float64Input, output: object) -> TransformCounts:
+        """Transform ``values`` into the front of ``output``; see ``compiled.transform_into``."""
+
+    def transform_into_end(self, values: Float64Input, output: object) -> TransformCounts:
+        """Transform ``values`` into the end of ``output``; see ``compiled.transform_into_end``."""
+
+    def move(self, source: Float64Input, destination: object) -> None:
+        """Copy ``source`` to the front of ``destination``; see ``compiled.move``."""
+
+
+def implementation_module(implementation: object) -> TransformModule:
+    """Return the module ``implementation`` names: "native" (C) or "reference" (Python).
+
+    Raises:
+        ValueError: ``implementation`` is neither.
+        ImportError: "native" was asked for and the extension is not built.
+    """
+    if implementation == "native":
+        from pipeline.native import compiled  # raises ImportError with build instructions
+
+        return compiled
+    if implementation == "reference":
+        from pipeline.native import reference
+
+        return reference
+    raise ValueError(f"implementation must be 'native' or 'reference', got {implementation!r}")
 
 
 class TransformResult(NamedTuple):
@@ -113,6 +168,8 @@ class TransformStage(PipelineStage[Float64Input, TransformResult]):
 
     Each item is a chunk (an ``array('d')``, a memoryview slice, any float64
     buffer or sequence of floats) and each output is its ``TransformResult``.
+    Each worker transforms into a scratch buffer of its own, grown to the
+    largest chunk seen and reused, and copies only the kept results out.
 
     Args:
         implementation: "native" for the C core (raises ImportError saying how
@@ -134,121 +191,123 @@ class TransformStage(PipelineStage[Float64Input, TransformResult]):
     ) -> None:
         super().__init__(name, workers=workers)
         self.implementation = implementation
-        self._transform = _select(implementation).transform
+        self._module = implementation_module(implementation)
+
+    def teardown(self) -> None:
+        """Release this worker's scratch buffer; runs in the worker's thread."""
+        scratch: memoryview[float] | None = getattr(self.local, "scratch", None)
+        if scratch is not None:
+            scratch.release()
 
     def process(self, item: Float64Input) -> TransformResult:
         """Transform one chunk; runs in a worker thread, with the GIL released in C."""
-        values, counts = self._transform(item)
+        chunk = as_float64_view(item, "values")
+        scratch: memoryview[float] | None = getattr(self.local, "scratch", None)
+        if scratch is None or len(scratch) < len(chunk):
+            if scratch is not None:
+                scratch.release()
+            scratch = self.local.scratch = fresh_doubles(len(chunk))
+        counts = self._module.transform_into(chunk, scratch)
+        values: array.array[float] = array.array("d")
+        values.frombytes(scratch[: counts.kept].cast("B"))
         return TransformResult(values, counts)
 
 
-class PlacingTransformStage(PipelineStage[NumberedChunk, TransformCounts]):
-    """Transform numbered chunks and write their results in order into one shared output.
+class Segment(NamedTuple):
+    """A contiguous part of ``DataPipeline.process``'s input and its room in the output."""
 
-    Each item is ``(number, chunk)``, numbered 0, 1, 2, ... in input order, with
-    at most ``chunk_capacity`` items per chunk; each output is the chunk's
-    counts. A worker transforms its chunk into a scratch buffer of its own
-    (allocated in ``setup``, reused for every chunk, so it stays in cache),
-    asks ``placement`` where the chunk's results go, and copies them there.
+    number: int
+    """Its position among the segments, 0, 1, 2, ..."""
+    values: memoryview[float]
+    """Its input."""
+    room: memoryview[float]
+    """Its part of the output, as long as ``values``: the results go to its end or start."""
+    downward: bool
+    """True: walked last to first, results at the end of ``room``; False: the reverse."""
+
+
+class PlacedResults(NamedTuple):
+    """Where one segment's results landed: ``room[first:first + counts.kept]``."""
+
+    number: int
+    first: int
+    counts: TransformCounts
+
+
+class SegmentTransformStage(PipelineStage[Segment, PlacedResults]):
+    """Transform whole segments straight into their room in a shared output.
+
+    A worker walks its segment in pieces of ``batch_size`` items, one C call
+    each (GIL released), and lays each piece's results next to the previous
+    piece's: upwards from the start of the room (``transform_into``), or, for
+    a ``downward`` segment, downwards from its end, walking the pieces last to
+    first (``transform_into_end``). So a worker needs to know nothing of the
+    other segments, and no result is ever copied.
 
     Args:
-        output: where the results go: room for every kept item of every chunk.
-        chunk_capacity: the most items a chunk holds.
+        batch_size: items per C call.
         implementation: "native" (the C core, GIL released) or "reference".
-        workers: threads transforming chunks at once.
+        workers: threads transforming segments at once.
     """
 
     def __init__(
         self,
-        output: memoryview[float],
-        chunk_capacity: int,
+        batch_size: int,
         implementation: Implementation = "native",
         *,
         workers: int = 1,
     ) -> None:
         super().__init__(workers=workers)
-        self.placement = _Placement()
-        self._output = output
-        self._chunk_capacity = chunk_capacity
-        implementation_functions = _select(implementation)
-        self._transform_into = implementation_functions.transform_into
-        self._move = implementation_functions.move
+        self._batch_size = positive_int("batch_size", batch_size)
+        self._module = implementation_module(implementation)
 
-    def setup(self) -> None:
-        """Allocate this worker's scratch buffer; runs in the worker's thread."""
-        self.local.scratch = doubles(memoryview(array.array("d", [0.0]) * self._chunk_capacity))
-
-    def teardown(self) -> None:
-        """Release this worker's scratch buffer; runs in the worker's thread."""
-        self.local.scratch.release()
-
-    def process(self, item: NumberedChunk) -> TransformCounts:
-        """Transform one chunk and place its results; runs in a worker thread."""
-        number, chunk = item
-        try:
-            scratch: memoryview[float] = self.local.scratch
-            counts = self._transform_into(chunk, scratch)
-            offset = self.placement.claim(number, counts.kept)
-        except BaseException:
-            self.placement.abandon()
-            raise
-        with (
-            scratch[: counts.kept] as results,
-            self._output[offset : offset + counts.kept] as place,
-        ):
-            self._move(results, place)
-        return counts
+    def process(self, item: Segment) -> PlacedResults:
+        """Transform one segment into its room; runs in a worker thread."""
+        length = len(item.values)
+        counts = TransformCounts.ZERO
+        if item.downward:
+            first = length
+            for stop in range(length, 0, -self._batch_size):
+                start = max(0, stop - self._batch_size)
+                with (
+                    item.values[start:stop] as piece,
+                    item.room[first - (stop - start) : first] as room,
+                ):
+                    piece_counts = self._module.transform_into_end(piece, room)
+                first -= piece_counts.kept
+                counts += piece_counts
+            return PlacedResults(item.number, first, counts)
+        end = 0
+        for start in range(0, length, self._batch_size):
+            stop = min(length, start + self._batch_size)
+            with item.values[start:stop] as piece, item.room[end : end + stop - start] as room:
+                piece_counts = self._module.transform_into(piece, room)
+            end += piece_counts.kept
+            counts += piece_counts
+        return PlacedResults(item.number, 0, counts)
 
 
-class _Placement:
-    """Tell each chunk where its results start in the shared output: where the previous ones end.
+def _segment_bounds(length: int, count: int) -> list[tuple[int, int, bool]]:
+    """Cut ``length`` items into ``count`` near-equal segments: (start, stop, downward).
 
-    Chunk n can only be placed once chunk n - 1 has been transformed and has
-    said how many results it kept. Workers take chunks in input order, so when
-    chunk n waits, chunk n - 1 is already being processed by another worker,
-    which always either claims its place or abandons the run (``process``'s
-    ``except``): the wait always ends.
+    Segments pair up around meeting points: the first of each pair goes
+    downward; a last segment without a partner goes upward.
     """
-
-    def __init__(self) -> None:
-        # placed is notified whenever next_number advances or the run is abandoned.
-        # Guarded by it: next_number (the chunk whose place is known next),
-        # next_offset (where that chunk's results start), abandoned.
-        self._placed = threading.Condition()
-        self._next_number = 0
-        self._next_offset = 0
-        self._abandoned = False
-
-    def claim(self, number: int, kept: int) -> int:
-        """Return where chunk ``number``'s ``kept`` results start; block until chunk n - 1 claimed.
-
-        Raises:
-            RuntimeError: an earlier chunk failed, so this one has no place.
-        """
-        with self._placed:
-            while self._next_number != number:
-                if self._abandoned:
-                    raise RuntimeError(f"chunk {number} not placed: an earlier chunk failed")
-                self._placed.wait()
-            offset = self._next_offset
-            self._next_offset += kept
-            self._next_number += 1
-            self._placed.notify_all()
-        return offset
-
-    def abandon(self) -> None:
-        """Wake every waiting chunk with an error: a chunk failed before claiming its place."""
-        with self._placed:
-            self._abandoned = True
-            self._placed.notify_all()
+    bounds = []
+    for number in range(count):
+        start = length * number // count
+        stop = length * (number + 1) // count
+        bounds.append((start, stop, number % 2 == 0 and number + 1 < count))
+    return bounds
 
 
 class DataPipeline:
     """Run the production transform over data with ``thread_count`` worker threads.
 
     Args:
-        thread_count: worker threads transforming chunks at once.
-        batch_size: items per chunk handed to one worker in one go.
+        thread_count: worker threads, each transforming one segment of the data
+            (``process``) or whole chunks (``stream``).
+        batch_size: items per C call in ``process``.
         implementation: "native" (the C core) or "reference" (pure Python).
 
     Raises:
@@ -266,58 +325,100 @@ class DataPipeline:
         self.thread_count = positive_int("thread_count", thread_count)
         self.batch_size = positive_int("batch_size", batch_size)
         self.implementation = implementation
-        _select(implementation)  # fail here, not in a worker, if it cannot run
+        implementation_module(implementation)  # fail here, not in a worker, if it cannot run
 
-    def process(self, data: Float64Input) -> tuple[memoryview[float], DataStats]:
+    def process(
+        self, data: Float64Input, *, out: object = None
+    ) -> tuple[memoryview[float], DataStats]:
         """Transform all of ``data`` and return the kept results, in order, and the stats.
 
-        Blocks until every chunk is done. ``data`` is read in place if it is a
+        Blocks until every segment is done. ``data`` is read in place if it is a
         float64 buffer; any other iterable of floats is first copied into one.
+
+        Args:
+            data: a float64 buffer or an iterable of floats.
+            out: None for fresh output memory, or a writable float64 buffer
+                with room for ``len(data)`` items, reused by the caller from
+                call to call so its pages are faulted in once. It must not
+                overlap ``data``.
 
         Returns:
             The results as a ``memoryview`` of format 'd': a sequence of floats
             (``len``, indexing, slicing, iteration, ``tolist()``, ``tobytes()``)
             that also exposes the buffer protocol, so ``array('d', bytes)``,
             ``numpy.frombuffer(results)`` or ``native.transform`` read it without a
-            copy. It owns its memory (an anonymous mapping), which lives as long
-            as the view or a view derived from it. And the stats of the run.
+            copy. Without ``out`` it owns its memory (an anonymous mapping),
+            which lives as long as the view or a view derived from it; with
+            ``out`` it is a view of part of ``out`` (from the first pair's
+            meeting point minus the first segment's results; ``out`` cannot be
+            resized while the view lives). And the stats of the run.
 
         Raises:
-            TypeError, ValueError: ``data`` cannot be read as float64 (see
-                ``pipeline.native.buffers``).
+            TypeError, ValueError: ``data`` cannot be read as float64, or
+                ``out`` is not a writable float64 buffer of ``len(data)`` items
+                or more, or overlaps ``data`` (see ``pipeline.native.buffers``).
             StageError: a worker failed; the original exception is chained.
         """
         started = time.perf_counter()
         view = as_float64_view(data, "data")
-        if len(view) == 0:
-            return _empty_results(), DataStats.from_counts(
-                TransformCounts.ZERO, time.perf_counter() - started
-            )
-        # Room for every input item; only the pages results are written to are ever touched.
-        output_memory = mmap.mmap(-1, _DOUBLE_SIZE * len(view))
-        counts = TransformCounts.ZERO
-        with memoryview(output_memory) as output_bytes, doubles(output_bytes) as output:
-            stage = PlacingTransformStage(
-                output,
-                min(self.batch_size, len(view)),
-                self.implementation,
-                workers=self.thread_count,
-            )
-            pipeline = Pipeline(
-                stage, queue_size=_QUEUED_CHUNKS_PER_THREAD * self.thread_count, batch_size=1
-            )
-            chunks = (
-                (number, view[start : start + self.batch_size])
-                for number, start in enumerate(range(0, len(view), self.batch_size))
-            )
-            for chunk_counts in pipeline.stream(chunks):
-                counts += chunk_counts
-        if counts.kept == 0:
-            output_memory.close()
-            return _empty_results(), DataStats.from_counts(counts, time.perf_counter() - started)
-        output_memory.resize(_DOUBLE_SIZE * counts.kept)  # gives the unused tail back
-        results = doubles(memoryview(output_memory))
-        return results, DataStats.from_counts(counts, time.perf_counter() - started)
+        if out is None:
+            output = fresh_doubles(len(view))
+        else:
+            output = checked_output(out, len(view), argument="out", input_argument="data")
+            if overlap(output, view):
+                # A worker's results could overwrite input another has not read yet.
+                raise ValueError("out overlaps data; pass a separate buffer")
+        bounds = _segment_bounds(len(view), self.thread_count)
+        segments = [
+            Segment(number, view[start:stop], output[start:stop], downward)
+            for number, (start, stop, downward) in enumerate(bounds)
+        ]
+        stage = SegmentTransformStage(
+            self.batch_size, self.implementation, workers=self.thread_count
+        )
+        pipeline = Pipeline(stage, queue_size=self.thread_count, batch_size=1)
+        try:
+            placed = list(pipeline.stream(segments))
+        finally:
+            for segment in segments:
+                segment.values.release()
+                segment.room.release()
+        first, kept = self._join(output, placed, bounds)
+        counts = sum((item.counts for item in placed), TransformCounts.ZERO)
+        return output[first : first + kept], DataStats.from_counts(
+            counts, time.perf_counter() - started
+        )
+
+    def _join(
+        self,
+        output: memoryview[float],
+        placed: list[PlacedResults],
+        bounds: list[tuple[int, int, bool]],
+    ) -> tuple[int, int]:
+        """Move each block of results down next to the one before; return (first, kept).
+
+        Blocks are in output order and every move goes downwards, so a move
+        never overwrites results not yet moved. With one or two segments
+        nothing moves.
+        """
+        module = implementation_module(self.implementation)
+        first: int | None = None
+        end = 0
+        for item, (start, _, _) in zip(placed, bounds, strict=True):
+            where = start + item.first
+            if first is None:
+                first, end = where, where + item.counts.kept
+                continue
+            if where != end and item.counts.kept:
+                with (
+                    output[where : where + item.counts.kept] as results,
+                    output[end : end + item.counts.kept] as place,
+                ):
+                    module.move(results, place)
+            end += item.counts.kept
+        if first is None:
+            return 0, 0
+        return first, end - first
 
     def stream(self, chunks: Iterable[Float64Input]) -> Generator[TransformResult, None, None]:
         """Return an iterator over the results of ``chunks``, one result per chunk, in order.
@@ -343,51 +444,3 @@ class DataPipeline:
             f"DataPipeline(thread_count={self.thread_count}, batch_size={self.batch_size}, "
             f"implementation={self.implementation!r})"
         )
-
-
-class _Functions(NamedTuple):
-    """What one implementation provides to the stages."""
-
-    transform: Transform
-    transform_into: TransformInto
-    move: Move
-
-
-def _select(implementation: object) -> _Functions:
-    """Return the functions ``implementation`` names."""
-    if implementation == "native":
-        from pipeline.native import compiled  # raises ImportError with build instructions
-
-        return _Functions(compiled.transform, compiled.transform_into, compiled.move)
-    if implementation == "reference":
-        return _Functions(_transform_reference_checked, _transform_into_reference, _move_reference)
-    raise ValueError(f"implementation must be 'native' or 'reference', got {implementation!r}")
-
-
-def _transform_reference_checked(
-    values: Float64Input,
-) -> tuple[array.array[float], TransformCounts]:
-    """Run the reference on ``values`` read exactly as the C core reads them.
-
-    Without the check, a bytes chunk would iterate as small ints and an
-    array('f') as float32 values; with it both implementations accept and
-    reject the same inputs with the same messages.
-    """
-    return transform_reference(as_float64_view(values, "values"))
-
-
-def _transform_into_reference(values: Float64Input, output: memoryview[float]) -> TransformCounts:
-    """Run the reference on ``values`` and copy its results to the start of ``output``."""
-    results, counts = _transform_reference_checked(values)
-    output[: counts.kept] = doubles(memoryview(results))
-    return counts
-
-
-def _move_reference(source: memoryview[float], destination: memoryview[float]) -> None:
-    """Copy ``source`` to the start of ``destination`` (holding the GIL)."""
-    destination[: len(source)] = source
-
-
-def _empty_results() -> memoryview[float]:
-    """Return an empty result of the type ``process`` returns (an mmap cannot be empty)."""
-    return doubles(memoryview(bytearray()))

@@ -1,4 +1,4 @@
-"""The production transform in plain Python, and the counts both versions report.
+"""The production transform in plain Python, with the same functions as the C caller.
 
 This module is the readable statement of what ``csrc/transform.c`` computes,
 item by item; ``pipeline.native.compiled`` runs the same transform in C. The tests
@@ -18,9 +18,13 @@ post-validation never drops anything (the largest result is
 ``sqrt(DBL_MAX) * 2``, about 2.7e154); it is kept because the stage's
 contract names it.
 
-The reference is about 50 times slower than the C core; select it explicitly
-(``DataPipeline(implementation="reference")``) where the C extension cannot be
-built. Nothing falls back to it silently.
+``transform``, ``transform_into`` and ``move`` have the signatures, argument
+checks, error messages and ``TransformCounts`` of ``pipeline.native.compiled``,
+so code written against one runs against the other. The one difference is
+speed, and the GIL: this module holds it. The reference is 50 to 200 times
+slower than the C core; select it explicitly (``DataPipeline(implementation=
+"reference")``) where the C extension cannot be built. Nothing falls back to it
+silently.
 """
 
 from __future__ import annotations
@@ -28,45 +32,100 @@ from __future__ import annotations
 import array
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import ClassVar
 
-__all__ = ["TransformCounts", "transform_reference"]
+from pipeline.native.buffers import (
+    Float64Input,
+    as_float64_view,
+    checked_output,
+    doubles,
+    fresh_doubles,
+)
+from pipeline.native.counts import TransformCounts
+
+__all__ = [
+    "Float64Input",
+    "TransformCounts",
+    "move",
+    "transform",
+    "transform_into",
+    "transform_into_end",
+    "transform_reference",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class TransformCounts:
-    """How the items of one transform were classified.
+def transform(
+    values: Float64Input, *, out: object = None
+) -> tuple[memoryview[float], TransformCounts]:
+    """Transform ``values`` and return the kept results and the counts.
 
-    Every input item lands in exactly one field, so ``total`` equals the
-    number of items transformed. Counts of consecutive batches add with ``+``.
+    The same contract as ``pipeline.native.compiled.transform``: results in
+    fresh memory, or at the front of ``out``, as a memoryview of format 'd'.
+
+    Raises:
+        TypeError, ValueError: exactly where ``compiled.transform`` raises them.
     """
-
-    ZERO: ClassVar[TransformCounts]
-
-    kept: int
-    negative: int
-    invalid_input: int
-    invalid_output: int
-
-    @property
-    def total(self) -> int:
-        """Return the number of input items these counts describe."""
-        return self.kept + self.negative + self.invalid_input + self.invalid_output
-
-    def __add__(self, other: TransformCounts) -> TransformCounts:
-        """Return the counts of two batches taken together."""
-        if not isinstance(other, TransformCounts):
-            return NotImplemented
-        return TransformCounts(
-            kept=self.kept + other.kept,
-            negative=self.negative + other.negative,
-            invalid_input=self.invalid_input + other.invalid_input,
-            invalid_output=self.invalid_output + other.invalid_output,
-        )
+    input_view = as_float64_view(values, "values")
+    if out is None:
+        results, counts = transform_reference(input_view)
+        output = fresh_doubles(counts.kept)
+    else:
+        output = checked_output(out, len(input_view), argument="out", input_argument="values")
+        results, counts = transform_reference(input_view)
+    output[: counts.kept] = doubles(memoryview(results))
+    return output[: counts.kept], counts
 
 
-TransformCounts.ZERO = TransformCounts(kept=0, negative=0, invalid_input=0, invalid_output=0)
+def transform_into(values: Float64Input, output: object) -> TransformCounts:
+    """Transform ``values`` into the front of ``output``; return the counts.
+
+    The same contract as ``pipeline.native.compiled.transform_into``. Every
+    input is read before any result is written, so ``output`` may overlap
+    ``values`` in any way.
+
+    Raises:
+        TypeError, ValueError: exactly where ``compiled.transform_into`` raises them.
+    """
+    input_view = as_float64_view(values, "values")
+    output_view = checked_output(
+        output, len(input_view), argument="output", input_argument="values"
+    )
+    results, counts = transform_reference(input_view)
+    output_view[: counts.kept] = doubles(memoryview(results))
+    return counts
+
+
+def transform_into_end(values: Float64Input, output: object) -> TransformCounts:
+    """Transform ``values`` into the end of ``output``; return the counts.
+
+    The same contract as ``pipeline.native.compiled.transform_into_end``: the
+    results are ``output[len(output) - counts.kept:]``.
+
+    Raises:
+        TypeError, ValueError: exactly where ``compiled.transform_into_end`` raises them.
+    """
+    input_view = as_float64_view(values, "values")
+    output_view = checked_output(
+        output, len(input_view), argument="output", input_argument="values"
+    )
+    results, counts = transform_reference(input_view)
+    output_view[len(output_view) - counts.kept :] = doubles(memoryview(results))
+    return counts
+
+
+def move(source: Float64Input, destination: object) -> None:
+    """Copy every item of ``source`` to the start of ``destination`` (holding the GIL).
+
+    The same contract as ``pipeline.native.compiled.move``; the views may overlap.
+
+    Raises:
+        TypeError, ValueError: exactly where ``compiled.move`` raises them.
+    """
+    source_view = as_float64_view(source, "source")
+    count = len(source_view)
+    destination_view = checked_output(
+        destination, count, argument="destination", input_argument="source"
+    )
+    destination_view[:count] = source_view
 
 
 def transform_reference(values: Iterable[float]) -> tuple[array.array[float], TransformCounts]:

@@ -31,7 +31,12 @@ class FunctionStage(PipelineStage[In, Out]):
     """A stage that maps each item through `function`; named after the function."""
 
     def __init__(
-        self, function: Callable[[In], Out], *, name: str | None = None, workers: int = 1
+        self,
+        function: Callable[[In], Out],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
@@ -40,7 +45,7 @@ class FunctionStage(PipelineStage[In, Out]):
                 f"{_name_of(function)} uses yield, so FunctionStage would pass generator "
                 "objects downstream; use FlatMapFunctionStage to emit its items"
             )
-        super().__init__(name, workers=workers)
+        super().__init__(name, workers=workers, latency_target=latency_target)
         if name is None:
             self.name = _name_of(function)
         self.function = function
@@ -56,11 +61,16 @@ class PredicateStage(FilteringStage[T]):
     """A stage that keeps the items for which `predicate(item)` is true."""
 
     def __init__(
-        self, predicate: Callable[[T], bool], *, name: str | None = None, workers: int = 1
+        self,
+        predicate: Callable[[T], bool],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, got {type(predicate).__name__}")
-        super().__init__(name, workers=workers)
+        super().__init__(name, workers=workers, latency_target=latency_target)
         if name is None:
             self.name = _name_of(predicate)
         self.predicate = predicate
@@ -76,11 +86,16 @@ class FlatMapFunctionStage(FlatMapStage[In, Out]):
     """A stage that replaces each item with the items of `function(item)`."""
 
     def __init__(
-        self, function: Callable[[In], Iterable[Out]], *, name: str | None = None, workers: int = 1
+        self,
+        function: Callable[[In], Iterable[Out]],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        super().__init__(name, workers=workers)
+        super().__init__(name, workers=workers, latency_target=latency_target)
         if name is None:
             self.name = _name_of(function)
         self.function = function

@@ -1,0 +1,132 @@
+"""A pipeline run that can be killed at any moment and resumed: inputs acked with their outputs.
+
+`run_resumable(pipeline, source, sink)` leases a batch from the durable `source`, runs
+it through the pipeline, stores the outputs, then acks the batch. The guarantee:
+
+- Same-file sink (`sink` is a `DurableQueue` in the source's file): the outputs are
+  inserted and the inputs deleted in one SQLite transaction, so a crash at any moment
+  either keeps both (the batch is done) or neither (the batch is leased again, by the
+  next run or once its lease lapses). Every input's outputs are stored exactly once.
+- Any other sink (a queue in another file, or a function): the sink is called first
+  and the ack follows. A crash between the two runs the batch again, so its outputs
+  can be stored twice: at least once. Make such a sink idempotent (key the outputs by
+  the input) if duplicates matter.
+
+Each batch is one `Pipeline.run`, so the outputs of a batch are exactly the outputs of
+its inputs whatever the stages do (filter, expand, reorder); the price is starting the
+pipeline's threads once per batch, so batches should carry some milliseconds of work.
+The stages themselves may run twice for an item (a crash after they ran but before the
+commit): side effects inside stages are at least once even with a same-file sink.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import Empty
+from typing import Any, TypeVar
+
+from pipeline._checks import positive_int
+from pipeline.errors import ShutDown, StageError, describe
+from pipeline.pipeline import Pipeline
+from pipeline.queues.durable import DurableQueue
+from pipeline.queues.errors import CodecError
+
+__all__ = ["ResumableRun", "run_resumable"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumableRun:
+    """What one `run_resumable` call did: batches committed, inputs acked, outputs stored."""
+
+    batches: int
+    items_in: int
+    items_out: int
+    exactly_once: bool
+
+
+def run_resumable(
+    pipeline: Pipeline[In, Out],
+    source: DurableQueue[In],
+    sink: DurableQueue[Out] | Callable[[list[Out]], object],
+    *,
+    batch_size: int = 1000,
+    wait: bool = False,
+    on_commit: Callable[[ResumableRun], object] | None = None,
+) -> ResumableRun:
+    """Run the ready items of `source` through `pipeline` into `sink`, acking as outputs are stored.
+
+    Blocks until `source` has nothing ready (or, with `wait`, until `source` is shut
+    down). Safe to kill at any moment and call again: see the module for what is
+    guaranteed with a same-file sink and with any other.
+
+    Args:
+        pipeline: the stages; run once per batch.
+        source: the durable queue the inputs are leased from.
+        sink: a `DurableQueue` (exactly once if in the source's file), or a function
+            taking each batch's outputs (at least once).
+        batch_size: the most inputs leased, run and committed together.
+        wait: keep waiting for new inputs instead of returning when none is ready.
+        on_commit: called in this thread after each batch is committed, with the totals
+            so far (for progress).
+
+    Raises:
+        StageError: a stage failed; the batch was nacked (its items come back, or go to
+            the dead-letter table after the source's `max_attempts`).
+        CodecError: the sink cannot encode an output; the batch was nacked the same way.
+    """
+    positive_int("batch_size", batch_size)
+    same_file = isinstance(sink, DurableQueue) and _same_file(source, sink)
+    batches = items_in = items_out = 0
+    while True:
+        try:
+            batch = source.get_many(batch_size, block=wait)
+        except (Empty, ShutDown):
+            break
+        try:
+            outputs = pipeline.run([leased.item for leased in batch])
+            if isinstance(sink, DurableQueue):
+                if same_file:
+                    with source.transaction() as connection:
+                        sink.insert_in(connection, outputs)
+                        source.ack_in(connection, batch)
+                else:
+                    sink.put_many(outputs)
+                    source.ack_many(batch)
+            else:
+                sink(outputs)
+                source.ack_many(batch)
+        except (StageError, CodecError) as exc:
+            for leased in batch:
+                source.nack(leased, describe(exc))
+            raise
+        except BaseException:
+            # Not the items' fault (Ctrl-C, a lost lease, a sink error): give them back
+            # uncounted. If even that fails, the leases lapse on their own.
+            try:
+                source.release(batch)
+            except Exception:
+                logger.exception(
+                    "could not release %d leased items; they return on expiry", len(batch)
+                )
+            raise
+        batches += 1
+        items_in += len(batch)
+        items_out += len(outputs)
+        if on_commit is not None:
+            on_commit(ResumableRun(batches, items_in, items_out, exactly_once=same_file))
+    logger.info("resumable run: %d batches, %d in, %d out", batches, items_in, items_out)
+    return ResumableRun(batches, items_in, items_out, exactly_once=same_file)
+
+
+def _same_file(source: DurableQueue[Any], sink: DurableQueue[Any]) -> bool:
+    try:
+        return source.path.resolve(strict=True).samefile(sink.path.resolve(strict=True))
+    except OSError:
+        return False

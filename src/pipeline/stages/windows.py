@@ -1,0 +1,592 @@
+"""Windows over a stream: one result per window of items, by count or by time.
+
+A window stage groups the items it sees into windows and emits one result per window,
+made by a function of the window (`summarize` and `anomalies` are ready-made ones):
+
+- `CountWindows(function, size, step=None)`: windows of `size` consecutive items,
+  starting every `step` items (tumbling when `step == size`, the default; sliding when
+  smaller). Window k holds items k*step .. k*step+size-1, numbered from 0.
+- `TimeWindows(function, size, step=None, event_time=None, allowed_lateness=0.0)`:
+  windows of `size` seconds, [k*step, k*step + size). The time of an item is its
+  event time, `event_time(item)`, or else its arrival time (`clock()` when the stage
+  processes it).
+
+When windows close. A count window closes with its last item. A time window closes
+when the watermark, the latest event time seen minus `allowed_lateness`, reaches its
+end; with arrival time that is when a later item arrives (there is no timer: a stream
+that pauses holds its open window until the next item, or the end). Results come out in
+the order windows end. At end of stream every window still open that holds an item is
+emitted, with `complete=False`: every window that received an item gives exactly one
+result. A window that received no item gives none.
+
+Late items. An item whose time falls only in windows already closed is late: its
+windows have been emitted. `on_late` says what happens to it: "drop" (the default)
+counts it in `late_items` (and the stage's skipped count) and logs the first and every
+1000th; "raise" stops the run with a `LateItem` error naming the item; a callable
+receives the item (for example a dead-letter list's `append`). An item that still has
+an open window goes into the open ones only. A `Watermark(t)` in the stream says no
+item earlier than t follows: it closes the windows ending by t (see `Watermark`).
+
+Memory. An open window holds its items (a count window at most `size`); an item is
+held once per window it belongs to, `ceil(size / step)` windows. Time windows open at
+once span `size + allowed_lateness` seconds of the stream, and `max_window_items`
+(default 1,000,000) bounds each one: an item beyond it stops the run with a
+`WindowFull` error, rather than memory growing without bound or items being dropped.
+
+One worker. Windows need the items in stream order and in one place, so a window stage
+has exactly one worker, its state kept on `self.local` (set up afresh for each run).
+The last windows are emitted by `flush()`, the engine's end-of-stream hook: called once
+per worker after the last batch of a stream that ended (not after a stop), before
+`teardown()`, its results passed downstream. A bounded source can also end with
+`Watermark(math.inf)`, which emits them at once. If a stream ends with windows still
+open (an engine without the hook, and no such watermark), `teardown()` logs a warning
+with their number, so none vanishes silently; after a stop (a failure, Ctrl-C) the
+open windows are discarded with the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from pipeline import _checks
+from pipeline._checks import positive_int
+from pipeline.errors import PipelineError
+from pipeline.stage import PipelineStage
+from pipeline.worker import current_stop_event, current_worker_counters
+
+__all__ = [
+    "DEFAULT_MAX_WINDOW_ITEMS",
+    "Anomaly",
+    "CountWindows",
+    "LateItem",
+    "RunningStats",
+    "TimeWindows",
+    "Watermark",
+    "Window",
+    "WindowAnomalies",
+    "WindowFull",
+    "WindowSummary",
+    "anomalies",
+    "percentile",
+    "summarize",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_MAX_WINDOW_ITEMS: Final = 1_000_000
+LOG_LATE_EVERY: Final = 1000
+
+LatePolicy = Literal["drop", "raise"] | Callable[[Any], object]
+
+logger = logging.getLogger(__name__)
+
+
+class LateItem(PipelineError):
+    """Raised by a time window stage with `on_late="raise"` for an item after its windows."""
+
+    def __init__(self, item: object, time: float, watermark: float) -> None:
+        super().__init__(item, time, watermark)
+        self.item = item
+        self.time = time
+        self.watermark = watermark
+
+    def __str__(self) -> str:
+        return (
+            f"late item at time {self.time:g}: every window it belongs to closed at "
+            f"watermark {self.watermark:g}"
+        )
+
+
+class WindowFull(PipelineError):
+    """Raised when a time window would hold more than its stage's `max_window_items`."""
+
+    def __init__(self, start: float, end: float, limit: int) -> None:
+        super().__init__(start, end, limit)
+        self.start = start
+        self.end = end
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return (
+            f"window [{self.start:g}, {self.end:g}) would hold more than "
+            f"max_window_items={self.limit} items"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A marker a source may put in the stream: no item with an earlier time will follow.
+
+    A time window stage closes every window ending at or before `time` when it meets
+    one, and passes nothing on for it. A bounded source ends with `Watermark(math.inf)`
+    to close every window without waiting for the engine's end-of-stream flush (count
+    windows take that one too, and ignore others), and an idle source can send one to
+    close its windows while no item arrives.
+    """
+
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Window(Generic[T]):
+    """The items of one window, in arrival order, and its bounds.
+
+    `start` and `end` are item numbers for count windows ([start, end), from 0), seconds
+    for time windows. `complete` is False for a window emitted at end of stream before
+    it was full (count) or before the watermark passed its end (time).
+    """
+
+    start: float
+    end: float
+    items: list[T]
+    complete: bool = True
+
+
+class _WindowStage(PipelineStage[T, R]):
+    """What count and time windows share: one worker, the function, and the flush."""
+
+    def __init__(
+        self, function: Callable[[Window[T]], R], *, name: str | None, workers: int
+    ) -> None:
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        if workers != 1:
+            raise ValueError(
+                f"a window stage keeps the stream's order in one place, so workers must be 1, "
+                f"got {workers}"
+            )
+        super().__init__(name, workers=workers)
+        self.function = function
+
+    def teardown(self) -> None:
+        left = self._open_count()
+        stopping = current_stop_event()
+        if not left:
+            return
+        if stopping is not None and stopping.is_set():
+            logger.debug("%s: the run stopped with %d window(s) open", self.name, left)
+        else:
+            logger.warning(
+                "%s: %d window(s) still open at the end of the stream were not emitted: "
+                "the engine did not call flush()",
+                self.name,
+                left,
+            )
+
+    @abstractmethod
+    def _open_count(self) -> int:
+        """Return how many windows are open in this worker."""
+
+    @abstractmethod
+    def flush(self) -> list[R]:
+        """Emit the windows still open after the last batch, each with `complete=False`.
+
+        The engine calls it once per worker when the input has ended, in the worker's
+        thread, and passes the results downstream after the last batch's.
+        """
+
+
+class CountWindows(_WindowStage[T, R]):
+    """Emit `function(window)` for windows of `size` items starting every `step` items.
+
+    Args:
+        function: makes the result of one window; runs in the stage's worker thread.
+        size: items per window.
+        step: items between window starts; `size` (tumbling) by default, smaller for
+            sliding windows, larger to sample.
+        name, workers: as for any stage; workers must be 1.
+
+    Raises:
+        TypeError, ValueError: an argument has the wrong type or is out of range.
+    """
+
+    def __init__(
+        self,
+        function: Callable[[Window[T]], R],
+        size: int,
+        step: int | None = None,
+        *,
+        name: str | None = None,
+        workers: int = 1,
+    ) -> None:
+        super().__init__(function, name=name, workers=workers)
+        self.size = positive_int("size", size)
+        self.step = self.size if step is None else positive_int("step", step)
+
+    def setup(self) -> None:
+        self.local.seen = 0  # items seen this run
+        self.local.open = {}  # window number -> its items, for windows started, not emitted
+
+    def process_batch(self, items: list[T]) -> list[R]:
+        size, step = self.size, self.step
+        windows: dict[int, list[T]] = self.local.open
+        outputs: list[R] = []
+        seen: int = self.local.seen
+        for item in items:
+            if isinstance(item, Watermark):
+                if item.time == math.inf:  # the end of the stream: emit what is open
+                    self.local.seen = seen
+                    outputs.extend(self.flush())
+                continue
+            if seen % step == 0:
+                windows[seen // step] = []
+            for number, held in list(windows.items()):
+                held.append(item)
+                if len(held) == size:
+                    del windows[number]
+                    start = number * step
+                    outputs.append(self.function(Window(start, start + size, held)))
+            seen += 1
+        self.local.seen = seen
+        return outputs
+
+    def flush(self) -> list[R]:
+        windows: dict[int, list[T]] = self.local.open
+        outputs = []
+        for number in sorted(windows):
+            start = number * self.step
+            outputs.append(self.function(Window(start, start + self.size, windows[number], False)))
+        windows.clear()
+        return outputs
+
+    def _open_count(self) -> int:
+        return len(getattr(self.local, "open", ()))
+
+
+class TimeWindows(_WindowStage[T, R]):
+    """Emit `function(window)` for windows of `size` seconds starting every `step` seconds.
+
+    Args:
+        function: makes the result of one window; runs in the stage's worker thread.
+        size: seconds per window.
+        step: seconds between window starts; `size` (tumbling) by default.
+        event_time: returns an item's event time in seconds; None uses arrival time.
+        allowed_lateness: how far behind the latest event time an item may be and still
+            join its windows; windows close this much later.
+        on_late: "drop", "raise" or a callable taking the late item (see the module).
+        max_window_items: the most items one window may hold.
+        clock: arrival time, when `event_time` is None.
+        name, workers: as for any stage; workers must be 1.
+
+    Raises:
+        TypeError, ValueError: an argument has the wrong type or is out of range.
+    """
+
+    def __init__(
+        self,
+        function: Callable[[Window[T]], R],
+        size: float,
+        step: float | None = None,
+        *,
+        event_time: Callable[[T], float] | None = None,
+        allowed_lateness: float = 0.0,
+        on_late: LatePolicy = "drop",
+        max_window_items: int = DEFAULT_MAX_WINDOW_ITEMS,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+        workers: int = 1,
+    ) -> None:
+        super().__init__(function, name=name, workers=workers)
+        self.size = _positive_number("size", size)
+        self.step = self.size if step is None else _positive_number("step", step)
+        if event_time is not None and not callable(event_time):
+            raise TypeError(f"event_time must be callable or None, got {type(event_time).__name__}")
+        self.event_time = event_time
+        self.allowed_lateness = _checks.number("allowed_lateness", allowed_lateness)
+        if self.allowed_lateness < 0:
+            raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
+        if on_late not in ("drop", "raise") and not callable(on_late):
+            raise ValueError(f"on_late must be 'drop', 'raise' or a callable, got {on_late!r}")
+        self.on_late = on_late
+        self.max_window_items = positive_int("max_window_items", max_window_items)
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
+        self.clock = clock
+        self.late_items = 0
+        """Late items of the current or last run (all policies); read it after the run."""
+
+    def setup(self) -> None:
+        self.local.open = {}  # window number -> items, for windows not yet emitted
+        self.local.latest = -math.inf  # the latest time seen
+        self.local.closed_below = -math.inf  # windows numbered below this are emitted
+        self.late_items = 0
+
+    def process_batch(self, items: list[T]) -> list[R]:
+        windows: dict[int, list[T]] = self.local.open
+        size, step, limit = self.size, self.step, self.max_window_items
+        outputs: list[R] = []
+        for item in items:
+            if isinstance(item, Watermark):
+                if item.time > self.local.latest:
+                    self.local.latest = item.time
+                outputs.extend(self._close_until(item.time))
+                continue
+            at = self.clock() if self.event_time is None else float(self.event_time(item))
+            if math.isnan(at):
+                raise ValueError(f"{self.name}: the time of an item is NaN")
+            first = math.floor((at - size) / step) + 1  # the windows [k*step, k*step+size) ∋ at
+            last = math.floor(at / step)
+            first = max(first, self.local.closed_below)
+            if first > last:
+                self._late(item, at)
+                continue
+            for number in range(int(first), last + 1):
+                held = windows.setdefault(number, [])
+                if len(held) >= limit:
+                    raise WindowFull(number * step, number * step + size, limit)
+                held.append(item)
+            if at > self.local.latest:
+                self.local.latest = at
+                outputs.extend(self._close_until(at - self.allowed_lateness))
+        return outputs
+
+    def flush(self) -> list[R]:
+        windows: dict[int, list[T]] = self.local.open
+        outputs = [self._result(number, windows.pop(number), False) for number in sorted(windows)]
+        self.local.closed_below = math.inf
+        return outputs
+
+    def _close_until(self, watermark: float) -> list[R]:
+        """Emit, in order, the windows that end at or before `watermark`."""
+        # Window k ends at k*step + size <= watermark.
+        if math.isinf(watermark):
+            below: float = watermark
+        else:
+            below = math.floor((watermark - self.size) / self.step) + 1
+        if below <= self.local.closed_below:
+            return []
+        self.local.closed_below = below
+        windows: dict[int, list[T]] = self.local.open
+        ready = sorted(number for number in windows if number < below)
+        return [self._result(number, windows.pop(number), True) for number in ready]
+
+    def _result(self, number: int, items: list[T], complete: bool) -> R:
+        start = number * self.step
+        return self.function(Window(start, start + self.size, items, complete))
+
+    def _late(self, item: T, at: float) -> None:
+        self.late_items += 1
+        watermark = self.local.latest - self.allowed_lateness
+        if self.on_late == "raise":
+            raise LateItem(item, at, watermark)
+        if self.on_late == "drop":
+            counters = current_worker_counters()
+            if counters is not None:
+                counters.count("skipped")
+            if self.late_items == 1 or self.late_items % LOG_LATE_EVERY == 0:
+                logger.warning(
+                    "%s: dropped late item at time %g (watermark %g); %d late so far",
+                    self.name,
+                    at,
+                    watermark,
+                    self.late_items,
+                )
+        else:
+            self.on_late(item)
+
+    def _open_count(self) -> int:
+        return len(getattr(self.local, "open", ()))
+
+
+class RunningStats:
+    """Count, mean and variance of numbers seen one at a time: Welford's algorithm.
+
+    Numerically stable where the textbook `sum(x*x)/n - mean**2` is not: for values
+    like 1e9 + small noise that formula loses every significant digit of the variance.
+    """
+
+    __slots__ = ("_sum_squares", "count", "max", "mean", "min")
+
+    def __init__(self, values: Iterable[float] = ()) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self._sum_squares = 0.0  # of differences from the current mean
+        self.min = math.inf
+        self.max = -math.inf
+        for value in values:
+            self.add(value)
+
+    def add(self, value: float) -> None:
+        """Take one value into the figures."""
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self._sum_squares += delta * (value - self.mean)
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+    @property
+    def variance(self) -> float:
+        """The population variance (divided by n); 0.0 for fewer than two values."""
+        return self._sum_squares / self.count if self.count > 1 else 0.0
+
+    @property
+    def sample_variance(self) -> float:
+        """The sample variance (divided by n - 1); 0.0 for fewer than two values."""
+        return self._sum_squares / (self.count - 1) if self.count > 1 else 0.0
+
+    @property
+    def std(self) -> float:
+        """The population standard deviation."""
+        return math.sqrt(self.variance)
+
+
+def percentile(ordered: Sequence[float], percent: float) -> float:
+    """Return the `percent` percentile of sorted values, interpolating linearly.
+
+    The same definition as NumPy's default: position `percent / 100 * (n - 1)`.
+
+    Raises:
+        ValueError: no values, or `percent` is outside [0, 100].
+    """
+    if not ordered:
+        raise ValueError("percentile of no values")
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be in [0, 100], got {percent}")
+    position = percent / 100 * (len(ordered) - 1)
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    fraction = position - below
+    return ordered[below] + (ordered[above] - ordered[below]) * fraction
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSummary:
+    """The statistics of one window (`std` is the population standard deviation)."""
+
+    start: float
+    end: float
+    complete: bool
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    percentiles: dict[float, float] = field(default_factory=dict)
+    key_counts: dict[Hashable, int] = field(default_factory=dict)
+
+
+def summarize(
+    value: Callable[[Any], float] | None = None,
+    *,
+    percentiles: Sequence[float] = (50, 90, 99),
+    key: Callable[[Any], Hashable] | None = None,
+) -> Callable[[Window[Any]], WindowSummary]:
+    """Return a window function giving count, mean, std, min, max, percentiles, key counts.
+
+    Args:
+        value: the number to summarise in each item; the item itself by default.
+        percentiles: which percentiles to give (each in [0, 100]).
+        key: counts items per `key(item)` when given.
+
+    Raises:
+        ValueError: a percentile is outside [0, 100].
+    """
+    wanted = tuple(float(percent) for percent in percentiles)
+    for percent in wanted:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percentiles must be in [0, 100], got {percent:g}")
+
+    def summary(window: Window[Any]) -> WindowSummary:
+        values = (
+            [float(item) for item in window.items]
+            if value is None
+            else [float(value(item)) for item in window.items]
+        )
+        stats = RunningStats(values)
+        ordered = sorted(values)
+        counts: dict[Hashable, int] = {}
+        if key is not None:
+            for item in window.items:
+                name = key(item)
+                counts[name] = counts.get(name, 0) + 1
+        return WindowSummary(
+            start=window.start,
+            end=window.end,
+            complete=window.complete,
+            count=stats.count,
+            mean=stats.mean,
+            std=stats.std,
+            min=stats.min,
+            max=stats.max,
+            percentiles={percent: percentile(ordered, percent) for percent in wanted}
+            if ordered
+            else {},
+            key_counts=counts,
+        )
+
+    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """An item whose value lies more than k standard deviations from its window's mean."""
+
+    item: Any
+    value: float
+    deviations: float  # (value - mean) / std, signed
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAnomalies:
+    """A window's mean and (population) standard deviation, and the items far from it."""
+
+    start: float
+    end: float
+    complete: bool
+    count: int
+    mean: float
+    std: float
+    anomalies: tuple[Anomaly, ...]
+
+
+def anomalies(
+    value: Callable[[Any], float] | None = None, *, k: float = 3.0
+) -> Callable[[Window[Any]], WindowAnomalies]:
+    """Return a window function flagging values more than `k` standard deviations out.
+
+    Mean and standard deviation are the window's own (population, Welford). In a window
+    of n values, no value can lie more than sqrt(n - 1) deviations out, so with k = 3
+    a window needs at least 11 values to flag anything: size windows accordingly. A
+    window whose values are all equal flags nothing.
+
+    Raises:
+        ValueError: `k` is not positive.
+    """
+    threshold = _checks.number("k", k)
+    if not threshold > 0:
+        raise ValueError(f"k must be > 0, got {k}")
+
+    def detect(window: Window[Any]) -> WindowAnomalies:
+        values = (
+            [float(item) for item in window.items]
+            if value is None
+            else [float(value(item)) for item in window.items]
+        )
+        stats = RunningStats(values)
+        std = stats.std
+        found: list[Anomaly] = []
+        if std > 0:
+            for item, observed in zip(window.items, values, strict=True):
+                deviations = (observed - stats.mean) / std
+                if abs(deviations) > threshold:
+                    found.append(Anomaly(item, observed, deviations))
+        return WindowAnomalies(
+            window.start, window.end, window.complete, stats.count, stats.mean, std, tuple(found)
+        )
+
+    return detect
+
+
+def _positive_number(name: str, value: object) -> float:
+    checked = _checks.number(name, value)
+    if not checked > 0 or math.isinf(checked):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return checked

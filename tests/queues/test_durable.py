@@ -1,0 +1,437 @@
+"""Tests for DurableQueue: leases and acks, lapses, dead letters, bad files, threads, processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import Empty, Full, LinkQueue, ShutDown
+from pipeline.queues.codecs import PICKLE
+from pipeline.queues.durable import SCHEMA_VERSION, DurableQueue, Leased
+from pipeline.queues.errors import CodecError, CorruptItem, LeaseLost, NotAQueueFile, SchemaTooNew
+from pipeline.worker import END_OF_STREAM
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "queue.db"
+
+
+def items_of(leased: list[Leased[Any]]) -> list[Any]:
+    return [entry.item for entry in leased]
+
+
+def test_items_come_back_by_priority_then_age_and_stay_until_acked(path: Path) -> None:
+    with DurableQueue[Any](path) as queue:
+        queue.put_many([{"n": 1}, [2], "three"], priority=2)
+        queue.put(None, priority=0)
+        first = queue.get_many(3)
+        assert items_of(first) == [None, {"n": 1}, [2]]
+        assert len({entry.lease_id for entry in first}) == 1
+        queue.ack_many(first[:2])
+        counts = queue.counts()
+        assert (counts.ready, counts.leased, counts.dead) == (1, 1, 0)
+    with DurableQueue[Any](path) as reopened:
+        # The lease is held by this (running) process, so it lapses only by expiry.
+        assert items_of(reopened.get_many(10, block=False)) == ["three"]
+        assert reopened.counts().leased == 2
+
+
+def test_it_is_a_link_queue(path: Path) -> None:
+    with DurableQueue[int](path) as durable:
+        link: LinkQueue[Leased[int]] = durable
+        link.put_many([1, 2], True, None, copy=False)
+        assert [entry.item for entry in link.get_many(5)] == [1, 2]
+        assert link.statistics().depth == 2  # leased, not yet acked
+        link.shutdown(immediate=True)
+        with pytest.raises(ShutDown):
+            link.get_many(1)
+        with pytest.raises(ShutDown):
+            link.put_many([3])
+    with DurableQueue[int](path) as again:
+        assert again.qsize() == 2  # shutting down discarded nothing
+
+
+def test_the_end_of_stream_marker_is_refused(path: Path) -> None:
+    with DurableQueue[Any](path, codec=PICKLE) as queue:
+        with pytest.raises(TypeError, match="cannot store the pipeline's end-of-stream marker"):
+            queue.put_many([1, END_OF_STREAM])
+        assert queue.qsize() == 0
+
+
+def test_a_lapsed_lease_goes_to_another_consumer_and_the_late_ack_fails(path: Path) -> None:
+    with DurableQueue[str](path, visibility_timeout=0.05) as queue:
+        queue.put("job")
+        slow = queue.get()
+        again = queue.get(timeout=5)  # waits for the lease to lapse, then takes it over
+        assert (again.item, again.attempts) == ("job", 2)
+        with pytest.raises(LeaseLost, match="1 of 1 leases in queue 'default' expired"):
+            queue.ack(slow)
+        queue.ack(again)
+        assert queue.qsize() == 0
+
+
+def test_nack_retries_then_dead_letters_and_requeue_brings_it_back(path: Path) -> None:
+    with DurableQueue[str](path, max_attempts=2) as queue:
+        queue.put("poison")
+        queue.nack(queue.get(), "boom 1")
+        queue.nack(queue.get(), "boom 2")
+        with pytest.raises(Empty):
+            queue.get(block=False)
+        (dead,) = queue.dead_letters()
+        assert (dead.payload, dead.attempts, dead.error) == (b'"poison"', 2, "boom 2")
+        assert queue.requeue_dead() == 1
+        assert queue.get(block=False).item == "poison"
+
+
+def test_leases_of_a_killed_process_are_ready_on_reopen(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put_many(list(range(10)))
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {SRC!r})
+        from pipeline.queues.durable import DurableQueue
+        queue = DurableQueue({str(path)!r})
+        print(len(queue.get_many(4)), flush=True)
+        os._exit(0)  # gone without acking or closing
+        """)
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert child.stdout.strip() == "4"
+    with DurableQueue[int](path) as reopened:
+        assert reopened.counts().leased == 0
+        assert items_of(reopened.get_many(20)) == list(range(10))
+
+
+def test_a_bounded_queue_blocks_a_put_until_an_ack_makes_room(path: Path) -> None:
+    with DurableQueue[int](path, maxsize=2) as queue:
+        queue.put_many([1, 2])
+        with pytest.raises(Full):
+            queue.put(3, block=False)
+        with pytest.raises(ValueError, match="more than maxsize=2 could ever hold"):
+            queue.put_many([1, 2, 3])
+        done = threading.Event()
+
+        def putter() -> None:
+            queue.put(3, timeout=10)
+            done.set()
+
+        thread = threading.Thread(target=putter)
+        thread.start()
+        assert not done.wait(0.1)
+        queue.ack(queue.get())
+        assert done.wait(10)
+        thread.join(10)
+        assert items_of(queue.get_many(5)) == [2, 3]
+
+
+def test_a_blocked_get_wakes_on_a_put_and_on_shutdown(path: Path) -> None:
+    with DurableQueue[int](path, poll_interval=10) as queue:
+        got: list[Any] = []
+
+        def getter() -> None:
+            try:
+                got.append(queue.get(timeout=20).item)
+                queue.get(timeout=20)
+            except ShutDown:
+                got.append("shut down")
+
+        thread = threading.Thread(target=getter)
+        thread.start()
+        queue.put(7)  # wakes the getter at once although it polls every 10 s
+        queue.shutdown()
+        thread.join(10)
+        assert got == [7, "shut down"]
+
+
+def test_a_codec_that_cannot_encode_stores_nothing_of_the_batch(path: Path) -> None:
+    with DurableQueue[Any](path) as queue:
+        queue.put("kept")
+        with pytest.raises(
+            CodecError,
+            match=r"codec 'json' cannot encode item 1 of the batch \(set\): .*not JSON "
+            r"serializable; nothing of the batch was stored",
+        ):
+            queue.put_many([1, {2}, 3])
+        with pytest.raises(CodecError, match=r"cannot encode item 0 .*float"):
+            queue.put(float("nan"))
+        assert items_of(queue.get_many(10)) == ["kept"]
+
+
+def test_a_corrupt_row_is_named_and_kept_and_the_rest_goes_on(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put_many([1, 2, 3])
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE items SET payload = x'ff00' WHERE id = 2")
+    raw.close()
+    with DurableQueue[int](path) as queue:
+        with pytest.raises(
+            CorruptItem,
+            match=r"item 2 of queue 'default' in .* is corrupt \(codec 'json' cannot decode it: "
+            r"UnicodeDecodeError: .*invalid start byte\); it was moved to the dead-letter table",
+        ):
+            queue.get_many(10)
+        assert items_of(queue.get_many(10)) == [1, 3]
+        (dead,) = queue.dead_letters()
+        assert (dead.id, dead.payload) == (2, b"\xff\x00")
+
+
+def test_a_file_that_is_not_a_queue_is_refused_untouched(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"not a database, just some notes\n" * 100)
+    with pytest.raises(
+        NotAQueueFile, match=r"notes.txt' is not a queue file: file is not a database"
+    ):
+        DurableQueue(text)
+    assert text.read_bytes() == b"not a database, just some notes\n" * 100
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as raw:
+        raw.execute("CREATE TABLE mine (x)")
+        raw.execute("INSERT INTO mine VALUES (1)")
+    raw.close()
+    with pytest.raises(NotAQueueFile, match=r"another application \(application_id 0x0\)"):
+        DurableQueue(other)
+    with sqlite3.connect(other) as raw:
+        assert raw.execute("SELECT x FROM mine").fetchall() == [(1,)]
+    raw.close()
+
+
+def test_a_queue_from_a_newer_schema_is_refused_untouched(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put(1)
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}; .* upgrade"):
+        DurableQueue(path)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM items").fetchone() == (1,)
+    raw.close()
+
+
+def test_a_queue_is_never_read_with_another_codec(path: Path) -> None:
+    with DurableQueue[Any](path, "jobs", codec=PICKLE) as queue:
+        queue.put({1, 2})
+    with pytest.raises(CodecError, match=r"'jobs' .* written with codec 'pickle'; .* codec 'json'"):
+        DurableQueue(path, "jobs")
+    with DurableQueue[Any](path, "jobs", codec=PICKLE) as queue:
+        assert queue.get().item == {1, 2}
+
+
+def test_bad_arguments_are_named(path: Path) -> None:
+    with pytest.raises(ValueError, match="visibility_timeout must be > 0, got 0"):
+        DurableQueue(path, visibility_timeout=0)
+    with pytest.raises(ValueError, match="synchronous must be 'NORMAL' or 'FULL', got 'OFF'"):
+        DurableQueue(path, synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="name must not be empty"):
+        DurableQueue(path, "")
+    with pytest.raises(TypeError, match="codec must have a str name and encode/decode methods"):
+        DurableQueue(path, codec="json")  # type: ignore[arg-type]
+    with (
+        DurableQueue[int](path) as queue,
+        pytest.raises(ValueError, match="max_items must be >= 1"),
+    ):
+        queue.get_many(0)
+
+
+def test_consume_acks_what_the_loop_finished_and_returns_the_rest(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put_many(list(range(10)))
+        seen = []
+        for item in queue.consume(batch_size=4):
+            if item == 6:
+                break
+            seen.append(item)
+        assert seen == [0, 1, 2, 3, 4, 5]
+        assert list(queue.consume()) == [6, 7, 8, 9]
+        assert queue.qsize() == 0
+
+
+def test_compact_gives_free_pages_back(path: Path) -> None:
+    with DurableQueue[str](path) as queue:
+        for _ in range(20):
+            queue.put_many(["x" * 500] * 100)
+        queue.compact()
+        full = path.stat().st_size
+        while True:
+            try:
+                queue.ack_many(queue.get_many(500, block=False))
+            except Empty:
+                break
+        assert queue.compact() < full / 4
+
+
+def test_threads_lose_and_duplicate_nothing_and_never_see_a_locked_database(path: Path) -> None:
+    producers, consumers, per_producer = 3, 3, 400
+    errors: list[BaseException] = []
+    received: list[int] = []
+    received_lock = threading.Lock()
+    start = threading.Barrier(producers + consumers)
+    with DurableQueue[int](path, poll_interval=0.01) as queue:
+
+        def produce(index: int) -> None:
+            try:
+                start.wait(10)
+                for n in range(0, per_producer, 20):
+                    base = index * per_producer + n
+                    if n % 40:
+                        queue.put_many(list(range(base, base + 20)))
+                    else:
+                        for k in range(20):
+                            queue.put(base + k)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def consume() -> None:
+            try:
+                start.wait(10)
+                while True:
+                    batch = queue.get_many(7, timeout=20)
+                    queue.ack_many(batch)
+                    with received_lock:
+                        received.extend(items_of(batch))
+            except ShutDown:
+                return
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
+        threads += [threading.Thread(target=consume) for _ in range(consumers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads[:producers]:
+            thread.join(60)
+        queue.shutdown()
+        for thread in threads[producers:]:
+            thread.join(60)
+    assert errors == []
+    assert sorted(received) == list(range(producers * per_producer))
+
+
+CONSUMER = """
+import sys
+sys.path.insert(0, {src!r})
+from pipeline import Empty
+from pipeline.queues.durable import DurableQueue
+source = DurableQueue({path!r}, "in", poll_interval=0.01)
+sink = DurableQueue({path!r}, "out")
+source.put_many([[{tag}, n] for n in range(500)])  # produce while the other process consumes
+while True:
+    try:
+        batch = source.get_many(25, timeout=0.5)
+    except Empty:
+        break
+    with source.transaction() as connection:
+        sink.insert_in(connection, [entry.item for entry in batch])
+        source.ack_in(connection, batch)
+print("done", flush=True)
+"""
+
+
+def test_two_processes_on_one_file_lose_and_duplicate_nothing(path: Path) -> None:
+    with DurableQueue[list[int]](path, "in") as source:
+        source.put_many([[0, n] for n in range(1000)])
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONSUMER.format(src=SRC, path=str(path), tag=tag)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in (1, 2)
+    ]
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert (out, err) == ("done\n", "")
+    with (
+        DurableQueue[list[int]](path, "in") as source,
+        DurableQueue[list[int]](path, "out") as sink,
+    ):
+        left = items_of(source.get_many(10_000, block=False)) if source.qsize() else []
+        stored = items_of(sink.get_many(10_000, block=False))
+    expected = sorted([tag, n] for tag in (1, 2) for n in range(500)) + [
+        [0, n] for n in range(1000)
+    ]
+    assert sorted(stored + left) == sorted(expected)
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(-2, 2), st.integers(1, 4)),
+        st.tuples(st.just("get"), st.integers(1, 5), st.just(0)),
+        st.tuples(st.just("ack"), st.integers(0, 9), st.just(0)),
+        st.tuples(st.just("nack"), st.integers(0, 9), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(OPERATIONS)
+def test_it_behaves_like_a_sorted_model(operations: list[tuple[str, int, int]]) -> None:
+    """Ready items come out by (priority, put order); acked ones never again; nacked ones do."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        DurableQueue[int](Path(folder) / "model.db", max_attempts=None) as queue,
+    ):
+        ready: list[tuple[int, int]] = []  # (priority, item), item numbers grow with put order
+        leased: list[Leased[int]] = []
+        done: set[int] = set()
+        counter = 0
+        for operation, first, second in operations:
+            if operation == "put":
+                batch = list(range(counter, counter + second))
+                counter += second
+                queue.put_many(batch, priority=first)
+                ready.extend((first, item) for item in batch)
+            elif operation == "get":
+                expected = sorted(ready)[:first]
+                if not expected:
+                    with pytest.raises(Empty):
+                        queue.get_many(first, block=False)
+                    continue
+                got = queue.get_many(first, block=False)
+                assert [(entry.priority, entry.item) for entry in got] == expected
+                for pair in expected:
+                    ready.remove(pair)
+                leased.extend(got)
+            elif leased:
+                taken = leased.pop(first % len(leased))
+                if operation == "ack":
+                    queue.ack(taken)
+                    done.add(taken.item)
+                else:
+                    queue.nack(taken)
+                    ready.append((taken.priority, taken.item))
+        assert queue.qsize() == len(ready) + len(leased)
+        assert not done & {item for _, item in ready}
+
+
+def test_lapsed_leases_return_and_too_many_lapses_bury_the_item(path: Path) -> None:
+    with DurableQueue[str](path, max_attempts=2) as queue:
+        queue.put_many(["a", "b"])
+        queue.get_many(2)
+        assert queue.release_expired() == 0  # leases still valid
+        queue.connection().execute("UPDATE items SET lease_expires = 0")  # time passes
+        assert queue.release_expired() == 2
+        assert queue.counts().ready == 2
+        first = queue.get()  # "a", second delivery: attempts == max_attempts
+        assert (first.item, first.attempts) == ("a", 2)
+        queue.connection().execute("UPDATE items SET lease_expires = 0 WHERE id = ?", (first.id,))
+        assert queue.release_expired() == 1
+        (dead,) = queue.dead_letters()
+        assert (dead.payload, dead.error) == (b'"a"', "lease lapsed (consumer gone or too slow)")
+        assert [entry.item for entry in queue.get_many(5)] == ["b"]
