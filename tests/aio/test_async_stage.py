@@ -11,6 +11,7 @@ from support import WAIT
 
 from pipeline import Pipeline, PipelineClosed, StageError
 from pipeline.aio import AsyncFunctionStage, AsyncStage, iterate_async
+from pipeline.stage import ItemFailed
 
 
 async def double(item: int) -> int:
@@ -95,6 +96,46 @@ def test_a_failing_coroutine_names_its_item_and_cancels_its_batch() -> None:
     # Siblings in item 3's batch (if the engine put any there) were cancelled, not awaited.
     assert finished == [0, 1, 2]
     assert all(item > 3 for item in cancelled)
+
+
+def test_the_outputs_before_a_failing_coroutine_are_delivered_first() -> None:
+    async def fail_on_seven(item: int) -> int:
+        await asyncio.sleep(0.001 * (20 - item))  # later items finish first
+        if item == 7:
+            raise ValueError("seven")
+        return item
+
+    outputs: list[int] = []
+    stage = AsyncFunctionStage(fail_on_seven, concurrency=20, workers=1)
+    with pytest.raises(StageError, match="on item 7"):
+        outputs.extend(Pipeline(stage, batch_size=20, queue_size=20).stream(range(20)))
+    assert outputs == list(range(7))
+
+
+def test_a_batch_fails_at_its_first_failing_item_with_the_outputs_before_it() -> None:
+    cancelled: list[int] = []
+
+    async def fail_on_seven_and_twelve(item: int) -> int:
+        try:
+            await asyncio.sleep(0.001 * (20 - item))  # later items finish first
+            if item in (7, 12):
+                raise ValueError(f"no {item}")
+            return item
+        except asyncio.CancelledError:
+            cancelled.append(item)
+            raise
+
+    stage = AsyncFunctionStage(fail_on_seven_and_twelve, concurrency=20, workers=1)
+    stage.setup()  # outside a pipeline: one worker, so its teardown stops the loop
+    try:
+        with pytest.raises(ItemFailed) as caught:
+            stage.process_batch(list(range(20)))
+    finally:
+        stage.teardown()
+    assert (caught.value.item, caught.value.index) == (7, 7)
+    assert caught.value.outputs == list(range(7))
+    assert str(caught.value.__cause__) == "no 7"
+    assert all(item > 7 for item in cancelled)
 
 
 def test_a_stop_cancels_the_coroutines_and_their_finally_runs() -> None:

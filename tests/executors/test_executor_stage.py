@@ -102,6 +102,16 @@ def test_a_remote_failure_names_the_item_and_chains_the_remote_traceback(
     assert "in fail_on_seven" in str(remote)
 
 
+def test_the_outputs_before_a_remote_failure_are_delivered_first(
+    pool: ProcessPoolExecutor,
+) -> None:
+    outputs: list[int] = []
+    stage = ExecutorStage(remote_work.fail_on_seven, pool)
+    with pytest.raises(StageError, match="on item 7"):
+        outputs.extend(Pipeline(stage, batch_size=16).stream(range(20)))
+    assert outputs == list(range(7))
+
+
 def test_an_exception_that_cannot_be_rebuilt_comes_back_as_a_remote_error(
     pool: ProcessPoolExecutor,
 ) -> None:

@@ -67,6 +67,14 @@ def test_a_failure_in_a_worker_names_the_item_with_the_remote_traceback(
     assert "in fail_on_seven" in str(caught.value.__cause__.__cause__)
 
 
+def test_the_outputs_before_a_failure_in_a_worker_are_delivered_first() -> None:
+    outputs: list[int] = []
+    stage = ProcessStage(FunctionStage(remote_work.fail_on_seven))
+    with pytest.raises(StageError, match="on item 7"):
+        outputs.extend(Pipeline(stage, batch_size=16).stream(range(20)))
+    assert outputs == list(range(7))
+
+
 def test_a_setup_failure_comes_back_with_its_remote_traceback() -> None:
     class_stage = remote_work.PidStage("/nonexistent", workers=1)
     with pytest.raises(StageError) as caught:

@@ -163,17 +163,36 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             self._tasks.discard(batch)
 
     async def _run_concurrently(self, items: list[In]) -> list[Out]:
+        """Run one coroutine per item; fail at the first item (in input order) that fails.
+
+        Once an item fails, the coroutines after it are cancelled and those before it
+        run to their end, so the outputs before the failure are delivered, as for a
+        thread stage; one of those may fail too, and then the failure moves up to it.
+        """
         tasks = [asyncio.ensure_future(self._limited(item)) for item in items]
+        place: dict[asyncio.Future[Out], int] = {task: index for index, task in enumerate(tasks)}
+        failed_at: int | None = None
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            pending: set[asyncio.Future[Out]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        index = place[task]
+                        failed_at = index if failed_at is None else min(failed_at, index)
+                if failed_at is not None:
+                    for task in tasks[failed_at + 1 :]:
+                        task.cancel()
+                    pending = {task for task in pending if place[task] < failed_at}
         finally:
             for task in tasks:
                 task.cancel()
             # The cancelled coroutines' finally blocks run before the batch ends.
             await asyncio.gather(*tasks, return_exceptions=True)
-        for index, task in enumerate(tasks):
-            if not task.cancelled() and task.exception() is not None:
-                raise ItemFailed(items[index], index) from task.exception()
+        if failed_at is not None:
+            outputs = [task.result() for task in tasks[:failed_at]]
+            cause = tasks[failed_at].exception()
+            raise ItemFailed(items[failed_at], failed_at, outputs) from cause
         return [task.result() for task in tasks]
 
     async def _watch(self, stop: threading.Event) -> None:

@@ -59,28 +59,44 @@ WINDOW_PER_WORKER: Final = 4
 
 
 class BatchFailure(Exception):
-    """Carries a failure out of a worker: the exception, the item's index, the traceback text.
+    """Carries a failure out of a worker: the exception, where, and the traceback text.
 
-    `index` is None when the failure belongs to the batch as a whole (a `process_batch`
-    that raised without naming an item). The exception is replaced by a `RemoteError`
-    if it would not survive pickling, so that it can never break the executor.
+    `index` is the failing item's place in the batch, and `outputs` the outputs of the
+    items before it (delivered ahead of the failure, as for thread stages); `index` is
+    None when the failure belongs to the batch as a whole (a `process_batch` that raised
+    without naming an item). The exception is replaced by a `RemoteError` if it would
+    not survive pickling, so that it can never break the executor.
     """
 
-    def __init__(self, error: BaseException, index: int | None, traceback_text: str) -> None:
-        super().__init__(error, index, traceback_text)
+    def __init__(
+        self,
+        error: BaseException,
+        index: int | None,
+        traceback_text: str,
+        outputs: list[Any] | None = None,
+    ) -> None:
+        super().__init__(error, index, traceback_text, outputs)
         self.error = error
         self.index = index
         self.traceback_text = traceback_text
+        self.outputs: list[Any] = [] if outputs is None else outputs
 
     @classmethod
-    def of(cls, error: BaseException, index: int | None) -> BatchFailure:
+    def of(
+        cls, error: BaseException, index: int | None, outputs: list[Any] | None = None
+    ) -> BatchFailure:
         """Return the failure to send back for `error`, raised at item `index`."""
         text = "".join(traceback.format_exception(error))
         try:
             pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
         except Exception as problem:
             error = RemoteError(f"{describe(error)} (could not be sent back: {describe(problem)})")
-        return cls(error, index, text)
+        return cls(error, index, text, outputs)
+
+    @classmethod
+    def of_item(cls, failed: ItemFailed) -> BatchFailure:
+        """Return the failure to send back for an `ItemFailed` raised by a batch loop."""
+        return cls.of(failed.__cause__ or failed, failed.index, failed.outputs)
 
     def rebuild(self, items: list[Any]) -> BaseException:
         """Return the exception to raise here, for a batch of `items`, with its remote traceback."""
@@ -89,7 +105,7 @@ class BatchFailure(Exception):
             error.__cause__ = RemoteTraceback(self.traceback_text)
         if self.index is None:
             return error
-        failed = ItemFailed(items[self.index], self.index)
+        failed = ItemFailed(items[self.index], self.index, self.outputs)
         failed.__cause__ = error
         return failed
 
@@ -99,8 +115,7 @@ def run_batch(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     try:
         return map_items(function, items)
     except ItemFailed as failed:
-        cause = failed.__cause__ or failed
-        raise BatchFailure.of(cause, failed.index) from None
+        raise BatchFailure.of_item(failed) from None
 
 
 def default_window(executor: Executor) -> int:

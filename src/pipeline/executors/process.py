@@ -244,7 +244,7 @@ def _process_in_worker(items: list[Any]) -> bytes:
     try:
         outputs = stage.process_batch(items)
     except ItemFailed as failed:
-        raise BatchFailure.of(failed.__cause__ or failed, failed.index) from None
+        raise BatchFailure.of_item(failed) from None
     except BaseException as exc:
         raise BatchFailure.of(exc, None) from None
     if not isinstance(outputs, list):
