@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import contextlib
 import functools
 import importlib.util
 import json
@@ -32,12 +31,12 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, worker
+from pipeline import FunctionStage, Pipeline, PipelineStage
 from pipeline.aio import AsyncFunctionStage
 from pipeline.executors import ExecutorStage, ProcessStage
 from pipeline.executors.executor import run_batch
@@ -188,30 +187,12 @@ def asynchronous(scale: float) -> None:
         stage = AsyncFunctionStage(wait_10_ms, concurrency=count, workers=workers)
         seconds = timed(functools.partial(Pipeline(stage).run, items))
         row(f"asyncio stage, {workers} workers", seconds, threads)
-    # The engine hands a slow stage one item per batch. What a per-stage batch target
-    # would give: the engine's sizer replaced, for this row only, by whole batches.
-    if not hasattr(worker, "next_batch_size"):
-        print("  (batches of 500: skipped, the engine's batch sizer moved)")
-        return
-    stage = AsyncFunctionStage(wait_10_ms, concurrency=count, workers=2)
-    with whole_batches():
-        seconds = timed(lambda: Pipeline(stage, batch_size=500).run(items))
-    row("asyncio, 2 workers, batches of 500 (patched)", seconds, threads)
-
-
-def full_size(size: int, taken: int, elapsed: float, max_size: int) -> int:
-    return max_size
-
-
-@contextlib.contextmanager
-def whole_batches() -> Iterator[None]:
-    """Make the engine take full batches (`batch_size`) whatever a batch costs."""
-    original = getattr(worker, "next_batch_size")  # noqa: B009
-    setattr(worker, "next_batch_size", full_size)  # noqa: B010
-    try:
-        yield
-    finally:
-        setattr(worker, "next_batch_size", original)  # noqa: B010
+    # Without a target the engine hands a slow stage one item per batch; with
+    # latency_target each worker grows its batches toward it (AIMD), and a batch's
+    # coroutines run at once.
+    stage = AsyncFunctionStage(wait_10_ms, concurrency=count, workers=2, latency_target=0.05)
+    seconds = timed(functools.partial(Pipeline(stage).run, items))
+    row("asyncio, 2 workers, latency_target=0.05", seconds, threads)
 
 
 def per_batch(executor: Executor, batches: int) -> float:

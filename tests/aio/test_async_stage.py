@@ -221,3 +221,20 @@ def test_bad_arguments_are_named() -> None:
         AsyncFunctionStage(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^source must be an async iterable, got list$"):
         iterate_async([1, 2])  # type: ignore[arg-type]
+
+
+def test_a_latency_target_lets_two_workers_run_many_coroutines_at_once() -> None:
+    running = 0
+    most = 0
+
+    async def track(item: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        return item
+
+    stage = AsyncFunctionStage(track, concurrency=500, workers=2, latency_target=1.0)
+    assert Pipeline(stage).run(range(400)) == list(range(400))
+    assert most > 2  # more coroutines at once than carrier threads: batches grew
