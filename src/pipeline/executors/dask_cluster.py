@@ -41,6 +41,8 @@ class DaskStage(ExecutorStage[In, Out], Generic[In, Out]):
         max_inflight: the most batches submitted at once; defaults to 4 per worker
             thread of the cluster when the stage is made.
         name: defaults to the function's name.
+        latency_target: the seconds a batch should take (see `ExecutorStage`);
+            0.5 s by default, since a Dask task costs tens of milliseconds.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class DaskStage(ExecutorStage[In, Out], Generic[In, Out]):
         *,
         max_inflight: int | None = None,
         name: str | None = None,
+        latency_target: float | None = 0.5,
     ) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
@@ -58,7 +61,13 @@ class DaskStage(ExecutorStage[In, Out], Generic[In, Out]):
             threads = sum(int(worker.get("nthreads", 1)) for worker in workers)
             max_inflight = WINDOW_PER_WORKER * max(1, threads)
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
-        super().__init__(function, executor, max_inflight=max_inflight, name=name)
+        super().__init__(
+            function,
+            executor,
+            max_inflight=max_inflight,
+            name=name,
+            latency_target=latency_target,
+        )
         self.client = client
 
 

@@ -202,6 +202,10 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
         max_inflight: the most batches submitted and not yet finished; defaults to
             `default_window(executor)`, 4 per executor worker.
         name: defaults to the function's name.
+        latency_target: the seconds a batch should take; without it a stage whose
+            batches take more than a few milliseconds sends one item per task. Give a
+            Dask stage, whose tasks cost tens of milliseconds each, a target well above
+            that (say 0.5 s) so that each task carries enough work.
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -214,6 +218,7 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
         *,
         max_inflight: int | None = None,
         name: str | None = None,
+        latency_target: float | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
@@ -223,7 +228,11 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
             )
         window = default_window(executor) if max_inflight is None else max_inflight
         window = positive_int("max_inflight", window)
-        super().__init__(name or getattr(function, "__name__", None), workers=window)
+        super().__init__(
+            name or getattr(function, "__name__", None),
+            workers=window,
+            latency_target=latency_target,
+        )
         self.function = function
         self.executor = executor
 
