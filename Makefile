@@ -8,9 +8,11 @@ INSTALLED := $(VENV)/.installed
 
 install: $(INSTALLED)
 
-# The virtualenv is rebuilt when the packaging or the C sources change.
+# The virtualenv is rebuilt when the packaging or the C sources change. Before anything is
+# built, one line says what to install if Python is too old or a C compiler is missing.
 $(INSTALLED): pyproject.toml setup.py csrc/build_native.py csrc/transform.c csrc/transform.h
 	@$(PYTHON) -c 'import sys; sys.exit("pipeline needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@$(PYTHON) csrc/check_compiler.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -192,7 +192,11 @@ def make_scenario(seed: int) -> Scenario:
         fault_count = rng.choice([0, 0, 1, 3, 20]) if items else 0
         faults = frozenset(rng.sample(range(items), min(fault_count, items)))
         flaky = rng.random() < 0.3
-        retry = RetryPolicy(max_attempts=2, base_delay=rng.choice([0.0, 0.0005])) if flaky else None
+        retry = (
+            RetryPolicy(max_attempts=2, base_delay=rng.choice([0.0, 0.0005]), retry_on=Boom)
+            if flaky
+            else None
+        )
         breaker = None
         if policy != "raise" and rng.random() < 0.1:
             breaker = CircuitBreaker(failure_threshold=2, reset_timeout=0.001, name=name)

@@ -51,12 +51,14 @@ PRESETS: dict[str, list[str]] = {
     "bench_backpressure.py": [],  # fixed at 20,000 items; takes no arguments
     "bench_etl.py": ["--rows", "30000", "--repeat", "2", "--write-rows", "50000"],
     "bench_skewed.py": ["--items", "800"],
+    "bench_graph.py": ["--items", "50000", "--repeats", "2", "--pools", "1", "2", "4", "8"],
     "ctrl_c_backoff.py": ["--measure", "5"],
     "stress_faults.py": ["--scenarios", "100"],
     "bench_queues.py": ["--quick"],
     "crash_queues.py": ["--kills", "5", "--items", "5000"],
     # Builds the free-threaded interpreter on its first run (tools/), then reuses it.
     "bench_freethreaded.py": ["--items", "5000", "--repeat", "3"],
+    "bench_executors.py": ["--scale", "0.3", "--repeat", "1"],
 }
 SKIP = {"suite.py"}
 

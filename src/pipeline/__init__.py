@@ -4,8 +4,9 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
-(`resilience`, `observe`, `native`, `stages`, `queues`, `demos`) are loaded the first time one
-of their names is used, as `concurrent.futures` loads its executors, so
+(`resilience`, `observe`, `native`, `stages`, `graph`, `queues`, `executors`, `aio`,
+`demos`) are loaded the first time one of their names is used, as `concurrent.futures`
+loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
 
@@ -22,7 +23,28 @@ from pipeline.stage import FilteringStage, FlatMapStage, PipelineStage, StageCha
 from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
+    from pipeline.aio.stage import AsyncFunctionStage, AsyncStage, iterate_async
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.executors.errors import NotPicklable, RemoteError, RemoteTraceback
+    from pipeline.executors.executor import ExecutorStage
+    from pipeline.executors.process import ProcessStage
+    from pipeline.graph.build import Graph, Partition
+    from pipeline.graph.compose import SubgraphStage
+    from pipeline.graph.errors import GraphError, PipelineDeadlock, TaskGraphFailed
+    from pipeline.graph.forkmerge import fork_merge, mix_pool
+    from pipeline.graph.join import KeyJoin, OrderedMerge, SequenceJoin
+    from pipeline.graph.run import GraphPipeline, GraphStatistics
+    from pipeline.graph.tasks import Criticality, TaskGraph, TaskGraphResult
+    from pipeline.observe.dashboard import Dashboard
+    from pipeline.observe.metrics import (
+        PipelineCollector,
+        json_snapshot,
+        register_metrics,
+        statistics_to_dict,
+    )
+    from pipeline.observe.plot import TimelineRecorder, plot_timeline
+    from pipeline.observe.progress import Progress
+    from pipeline.observe.report import bottleneck, diagnose, format_report
     from pipeline.queues.codecs import Codec, JsonCodec, PickleCodec
     from pipeline.queues.durable import DeadItem, DurableQueue, Leased, QueueCounts
     from pipeline.queues.errors import (
@@ -40,7 +62,7 @@ if TYPE_CHECKING:
     from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
     from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
     from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
-    from pipeline.resilience.retry import RetryPolicy
+    from pipeline.resilience.retry import TRANSIENT_ERRORS, RetryPolicy
     from pipeline.stages.functions import FlatMapFunctionStage, FunctionStage, PredicateStage
     from pipeline.stages.quality import (
         Consistent,
@@ -81,6 +103,22 @@ _LAZY: dict[str, str] = {
     "AddStage": "pipeline.demos.classic",
     "FilterStage": "pipeline.demos.classic",
     "MultiplyStage": "pipeline.demos.classic",
+    "Graph": "pipeline.graph.build",
+    "Partition": "pipeline.graph.build",
+    "SubgraphStage": "pipeline.graph.compose",
+    "GraphError": "pipeline.graph.errors",
+    "PipelineDeadlock": "pipeline.graph.errors",
+    "TaskGraphFailed": "pipeline.graph.errors",
+    "fork_merge": "pipeline.graph.forkmerge",
+    "mix_pool": "pipeline.graph.forkmerge",
+    "KeyJoin": "pipeline.graph.join",
+    "OrderedMerge": "pipeline.graph.join",
+    "SequenceJoin": "pipeline.graph.join",
+    "GraphPipeline": "pipeline.graph.run",
+    "GraphStatistics": "pipeline.graph.run",
+    "Criticality": "pipeline.graph.tasks",
+    "TaskGraph": "pipeline.graph.tasks",
+    "TaskGraphResult": "pipeline.graph.tasks",
     "Codec": "pipeline.queues.codecs",
     "JsonCodec": "pipeline.queues.codecs",
     "PickleCodec": "pipeline.queues.codecs",
@@ -101,6 +139,17 @@ _LAZY: dict[str, str] = {
     "run_resumable": "pipeline.queues.resumable",
     "TaskQueue": "pipeline.queues.tasks",
     "TaskWorkers": "pipeline.queues.tasks",
+    "Dashboard": "pipeline.observe.dashboard",
+    "PipelineCollector": "pipeline.observe.metrics",
+    "json_snapshot": "pipeline.observe.metrics",
+    "register_metrics": "pipeline.observe.metrics",
+    "statistics_to_dict": "pipeline.observe.metrics",
+    "TimelineRecorder": "pipeline.observe.plot",
+    "plot_timeline": "pipeline.observe.plot",
+    "Progress": "pipeline.observe.progress",
+    "bottleneck": "pipeline.observe.report",
+    "diagnose": "pipeline.observe.report",
+    "format_report": "pipeline.observe.report",
     "BreakerState": "pipeline.resilience.breaker",
     "CircuitBreaker": "pipeline.resilience.breaker",
     "StateChange": "pipeline.resilience.breaker",
@@ -114,7 +163,16 @@ _LAZY: dict[str, str] = {
     "ResilienceStatistics": "pipeline.resilience.resilient",
     "ResilientStage": "pipeline.resilience.resilient",
     "RetryPolicy": "pipeline.resilience.retry",
+    "TRANSIENT_ERRORS": "pipeline.resilience.retry",
     "FlatMapFunctionStage": "pipeline.stages.functions",
+    "AsyncFunctionStage": "pipeline.aio",
+    "AsyncStage": "pipeline.aio",
+    "iterate_async": "pipeline.aio",
+    "ExecutorStage": "pipeline.executors",
+    "NotPicklable": "pipeline.executors",
+    "ProcessStage": "pipeline.executors",
+    "RemoteError": "pipeline.executors",
+    "RemoteTraceback": "pipeline.executors",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
     "Consistent": "pipeline.stages.quality",
@@ -163,9 +221,12 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "TRANSIENT_ERRORS",
     "AdaptiveBatcher",
     "AddStage",
     "Anomaly",
+    "AsyncFunctionStage",
+    "AsyncStage",
     "BatchEvent",
     "BatcherStatistics",
     "BreakerState",
@@ -176,12 +237,15 @@ __all__ = [
     "Consistent",
     "CorruptItem",
     "CountWindows",
+    "Criticality",
+    "Dashboard",
     "DeadItem",
     "DeadLetter",
     "DeadLetters",
     "DurableQueue",
     "Empty",
     "ErrorPolicy",
+    "ExecutorStage",
     "FailureBudget",
     "FailureBudgetExceeded",
     "FilterStage",
@@ -190,10 +254,15 @@ __all__ = [
     "FlatMapStage",
     "Full",
     "FunctionStage",
+    "Graph",
+    "GraphError",
+    "GraphPipeline",
+    "GraphStatistics",
     "InRange",
     "IsType",
     "ItemTimeout",
     "JsonCodec",
+    "KeyJoin",
     "LateItem",
     "LeaseLost",
     "Leased",
@@ -202,16 +271,23 @@ __all__ = [
     "Matches",
     "MultiplyStage",
     "NotAQueueFile",
+    "NotPicklable",
     "OneOf",
+    "OrderedMerge",
+    "Partition",
     "PickleCodec",
     "Pipeline",
     "PipelineClosed",
+    "PipelineCollector",
+    "PipelineDeadlock",
     "PipelineError",
     "PipelineStage",
     "PipelineStatistics",
     "PredicateStage",
     "Priority",
     "PriorityQueue",
+    "ProcessStage",
+    "Progress",
     "QualityReport",
     "QualityStage",
     "QualitySummary",
@@ -219,6 +295,8 @@ __all__ = [
     "QueueStatistics",
     "Rejected",
     "Rejects",
+    "RemoteError",
+    "RemoteTraceback",
     "Required",
     "ResilienceStatistics",
     "ResilientStage",
@@ -229,15 +307,21 @@ __all__ = [
     "RunningStats",
     "SafeQueue",
     "SchemaTooNew",
+    "SequenceJoin",
     "ShutDown",
     "StageChain",
     "StageError",
     "StageStatistics",
     "StateChange",
+    "SubgraphStage",
     "TaskFailed",
+    "TaskGraph",
+    "TaskGraphFailed",
+    "TaskGraphResult",
     "TaskQueue",
     "TaskWorkers",
     "TimeWindows",
+    "TimelineRecorder",
     "Unique",
     "Watermark",
     "Window",
@@ -246,6 +330,16 @@ __all__ = [
     "WindowSummary",
     "__version__",
     "anomalies",
+    "bottleneck",
+    "diagnose",
+    "fork_merge",
+    "format_report",
+    "iterate_async",
+    "json_snapshot",
+    "mix_pool",
+    "plot_timeline",
+    "register_metrics",
     "run_resumable",
+    "statistics_to_dict",
     "summarize",
 ]

@@ -7,7 +7,10 @@ though Python counts it as an int.
 
 from __future__ import annotations
 
-__all__ = ["int_at_least", "integer", "non_empty_str", "number", "positive_int"]
+import math
+from typing import overload
+
+__all__ = ["int_at_least", "integer", "non_empty_str", "number", "positive_int", "seconds"]
 
 
 def integer(name: str, value: object) -> int:
@@ -44,3 +47,40 @@ def non_empty_str(name: str, value: object) -> str:
     if not value:
         raise ValueError(f"{name} must not be empty")
     return value
+
+
+@overload
+def seconds(name: str, value: object, *, zero_allowed: bool = ...) -> float: ...
+@overload
+def seconds(
+    name: str, value: object, *, zero_allowed: bool = ..., none_allowed: bool
+) -> float | None: ...
+def seconds(
+    name: str, value: object, *, zero_allowed: bool = False, none_allowed: bool = False
+) -> float | None:
+    """Return `value` as a float if it is a finite number of seconds > 0; else raise.
+
+    Every time argument of the package (timeouts, delays, intervals) goes through this
+    one check, so they all accept and reject the same values with the same words.
+    Infinity is refused because no wait of the standard library can take it.
+
+    Args:
+        name: the parameter's name, for the message.
+        value: the argument.
+        zero_allowed: accept 0 too (a delay may be nothing; a timeout may not).
+        none_allowed: accept None (meaning "no limit") and return it.
+
+    Raises:
+        TypeError: `value` is not an int or a float (a bool is not), nor an allowed None.
+        ValueError: `value` is negative, zero when that is not allowed, NaN or infinite.
+    """
+    if value is None and none_allowed:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        kind = "a number or None" if none_allowed else "a number"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    in_range = value >= 0 if zero_allowed else value > 0  # False for NaN
+    if not in_range or math.isinf(value):
+        bound = ">= 0" if zero_allowed else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds and finite, got {value}")
+    return float(value)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -35,7 +36,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from queue import SimpleQueue
 from types import FrameType, TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from pipeline._checks import positive_int
 from pipeline.batching import next_batch_size
@@ -58,6 +59,10 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "QueueFactory
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+# The types between the stages of a tuple, in the typed overloads of `Pipeline`.
+_B = TypeVar("_B")
+_C = TypeVar("_C")
+_D = TypeVar("_D")
 
 DEFAULT_QUEUE_SIZE = 8192
 DEFAULT_BATCH_SIZE = 4096
@@ -69,8 +74,30 @@ QueueFactory = Callable[[str, int], LinkQueue[Any]]
 logger = logging.getLogger(__name__)
 
 
+class _Options(TypedDict, total=False):
+    """The keyword arguments of `Pipeline`, for its typed overloads."""
+
+    queue_size: int
+    batch_size: int
+    ordered: bool
+    fail_fast: bool
+    observer: BatchObserver | None
+    queue_factory: QueueFactory | None
+
+
+_AnyStage: TypeAlias = "PipelineStage[Any, Any]"
+_FiveOrMoreStages: TypeAlias = (
+    "tuple[_AnyStage, _AnyStage, _AnyStage, _AnyStage, _AnyStage, *tuple[_AnyStage, ...]]"
+)
+
+
 class Pipeline(Generic[In, Out]):
     """A chain of stages run by threads and joined by bounded queues.
+
+    Build the chain with `>>`: mypy then checks that each stage's output type is the next
+    one's input type, and types the pipeline `Pipeline[first input, last output]`. A
+    tuple of up to four stages is checked the same way; a list is typed only when every
+    stage maps a type to itself (its items share one type, so their order is unknown).
 
     Args:
         stages: a stage, a chain made with `>>`, or a sequence of stages. Stages given
@@ -94,29 +121,47 @@ class Pipeline(Generic[In, Out]):
             stages were given the same name.
     """
 
+    # The types of the stages line up for `a >> b`, and for a tuple of up to four stages;
+    # a list cannot say which stage comes where, so it is typed only when every stage
+    # maps a type to itself, and is Pipeline[Any, Any] otherwise.
     @overload
     def __init__(
         self: Pipeline[In, Out],
-        stages: PipelineStage[In, Out] | StageChain[In, Out],
-        *,
-        queue_size: int = ...,
-        batch_size: int = ...,
-        ordered: bool = ...,
-        fail_fast: bool = ...,
-        observer: BatchObserver | None = ...,
-        queue_factory: QueueFactory | None = ...,
+        stages: PipelineStage[In, Out] | StageChain[In, Out] | tuple[PipelineStage[In, Out]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: tuple[PipelineStage[In, _B], PipelineStage[_B, Out]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: tuple[PipelineStage[In, _B], PipelineStage[_B, _C], PipelineStage[_C, Out]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, Out],
+        stages: tuple[
+            PipelineStage[In, _B],
+            PipelineStage[_B, _C],
+            PipelineStage[_C, _D],
+            PipelineStage[_D, Out],
+        ],
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[In, In], stages: Sequence[PipelineStage[In, In]], **options: Unpack[_Options]
     ) -> None: ...
     @overload
     def __init__(
         self: Pipeline[Any, Any],
-        stages: Sequence[PipelineStage[Any, Any]],
-        *,
-        queue_size: int = ...,
-        batch_size: int = ...,
-        ordered: bool = ...,
-        fail_fast: bool = ...,
-        observer: BatchObserver | None = ...,
-        queue_factory: QueueFactory | None = ...,
+        stages: list[PipelineStage[Any, Any]] | _FiveOrMoreStages,
+        **options: Unpack[_Options],
     ) -> None: ...
     def __init__(
         self,
@@ -260,8 +305,12 @@ class Pipeline(Generic[In, Out]):
             for batch in batches:
                 yield from batch
 
+    def _new_run(self, source: Iterator[Any]) -> _Run:
+        """Return the run of `source` through this pipeline; a graph wires its own."""
+        return _Run(self, source)
+
     def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
-        run = _Run(self, source)
+        run = self._new_run(source)
         ended_by: object = None
         try:
             with self._lock:
@@ -375,6 +424,9 @@ _RELEASE = object()
 """Tells a run's supervisor thread that the run is over."""
 
 _live_runs: weakref.WeakSet[_Run] = weakref.WeakSet()
+# A forked child (a process pool's worker started from a stage) has none of the runs'
+# threads: joining them at its exit would hang it, and the pool waiting for it.
+os.register_at_fork(after_in_child=_live_runs.clear)
 _exit_hook_lock = threading.Lock()
 _exit_hook_registered = False
 
@@ -426,7 +478,7 @@ class _Run:
         self.source_stopping = threading.Event()
         # Guards failure: the first error recorded; later ones are consequences of the stop.
         self._lock = threading.Lock()
-        self.failure: StageError | None = None
+        self.failure: PipelineError | None = None
         at_position = pipeline.ordered and not pipeline.fail_fast
         self.stage_runs = [
             StageRun(

@@ -31,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pipeline._checks import integer, positive_int
 from pipeline.errors import ShutDown
 
-__all__ = ["Empty", "Full", "LinkQueue", "QueueStatistics", "SafeQueue", "ShutDown"]
+__all__ = ["Empty", "Full", "LinkQueue", "Marker", "QueueStatistics", "SafeQueue", "ShutDown"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co")
@@ -46,6 +46,14 @@ class QueueStatistics:
     high_water_mark: int
     put_blocked_seconds: float
     get_waited_seconds: float
+
+
+class Marker:
+    """Base of the control items a pipeline sends through its queues (end of stream).
+
+    A marker is not data: the one a put ends with is not counted in the high-water mark,
+    so a queue's peak counts items only.
+    """
 
 
 class LinkQueue(Protocol[T_co]):
@@ -285,7 +293,8 @@ class SafeQueue(Generic[T]):
                 self._wait_for_room(len(chunk), timeout)
             self._put_many(chunk)
             self.unfinished_tasks += len(chunk)
-            self._high_water_mark = max(self._high_water_mark, self._qsize())
+            items = self._qsize() - isinstance(chunk[-1], Marker)
+            self._high_water_mark = max(self._high_water_mark, items)
             self.not_empty.notify(len(chunk))
 
     def _must_wait(self, count: int) -> bool:

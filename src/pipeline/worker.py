@@ -33,7 +33,7 @@ from typing import Any, Final, Protocol
 
 from pipeline.batching import AdaptiveBatcher, next_batch_size
 from pipeline.errors import ShutDown, StageError
-from pipeline.safequeue import LinkQueue
+from pipeline.safequeue import LinkQueue, Marker
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.stats import BatchEvent, BatchObserver, WorkerCounters
 
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-class _EndOfStream:
+class _EndOfStream(Marker):
     """The type of the private end-of-stream markers; users can never produce one."""
 
     def __repr__(self) -> str:

@@ -661,3 +661,13 @@ def test_put_many_without_copy_hands_the_list_itself_over() -> None:
     assert q.get_many(10) is not batch
     with pytest.raises(TypeError, match=r"put_many\(copy=False\) needs a list, got tuple"):
         q.put_many((1, 2), copy=False)
+
+
+def test_a_marker_a_put_ends_with_is_not_counted_in_the_peak() -> None:
+    from pipeline.safequeue import Marker
+
+    q = SafeQueue[Any](10)
+    q.put_many([1, 2, 3])
+    q.put(Marker())
+    assert q.statistics().high_water_mark == 3
+    assert q.statistics().depth == 4

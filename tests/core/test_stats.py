@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -10,8 +12,16 @@ import pytest
 from support import ITEM_SECONDS, WAIT, Slow
 
 from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
-from pipeline.stats import BatchEvent, StageStatistics, WorkerCounters, latency_percentile
-from pipeline.worker import current_stop_event
+from pipeline.stats import (
+    LATENCY_BUCKET_BOUNDS,
+    LATENCY_BUCKETS,
+    BatchEvent,
+    StageStatistics,
+    WorkerCounters,
+    latency_bucket,
+    latency_percentile,
+)
+from pipeline.worker import current_stop_event, current_worker_counters
 
 
 def identity(item: Any) -> Any:
@@ -176,4 +186,111 @@ def test_latency_percentiles_come_from_the_histogram() -> None:
     stats = StageStatistics.from_workers("x", [counters], 0, 0, 0)
     assert stats.latency_p50 == pytest.approx(1e-3)
     assert stats.latency_p99 == pytest.approx(1.0)
-    assert latency_percentile([0, 0], 0.5) is None
+    assert latency_percentile({}, 0.5) is None
+    assert latency_percentile({3: (0, 0.0)}, 0.5) is None
+
+
+def exact_percentile(samples: list[float], fraction: float) -> float:
+    """Return the nearest-rank percentile: the smallest sample with `fraction` at or below."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+@pytest.mark.parametrize(
+    "distribution",
+    ["constant", "uniform", "heavy-tailed"],
+)
+def test_latency_percentiles_are_within_five_percent_of_the_exact_ones(distribution: str) -> None:
+    rng = random.Random(1)
+    if distribution == "constant":
+        samples = [0.020] * 5_000  # once reported as 31.6 ms at p50, p90 and p99
+    elif distribution == "uniform":
+        samples = [rng.uniform(1e-4, 1e-2) for _ in range(5_000)]
+    else:
+        samples = [1e-4 * rng.paretovariate(1.2) for _ in range(5_000)]
+    counters = [WorkerCounters(), WorkerCounters()]  # two workers, summed
+    for index, sample in enumerate(samples):
+        counters[index % 2].record_batch(1, 1, 0.0, sample, 0.0)
+    stats = StageStatistics.from_workers("x", counters, 0, 0, 0)
+    for fraction, reported in (
+        (0.5, stats.latency_p50),
+        (0.9, stats.latency_p90),
+        (0.99, stats.latency_p99),
+    ):
+        exact = exact_percentile(samples, fraction)
+        assert reported is not None
+        assert abs(reported - exact) / exact < 0.05, (fraction, reported, exact)
+        assert latency_percentile(merged(counters), fraction) == reported
+
+
+def merged(counters: list[WorkerCounters]) -> dict[int, tuple[int, float]]:
+    buckets: dict[int, tuple[int, float]] = {}
+    for worker in counters:
+        for bucket, (count, seconds) in worker.latency.items():
+            seen, total = buckets.get(bucket, (0, 0.0))
+            buckets[bucket] = (seen + count, total + seconds)
+    return buckets
+
+
+def test_a_constant_latency_is_reported_exactly() -> None:
+    counters = WorkerCounters()
+    for _ in range(100):
+        counters.record_batch(4, 4, 0.0, 4 * 0.002, 0.0)  # the docs' 2 ms example
+    stats = StageStatistics.from_workers("x", [counters], 0, 0, 0)
+    assert stats.latency_p50 == stats.latency_p99 == pytest.approx(0.002)
+
+
+def test_the_histogram_stays_bounded_however_wide_the_latencies() -> None:
+    counters = WorkerCounters()
+    for exponent in range(-40, 20):
+        for step in range(64):
+            counters.record_batch(1, 1, 0.0, 2.0**exponent * (1 + step / 64), 0.0)
+    counters.record_batch(1, 1, 0.0, 0.0, 0.0)
+    counters.record_batch(1, 1, 0.0, math.inf, 0.0)
+    assert len(counters.latency) <= LATENCY_BUCKETS
+    assert min(counters.latency) == 0
+    assert max(counters.latency) == LATENCY_BUCKETS - 1
+    assert latency_bucket(float("nan")) == 0
+    stats = StageStatistics.from_workers("x", [counters], 0, 0, 0)
+    assert sum(stats.latency_counts) == counters.items_in
+    assert len(stats.latency_counts) == len(LATENCY_BUCKET_BOUNDS) + 1
+
+
+def test_the_coarse_counts_are_exact_at_their_bounds() -> None:
+    counters = WorkerCounters()
+    latencies = [1e-9, 3e-6, 0.5e-3, 0.0011, 0.9, 1.5, 3000.0]
+    for latency in latencies:
+        counters.record_batch(1, 1, 0.0, latency, 0.0)
+    stats = StageStatistics.from_workers("x", [counters], 0, 0, 0)
+    bounds = [*LATENCY_BUCKET_BOUNDS, math.inf]
+    cumulative = 0
+    for bound, count in zip(bounds, stats.latency_counts, strict=True):
+        cumulative += count
+        assert cumulative == sum(1 for latency in latencies if latency < bound)
+
+
+def test_extras_count_by_name_once_per_worker_and_the_stage_sums_them() -> None:
+    first, second = WorkerCounters(), WorkerCounters()
+    first.count("skipped")
+    first.count("skipped", 2)
+    second.count("skipped")
+    second.count("dead_lettered", 5)
+    stats = StageStatistics.from_workers("x", [first, second], 0, 0, 0)
+    assert stats.extra == {"dead_lettered": 5, "skipped": 4}
+    assert not hasattr(stats, "skipped")  # the core names no resilience count
+    assert StageStatistics.from_workers("x", [WorkerCounters()], 0, 0, 0).extra == {}
+
+
+def test_stage_code_counts_through_its_worker_counters() -> None:
+    def count_odd(item: int) -> int:
+        counters = current_worker_counters()
+        assert counters is not None
+        if item % 2:
+            counters.count("odd")
+        return item
+
+    pipeline = Pipeline(FunctionStage(count_odd, name="odd", workers=3), batch_size=4)
+    pipeline.run(range(101))
+    stats = pipeline.stats()
+    assert stats is not None
+    assert stats.stage("odd").extra == {"odd": 50}

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
-from pipeline import MultiplyStage, StageError
+import pipeline
+from pipeline import MultiplyStage, StageError, cli
 from pipeline.cli import main
+from pipeline.demos import classic, text
 
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCHERS = ["run_pipeline.py", "run_custom_example.py", "run_data_example.py"]
+LAUNCHERS = [
+    "run_pipeline.py",
+    "run_custom_example.py",
+    "run_data_example.py",
+    "run_etl_example.py",
+]
 TIMEOUT = 30  # seconds; every subprocess here finishes in well under one
 
 
@@ -56,6 +64,22 @@ def test_demo_prints_the_classic_outputs_and_a_summary(capsys: pytest.CaptureFix
     assert "elapsed:" in out
 
 
+def test_demo_shows_the_filter_dropping_items_with_x_times_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == [
+        "x*2+10 is always even, so FilterStage kept every item; with x*3 it drops the odd results:",
+        "outputs:   [16, 22] (FilterStage kept 2 of 5)",
+    ]
+
+
+def test_demo_quiet_prints_only_the_classic_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "-q", "--items", "4"]) == 0
+    assert capsys.readouterr().out == "[12, 14, 16, 18]\n"
+
+
 def test_demo_is_the_default_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     assert "[12, 14, 16, 18, 20]" in capsys.readouterr().out
@@ -89,7 +113,7 @@ def test_demo_logs_nothing_by_default(capsys: pytest.CaptureFixture[str]) -> Non
 def test_verbose_logs_the_run_at_info(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "-v"]) == 0
     err = capsys.readouterr().err
-    assert "MainThread pipeline.cli: running Pipeline(MultiplyStage >> AddStage" in err
+    assert "MainThread pipeline.demos.classic: running Pipeline(MultiplyStage >> AddStage" in err
     assert "MultiplyStage: 1 -> 2" not in err  # per-item lines are debug
 
 
@@ -126,7 +150,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["demo", "custom"])
+@pytest.mark.parametrize("command", ["demo", "custom", "data"])
 def test_subcommand_help_exits_0(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -146,6 +170,23 @@ def test_subcommand_help_exits_0(command: str, capsys: pytest.CaptureFixture[str
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
         (["bogus"], "argument SUBCOMMAND: invalid choice: 'bogus'"),
         (["custom", "--min-length", "-3"], "argument --min-length: must be >= 0, got -3"),
+        (["custom", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
+        (["data", "--threads", "0"], "argument --threads: must be >= 1, got 0"),
+        (["data", "--threads", "two"], "argument --threads: not an integer: 'two'"),
+        (["data", "--count", "-1"], "argument --count: must be >= 0, got -1"),
+        (["data", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        (["data", "--seed", "x"], "argument --seed: not an integer: 'x'"),
+        (["data", "--implementation", "gpu"], "argument --implementation: invalid choice"),
+        (
+            ["data", "--count", "5", "--input", str(ROOT / "README.md")],
+            "argument --input: not allowed with argument --count",
+        ),
+        (["data", "--output", "/"], "argument --output: cannot write '/': it is a directory"),
+        (
+            ["data", "--output", "/no/such/dir/results.csv"],
+            "argument --output: cannot write '/no/such/dir/results.csv': no such directory",
+        ),
+        (["data", "-v", "-q"], "argument -q/--quiet: not allowed with argument -v/--verbose"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(
@@ -157,14 +198,15 @@ def test_bad_arguments_exit_2_with_a_message(
     assert message in capsys.readouterr().err
 
 
-def test_an_unreadable_input_file_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("command", "option"), [("custom", []), ("data", ["--input"])])
+def test_an_unreadable_input_file_is_a_usage_error(
+    command: str, option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    missing = tmp_path / "missing.txt"
-    assert main(["custom", str(missing)]) == 2
-    assert capsys.readouterr().err == (
-        f"pipeline custom: error: cannot read {str(missing)!r}: No such file or directory\n"
-    )
+    missing = str(tmp_path / "missing.txt")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *option, missing])
+    assert exit_info.value.code == 2
+    assert f"cannot read {missing!r}: No such file or directory\n" in capsys.readouterr().err
 
 
 # failures and Ctrl-C
@@ -173,7 +215,7 @@ def test_an_unreadable_input_file_exits_2(
 def test_a_failing_stage_exits_1_with_the_error_and_its_cause(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("pipeline.cli.MultiplyStage", FailingMultiplyStage)
+    monkeypatch.setattr("pipeline.demos.classic.MultiplyStage", FailingMultiplyStage)
     assert main(["demo", "--batch-size", "1"]) == 1
     captured = capsys.readouterr()
     assert "outputs:" not in captured.out
@@ -187,7 +229,7 @@ def test_a_failing_stage_exits_1_with_the_error_and_its_cause(
 def test_a_failure_with_very_verbose_also_prints_the_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("pipeline.cli.MultiplyStage", FailingMultiplyStage)
+    monkeypatch.setattr("pipeline.demos.classic.MultiplyStage", FailingMultiplyStage)
     assert main(["demo", "-vv"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last):" in err
@@ -214,7 +256,7 @@ def test_ctrl_c_during_the_run_exits_130(
     def interrupted(self: object, source: object) -> list[int]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.cli.Pipeline.run", interrupted)
+    monkeypatch.setattr("pipeline.pipeline.Pipeline.run", interrupted)
     assert main(["demo"]) == 130
     assert capsys.readouterr().err == "pipeline: interrupted\n"
 
@@ -272,81 +314,213 @@ def test_custom_verbose_logs_each_workers_line_count_from_teardown(
     assert sum(counts) == 8  # the sample's lines, however the two workers shared them
 
 
-# data: the wiring only; the data example itself is tested with it
+# data: the wiring; the example itself is tested in test_sensors.py
 
 
-def test_data_without_its_module_exits_2_with_the_import_error(
+def hide_the_c_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import pipeline.native.compiled` fail as it does where the C code is not built."""
+    monkeypatch.setitem(sys.modules, "pipeline.native._native", None)
+    monkeypatch.delitem(sys.modules, "pipeline.native.compiled", raising=False)
+
+
+def test_data_help_needs_no_c_extension(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "pipeline.demos.sensors", None)
-    assert main(["data", "--help"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pipeline data: ")
-    assert "pipeline.demos.sensors" in err
-    assert "Traceback" not in err
-
-
-def fake_data_example(calls: list[argparse.Namespace], status: int = 0) -> types.ModuleType:
-    module = types.ModuleType("pipeline.demos.sensors", "Fake data example.\n\nMore text.")
-
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--rows", type=int, default=10)
-
-    def run(args: argparse.Namespace) -> int:
-        calls.append(args)
-        return status
-
-    module.add_arguments = add_arguments  # type: ignore[attr-defined]
-    module.run = run  # type: ignore[attr-defined]
-    return module
-
-
-def test_data_parses_the_options_of_the_data_example_and_runs_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[argparse.Namespace] = []
-    monkeypatch.setitem(sys.modules, "pipeline.demos.sensors", fake_data_example(calls, 3))
-    assert main(["data", "--rows", "7", "-v"]) == 3
-    assert len(calls) == 1
-    assert calls[0].rows == 7
-    assert calls[0].verbose == 1
-
-
-def test_data_help_is_the_data_examples(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "pipeline.demos.sensors", fake_data_example([]))
+    hide_the_c_extension(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "--help"])
     assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: pipeline data [-h] [-v | -q] [--rows ROWS]")
-    assert "Fake data example." in out
+    assert "--threads N" in capsys.readouterr().out
 
 
-def test_data_bad_option_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_data_without_the_c_extension_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "pipeline.demos.sensors", fake_data_example([]))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["data", "--rows", "many"])
-    assert exit_info.value.code == 2
-    assert "argument --rows: invalid int value: 'many'" in capsys.readouterr().err
+    hide_the_c_extension(monkeypatch)
+    assert main(["data", "--count", "10", "--output", str(tmp_path / "out.csv")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "pipeline data: error: the C extension is not available (import of "
+        "pipeline.native._native halted; None in sys.modules); build it with `make install` "
+        "(needs a C compiler), or add `--implementation reference --skip-reference`\n"
+    )
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_data_runs_the_reference_without_the_c_extension(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    hide_the_c_extension(monkeypatch)
+    output = tmp_path / "out.csv"
+    argv = ["data", "--count", "100", "--output", str(output), "--implementation", "reference"]
+    assert main([*argv, "--skip-reference"]) == 0
+    assert "100 sensor readings generated (seed 42)" in capsys.readouterr().out
+    assert output.read_text().startswith("result\n")
+
+
+def test_data_defaults_are_the_data_examples() -> None:
+    from pipeline import cli
+    from pipeline.demos import sensors
+
+    assert cli.DATA_DEFAULT_COUNT == sensors.DEFAULT_COUNT
+    assert cli.DATA_DEFAULT_BATCH_SIZE == sensors.DEFAULT_BATCH_SIZE
+    assert cli.build_parser().parse_args(["data"]).seed == sensors.DEFAULT_SEED
+
+
+def test_data_passes_its_options_to_the_data_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, object]] = []
+
+    def run(**options: object) -> int:
+        calls.append(options)
+        return 3
+
+    monkeypatch.setattr("pipeline.demos.sensors.run", run)
+    assert main(["data", "--count", "7", "--threads", "3", "--skip-reference"]) == 3
+    assert calls == [
+        {
+            "input_path": None,
+            "column": "value",
+            "count": 7,
+            "seed": 42,
+            "threads": 3,
+            "batch_size": 65_536,
+            "output": Path("results.csv"),
+            "implementation": "native",
+            "skip_reference": True,
+        }
+    ]
 
 
 def test_a_stage_error_in_the_data_example_exits_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = fake_data_example([])
-
-    def run(args: argparse.Namespace) -> int:
+    def run(**options: object) -> int:
         error = StageError("NativeStage", "process", detail="ValueError: bad buffer")
         raise error from ValueError("bad buffer")
 
-    module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pipeline.demos.sensors", module)
+    monkeypatch.setattr("pipeline.demos.sensors.run", run)
     assert main(["data"]) == 1
     assert capsys.readouterr().err.splitlines()[1] == "pipeline: caused by ValueError: bad buffer"
+
+
+def test_data_with_a_cell_that_is_not_a_number_exits_1_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readings = tmp_path / "readings.csv"
+    readings.write_text("value\n1.5\nabc\n")
+    output = tmp_path / "out.csv"
+    argv = ["data", "--input", str(readings), "--output", str(output), "--skip-reference"]
+    assert main([*argv, "--implementation", "reference"]) == 1
+    assert capsys.readouterr().err == (
+        f"pipeline data: error: {readings}, line 3: 'abc' is not a number\n"
+    )
+
+
+# what -v and -vv say they log, each subcommand
+
+
+def verbose_help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    return help_text.split("-v, --verbose log more: ")[1].split(" -q, --quiet")[0]
+
+
+def test_demo_very_verbose_logs_every_item_in_every_stage_as_its_help_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "-vv also every item in every stage, with its thread" in verbose_help("demo", capsys)
+    assert main(["demo", "-vv", "--items", "3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    for stage, line in [
+        ("MultiplyStage", "MultiplyStage: 3 -> 6"),
+        ("AddStage", "AddStage: 6 -> 16"),
+        ("FilterStage", "FilterStage: 16 kept"),
+    ]:
+        assert f"pipeline-{stage}-0 pipeline.demos.classic: {line}" in err
+
+
+def test_custom_very_verbose_logs_every_line_in_every_stage_as_its_help_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "-vv also every line in every stage, with its thread" in verbose_help("custom", capsys)
+    path = tmp_path / "two.txt"
+    path.write_text("a  b\nlonger   line\n", encoding="utf-8")
+    assert main(["custom", str(path), "-vv", "--min-length", "5"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    for stage, line in [
+        ("NormaliseWhitespace", "NormaliseWhitespace: 'a  b' -> 'a b'"),
+        ("TitleCase", "TitleCase: 'a b' -> 'A B'"),
+        ("MinimumLength", "MinimumLength: 'A B' dropped"),
+        ("MinimumLength", "MinimumLength: 'Longer Line' kept"),
+    ]:
+        assert f"pipeline-{stage}-0 pipeline.demos.text: {line}" in err
+
+
+def test_data_verbose_logs_each_step_as_its_help_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "-v each step of the run" in verbose_help("data", capsys)
+    output = tmp_path / "out.csv"
+    argv = ["data", "--count", "10", "--output", str(output), "--implementation", "reference"]
+    assert main([*argv, "-vv"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "MainThread pipeline.demos.sensors: generating 10 readings",
+        "MainThread pipeline.demos.sensors: transforming with reference on 2 threads",
+        f"MainThread pipeline.demos.sensors: writing the results to {output}",
+        "MainThread pipeline.demos.sensors: transforming with the pure-Python reference "
+        "on 1 thread",
+    ]
+
+
+# the version
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["demo", "--version"], ["data", "--version"]])
+def test_version_prints_the_package_version(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"pipeline {pipeline.__version__}\n"
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_launchers_answer_version(launcher: str) -> None:
+    result = run_python(launcher, "--version")
+    assert (result.returncode, result.stdout) == (0, f"pipeline {pipeline.__version__}\n")
+
+
+# a reader that goes away: `pipeline ... | head`
+
+
+def read_a_little_then_close(*argv: str) -> tuple[int, str]:
+    """Run `python -m pipeline ARGV`, read 100 bytes of its output, close the pipe, wait."""
+    command = [sys.executable, "-m", "pipeline", *argv]
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert len(process.stdout.read(100)) == 100
+        process.stdout.close()
+        err = process.stderr.read()
+        return process.wait(timeout=TIMEOUT), err
+
+
+def test_a_closed_stdout_ends_the_demo_quietly() -> None:
+    # Far more output than a pipe holds, so the demo is still writing when the pipe closes.
+    status, err = read_a_little_then_close("demo", "-q", "--items", "300000")
+    assert (status, err) == (141, "")
+
+
+def test_a_closed_stdout_ends_a_streaming_run_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "lines.txt"
+    path.write_text("a line long enough to be kept\n" * 100_000, encoding="utf-8")
+    status, err = read_a_little_then_close("custom", "-q", str(path), "--workers", "2")
+    assert (status, err) == (141, "")
 
 
 # entry points, as subprocesses
@@ -457,4 +631,84 @@ def test_progress_without_tqdm_exits_2_saying_what_to_install(
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.progress", raising=False)
     assert main(["demo", "--progress"]) == 2
-    assert "pip install pipeline[progress]" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "pipeline demo: error: pipeline.observe.progress needs tqdm: "
+        "pip install 'threaded-pipeline[progress]'\n"
+    )
+
+
+# adding a subcommand, as cli.py's docstring says
+
+
+def add_echo(commands: cli.Commands) -> None:
+    def echo(args: argparse.Namespace) -> int:
+        print(" ".join([args.word] * args.times))
+        logging.getLogger("echo").debug("echoed %r", args.word)
+        return 0
+
+    parser = commands.add(
+        "echo",
+        handler=echo,
+        help="say a word again",
+        description="Print WORD --times times.",
+        verbose="-vv the word echoed",
+    )
+    parser.add_argument("word")
+    parser.add_argument("--times", type=cli.positive_int, default=2, metavar="N")
+
+
+def test_a_registered_subcommand_gets_the_shared_options_and_checks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_echo])
+    assert main(["echo", "hey", "-vv"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "hey hey\n"
+    assert captured.err == "MainThread echo: echoed 'hey'\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["echo", "hey", "--times", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --times: must be >= 1, got 0" in capsys.readouterr().err
+    assert "-v, --verbose  log more: -vv the word echoed" in verbose_help_text("echo", capsys)
+
+
+def verbose_help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out
+
+
+def test_the_demos_are_plain_calls() -> None:
+    out = io.StringIO()
+    assert classic.run(3, quiet=True, out=out) == 0
+    assert out.getvalue() == "[12, 14, 16]\n"
+    out, err = io.StringIO(), io.StringIO()
+    lines = ["a  short  one", "a   line  long enough"]
+    assert text.run(lines, min_length=12, out=out, err=err) == 0
+    assert out.getvalue() == "A Line Long Enough\n"
+    assert err.getvalue().startswith("kept 1 lines of at least 12 characters in ")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_etl_very_verbose_logs_the_library_records_as_its_help_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "-vv the library's records, such as windows still open when a stream stops" in (
+        verbose_help("etl", capsys)
+    )
+    command = [sys.executable, "run_etl_example.py", "--stream", "--rate", "2000", "-vv"]
+    with subprocess.Popen(
+        [*command, "--window", "0.05"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"streaming sensor readings")
+        assert process.stdout.readline().startswith(b"[    0.00,     0.05) n=")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 130
+    assert re.search(
+        r"^pipeline-windows-0 pipeline\.stages\.windows: windows: the run stopped with \d+ "
+        r"window\(s\) open$",
+        err.decode(),
+        re.MULTILINE,
+    )

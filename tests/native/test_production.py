@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import array
-import io
 import random
 import re
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.demos import sensors
 from pipeline.errors import StageError
 from pipeline.native.buffers import Float64Input, fresh_doubles
 from pipeline.native.counts import TransformCounts
@@ -307,43 +303,3 @@ def test_stream_memory_stays_flat_for_a_million_values() -> None:
     # All the input is 8 MB and all the output 5.4 MB; in flight stay a few chunks.
     print(f"peak traced memory growth: {peak - baseline:,} bytes")
     assert peak - baseline < 2_000_000, peak - baseline
-
-
-def run_data_example(*argv: str) -> tuple[int, str]:
-    """Run the data example with ``argv`` and return its exit code and report."""
-    parser = argparse.ArgumentParser()
-    sensors.add_arguments(parser)
-    report = io.StringIO()
-    code = sensors.run(parser.parse_args(argv), report)
-    return code, report.getvalue()
-
-
-def test_data_example_writes_the_results_and_compares_with_the_reference(
-    tmp_path: Path,
-) -> None:
-    output = tmp_path / "results.csv"
-    code, report = run_data_example("--count", "3000", "--threads", "2", "--output", str(output))
-    assert code == 0
-    assert "3,000 sensor readings generated (seed 42)" in report
-    assert "results identical bit for bit: yes" in report
-    expected, _ = transform_reference(sensors.generate_readings(3000, 42))
-    rows = output.read_text().splitlines()
-    assert rows[0] == "result"
-    assert [float(row) for row in rows[1:]] == expected.tolist()
-
-
-def test_data_example_reads_readings_from_a_csv_column(tmp_path: Path) -> None:
-    readings = tmp_path / "readings.csv"
-    readings.write_text("time,value\n1,16\n2,-1\n3,nan\n4,-inf\n5,25\n")
-    output = tmp_path / "results.csv"
-    code, report = run_data_example("--input", str(readings), "--output", str(output))
-    assert code == 0
-    assert output.read_text().splitlines() == ["result", "8.0", "10.0"]
-    assert re.search(r"invalid \(NaN/Inf\)\s+2\s+2", report)
-
-
-def test_data_example_names_the_line_of_a_cell_that_is_not_a_number(tmp_path: Path) -> None:
-    readings = tmp_path / "readings.csv"
-    readings.write_text("value\n1.5\nabc\n")
-    with pytest.raises(ValueError, match=r"readings.csv, line 3: 'abc' is not a number$"):
-        sensors.read_readings(readings, "value")

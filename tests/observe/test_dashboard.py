@@ -132,6 +132,12 @@ def test_a_caller_registry_is_served_as_it_is() -> None:
         ({"name": 3}, TypeError, "name must be a str, got int"),
         ({"name": ""}, ValueError, "name must not be empty"),
         ({"registry": {}}, TypeError, "registry must be a CollectorRegistry or None, got dict"),
+        (
+            {"request_timeout": 0},
+            ValueError,
+            "request_timeout must be > 0 seconds and finite, got 0",
+        ),
+        ({"max_connections": 0}, ValueError, "max_connections must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments_are_refused(
@@ -169,6 +175,91 @@ def test_close_stops_the_server_and_joins_its_threads() -> None:
 def test_the_server_is_stopped_when_the_block_raises() -> None:
     with pytest.raises(KeyError), Dashboard(finished_pipeline()):
         raise KeyError("boom")
+    assert dashboard_threads() == []
+
+
+def trickle(client: socket.socket, stop: threading.Event, cut_off: threading.Event) -> None:
+    """Send a request one byte every 50 ms, forever, until the server cuts the connection."""
+    with client:
+        request = b"GET /stats HTTP/1.0\r\nX-Padding: " + b"x" * 10_000
+        for byte in request:
+            try:
+                client.sendall(bytes([byte]))
+            except OSError:  # reset: the server closed it while bytes were unread
+                cut_off.set()
+                return
+            if stop.wait(0.05):
+                return
+        # Every byte sent without the server giving up: it never enforced a deadline.
+
+
+def address_of(dashboard: Dashboard) -> tuple[str, int]:
+    host, port = dashboard.url.removeprefix("http://").rstrip("/").split(":")
+    return host, int(port)
+
+
+def connection_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+def test_a_client_trickling_bytes_is_cut_off_at_the_request_deadline() -> None:
+    # With a timeout per read, a byte every 50 ms kept the connection open for good.
+    stop, cut_off = threading.Event(), threading.Event()
+    with Dashboard(finished_pipeline(), request_timeout=0.3) as dashboard:
+        connection = socket.create_connection(address_of(dashboard), timeout=TIMEOUT)
+        client = threading.Thread(target=trickle, args=(connection, stop, cut_off))
+        client.start()
+        try:
+            assert cut_off.wait(TIMEOUT)
+        finally:
+            stop.set()
+            client.join()
+        assert fetch(dashboard.url + "stats")[0] == 200  # and it still serves others
+    assert dashboard_threads() == []
+
+
+def test_close_returns_at_once_while_a_slow_client_is_connected() -> None:
+    # Before, close() joined the request thread, which a trickling client held open.
+    stop, cut_off = threading.Event(), threading.Event()
+    dashboard = Dashboard(finished_pipeline(), request_timeout=600)
+    dashboard.start()
+    # Connected first, so the server accepts it before the fetch below.
+    connection = socket.create_connection(address_of(dashboard), timeout=TIMEOUT)
+    client = threading.Thread(target=trickle, args=(connection, stop, cut_off))
+    client.start()
+    closer = threading.Thread(target=dashboard.close)
+    try:
+        assert fetch(dashboard.url + "stats")[0] == 200  # the trickler is being served
+        assert connection_threads()
+        closer.start()
+        closer.join(TIMEOUT)
+        assert not closer.is_alive()
+        assert cut_off.wait(TIMEOUT)
+    finally:
+        stop.set()
+        client.join()
+        if closer.ident is not None:
+            closer.join()
+        dashboard.close()
+    assert dashboard_threads() == []
+
+
+def test_connections_beyond_the_bound_are_refused_at_once() -> None:
+    with Dashboard(finished_pipeline(), max_connections=2, request_timeout=600) as dashboard:
+        address = address_of(dashboard)
+        idle = [socket.create_connection(address, timeout=TIMEOUT) for _ in range(2)]
+        try:
+            # The server accepts in order, and takes a slot for each idle client before
+            # it accepts the next connection.
+            with socket.create_connection(address, timeout=TIMEOUT) as third:
+                answer = b""
+                while chunk := third.recv(1024):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
+            assert len(connection_threads()) <= 2
+        finally:
+            for connection in idle:
+                connection.close()
     assert dashboard_threads() == []
 
 
@@ -241,6 +332,7 @@ def test_the_page_renders_the_stages_in_headless_chromium(tmp_path: Path) -> Non
     assert [text for name, text in cells if name == "items-in"] == [f"{ITEMS:,}"] * 2
     assert [text for name, text in cells if name == "items-out"] == [f"{ITEMS:,}"] * 2
     assert [text for name, text in cells if name == "failed"] == ["0", "0"]
+    assert [text for name, text in cells if name == "extra"] == ["-", "-"]
     for share in ("busy", "starved", "blocked"):
         assert all(re.fullmatch(r"\d+%", text) for name, text in cells if name == share)
     assert all(re.fullmatch(r"[\d.]+ [nµm]?s", text) for name, text in cells if name == "p50")
@@ -258,6 +350,9 @@ def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyP
     for name in [name for name in sys.modules if name.split(".")[0] == "prometheus_client"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.dashboard")
-    message = "pipeline.observe.dashboard needs prometheus_client: pip install pipeline[metrics]"
+    message = (
+        "pipeline.observe.dashboard needs prometheus_client: "
+        "pip install 'threaded-pipeline[metrics]'"
+    )
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.dashboard")

@@ -16,12 +16,15 @@ from support import ITEM_SECONDS, Slow
 
 from pipeline import FunctionStage, Pipeline, ResilientStage, StageError
 from pipeline.observe.metrics import (
+    KNOWN_EXTRA_COUNTS,
+    RUN_FIGURES,
+    STAGE_FIGURES,
     PipelineCollector,
     json_snapshot,
     register_metrics,
     statistics_to_dict,
 )
-from pipeline.stats import PipelineStatistics
+from pipeline.stats import PipelineStatistics, StageStatistics, WorkerCounters
 
 ITEMS = 50
 
@@ -130,8 +133,8 @@ def test_every_figure_matches_the_statistics_of_a_known_run() -> None:
             ("pipeline_stage_items_in", stage.items_in),
             ("pipeline_stage_items_out", stage.items_out),
             ("pipeline_stage_failed", stage.failed),
-            ("pipeline_stage_skipped", stage.skipped),
-            ("pipeline_stage_dead_lettered", stage.dead_lettered),
+            ("pipeline_stage_skipped", stage.extra.get("skipped", 0)),
+            ("pipeline_stage_dead_lettered", stage.extra.get("dead_lettered", 0)),
             ("pipeline_stage_busy_seconds", stage.busy_seconds),
             ("pipeline_stage_starved_seconds", stage.starved_seconds),
             ("pipeline_stage_blocked_seconds", stage.blocked_seconds),
@@ -276,7 +279,9 @@ def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyP
     for name in [name for name in sys.modules if name.split(".")[0] == "prometheus_client"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.metrics")
-    message = "pipeline.observe.metrics needs prometheus_client: pip install pipeline[metrics]"
+    message = (
+        "pipeline.observe.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
+    )
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.metrics")
 
@@ -310,3 +315,65 @@ def test_items_skipped_and_dead_lettered_by_error_policies_are_exported() -> Non
         stage="collecting",
     )
     assert (skipped, dead) == (10, 5)
+
+
+class Replay(Pipeline[int, int]):
+    """A pipeline whose statistics are a given snapshot."""
+
+    def __init__(self, snapshot: PipelineStatistics) -> None:
+        super().__init__(FunctionStage[int, int](abs))
+        self.snapshot = snapshot
+
+    def stats(self) -> PipelineStatistics:
+        return self.snapshot
+
+
+def snapshot_of(*stages: StageStatistics) -> PipelineStatistics:
+    return PipelineStatistics(
+        running=False,
+        elapsed_seconds=1.0,
+        items_read=3,
+        items_delivered=3,
+        source_blocked_seconds=0.0,
+        stages=stages,
+        results_queue_depth=0,
+    )
+
+
+def test_stages_with_the_same_name_get_distinct_series() -> None:
+    counters = WorkerCounters()
+    counters.record_batch(3, 3, 0.0, 0.003, 0.0)
+    same = [StageStatistics.from_workers("<lambda>", [counters], 0, 0, 8) for _ in range(3)]
+    registry = CollectorRegistry()
+    register_metrics(Replay(snapshot_of(*same)), registry)
+    samples = scrape(registry)
+    stages = [sample.labels["stage"] for sample in samples["pipeline_stage_items_in"]]
+    assert stages == ["<lambda>", "<lambda>#2", "<lambda>#3"]
+    text = generate_latest(registry).decode()
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert len(lines) == len(set(lines))
+
+
+def test_any_extra_count_is_exported_by_its_name() -> None:
+    counters = WorkerCounters()
+    counters.record_batch(3, 3, 0.0, 0.003, 0.0)
+    counters.count("late items", 2)
+    counters.count("failed", 1)  # a name the core uses already gets a prefix
+    stage = StageStatistics.from_workers("s", [counters], 0, 0, 8)
+    registry = CollectorRegistry()
+    register_metrics(Replay(snapshot_of(stage)), registry)
+    samples = scrape(registry)
+    labels = {"pipeline": "pipeline", "stage": "s"}
+    late = samples["pipeline_stage_late_items"]
+    assert value(late, "pipeline_stage_late_items_total", **labels) == 2
+    extra_failed = samples["pipeline_stage_extra_failed"]
+    assert value(extra_failed, "pipeline_stage_extra_failed_total", **labels) == 1
+    assert value(samples["pipeline_stage_failed"], "pipeline_stage_failed_total", **labels) == 0
+    assert value(samples["pipeline_stage_skipped"], "pipeline_stage_skipped_total", **labels) == 0
+
+
+def test_every_family_comes_from_the_table() -> None:
+    names = {figure.name for figure in (*RUN_FIGURES, *STAGE_FIGURES)}
+    names |= {f"pipeline_stage_{name}" for name in KNOWN_EXTRA_COUNTS}
+    names.add("pipeline_stage_item_latency_seconds")
+    assert names == set(RUN_METRICS) | set(STAGE_METRICS)

@@ -111,7 +111,7 @@ def test_nothing_to_draw_is_an_error() -> None:
 
 
 def test_the_interval_must_be_positive() -> None:
-    with pytest.raises(ValueError, match=r"^interval must be > 0, got 0$"):
+    with pytest.raises(ValueError, match=r"^interval must be > 0 seconds and finite, got 0$"):
         TimelineRecorder(interval=0)
 
 
@@ -119,6 +119,6 @@ def test_a_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.plot")
-    message = "pipeline.observe.plot needs matplotlib: pip install pipeline[plot]"
+    message = "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.plot")

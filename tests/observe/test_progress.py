@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pipeline import FunctionStage, Pipeline
+from pipeline.observe import progress as progress_module
 from pipeline.observe.progress import Progress
 
 ITEMS = 60
@@ -43,12 +44,14 @@ def two_stages() -> Pipeline[int, int]:
 
 
 def progress_threads() -> list[str]:
-    return [thread.name for thread in threading.enumerate() if thread.name == "pipeline-progress"]
+    return [thread.name for thread in threading.enumerate() if thread.name == "pipeline-sampler"]
 
 
 def final_line(output: str, stage: str) -> str:
-    """Return the last drawing of `stage`'s bar (tqdm redraws with carriage returns)."""
-    drawings = [part for part in re.split(r"[\r\n]", output) if part.startswith(f"{stage}:")]
+    """Return the last drawing of `stage`'s bar (tqdm redraws with carriage returns),
+    without the spaces that align it with longer names."""
+    parts = [part.lstrip(" ") for part in re.split(r"[\r\n]", output)]  # names are aligned
+    drawings = [part for part in parts if part.startswith(f"{stage}:")]
     assert drawings, output
     return drawings[-1]
 
@@ -57,7 +60,7 @@ def test_each_stage_gets_a_bar_with_its_final_count() -> None:
     terminal = Terminal()
     pipeline = two_stages()
     with Progress(pipeline, file=terminal, interval=0.01):
-        assert progress_threads() == ["pipeline-progress"]
+        assert progress_threads() == ["pipeline-sampler"]
         pipeline.run(range(ITEMS))
     assert progress_threads() == []
     output = terminal.getvalue()
@@ -147,10 +150,18 @@ def test_the_monitor_is_joined_when_the_run_fails() -> None:
 @pytest.mark.parametrize(
     ("arguments", "error", "message"),
     [
-        ({"interval": 0}, ValueError, "interval must be > 0 and finite, got 0"),
-        ({"interval": -0.5}, ValueError, "interval must be > 0 and finite, got -0.5"),
-        ({"interval": float("nan")}, ValueError, "interval must be > 0 and finite, got nan"),
-        ({"interval": float("inf")}, ValueError, "interval must be > 0 and finite, got inf"),
+        ({"interval": 0}, ValueError, "interval must be > 0 seconds and finite, got 0"),
+        ({"interval": -0.5}, ValueError, "interval must be > 0 seconds and finite, got -0.5"),
+        (
+            {"interval": float("nan")},
+            ValueError,
+            "interval must be > 0 seconds and finite, got nan",
+        ),
+        (
+            {"interval": float("inf")},
+            ValueError,
+            "interval must be > 0 seconds and finite, got inf",
+        ),
         ({"interval": "a"}, TypeError, "interval must be a number, got str"),
         ({"interval": True}, TypeError, "interval must be a number, got bool"),
         ({"total": -1}, ValueError, "total must be >= 0 or None, got -1"),
@@ -182,6 +193,65 @@ def test_a_missing_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     for name in [name for name in sys.modules if name.split(".")[0] == "tqdm"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.progress")
-    message = "pipeline.observe.progress needs tqdm: pip install pipeline[progress]"
+    message = "pipeline.observe.progress needs tqdm: pip install 'threaded-pipeline[progress]'"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         importlib.import_module("pipeline.observe.progress")
+
+
+def test_bars_off_for_lack_of_a_terminal_are_announced_once_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(progress_module, "_told_not_a_terminal", False)
+    pipeline = two_stages()
+    for _ in range(3):
+        with Progress(pipeline, file=io.StringIO()):
+            pipeline.run(range(ITEMS))
+    assert capsys.readouterr().err == (
+        "pipeline: progress bars are off because the output is not a terminal; "
+        "pass Progress(..., disable=False) to draw them anyway\n"
+    )
+
+
+def test_bars_turned_off_on_purpose_are_not_announced(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(progress_module, "_told_not_a_terminal", False)
+    pipeline = two_stages()
+    with Progress(pipeline, file=io.StringIO(), disable=True):
+        pipeline.run(range(ITEMS))
+    assert capsys.readouterr().err == ""
+
+
+def test_the_bars_of_stages_with_names_of_different_lengths_line_up() -> None:
+    short = FunctionStage[int, int](lambda item: item, name="a")
+    long = FunctionStage[int, int](lambda item: item, name="a much longer name")
+    terminal = Terminal()
+    pipeline = Pipeline(short >> long)
+    with Progress(pipeline, file=terminal):
+        pipeline.run(range(ITEMS))
+    drawings = [part for part in re.split(r"[\r\n]", terminal.getvalue()) if ": " in part]
+    columns = {part.index(": ") for part in drawings}
+    assert len(columns) == 1, drawings
+    assert any(part.startswith(" " * 17 + "a: ") for part in drawings)
+
+
+def test_progress_and_a_timeline_recorder_share_one_monitor_thread() -> None:
+    from pipeline.observe.plot import TimelineRecorder
+
+    seen: list[list[str]] = []
+    release = threading.Event()
+
+    def look(item: int) -> int:
+        if item == 0:
+            seen.append(progress_threads())
+            release.set()
+        return item
+
+    recorder = TimelineRecorder(interval=0.005)
+    pipeline = Pipeline(FunctionStage(look), observer=recorder)
+    with Progress(pipeline, file=Terminal(), interval=0.01), recorder.recording(pipeline):
+        pipeline.run(range(ITEMS))
+    assert release.is_set()
+    assert seen == [["pipeline-sampler"]]
+    assert progress_threads() == []
+    assert recorder.samples  # the recorder got its samples from the shared thread

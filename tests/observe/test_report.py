@@ -10,7 +10,14 @@ import pytest
 from support import ITEM_SECONDS, Slow
 
 from pipeline import FunctionStage, Pipeline, StageError
-from pipeline.observe.report import CONSUMER, SOURCE, bottleneck, diagnose, format_report
+from pipeline.observe.report import (
+    CONSUMER,
+    SOURCE,
+    bottleneck,
+    diagnose,
+    format_report,
+    stage_labels,
+)
 from pipeline.stats import PipelineStatistics, StageStatistics, WorkerCounters
 
 ITEMS = 60
@@ -53,7 +60,7 @@ def test_a_slow_first_stage_is_the_bottleneck_and_starves_the_rest() -> None:
     assert diagnosis is not None
     assert (diagnosis.culprit, diagnosis.kind) == ("Slow", "stage")
     assert re.fullmatch(
-        r"Slow is busy \d+% of the time; the source waits for room in its full input queue "
+        r"Slow is busy \d+% of the time; the source waits for room in Slow's input queue "
         r"\d+% of the time; middle, after it, waits for items \d+% of the time",
         diagnosis.reason,
     )
@@ -68,7 +75,8 @@ def test_a_slow_middle_stage_blocks_upstream_and_starves_downstream() -> None:
     assert bottleneck(stats) == "Slow"
     reason = format_report(stats).splitlines()[-1]
     assert re.match(r"bottleneck: Slow: Slow is busy (?:[789]\d|100)% of the time; ", reason)
-    assert "first, before it, waits for room in its full input queue" in reason
+    assert "first, before it, waits for room in Slow's input queue" in reason
+    assert "full" not in reason
     assert "last, after it, waits for items" in reason
 
 
@@ -211,3 +219,90 @@ def test_the_report_can_be_read_during_a_run() -> None:
     assert reports[0].startswith("pipeline running for ")
     assert re.search(r"\d+ items read, \d+ delivered", reports[0])
     assert "\nlook " in reports[0]
+
+
+def test_a_run_stopped_early_is_reported_as_stopped_with_what_it_did() -> None:
+    pipeline = Pipeline(fast("first") >> fast("second"), batch_size=1, queue_size=2)
+    with pipeline:
+        for count, _ in enumerate(pipeline.stream(iter(range(10_000)))):
+            if count == 20:
+                break  # the loop stops the run, as Ctrl-C would
+    stats = pipeline.stats()
+    assert stats is not None
+    assert not stats.running
+    report = format_report(stats)
+    assert re.match(r"pipeline stopped after [\d.]+ s: [\d,]+ items read, \d+ delivered", report)
+    assert "\nfirst " in report
+    assert "\nsecond " in report
+
+
+def test_a_failed_run_is_reported_as_stopped() -> None:
+    def fail_on_five(item: int) -> int:
+        if item == 5:
+            raise ValueError(item)
+        return item
+
+    pipeline = Pipeline(FunctionStage(fail_on_five), batch_size=1)
+    with pytest.raises(StageError):
+        pipeline.run(range(10))
+    stats = pipeline.stats()
+    assert stats is not None
+    assert format_report(stats).startswith("pipeline stopped after ")
+
+
+def test_extra_counts_get_a_column_each_when_a_stage_has_them() -> None:
+    plain = WorkerCounters()
+    plain.record_batch(10, 10, 0.0, 0.01, 0.0)
+    counting = WorkerCounters()
+    counting.record_batch(10, 7, 0.0, 0.01, 0.0)
+    counting.count("skipped", 2)
+    counting.count("dead_lettered", 1)
+    stats = snapshot(
+        StageStatistics.from_workers("plain", [plain], 0, 1, 8),
+        StageStatistics.from_workers("counting", [counting], 0, 1, 8),
+    )
+    lines = format_report(stats).splitlines()
+    assert lines[2].split()[:7] == [
+        "stage",
+        "workers",
+        "in",
+        "out",
+        "failed",
+        "dead_lettered",
+        "skipped",
+    ]
+    assert lines[3].split()[:7] == ["plain", "1", "10", "10", "0", "0", "0"]
+    assert lines[4].split()[:7] == ["counting", "1", "10", "7", "0", "1", "2"]
+    # A run without extra counts keeps the plain table.
+    without = snapshot(StageStatistics.from_workers("plain", [plain], 0, 1, 8))
+    assert format_report(without).splitlines()[2].split()[5] == "busy"
+
+
+def test_stages_with_the_same_name_are_told_apart() -> None:
+    counters = WorkerCounters()
+    counters.record_batch(10, 10, 0.0, 0.01, 0.0)
+    same = [StageStatistics.from_workers("<lambda>", [counters], 0, 1, 8) for _ in range(3)]
+    rows = format_report(snapshot(*same)).splitlines()[3:6]
+    assert [row.split()[0] for row in rows] == ["<lambda>", "<lambda>#2", "<lambda>#3"]
+    assert stage_labels(snapshot(*same)) == ["<lambda>", "<lambda>#2", "<lambda>#3"]
+
+
+def snapshot(*stages: StageStatistics) -> PipelineStatistics:
+    """Return the snapshot of a finished run whose items went through `stages`."""
+    return PipelineStatistics(
+        running=False,
+        elapsed_seconds=1.0,
+        items_read=stages[0].items_in,
+        items_delivered=stages[-1].items_out,
+        source_blocked_seconds=0.0,
+        stages=stages,
+        results_queue_depth=0,
+    )
+
+
+def test_the_queue_peak_does_not_count_the_end_of_stream_marker() -> None:
+    pipeline = Pipeline(fast("only"))
+    pipeline.run([])  # nothing but the marker ever enters the queue
+    stats = pipeline.stats()
+    assert stats is not None
+    assert stats.stage("only").queue_high_water_mark == 0

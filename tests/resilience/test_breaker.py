@@ -267,7 +267,16 @@ def test_trip_on_takes_one_class_or_any_iterable_of_them(trip_on: Any) -> None:
     [
         ({"failure_threshold": 0}, ValueError, "failure_threshold must be >= 1, got 0"),
         ({"failure_threshold": "3"}, TypeError, "failure_threshold must be an int, got str"),
-        ({"reset_timeout": -1}, ValueError, "reset_timeout must be >= 0, got -1"),
+        (
+            {"reset_timeout": -1},
+            ValueError,
+            "reset_timeout must be >= 0 seconds and finite, got -1",
+        ),
+        (
+            {"reset_timeout": float("inf")},
+            ValueError,
+            "reset_timeout must be >= 0 seconds and finite, got inf",
+        ),
         ({"reset_timeout": None}, TypeError, "reset_timeout must be a number, got NoneType"),
         ({"trip_on": ()}, ValueError, "trip_on must hold at least one exception class, got ()"),
         (
@@ -378,3 +387,22 @@ def test_an_item_rejected_by_an_open_circuit_is_not_retried() -> None:
     # Item 0's ConnectionError opens the circuit and is retried; the retry is rejected.
     assert letters == [(0, CircuitOpen, 2), (1, CircuitOpen, 1), (2, CircuitOpen, 1)]
     assert service.calls == 1
+
+
+def test_call_passes_any_arguments_through() -> None:
+    breaker = CircuitBreaker(failure_threshold=1)
+    assert breaker.call(divmod, 7, 2) == (3, 1)
+    assert breaker.call(int, "ff", base=16) == 255
+    assert breaker.call(list) == []
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(divmod, 1, 0)
+    assert breaker.state is OPEN
+
+
+def test_try_admit_returns_the_refusal_instead_of_raising_it() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=60, name="svc")
+    with pytest.raises(ZeroDivisionError):
+        breaker.call(divmod, 1, 0)
+    refusal = breaker.try_admit()
+    assert isinstance(refusal, CircuitOpen)
+    assert str(refusal).startswith("circuit 'svc' is open; next trial in ")

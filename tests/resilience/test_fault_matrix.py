@@ -154,7 +154,7 @@ def test_random_chains_account_for_every_item(
             ResilientStage(
                 stage,
                 on_error=policy,
-                retry=RetryPolicy(max_attempts=2, base_delay=0) if flaky else None,
+                retry=RetryPolicy(max_attempts=2, base_delay=0, retry_on=Boom) if flaky else None,
                 dead_letters=letters if policy == "collect" else None,
             )
         )

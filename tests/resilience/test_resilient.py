@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import re
+import traceback
 from typing import Any
 
 import pytest
 from support import Boom, Lifecycle
 
 from pipeline import (
+    CircuitBreaker,
     FlatMapFunctionStage,
     FunctionStage,
     Pipeline,
     PipelineStage,
     PredicateStage,
+    RetryPolicy,
     StageError,
 )
 from pipeline.resilience.policy import DeadLetters, FailureBudget
 from pipeline.resilience.resilient import ResilientStage
+
+WAIT = 5.0
 
 
 def fail_on_three(item: int) -> int:
@@ -150,3 +155,90 @@ def test_bad_wrapper_arguments_are_rejected(
 def test_only_a_stage_can_be_wrapped() -> None:
     with pytest.raises(TypeError, match="stage must be a PipelineStage, got function"):
         ResilientStage(fail_on_three)  # type: ignore[arg-type]
+
+
+def test_skipped_and_dead_lettered_items_are_the_stage_extra_counts() -> None:
+    skipping = ResilientStage(
+        FunctionStage(fail_on_three, name="skipping", workers=2), on_error="skip"
+    )
+    collecting = ResilientStage(
+        FunctionStage[int, int](lambda item: 10 // (item % 5), name="collecting"),
+        on_error="collect",
+    )
+    pipeline = Pipeline(skipping >> collecting, batch_size=4)
+    assert pipeline.run(range(20)) == [
+        10 // (item % 5) for item in range(20) if item % 5 and item != 3
+    ]
+    stats = pipeline.stats()
+    assert stats is not None
+    assert stats.stage("skipping").extra == {"skipped": 1}
+    assert stats.stage("collecting").extra == {"dead_lettered": 4}
+    assert (skipping.statistics().items_skipped, collecting.statistics().items_dead_lettered) == (
+        1,
+        4,
+    )
+
+
+def test_a_failure_travels_as_a_value_not_as_a_chain_of_re_raises() -> None:
+    # Before, the user's exception was raised again at each layer (the breaker, the time
+    # limit, the retry loop), and each layer added its frames to the traceback.
+    def fail(item: int) -> int:
+        raise Boom(f"bad {item}")
+
+    stage = ResilientStage(
+        FunctionStage(fail),
+        on_error="collect",
+        retry=RetryPolicy(max_attempts=2, base_delay=0, retry_on=Boom),
+        breaker=CircuitBreaker(failure_threshold=100),
+        timeout=WAIT,
+    )
+    assert Pipeline(stage).run([1]) == []
+    assert stage.dead_letters is not None
+    [letter] = stage.dead_letters.snapshot()
+    assert (letter.attempts, str(letter.error)) == (2, "bad 1")
+    frames = [
+        frame.f_code.co_filename for frame, _ in traceback.walk_tb(letter.error.__traceback__)
+    ]
+    assert not [name for name in frames if "pipeline/resilience/" in name], frames
+    assert letter.error.__context__ is None
+
+
+def test_under_raise_the_outputs_before_the_failing_item_are_delivered() -> None:
+    # The failing batch's earlier outputs travel with ItemFailed, so a run that reports
+    # a failure at its position (the default) delivers every output before it.
+    def fail_on_fifty(item: int) -> int:
+        if item == 50:
+            raise Boom("fifty")
+        return item
+
+    seen: list[int] = []
+
+    def consume() -> None:
+        stage = ResilientStage(FunctionStage(fail_on_fifty))
+        seen.extend(Pipeline(stage, batch_size=64).stream(range(100)))
+
+    with pytest.raises(StageError, match="failed on item 50: Boom: fifty"):
+        consume()
+    assert seen == list(range(50))
+
+
+class Interrupted(BaseException):
+    """Stands in for Ctrl-C or SystemExit raised by the user's code."""
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip", "collect"])
+def test_a_base_exception_is_no_outcome_and_stops_the_run_under_any_policy(policy: Any) -> None:
+    def interrupt_on_two(item: int) -> int:
+        if item == 2:
+            raise Interrupted("stop")
+        return item
+
+    stage = ResilientStage(
+        FunctionStage(interrupt_on_two),
+        on_error=policy,
+        retry=RetryPolicy(max_attempts=3, base_delay=0, retry_on=BaseException),
+    )
+    with pytest.raises(StageError) as raised:
+        Pipeline(stage).run(range(5))
+    assert type(raised.value.__cause__) is Interrupted
+    assert stage.statistics().retries == 0

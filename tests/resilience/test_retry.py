@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 from support import WAIT, interrupt_when_ready
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
+from pipeline import (
+    TRANSIENT_ERRORS,
+    FunctionStage,
+    ItemTimeout,
+    Pipeline,
+    PipelineStage,
+    StageError,
+)
 from pipeline.resilience.resilient import ResilientStage
 from pipeline.resilience.retry import RetryPolicy
 
@@ -124,10 +131,19 @@ def test_a_policy_is_still_a_frozen_dataclass_that_replace_can_copy() -> None:
     [
         ({"max_attempts": 0}, ValueError, "max_attempts must be >= 1, got 0"),
         ({"max_attempts": 2.0}, TypeError, "max_attempts must be an int, got float"),
-        ({"base_delay": -1}, ValueError, "base_delay must be >= 0, got -1"),
-        ({"max_delay": float("nan")}, ValueError, "max_delay must be >= 0, got nan"),
-        ({"max_delay": float("inf")}, ValueError, "max_delay must be finite, got inf"),
+        ({"base_delay": -1}, ValueError, "base_delay must be >= 0 seconds and finite, got -1"),
+        (
+            {"max_delay": float("nan")},
+            ValueError,
+            "max_delay must be >= 0 seconds and finite, got nan",
+        ),
+        (
+            {"max_delay": float("inf")},
+            ValueError,
+            "max_delay must be >= 0 seconds and finite, got inf",
+        ),
         ({"multiplier": float("inf")}, ValueError, "multiplier must be finite, got inf"),
+        ({"multiplier": float("nan")}, ValueError, "multiplier must be >= 1, got nan"),
         ({"base_delay": "1"}, TypeError, "base_delay must be a number, got str"),
         (
             {"base_delay": 2, "max_delay": 1},
@@ -272,3 +288,22 @@ def test_ctrl_c_during_a_30_second_backoff_stops_at_once_leaving_no_thread() -> 
     stopped, threads = stdout.strip().splitlines()
     assert float(stopped.removeprefix("stopped after ").removesuffix(" s")) < WAIT
     assert threads == "threads left: 0"
+
+
+def test_the_default_policy_retries_only_transient_errors() -> None:
+    # Before, RetryPolicy() retried every Exception, a ValueError from bad data too.
+    policy = RetryPolicy()
+    assert policy.retry_on == TRANSIENT_ERRORS == (TimeoutError, ConnectionError)
+    assert policy.should_retry(TimeoutError(), 1)
+    assert policy.should_retry(ConnectionResetError(), 1)
+    assert policy.should_retry(ItemTimeout("slow"), 1)
+    assert not policy.should_retry(ValueError("bad data"), 1)
+    assert not policy.should_retry(KeyError("missing"), 1)
+
+
+def test_a_value_error_is_not_retried_by_default_in_a_run() -> None:
+    flaky = Flaky({3}, failures=1, error=ValueError)
+    stage = ResilientStage(flaky, on_error="collect", retry=RetryPolicy(base_delay=0))
+    assert Pipeline(stage).run(range(6)) == [0, 1, 2, 4, 5]
+    assert flaky.attempts[3] == 1
+    assert stage.statistics().retries == 0

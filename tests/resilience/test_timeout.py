@@ -7,13 +7,14 @@ TIMEOUT is generous, so that a quick item never times out on a loaded machine.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any
 
 import pytest
 
-from pipeline import ItemTimeout, Pipeline, PipelineStage, StageError
+from pipeline import FunctionStage, ItemTimeout, Pipeline, PipelineStage, StageError
 from pipeline.resilience.resilient import ResilientStage
 from pipeline.resilience.retry import RetryPolicy
 
@@ -194,3 +195,63 @@ def test_a_lifecycle_failure_in_a_helper_thread_surfaces_naming_the_worker(phase
 def test_bad_timeouts_are_rejected(timeout: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         ResilientStage(Stuck(0, 0), timeout=timeout)
+
+
+class _Announced(logging.Handler):
+    """Set `event` when the time limit says it waits at its bound."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "waiting for one to return" in record.getMessage():
+            self.event.set()
+
+
+def test_overrunning_calls_are_bounded_and_the_worker_waits_at_the_bound() -> None:
+    # Before, each overrun left a helper thread behind without limit (96 threads for 200
+    # calls of 1 s under a 10 ms timeout). Here every call hangs until released.
+    release = threading.Event()
+    at_bound, two_started = threading.Event(), threading.Event()
+    started: list[int] = []
+    alive_helpers: list[int] = []
+
+    def hang(item: int) -> int:
+        started.append(item)
+        if len(started) == 2:
+            two_started.set()
+        alive_helpers.append(
+            sum(1 for thread in threading.enumerate() if thread.name.startswith("pipeline-hang"))
+        )
+        release.wait(WAIT)
+        return item
+
+    stage = ResilientStage(
+        FunctionStage(hang, name="hang"), on_error="collect", timeout=0.01, max_overrunning=2
+    )
+    handler = _Announced(at_bound)
+    timeout_logger = logging.getLogger("pipeline.resilience.timeout")
+    timeout_logger.addHandler(handler)
+    outputs: list[list[int]] = []
+    run = threading.Thread(
+        target=lambda: outputs.append(Pipeline(stage, batch_size=1).run(range(20)))
+    )
+    run.start()
+    try:
+        assert at_bound.wait(WAIT)
+        assert two_started.wait(WAIT)  # a call may start in its helper after its timeout
+        assert started == [0, 1]  # two calls overran; the worker waits instead of a third
+    finally:
+        release.set()
+        run.join()
+        timeout_logger.removeHandler(handler)
+    [result] = outputs
+    assert stage.dead_letters is not None
+    assert len(result) + len(stage.dead_letters) == 20
+    assert max(alive_helpers) <= 1 + stage.max_overrunning  # the current helper + 2 abandoned
+
+
+def test_max_overrunning_must_be_a_positive_int() -> None:
+    with pytest.raises(ValueError, match=r"^max_overrunning must be >= 1, got 0$"):
+        ResilientStage(Stuck(0, 0), timeout=1.0, max_overrunning=0)

@@ -201,7 +201,7 @@ def test_records_in_equal_passed_plus_rejected_with_several_workers() -> None:
     assert rejects.total == 900
     stats = pipeline.stats()
     assert stats is not None
-    assert stats.stage("QualityStage").dead_lettered == 900
+    assert stats.stage("QualityStage").extra["dead_lettered"] == 900
     assert len(rejects.drain()) == 900
     assert len(rejects) == 0
     assert rejects.total == 900

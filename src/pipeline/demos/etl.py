@@ -31,7 +31,6 @@ Ctrl-C. Standard library only (`--plot` needs matplotlib).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import datetime
@@ -81,9 +80,7 @@ __all__ = [
     "GeneratedCsv",
     "Reading",
     "StreamResult",
-    "add_arguments",
     "generate_csv",
-    "main",
     "quality_rules",
     "run",
     "run_stream",
@@ -852,7 +849,7 @@ def plot_windows(reports: Sequence[WindowReport], path: Path) -> None:
     """Draw each window's mean with its +-3 std band and mark the anomalies (matplotlib).
 
     Raises:
-        ImportError: matplotlib is not installed (`pip install pipeline[plot]`).
+        ImportError: matplotlib is not installed (`pip install 'threaded-pipeline[plot]'`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -911,119 +908,3 @@ def plot_windows(reports: Sequence[WindowReport], path: Path) -> None:
     axes.set_title(f"a sensor stream in {size:g} s tumbling windows, anomalies marked")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     figure.savefig(path, dpi=100)
-
-
-# the command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the flags of `pipeline etl`."""
-    parser.add_argument(
-        "--rows", type=_positive_int, default=DEFAULT_ROWS, help="rows to generate (100,000)"
-    )
-    parser.add_argument("--input", type=Path, metavar="CSV", help="read this CSV instead")
-    parser.add_argument(
-        "--workdir", type=Path, help="keep the CSV and the databases here (default: a temp dir)"
-    )
-    parser.add_argument(
-        "--sequential", action="store_true", help="run every step in one thread, for comparison"
-    )
-    parser.add_argument(
-        "--io-workers",
-        type=_positive_int,
-        default=DEFAULT_IO_WORKERS,
-        help=f"workers of the I/O-bound conversion ({DEFAULT_IO_WORKERS})",
-    )
-    parser.add_argument(
-        "--io-latency",
-        type=_non_negative_number,
-        default=DEFAULT_IO_LATENCY * 1e3,
-        metavar="MS",
-        help=f"milliseconds per rate request ({DEFAULT_IO_LATENCY * 1e3:g})",
-    )
-    parser.add_argument(
-        "--write-target",
-        type=_positive_number,
-        default=DEFAULT_WRITE_TARGET * 1e3,
-        metavar="MS",
-        help=f"latency objective of one write, in ms ({DEFAULT_WRITE_TARGET * 1e3:g})",
-    )
-    parser.add_argument("--quality-json", type=Path, help="also write the quality report here")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
-    stream = parser.add_argument_group("the stream (--stream)")
-    stream.add_argument(
-        "--stream", action="store_true", help="window a sensor stream until Ctrl-C instead"
-    )
-    stream.add_argument(
-        "--rate",
-        type=_positive_number,
-        default=DEFAULT_RATE,
-        help=f"readings a second ({DEFAULT_RATE:g})",
-    )
-    stream.add_argument("--window", type=_positive_number, default=1.0, help="window seconds (1)")
-    stream.add_argument(
-        "--readings", type=_positive_int, help="stop after this many readings (default: never)"
-    )
-    stream.add_argument(
-        "--plot", type=Path, metavar="PNG", help="plot the windows there (needs matplotlib)"
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run what `args` (from `add_arguments`) asks for; return the exit code."""
-    if args.stream:
-        run_stream(
-            rate=args.rate,
-            window=args.window,
-            readings=args.readings,
-            plot=args.plot,
-            seed=args.seed,
-        )
-        return 0
-    try:
-        result = run(
-            args.rows,
-            input_csv=args.input,
-            workdir=args.workdir,
-            sequential=args.sequential,
-            io_workers=args.io_workers,
-            io_latency=args.io_latency / 1e3,
-            write_target=args.write_target / 1e3,
-            seed=args.seed,
-            quality_json=args.quality_json,
-        )
-    except (OSError, ValueError) as exc:  # a file that cannot be read, or is not our CSV
-        print(f"pipeline etl: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if result.reconciled else 1
-
-
-def _non_negative_number(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_number(text: str) -> float:
-    value = _number(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value

@@ -2,112 +2,114 @@
 
 Generates readings (or reads them from a CSV file), some NaN, +/-Inf or
 negative, runs them through ``DataPipeline`` with the C core on
-``--threads`` worker threads, writes the kept results to a CSV file, and
+``threads`` worker threads, writes the kept results to a CSV file, and
 prints the statistics next to those of the pure-Python reference on the same
 data, with a check that both gave the same results bit for bit.
 
-Wired into the command line by ``pipeline.cli`` (``./run_data_example.py``,
-``python -m pipeline``): ``add_arguments`` declares the flags, ``run`` does the work.
+``pipeline.cli`` declares the options of ``pipeline data`` and calls ``run``.
+With info logging on, ``run`` logs each step as it starts; the readings are
+transformed in C, a chunk at a time, so nothing is logged per reading.
 """
 
 from __future__ import annotations
 
-import argparse
 import array
 import csv
+import logging
 import random
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.native.production import DataPipeline, DataStats
+from pipeline.native.production import DataPipeline, DataStats, Implementation
 
-__all__ = ["add_arguments", "generate_readings", "read_readings", "run"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_COUNT",
+    "DEFAULT_SEED",
+    "generate_readings",
+    "read_readings",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_COUNT = 1_000_000
 DEFAULT_BATCH_SIZE = 65_536
+DEFAULT_SEED = 42
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the data example's flags on ``parser``."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--input",
-        type=Path,
-        metavar="CSV",
-        help="read readings from this CSV file (a header row, then one reading per row) "
-        "instead of generating them",
-    )
-    source.add_argument(
-        "--count",
-        type=int,
-        default=DEFAULT_COUNT,
-        help=f"readings to generate (default {DEFAULT_COUNT:,})",
-    )
-    parser.add_argument(
-        "--column", default="value", help="the CSV column holding the readings (default: value)"
-    )
-    parser.add_argument("--seed", type=int, default=42, help="seed for generated readings")
-    parser.add_argument("--threads", type=int, default=2, help="worker threads (default 2)")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"readings per chunk handed to a worker (default {DEFAULT_BATCH_SIZE:,})",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path("results.csv"),
-        metavar="CSV",
-        help="where to write the results (default: results.csv)",
-    )
-    parser.add_argument(
-        "--implementation",
-        choices=["native", "reference"],
-        default="native",
-        help="the transform for the main run (default: native, the C core)",
-    )
-    parser.add_argument(
-        "--skip-reference",
-        action="store_true",
-        help="do not run the pure-Python reference for comparison",
-    )
+def run(
+    *,
+    input_path: Path | None = None,
+    column: str = "value",
+    count: int = DEFAULT_COUNT,
+    seed: int = DEFAULT_SEED,
+    threads: int = 2,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    output: Path = Path("results.csv"),
+    implementation: Implementation = "native",
+    skip_reference: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Run the example and report to ``out`` (default: stdout).
 
+    The pipelines are made before any reading is generated or read, so a missing C
+    extension or a bad argument fails at once. Blocks until both runs end.
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run the example with parsed ``args``, reporting to ``out`` (default: stdout).
+    Args:
+        input_path: a CSV file to read the readings from, instead of generating them.
+        column: the CSV column holding the readings.
+        count, seed: how many readings to generate, and the seed of the generator.
+        threads: worker threads of the main run.
+        batch_size: readings per chunk handed to a worker.
+        output: where to write the kept results, as CSV.
+        implementation: the transform of the main run: "native" (C) or "reference".
+        skip_reference: do not run the pure-Python reference for comparison.
+        out: where to print the report.
 
-    Returns 0, or 1 if the native and reference runs gave different results.
+    Returns:
+        0, or 1 if the main run and the reference gave different results.
+
+    Raises:
+        ImportError: "native" was asked for and the C extension is not built.
+        OSError: ``input_path`` cannot be read or ``output`` cannot be written.
+        ValueError: the CSV file lacks ``column`` or holds a cell that is not a number.
+        StageError: a worker failed.
     """
     out = sys.stdout if out is None else out
-    if args.input is not None:
-        readings = read_readings(args.input, args.column)
-        origin = f"read from {args.input}"
+    data_pipeline = DataPipeline(threads, batch_size, implementation)
+    reference = None if skip_reference else DataPipeline(1, batch_size, "reference")
+    if input_path is not None:
+        logger.info("reading column %r of %s", column, input_path)
+        readings = read_readings(input_path, column)
+        origin = f"read from {input_path}"
     else:
-        readings = generate_readings(args.count, args.seed)
-        origin = f"generated (seed {args.seed})"
+        logger.info("generating %d readings", count)
+        readings = generate_readings(count, seed)
+        origin = f"generated (seed {seed})"
     say(out, f"{len(readings):,} sensor readings {origin}")
 
-    data_pipeline = DataPipeline(args.threads, args.batch_size, args.implementation)
+    logger.info("transforming with %s on %d threads", implementation, threads)
     results, stats = data_pipeline.process(readings)
-    write_results(args.output, results)
-    say(out, f"{len(results):,} results written to {args.output}\n")
+    logger.info("writing the results to %s", output)
+    write_results(output, results)
+    say(out, f"{len(results):,} results written to {output}\n")
 
-    label = f"{args.implementation}, {args.threads} thread{'s' * (args.threads != 1)}"
+    label = f"{implementation}, {threads} thread{'s' * (threads != 1)}"
     columns = [(label, stats)]
     agree = True
-    if not args.skip_reference:
-        reference_results, reference_stats = DataPipeline(1, args.batch_size, "reference").process(
-            readings
-        )
+    if reference is not None:
+        logger.info("transforming with the pure-Python reference on 1 thread")
+        reference_results, reference_stats = reference.process(readings)
         columns.append(("reference, 1 thread", reference_stats))
         agree = reference_results.tobytes() == results.tobytes()
     print_table(columns, out)
-    if not args.skip_reference:
-        ratio = columns[1][1].duration_secs / stats.duration_secs
-        say(out, f"\n{label} ran {ratio:.1f}x the speed of the pure-Python reference")
+    if reference is not None:
+        if stats.duration_secs > 0:  # zero readings can take no measurable time
+            ratio = columns[1][1].duration_secs / stats.duration_secs
+            say(out, f"\n{label} ran {ratio:.1f}x the speed of the pure-Python reference")
         say(out, f"results identical bit for bit: {'yes' if agree else 'NO'}")
     return 0 if agree else 1
 

@@ -1,7 +1,7 @@
 """A small HTTP endpoint for a running pipeline: Prometheus text, JSON, and a live page.
 
 Started only when asked, bound to 127.0.0.1 unless told otherwise, served by the
-standard library's `ThreadingHTTPServer`; needs `pipeline[metrics]` for the Prometheus
+standard library's `ThreadingHTTPServer`; needs `threaded-pipeline[metrics]` for the Prometheus
 text. Routes:
 - `/metrics`: the Prometheus text exposition of `pipeline.observe.metrics.PipelineCollector`;
 - `/stats`: the JSON snapshot of `pipeline.observe.metrics.json_snapshot`;
@@ -12,26 +12,38 @@ text. Routes:
         print("open", dashboard.url)
         pipeline.run(source)
 
-Leaving the `with` block stops the server, waits for the requests in progress, and
-joins the server's threads.
+A slow or stalled client cannot hold the dashboard: each connection has
+`request_timeout` seconds in all to send its request and take the answer (a client
+trickling a byte at a time is cut off at that deadline, not kept alive by each byte),
+and at most `max_connections` are served at once; another one is answered
+"503 Service Unavailable" at once and closed. Leaving the `with` block stops the
+server, shuts down the connections still open (their threads end at once), and joins
+every thread of the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import io
 import logging
+import socket
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from types import TracebackType
 from typing import Any, Final
 
+from pipeline._checks import positive_int, seconds
+
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "pipeline.observe.dashboard needs prometheus_client: pip install pipeline[metrics]"
+        "pipeline.observe.dashboard needs prometheus_client: "
+        "pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
 from pipeline._checks import integer, non_empty_str
@@ -42,6 +54,11 @@ __all__ = ["DEFAULT_HOST", "Dashboard"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
+MAX_CONNECTIONS: Final = 8
+_BUSY: Final = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 19\r\nConnection: close\r\n\r\ntoo many clients\r\n\r\n"
+)
 MAX_PORT: Final = 65535
 
 logger = logging.getLogger(__name__)
@@ -57,6 +74,9 @@ class Dashboard:
         name: the value of the `pipeline` label and the page's title.
         registry: a registry to serve at `/metrics` instead of the dashboard's own (which
             holds only this pipeline's collector); register the collector on it yourself.
+        request_timeout: seconds a connection has, in all, to send its request and
+            take the answer.
+        max_connections: connections served at once, each by its own thread.
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -71,6 +91,8 @@ class Dashboard:
         port: int = 0,
         name: str = "pipeline",
         registry: CollectorRegistry | None = None,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
@@ -83,6 +105,8 @@ class Dashboard:
             raise TypeError(
                 f"registry must be a CollectorRegistry or None, got {type(registry).__name__}"
             )
+        self.request_timeout = seconds("request_timeout", request_timeout)
+        self.max_connections = positive_int("max_connections", max_connections)
         self.pipeline = pipeline
         self.host = host
         self.port = port
@@ -115,8 +139,7 @@ class Dashboard:
         """
         if self._server is not None:
             raise RuntimeError("the dashboard is already running")
-        server = _Server((self.host, self.port), _Handler)
-        server.dashboard = self
+        server = _Server((self.host, self.port), self, self.request_timeout, self.max_connections)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="pipeline-dashboard", kwargs={"poll_interval": 0.1}
@@ -125,12 +148,17 @@ class Dashboard:
         logger.info("dashboard serving at %s", self.url)
 
     def close(self) -> None:
-        """Stop serving, finish the requests in progress, and join every thread; idempotent."""
+        """Stop serving, cut the open connections, and join every thread; idempotent.
+
+        Returns promptly: a request still being read or answered is cut off (its
+        client sees the connection close), it is not waited for.
+        """
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
         server.shutdown()  # returns once serve_forever has returned
         thread.join()
+        server.drop_connections()
         server.server_close()  # joins the request threads (block_on_close)
         self._server = self._thread = None
 
@@ -148,19 +176,91 @@ class Dashboard:
 
 
 class _Server(ThreadingHTTPServer):
-    """One thread per request, joined on close rather than left running as daemons."""
+    """One thread per connection, at most `max_connections`, joined on close."""
 
     daemon_threads = False
     block_on_close = True
-    dashboard: Dashboard
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        dashboard: Dashboard,
+        request_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.dashboard = dashboard
+        self.request_timeout = request_timeout
+        # A slot per connection thread: taken by the serving thread before it starts one,
+        # given back by that thread when it ends.
+        self._slots = threading.BoundedSemaphore(max_connections)
+        # Guards _open (the sockets of connections being served, removed before they
+        # are closed, so drop_connections never touches a closed one) and _dropping.
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._dropping = False
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve `request` in a thread of its own, or refuse it when every slot is taken."""
+        if not self._slots.acquire(blocking=False):
+            logger.warning(
+                "dashboard: %d connections served already; refusing one",
+                self.dashboard.max_connections,
+            )
+            _refuse(request)
+            super().shutdown_request(request)
+            return
+        with self._lock:
+            refused = self._dropping
+            if not refused:
+                self._open.add(request)
+        if refused:
+            self._slots.release()
+            super().shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.shutdown_request(request)
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then give its slot back; a connection thread's target."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Shut down every open connection, so that its thread stops reading and writing."""
+        with self._lock:
+            self._dropping = True
+            for connection in self._open:
+                with contextlib.suppress(OSError):  # the client has gone already
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a failed request (a client that went away, say) instead of printing it."""
+        logger.debug("dashboard: request from %s failed", client_address, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answer one request; runs in a request thread of `_Server`."""
+    """Answer one request; runs in a connection thread of `_Server`."""
 
     server: _Server
-    # A client that connects and says nothing must not hold a thread (and close()) forever.
-    timeout = REQUEST_TIMEOUT_SECONDS
+
+    def setup(self) -> None:
+        """Read the request through a reader that enforces the whole request's deadline."""
+        super().setup()
+        self.deadline = time.monotonic() + self.server.request_timeout
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.deadline))
 
     def do_GET(self) -> None:
         dashboard = self.server.dashboard
@@ -180,12 +280,42 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        # sendall() takes its timeout as a bound on the whole send.
+        self.connection.settimeout(max(self.deadline - time.monotonic(), 0.001))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(body)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Read from a socket until a deadline for all the reads together, not each one."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._connection = connection
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request was not read within request_timeout")
+        self._connection.settimeout(remaining)
+        return self._connection.recv_into(buffer)
+
+
+def _refuse(connection: socket.socket) -> None:
+    """Tell a client it was refused, without ever blocking the serving thread."""
+    try:
+        connection.setblocking(False)
+        connection.send(_BUSY)
+    except OSError:  # a full buffer or a gone client: it sees the connection close
+        pass
 
 
 # The page (a package data file) draws everything with textContent and DOM nodes,

@@ -1,4 +1,4 @@
-"""Prometheus metrics and a JSON snapshot of a pipeline's statistics (`pipeline[metrics]`).
+"""Prometheus metrics and a JSON snapshot of a pipeline's statistics (`threaded-pipeline[metrics]`).
 
 `PipelineCollector` is a custom collector: it holds no metric objects of its own and
 reads `Pipeline.stats()` each time the registry is scraped, so the worker threads pay
@@ -11,7 +11,13 @@ prometheus_client's global registry:
 
 Names follow Prometheus conventions: a `pipeline_` prefix, `_total` on counters,
 `_seconds` on times, labels `pipeline` and `stage` only. Counters restart from zero
-when the pipeline starts a new run, which Prometheus reads as a counter reset.
+when the pipeline starts a new run, which Prometheus reads as a counter reset. Every
+family comes from one table (`RUN_FIGURES`, `STAGE_FIGURES`): a new statistic is one
+more row. The counts extras keep (`StageStatistics.extra`) become counters
+`pipeline_stage_<name>_total`; those of `KNOWN_EXTRA_COUNTS` are always present, so a
+dashboard finds them before the first failure. Two stages of one pipeline with the
+same name get distinct `stage` labels (`name`, `name#2`, ...), as in the report, so a
+scrape never holds two series with the same labels.
 
 `statistics_to_dict()` and `json_snapshot()` give the same figures as JSON, with the
 busy/starved/blocked shares and the bottleneck of `pipeline.observe.report` added.
@@ -21,8 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
-from typing import Any
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 try:
     from prometheus_client import CollectorRegistry
@@ -35,14 +43,18 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "pipeline.observe.metrics needs prometheus_client: pip install pipeline[metrics]"
+        "pipeline.observe.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
-from pipeline.observe.report import Shares, diagnose
+from pipeline.observe.report import Shares, diagnose, stage_labels
 from pipeline.pipeline import Pipeline
 from pipeline.stats import LATENCY_BUCKET_BOUNDS, PipelineStatistics, StageStatistics
 
 __all__ = [
+    "KNOWN_EXTRA_COUNTS",
+    "RUN_FIGURES",
+    "STAGE_FIGURES",
+    "Figure",
     "PipelineCollector",
     "json_snapshot",
     "register_metrics",
@@ -112,125 +124,169 @@ def json_snapshot(pipeline: Pipeline[Any, Any], *, name: str = "pipeline") -> st
     return json.dumps(snapshot)
 
 
+Kind = Literal["counter", "gauge"]
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One metric family: its name (without `_total`), kind, help text, and its reading."""
+
+    name: str
+    kind: Kind
+    help: str
+    read: Callable[[Any], float]
+
+
+RUN_FIGURES: Final[tuple[Figure, ...]] = (
+    Figure(
+        "pipeline_running",
+        "gauge",
+        "1 while the pipeline's run is in progress, else 0",
+        lambda run: 1.0 if run.running else 0.0,
+    ),
+    Figure(
+        "pipeline_elapsed_seconds",
+        "gauge",
+        "Seconds since the run started (or its length)",
+        lambda run: run.elapsed_seconds,
+    ),
+    Figure(
+        "pipeline_items_read", "counter", "Items read from the source", lambda run: run.items_read
+    ),
+    Figure(
+        "pipeline_items_delivered",
+        "counter",
+        "Items handed to the caller",
+        lambda run: run.items_delivered,
+    ),
+    Figure(
+        "pipeline_source_blocked_seconds",
+        "counter",
+        "Seconds the source waited for room in the first queue",
+        lambda run: run.source_blocked_seconds,
+    ),
+    Figure(
+        "pipeline_results_queue_depth",
+        "gauge",
+        "Items waiting for the caller",
+        lambda run: run.results_queue_depth,
+    ),
+)
+"""The families with one sample per pipeline, read from its `PipelineStatistics`."""
+
+STAGE_FIGURES: Final[tuple[Figure, ...]] = (
+    Figure("pipeline_stage_workers", "gauge", "Worker threads of the stage", lambda s: s.workers),
+    Figure("pipeline_stage_batches", "counter", "Batches the stage processed", lambda s: s.batches),
+    Figure("pipeline_stage_items_in", "counter", "Items the stage took in", lambda s: s.items_in),
+    Figure(
+        "pipeline_stage_items_out", "counter", "Items the stage passed on", lambda s: s.items_out
+    ),
+    Figure("pipeline_stage_failed", "counter", "Failures in the stage's code", lambda s: s.failed),
+    Figure(
+        "pipeline_stage_busy_seconds",
+        "counter",
+        "Worker seconds spent in the stage's code",
+        lambda s: s.busy_seconds,
+    ),
+    Figure(
+        "pipeline_stage_starved_seconds",
+        "counter",
+        "Worker seconds spent waiting for input",
+        lambda s: s.starved_seconds,
+    ),
+    Figure(
+        "pipeline_stage_blocked_seconds",
+        "counter",
+        "Worker seconds spent waiting for room downstream (backpressure)",
+        lambda s: s.blocked_seconds,
+    ),
+    Figure(
+        "pipeline_stage_queue_depth",
+        "gauge",
+        "Items in the stage's input queue",
+        lambda s: s.queue_depth,
+    ),
+    Figure(
+        "pipeline_stage_queue_high_water_mark",
+        "gauge",
+        "The most items the stage's input queue has held",
+        lambda s: s.queue_high_water_mark,
+    ),
+    Figure(
+        "pipeline_stage_queue_maxsize",
+        "gauge",
+        "The most items the stage's input queue can hold",
+        lambda s: s.queue_maxsize,
+    ),
+)
+"""The families with one sample per stage, read from its `StageStatistics`."""
+
+KNOWN_EXTRA_COUNTS: Final[Mapping[str, str]] = {
+    "skipped": "Failed items dropped by a 'skip' error policy",
+    "dead_lettered": "Failed items sent to dead letters by a 'collect' error policy",
+}
+"""Extra counts always exported (0 until counted), with their help text."""
+
+LATENCY_FAMILY: Final = "pipeline_stage_item_latency_seconds"
+
+_Family = CounterMetricFamily | GaugeMetricFamily
+
+_NOT_IN_A_NAME: Final = re.compile(r"[^a-zA-Z0-9_]")
+
+
 class _Families:
     """The metric families a scrape returns, filled pipeline by pipeline."""
 
     def __init__(self) -> None:
-        run = ["pipeline"]
-        stage = ["pipeline", "stage"]
-        self.running = GaugeMetricFamily(
-            "pipeline_running", "1 while the pipeline's run is in progress, else 0", labels=run
-        )
-        self.elapsed = GaugeMetricFamily(
-            "pipeline_elapsed_seconds", "Seconds since the run started (or its length)", labels=run
-        )
-        self.read = CounterMetricFamily(
-            "pipeline_items_read_total", "Items read from the source", labels=run
-        )
-        self.delivered = CounterMetricFamily(
-            "pipeline_items_delivered_total", "Items handed to the caller", labels=run
-        )
-        self.source_blocked = CounterMetricFamily(
-            "pipeline_source_blocked_seconds_total",
-            "Seconds the source waited for room in the first queue",
-            labels=run,
-        )
-        self.results_depth = GaugeMetricFamily(
-            "pipeline_results_queue_depth", "Items waiting for the caller", labels=run
-        )
-        self.workers = GaugeMetricFamily(
-            "pipeline_stage_workers", "Worker threads of the stage", labels=stage
-        )
-        self.batches = CounterMetricFamily(
-            "pipeline_stage_batches_total", "Batches the stage processed", labels=stage
-        )
-        self.items_in = CounterMetricFamily(
-            "pipeline_stage_items_in_total", "Items the stage took in", labels=stage
-        )
-        self.items_out = CounterMetricFamily(
-            "pipeline_stage_items_out_total", "Items the stage passed on", labels=stage
-        )
-        self.failed = CounterMetricFamily(
-            "pipeline_stage_failed_total", "Failures in the stage's code", labels=stage
-        )
-        self.skipped = CounterMetricFamily(
-            "pipeline_stage_skipped_total",
-            "Failed items dropped by a 'skip' error policy",
-            labels=stage,
-        )
-        self.dead_lettered = CounterMetricFamily(
-            "pipeline_stage_dead_lettered_total",
-            "Failed items sent to dead letters by a 'collect' error policy",
-            labels=stage,
-        )
-        self.busy = CounterMetricFamily(
-            "pipeline_stage_busy_seconds_total",
-            "Worker seconds spent in the stage's code",
-            labels=stage,
-        )
-        self.starved = CounterMetricFamily(
-            "pipeline_stage_starved_seconds_total",
-            "Worker seconds spent waiting for input",
-            labels=stage,
-        )
-        self.blocked = CounterMetricFamily(
-            "pipeline_stage_blocked_seconds_total",
-            "Worker seconds spent waiting for room downstream (backpressure)",
-            labels=stage,
-        )
+        self.run = [_family(figure, ["pipeline"]) for figure in RUN_FIGURES]
+        self.stage = [_family(figure, ["pipeline", "stage"]) for figure in STAGE_FIGURES]
+        self.extra: dict[str, _Family] = {
+            name: _extra_family(name, text) for name, text in KNOWN_EXTRA_COUNTS.items()
+        }
         self.latency = HistogramMetricFamily(
-            "pipeline_stage_item_latency_seconds",
+            LATENCY_FAMILY,
             "Seconds per item in the stage's code, estimated per batch",
-            labels=stage,
-        )
-        self.queue_depth = GaugeMetricFamily(
-            "pipeline_stage_queue_depth", "Items in the stage's input queue", labels=stage
-        )
-        self.queue_high_water_mark = GaugeMetricFamily(
-            "pipeline_stage_queue_high_water_mark",
-            "The most items the stage's input queue has held",
-            labels=stage,
-        )
-        self.queue_maxsize = GaugeMetricFamily(
-            "pipeline_stage_queue_maxsize",
-            "The most items the stage's input queue can hold",
-            labels=stage,
+            labels=["pipeline", "stage"],
         )
 
     def add(self, name: str, stats: PipelineStatistics) -> None:
         """Add the samples of one pipeline's snapshot."""
-        run = [name]
-        self.running.add_metric(run, 1.0 if stats.running else 0.0)
-        self.elapsed.add_metric(run, stats.elapsed_seconds)
-        self.read.add_metric(run, stats.items_read)
-        self.delivered.add_metric(run, stats.items_delivered)
-        self.source_blocked.add_metric(run, stats.source_blocked_seconds)
-        self.results_depth.add_metric(run, stats.results_queue_depth)
-        for stage in stats.stages:
-            self._add_stage([name, stage.name], stage)
+        for figure, family in zip(RUN_FIGURES, self.run, strict=True):
+            family.add_metric([name], figure.read(stats))
+        for label, stage in zip(stage_labels(stats), stats.stages, strict=True):
+            self._add_stage([name, label], stage)
 
     def all(self) -> list[Metric]:
-        return [value for value in vars(self).values() if isinstance(value, Metric)]
+        return [*self.run, *self.stage, *self.extra.values(), self.latency]
 
     def _add_stage(self, labels: list[str], stage: StageStatistics) -> None:
-        self.workers.add_metric(labels, stage.workers)
-        self.batches.add_metric(labels, stage.batches)
-        self.items_in.add_metric(labels, stage.items_in)
-        self.items_out.add_metric(labels, stage.items_out)
-        self.failed.add_metric(labels, stage.failed)
-        self.skipped.add_metric(labels, stage.skipped)
-        self.dead_lettered.add_metric(labels, stage.dead_lettered)
-        self.busy.add_metric(labels, stage.busy_seconds)
-        self.starved.add_metric(labels, stage.starved_seconds)
-        self.blocked.add_metric(labels, stage.blocked_seconds)
+        for figure, family in zip(STAGE_FIGURES, self.stage, strict=True):
+            family.add_metric(labels, figure.read(stage))
+        counts = dict.fromkeys(KNOWN_EXTRA_COUNTS, 0) | dict(stage.extra)
+        for count_name, count in counts.items():
+            if count_name not in self.extra:
+                self.extra[count_name] = _extra_family(count_name, "")
+            self.extra[count_name].add_metric(labels, count)
         # Each item's latency is its batch's busy time / batch size, so the latencies of
         # all items sum to the busy time.
         self.latency.add_metric(
             labels, _cumulative_buckets(stage.latency_counts), sum_value=stage.busy_seconds
         )
-        self.queue_depth.add_metric(labels, stage.queue_depth)
-        self.queue_high_water_mark.add_metric(labels, stage.queue_high_water_mark)
-        self.queue_maxsize.add_metric(labels, stage.queue_maxsize)
+
+
+def _family(figure: Figure, labels: list[str]) -> _Family:
+    if figure.kind == "counter":
+        return CounterMetricFamily(figure.name, figure.help, labels=labels)
+    return GaugeMetricFamily(figure.name, figure.help, labels=labels)
+
+
+def _extra_family(name: str, text: str) -> _Family:
+    """Return the counter family of the extra count `name`, made a valid metric name."""
+    metric = "pipeline_stage_" + _NOT_IN_A_NAME.sub("_", name)
+    if metric in {figure.name for figure in STAGE_FIGURES} or metric == LATENCY_FAMILY:
+        metric = "pipeline_stage_extra_" + _NOT_IN_A_NAME.sub("_", name)
+    help_text = text or f"Items an extra counted as {name!r}"
+    return CounterMetricFamily(metric, help_text, labels=["pipeline", "stage"])
 
 
 def _cumulative_buckets(counts: tuple[int, ...]) -> list[tuple[str, float]]:

@@ -2,8 +2,9 @@
 
 `TimelineRecorder` collects the data: pass it to the pipeline as its observer to
 record every batch (`BatchEvent`), and run inside `recorder.recording(pipeline)` to
-sample the queue depths from a monitor thread. `plot_timeline` draws it with matplotlib
-(`pipeline[plot]`, the Agg backend, no window): one row per worker of every stage,
+sample the queue depths from the pipeline's monitor thread (`pipeline.observe.sampler`,
+shared with progress bars of the same pipeline). `plot_timeline` draws it with matplotlib
+(`threaded-pipeline[plot]`, the Agg backend, no window): one row per worker of every stage,
 coloured busy / starved / blocked, above a plot of each stage's input queue depth over
 time. Backpressure shows as a queue that climbs to its maximum while the rows before
 it turn red (blocked).
@@ -30,8 +31,12 @@ try:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
-    raise ImportError("pipeline.observe.plot needs matplotlib: pip install pipeline[plot]") from exc
+    raise ImportError(
+        "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
+    ) from exc
 
+from pipeline._checks import seconds
+from pipeline.observe.sampler import subscribe
 from pipeline.pipeline import Pipeline
 from pipeline.stats import BatchEvent, PipelineStatistics
 
@@ -65,13 +70,11 @@ class TimelineRecorder:
         interval: seconds between samples of `pipeline.stats()` while recording.
 
     Raises:
-        ValueError: `interval` is not positive.
+        TypeError, ValueError: `interval` is not a finite number of seconds > 0.
     """
 
     def __init__(self, *, interval: float = DEFAULT_SAMPLE_INTERVAL) -> None:
-        if interval <= 0:
-            raise ValueError(f"interval must be > 0, got {interval}")
-        self.interval = interval
+        self.interval = seconds("interval", interval)
         # Guards events and samples: workers append events, the monitor appends samples.
         self._lock = threading.Lock()
         self._events: list[BatchEvent] = []
@@ -98,30 +101,23 @@ class TimelineRecorder:
     def recording(self, pipeline: Pipeline[Any, Any]) -> Iterator[TimelineRecorder]:
         """Sample `pipeline.stats()` every `interval` seconds while the block runs.
 
-        A monitor thread takes the samples; it is stopped and joined when the block
-        ends, after which one last sample is taken.
+        The pipeline's monitor thread takes the samples; this block leaves it when it
+        ends (the thread is joined if nothing else uses it), and one last sample is
+        taken then.
         """
         stale = pipeline.stats()  # an earlier run, reported until this block's run starts
-        stopping = threading.Event()
 
-        def sample() -> None:
-            stats = pipeline.stats()
+        def sample(at: float, stats: PipelineStatistics | None) -> None:
             if stats is not None and stats != stale:
                 with self._lock:
-                    self._samples.append(StatsSample(time.perf_counter(), stats))
+                    self._samples.append(StatsSample(at, stats))
 
-        def watch() -> None:
-            while not stopping.wait(self.interval):
-                sample()
-
-        monitor = threading.Thread(target=watch, name="pipeline-timeline")
-        monitor.start()
+        subscription = subscribe(pipeline, self.interval, sample)
         try:
             yield self
         finally:
-            stopping.set()
-            monitor.join()
-            sample()
+            subscription.close()
+            sample(time.perf_counter(), pipeline.stats())
 
     def plot(self, path: str | os.PathLike[str], *, title: str = "pipeline run") -> None:
         """Draw what was recorded with `plot_timeline` and save it to `path`.

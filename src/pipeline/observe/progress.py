@@ -1,21 +1,24 @@
-"""Live progress bars, one per stage, for a pipeline run (`pipeline[progress]`, tqdm).
+"""Live progress bars, one per stage, for a pipeline run (`threaded-pipeline[progress]`, tqdm).
 
     with Progress(pipeline):
         pipeline.run(source)
 
-One monitor thread samples `pipeline.stats()` every `interval` seconds and moves each
-stage's bar to the number of items that stage has processed; nothing wraps the source
-or the stages, so the worker threads do no extra work. Each bar also shows how busy the
-stage is and how full its input queue is, so a stalled bar next to a full queue points
-at backpressure. The bars count without a total unless given one (`total=len(data)`).
+The pipeline's monitor thread (`pipeline.observe.sampler`, shared with a timeline
+recorder of the same pipeline) samples `pipeline.stats()` every `interval` seconds and
+moves each stage's bar to the number of items that stage has processed; nothing wraps
+the source or the stages, so the worker threads do no extra work. Each bar also shows
+how busy the stage is and how full its input queue is, so a stalled bar next to a full
+queue points at backpressure. The bars count without a total unless given one
+(`total=len(data)`); stage names are right-aligned to one width, so the bars line up.
 
 When the output stream is not a terminal (a log file, CI), no bars are drawn and no
-thread is started, unless `disable=False` asks for them anyway.
+thread is started, unless `disable=False` asks for them anyway; the first time that
+happens in a process, one line on stderr says so, so that missing bars are not a
+mystery.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 from types import TracebackType
@@ -25,16 +28,27 @@ try:
     from tqdm import tqdm  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
     raise ImportError(
-        "pipeline.observe.progress needs tqdm: pip install pipeline[progress]"
+        "pipeline.observe.progress needs tqdm: pip install 'threaded-pipeline[progress]'"
     ) from exc
 
-from pipeline._checks import number
+from pipeline._checks import seconds
+from pipeline.observe.sampler import Subscription, subscribe
 from pipeline.pipeline import Pipeline
 from pipeline.stats import PipelineStatistics
 
 __all__ = ["DEFAULT_INTERVAL", "Progress"]
 
 DEFAULT_INTERVAL: Final = 0.1
+
+NOT_A_TERMINAL: Final = (
+    "pipeline: progress bars are off because the output is not a terminal; "
+    "pass Progress(..., disable=False) to draw them anyway\n"
+)
+"""The line written to stderr, once per process, when bars are left off."""
+
+# Guards _told_not_a_terminal: whether NOT_A_TERMINAL was written in this process.
+_told_lock = threading.Lock()
+_told_not_a_terminal = False
 
 
 class Progress:
@@ -50,7 +64,8 @@ class Progress:
 
     Raises:
         TypeError: an argument is of the wrong type; the message names it.
-        ValueError: `interval` is not a finite number > 0, or `total` is negative.
+        ValueError: `interval` is not a finite number of seconds > 0, or `total` is
+            negative.
     """
 
     def __init__(
@@ -69,8 +84,7 @@ class Progress:
                 raise TypeError(f"total must be an int or None, got {type(total).__name__}")
             if total < 0:
                 raise ValueError(f"total must be >= 0 or None, got {total}")
-        if not 0 < number("interval", interval) < math.inf:  # also rejects NaN
-            raise ValueError(f"interval must be > 0 and finite, got {interval}")
+        seconds("interval", interval)
         if file is not None and not callable(getattr(file, "write", None)):
             raise TypeError(
                 f"file must be a text stream with a write() method or None, "
@@ -82,22 +96,26 @@ class Progress:
         self.total = total
         self.interval = interval
         self.file = sys.stderr if file is None else file
+        self.disable = disable
         self.enabled = _is_terminal(self.file) if disable is None else not disable
         self._bars: list[_StageBar] = []
-        self._stopping = threading.Event()
-        self._monitor: threading.Thread | None = None
+        self._subscription: Subscription | None = None
         self._stale: PipelineStatistics | None = None
 
     def __enter__(self) -> Progress:
-        """Draw the bars and start the monitor thread (neither when disabled)."""
-        if not self.enabled or self._monitor is not None:
+        """Draw the bars and subscribe to the monitor thread (neither when disabled)."""
+        if not self.enabled:
+            if self.disable is None:
+                _tell_not_a_terminal()
+            return self
+        if self._subscription is not None:
             return self
         # A finished earlier run is what stats() returns until this block's run starts.
         self._stale = self.pipeline.stats()
-        self._stopping.clear()
+        width = max((len(stage.name) for stage in self.pipeline.stages), default=0)
         self._bars = [
             _StageBar(
-                desc=stage.name,
+                desc=stage.name.rjust(width),
                 total=self.total,
                 unit="item",
                 unit_scale=True,
@@ -109,8 +127,7 @@ class Progress:
             )
             for position, stage in enumerate(self.pipeline.stages)
         ]
-        self._monitor = threading.Thread(target=self._watch, name="pipeline-progress")
-        self._monitor.start()
+        self._subscription = subscribe(self.pipeline, self.interval, self._sample)
         return self
 
     def __exit__(
@@ -119,26 +136,23 @@ class Progress:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Stop and join the monitor, draw the final figures, and close the bars."""
-        monitor = self._monitor
-        if monitor is None:
+        """Leave the monitor thread, draw the final figures, and close the bars."""
+        subscription = self._subscription
+        if subscription is None:
             return
-        self._stopping.set()
-        monitor.join()
-        self._monitor = None
-        self._update()
+        subscription.close()
+        self._subscription = None
+        self._update(self.pipeline.stats())
         for bar in self._bars:
             bar.close()
         self._bars = []
 
-    def _watch(self) -> None:
-        """Update the bars every `interval` until the block ends; the monitor thread's target."""
-        while not self._stopping.wait(self.interval):
-            self._update()
+    def _sample(self, at: float, stats: PipelineStatistics) -> None:
+        """Take one sample; runs in the monitor thread."""
+        self._update(stats)
 
-    def _update(self) -> None:
-        """Move each bar to the items its stage has taken in; run by the monitor, and at the end."""
-        stats = self.pipeline.stats()
+    def _update(self, stats: PipelineStatistics | None) -> None:
+        """Move each bar to the items its stage has taken in; in the monitor, and at the end."""
         if stats is None or stats == self._stale:
             return
         for bar, stage in zip(self._bars, stats.stages, strict=True):
@@ -163,3 +177,13 @@ class _StageBar(tqdm):  # type: ignore[misc]  # tqdm ships no type hints
 def _is_terminal(file: IO[str]) -> bool:
     isatty = getattr(file, "isatty", None)
     return bool(isatty is not None and isatty())
+
+
+def _tell_not_a_terminal() -> None:
+    """Write `NOT_A_TERMINAL` to stderr, the first time only."""
+    global _told_not_a_terminal
+    with _told_lock:
+        if _told_not_a_terminal:
+            return
+        _told_not_a_terminal = True
+    sys.stderr.write(NOT_A_TERMINAL)

@@ -20,6 +20,11 @@ Shares are of the time a stage's workers have existed (`workers * elapsed`), so 
 with four workers, all busy, is busy 100% of the time. A state "dominates" when it is the
 largest share and at least `DOMINANT_SHARE`; otherwise (a short run, mostly thread
 start-up) no bottleneck is named. Standard library only.
+
+The report works on any snapshot: during a run ("running for"), after a run that
+processed all its input ("finished in"), and after a run that was stopped early by a
+failure, `close()`, a `break` or Ctrl-C ("stopped after": some items read never made it
+through every stage). Stages that share a name are told apart as `name#2`, `name#3`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "bottleneck",
     "diagnose",
     "format_report",
+    "stage_labels",
 ]
 
 SOURCE: Final = "source"
@@ -132,10 +138,42 @@ def bottleneck(stats: PipelineStatistics) -> str | None:
     return None if diagnosis is None else diagnosis.culprit
 
 
+def stage_labels(stats: PipelineStatistics) -> list[str]:
+    """Return a distinct label per stage: its name, with `#2`, `#3`... on repeated names."""
+    seen: dict[str, int] = {}
+    labels = []
+    for stage in stats.stages:
+        seen[stage.name] = seen.get(stage.name, 0) + 1
+        count = seen[stage.name]
+        labels.append(stage.name if count == 1 else f"{stage.name}#{count}")
+    return labels
+
+
+def completed(stats: PipelineStatistics) -> bool:
+    """Return whether a run that is over processed every item it read through every stage.
+
+    In a complete run, each stage took in exactly what the one before it passed on, and
+    the caller received what the last one passed on; a stopped run leaves a gap.
+    """
+    flowing_in = stats.items_read
+    for stage in stats.stages:
+        if stage.items_in != flowing_in:
+            return False
+        flowing_in = stage.items_out
+    return flowing_in == stats.items_delivered
+
+
 def format_report(stats: PipelineStatistics) -> str:
-    """Return a table of every stage's figures, the run's totals, and the bottleneck."""
+    """Return a table of every stage's figures, the run's totals, and the bottleneck.
+
+    Columns for the counts extras keep (`StageStatistics.extra`, such as "skipped") are
+    added after "failed" when any stage has one.
+    """
     elapsed = stats.elapsed_seconds
-    state = "running for" if stats.running else "finished in"
+    if stats.running:
+        state = "running for"
+    else:
+        state = "finished in" if completed(stats) else "stopped after"
     source_share = min(1.0, stats.source_blocked_seconds / elapsed) if elapsed > 0 else 0.0
     lines = [
         f"pipeline {state} {elapsed:.3f} s: {stats.items_read:,} items read, "
@@ -143,12 +181,14 @@ def format_report(stats: PipelineStatistics) -> str:
         f"{stats.source_blocked_seconds:.3f} s ({_percent(source_share)})",
         "",
     ]
+    extra_names = sorted({name for stage in stats.stages for name in stage.extra})
     header = (
         "stage",
         "workers",
         "in",
         "out",
         "failed",
+        *extra_names,
         "busy",
         "starved",
         "blocked",
@@ -158,15 +198,16 @@ def format_report(stats: PipelineStatistics) -> str:
         "queue now/peak/max",
     )
     rows = [header]
-    for stage in stats.stages:
+    for label, stage in zip(stage_labels(stats), stats.stages, strict=True):
         shares = Shares.of(stage, elapsed)
         rows.append(
             (
-                stage.name,
+                label,
                 str(stage.workers),
                 f"{stage.items_in:,}",
                 f"{stage.items_out:,}",
                 f"{stage.failed:,}",
+                *(f"{stage.extra.get(name, 0):,}" for name in extra_names),
                 f"{stage.busy_seconds:.3f}s {_percent(shares.busy):>4}",
                 f"{stage.starved_seconds:.3f}s {_percent(shares.starved):>4}",
                 f"{stage.blocked_seconds:.3f}s {_percent(shares.blocked):>4}",
@@ -211,16 +252,15 @@ def _slow_stage(stats: PipelineStatistics, shares: list[Shares], index: int) -> 
     reason = f"{stage.name} is busy {_percent(shares[index].busy)} of the time"
     if index == 0:
         elapsed = stats.elapsed_seconds
-        full = min(1.0, stats.source_blocked_seconds / elapsed)
-        reason += (
-            f"; the source waits for room in its full input queue {_percent(full)} of the time"
-        )
+        waiting = min(1.0, stats.source_blocked_seconds / elapsed)
+        reason += f"; the source waits for room in {stage.name}'s input queue {_percent(waiting)}"
     else:
         upstream = stats.stages[index - 1].name
         reason += (
-            f"; {upstream}, before it, waits for room in its full input queue "
-            f"{_percent(shares[index - 1].blocked)} of the time"
+            f"; {upstream}, before it, waits for room in {stage.name}'s input queue "
+            f"{_percent(shares[index - 1].blocked)}"
         )
+    reason += " of the time"
     if index + 1 < len(stats.stages):
         downstream = stats.stages[index + 1].name
         reason += (

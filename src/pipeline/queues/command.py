@@ -17,38 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_queue_command", "run_queue_command"]
+__all__ = ["run_queue_command"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def add_queue_command(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-    parents: list[argparse.ArgumentParser] | None = None,
-) -> argparse.ArgumentParser:
-    """Add the `queue` subcommand to a command line's subparsers and return its parser."""
-    parser = subparsers.add_parser(
-        "queue",
-        parents=parents or [],
-        help="look inside a durable queue file: status, peek, requeue-dead",
-        description="Show what a durable queue file holds, or move its dead letters back.",
-    )
-    parser.add_argument("file", metavar="FILE", help="the queue file (SQLite)")
-    parser.add_argument(
-        "action", choices=["status", "peek", "requeue-dead"], help="what to do (see above)"
-    )
-    parser.add_argument("--name", metavar="NAME", help="only this queue of the file")
-    parser.add_argument(
-        "-n",
-        "--items",
-        type=_positive_int,
-        default=10,
-        metavar="N",
-        help="peek: how many items per queue (default 10)",
-    )
-    return parser
 
 
 def run_queue_command(args: argparse.Namespace) -> int:
@@ -119,13 +92,3 @@ def _show(payload: bytes, codec_name: str) -> str:
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value

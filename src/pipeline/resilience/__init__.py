@@ -9,9 +9,10 @@ from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChang
 from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
 from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
 from pipeline.resilience.resilient import ResilienceStatistics, ResilientStage
-from pipeline.resilience.retry import RetryPolicy
+from pipeline.resilience.retry import TRANSIENT_ERRORS, RetryPolicy
 
 __all__ = [
+    "TRANSIENT_ERRORS",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpen",

@@ -20,15 +20,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, ParamSpec, TypeVar
 
-from pipeline._checks import non_empty_str, number, positive_int
+from pipeline._checks import non_empty_str, positive_int, seconds
 from pipeline.resilience.errors import CircuitOpen
 from pipeline.resilience.retry import ExceptionTypes, exception_types
 
 __all__ = ["BreakerState", "CircuitBreaker", "StateChange"]
 
-Argument = TypeVar("Argument")
+Parameters = ParamSpec("Parameters")
 Result = TypeVar("Result")
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,7 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         positive_int("failure_threshold", failure_threshold)
-        if not number("reset_timeout", reset_timeout) >= 0:
-            raise ValueError(f"reset_timeout must be >= 0, got {reset_timeout}")
+        reset_seconds = seconds("reset_timeout", reset_timeout, zero_allowed=True)
         non_empty_str("name", name)
         trip_types = exception_types("trip_on", trip_on)
         if on_state_change is not None and not callable(on_state_change):
@@ -98,7 +97,7 @@ class CircuitBreaker:
             raise TypeError(f"clock must be callable, got {type(clock).__name__}")
         self.name = name
         self.failure_threshold = failure_threshold
-        self.reset_timeout = float(reset_timeout)
+        self.reset_timeout = reset_seconds
         self.trip_on = trip_types
         self.on_state_change = on_state_change
         self._clock = clock
@@ -118,8 +117,13 @@ class CircuitBreaker:
         with self._lock:
             return self._state
 
-    def call(self, function: Callable[[Argument], Result], argument: Argument) -> Result:
-        """Call `function(argument)` if the circuit admits it, and record the outcome.
+    def call(
+        self,
+        function: Callable[Parameters, Result],
+        *args: Parameters.args,
+        **kwargs: Parameters.kwargs,
+    ) -> Result:
+        """Call `function(*args, **kwargs)` if the circuit admits it, and record the outcome.
 
         Raises:
             CircuitOpen: the circuit is open, or half-open with its trial call in flight.
@@ -127,9 +131,9 @@ class CircuitBreaker:
         """
         permit = self.admit()
         try:
-            result = function(argument)
+            result = function(*args, **kwargs)
         except Exception as exc:
-            self.record(permit, failed=isinstance(exc, self.trip_on))
+            self.record(permit, failed=self.trips_on(exc))
             raise
         except BaseException:
             self.abandon(permit)
@@ -137,16 +141,31 @@ class CircuitBreaker:
         self.record(permit, failed=False)
         return result
 
+    def trips_on(self, error: BaseException) -> bool:
+        """Return whether `error` counts as the service failing (one of `trip_on`)."""
+        return isinstance(error, self.trip_on)
+
     def admit(self) -> _Permit:
         """Return a permit for one call, or raise `CircuitOpen`; pair it with record/abandon."""
+        admission = self.try_admit()
+        if isinstance(admission, CircuitOpen):
+            raise admission
+        return admission
+
+    def try_admit(self) -> _Permit | CircuitOpen:
+        """Return a permit for one call, or the `CircuitOpen` error that refuses it.
+
+        The error is returned, not raised, for callers that treat a refusal as one more
+        outcome of an attempt (a `ResilientStage`).
+        """
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return _Permit(self._generation, trial=False)
             if self._state is BreakerState.HALF_OPEN:
-                raise CircuitOpen(f"circuit {self.name!r} is half-open and its trial call is busy")
+                return CircuitOpen(f"circuit {self.name!r} is half-open and its trial call is busy")
             waited = self._clock() - self._opened_at
             if waited < self.reset_timeout:
-                raise CircuitOpen(
+                return CircuitOpen(
                     f"circuit {self.name!r} is open; next trial in "
                     f"{self.reset_timeout - waited:.3g} s"
                 )

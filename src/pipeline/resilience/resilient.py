@@ -28,15 +28,15 @@ but a vectorised `process_batch` loses its speed; wrap the slow, failure-prone s
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from pipeline._checks import positive_int
+from pipeline._checks import positive_int, seconds
 from pipeline.errors import describe, short_repr
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded, ItemTimeout
+from pipeline.resilience.outcome import Failure, Success, capture_item
 from pipeline.resilience.policy import (
     DeadLetter,
     DeadLetters,
@@ -45,16 +45,22 @@ from pipeline.resilience.policy import (
     check_error_policy,
 )
 from pipeline.resilience.retry import RetryPolicy
-from pipeline.resilience.timeout import TimeLimit
+from pipeline.resilience.timeout import DEFAULT_MAX_OVERRUNNING, TimeLimit
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.worker import current_stop_event, current_worker_counters
 
-__all__ = ["ResilienceStatistics", "ResilientStage"]
+__all__ = ["DEAD_LETTERED", "SKIPPED", "ResilienceStatistics", "ResilientStage"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 logger = logging.getLogger(__name__)
+
+SKIPPED: Final = "skipped"
+"""The name of the per-stage count of items dropped by "skip" (`StageStatistics.extra`)."""
+
+DEAD_LETTERED: Final = "dead_lettered"
+"""The name of the per-stage count of items sent to dead letters by "collect"."""
 
 _NEVER_STOPPING: Final = threading.Event()
 """The stop event outside a pipeline run (a direct call in a test): never set."""
@@ -72,16 +78,19 @@ class ResilienceStatistics:
     items_dead_lettered: int
 
 
-class _GaveUp(Exception):
-    """An item failed for good (its `__cause__`), after `attempts` attempts."""
+@dataclass(frozen=True, slots=True)
+class _GaveUp:
+    """An item failed for good with `error`, after `attempts` attempts."""
 
-    def __init__(self, attempts: int) -> None:
-        super().__init__(attempts)
-        self.attempts = attempts
+    error: Exception
+    attempts: int
 
 
-class _Stopping(Exception):
+class _Stopped:
     """The run stopped while an item waited for a retry."""
+
+
+_STOPPED: Final = _Stopped()
 
 
 class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
@@ -103,6 +112,10 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
         timeout: seconds to wait for each attempt; an overrun fails with `ItemTimeout`
             and the call goes on in a helper thread until it returns (see
             `pipeline.resilience.timeout`: the run waits for it before it ends).
+        max_overrunning: with a timeout, the most overrunning calls each worker leaves
+            running; a worker at the bound waits for the oldest to return before it
+            starts the next attempt, so the stage holds at most
+            `workers * (1 + max_overrunning)` helper threads.
         budget: a failure budget, often shared by several stages; exceeding it stops
             the run. Only with "skip" or "collect".
         dead_letters: the sink for "collect" (a new one if not given; several stages
@@ -125,6 +138,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
         budget: FailureBudget | None = None,
         dead_letters: DeadLetters | None = None,
         log_every: int = 100,
+        max_overrunning: int = DEFAULT_MAX_OVERRUNNING,
     ) -> None:
         if not isinstance(stage, PipelineStage) or not hasattr(stage, "workers"):
             raise TypeError(f"stage must be a PipelineStage, got {type(stage).__name__}")
@@ -136,11 +150,8 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
         _check_type("breaker", breaker, CircuitBreaker)
         _check_type("budget", budget, FailureBudget)
         _check_type("dead_letters", dead_letters, DeadLetters)
-        if timeout is not None:
-            if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-                raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
-            if not 0 < timeout < math.inf:  # also rejects NaN; no wait can take infinity
-                raise ValueError(f"timeout must be > 0 seconds and finite, got {timeout}")
+        seconds("timeout", timeout, none_allowed=True)
+        positive_int("max_overrunning", max_overrunning)
         if budget is not None and self.on_error == "raise":
             raise ValueError(
                 "budget needs on_error='skip' or 'collect': with 'raise' the first failure "
@@ -157,6 +168,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
             dead_letters = DeadLetters()
         self.dead_letters = dead_letters
         self.log_every = log_every
+        self.max_overrunning = max_overrunning
         # Guards the counters below, which any worker updates.
         self._lock = threading.Lock()
         self._items_in = 0
@@ -172,7 +184,11 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
             self.inner.setup()
             return
         time_limit = TimeLimit(
-            self.timeout, self.inner.setup, self.inner.teardown, f"pipeline-{self.name}-timed"
+            self.timeout,
+            self.inner.setup,
+            self.inner.teardown,
+            f"pipeline-{self.name}-timed",
+            self.max_overrunning,
         )
         time_limit.start()
         self.local.time_limit = time_limit
@@ -201,14 +217,13 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
         for index, item in enumerate(items):
             if stopping.is_set():
                 break  # the run is over; nothing downstream takes the rest
-            try:
-                outputs.extend(self._process_item(item, stopping))
-            except _Stopping:
+            verdict = self._process_item(item, stopping)
+            if verdict is _STOPPED:
                 break
-            except _GaveUp as gave_up:
-                error = gave_up.__cause__
-                assert error is not None
-                self._give_up(item, index, error, gave_up.attempts)
+            if isinstance(verdict, Success):
+                outputs.extend(verdict.value)
+            elif isinstance(verdict, _GaveUp):
+                self._give_up(item, index, verdict, outputs)
         return outputs
 
     def statistics(self) -> ResilienceStatistics:
@@ -226,29 +241,26 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
     def __repr__(self) -> str:
         return f"<ResilientStage {self.inner!r} on_error={self.on_error!r}>"
 
-    def _process_item(self, item: In, stopping: threading.Event) -> list[Out]:
-        """Return the outputs of `item`, retrying as the policy allows.
-
-        Raises:
-            _GaveUp: the item failed for good; the error is its `__cause__`.
-            _Stopping: the run stopped during a backoff.
-        """
+    def _process_item(
+        self, item: In, stopping: threading.Event
+    ) -> Success[list[Out]] | _GaveUp | _Stopped:
+        """Return the outputs of `item`, or why there are none, retrying as the policy allows."""
         time_limit: TimeLimit | None = self.local.time_limit if self.timeout else None
         attempts = 0
         while True:
             attempts += 1
             if time_limit is not None:
                 time_limit.start()  # a fresh helper after a timeout; failing here stops the run
-            try:
-                return self._attempt(item, time_limit)
-            except Exception as exc:  # noqa: BLE001 - any failure of an item goes to the policy
-                error = exc
+            outcome = self._attempt(item, time_limit)
+            if isinstance(outcome, Success):
+                return outcome
+            error = outcome.error
             self._count_error(error)
             retry = self.retry
             if retry is None or isinstance(error, CircuitOpen):
-                raise _GaveUp(attempts) from error
+                return _GaveUp(error, attempts)
             if not retry.should_retry(error, attempts):
-                raise _GaveUp(attempts) from error
+                return _GaveUp(error, attempts)
             with self._lock:
                 self._retries += 1
             delay = retry.delay(attempts)
@@ -261,45 +273,56 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
                 describe(error),
             )
             if stopping.wait(delay):
-                raise _Stopping
+                return _STOPPED
 
-    def _attempt(self, item: In, time_limit: TimeLimit | None) -> list[Out]:
+    def _attempt(self, item: In, time_limit: TimeLimit | None) -> Success[list[Out]] | Failure:
         """Make one attempt at `item`: through the breaker, within the time limit."""
-        if self.breaker is not None:
-            return self.breaker.call(self._call_within_limit, (item, time_limit))
-        return self._call_within_limit((item, time_limit))
-
-    def _call_within_limit(self, arguments: tuple[In, TimeLimit | None]) -> list[Out]:
-        item, time_limit = arguments
-        if time_limit is None:
-            return self._call_inner(item)
-        return time_limit.call(self._call_inner, item)
-
-    def _call_inner(self, item: In) -> list[Out]:
-        """Return the wrapped stage's outputs for `item`, raising the user's own exception."""
+        breaker = self.breaker
+        if breaker is None:
+            return self._call(item, time_limit)
+        permit = breaker.try_admit()
+        if isinstance(permit, CircuitOpen):
+            return Failure(permit)
         try:
-            return self.inner.process_batch([item])
-        except ItemFailed as failed:
-            error: BaseException = failed.__cause__ or failed
-        raise error
+            outcome = self._call(item, time_limit)
+        except BaseException:
+            breaker.abandon(permit)
+            raise
+        failed = isinstance(outcome, Failure) and breaker.trips_on(outcome.error)
+        breaker.record(permit, failed=failed)
+        return outcome
 
-    def _give_up(self, item: In, index: int, error: BaseException, attempts: int) -> None:
-        """Apply the error policy to an item that failed for good; runs in a worker thread."""
+    def _call(self, item: In, time_limit: TimeLimit | None) -> Success[list[Out]] | Failure:
+        """Return the outcome of the wrapped stage on `item`, in the helper if there is one."""
+        if time_limit is None:
+            return capture_item(self.inner.process_batch, item)
+        return time_limit.call(capture_item, self.inner.process_batch, item)
+
+    def _give_up(self, item: In, index: int, gave_up: _GaveUp, outputs: list[Out]) -> None:
+        """Apply the error policy to an item that failed for good; runs in a worker thread.
+
+        Raises:
+            ItemFailed: under "raise", or when the failure budget is exceeded, carrying
+                the batch's `outputs` so far; the worker loop turns it into the run's
+                `StageError`, after delivering those outputs when the run reports
+                failures at their position.
+        """
+        error, attempts = gave_up.error, gave_up.attempts
         if self.on_error == "raise":
-            raise ItemFailed(item, index) from error
+            raise ItemFailed(item, index, outputs) from error
         counters = current_worker_counters()
         if self.dead_letters is not None:
             with self._lock:
                 self._dead_lettered += 1
             if counters is not None:
-                counters.dead_lettered += 1
+                counters.count(DEAD_LETTERED)
             self.dead_letters.append(DeadLetter(self.name, item, error, attempts))
         else:
             with self._lock:
                 self._skipped += 1
                 skipped = self._skipped
             if counters is not None:
-                counters.skipped += 1
+                counters.count(SKIPPED)
             if skipped == 1 or skipped % self.log_every == 0:
                 self._log_skip(item, error, attempts, skipped)
         if self.budget is not None:
@@ -307,7 +330,7 @@ class ResilientStage(PipelineStage[In, Out], Generic[In, Out]):
                 self.budget.record_failure()
             except FailureBudgetExceeded as exceeded:
                 exceeded.__cause__ = error
-                raise ItemFailed(item, index) from exceeded
+                raise ItemFailed(item, index, outputs) from exceeded
 
     def _count_error(self, error: Exception) -> None:
         if isinstance(error, CircuitOpen):

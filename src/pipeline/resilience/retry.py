@@ -5,6 +5,12 @@ from [0, min(max_delay, base_delay * multiplier ** (n - 1))]: exponential backof
 "full jitter", which spreads the retries of many workers over the whole window instead
 of sending them back to a struggling service in synchronised waves.
 
+By default only the errors that say "try again later" are retried: `TRANSIENT_ERRORS`,
+a timeout (`TimeoutError`, which `ItemTimeout` and `socket.timeout` are) or a broken
+connection (`ConnectionError`: refused, reset, aborted, a broken pipe). Any other
+error, a `ValueError` from bad data say, fails the same way on every attempt, so it
+goes to the error policy at once; name your own transient errors with `retry_on`.
+
 The policy only computes; the waiting is done by whoever applies it (a `ResilientStage`
 waits on the pipeline's stop event, so a stopping pipeline never sits out a backoff).
 """
@@ -15,10 +21,14 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
-from pipeline._checks import number, positive_int
+from pipeline._checks import number, positive_int, seconds
 
-__all__ = ["ExceptionTypes", "RetryPolicy", "exception_types"]
+__all__ = ["TRANSIENT_ERRORS", "ExceptionTypes", "RetryPolicy", "exception_types"]
+
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (TimeoutError, ConnectionError)
+"""What `RetryPolicy()` retries by default: timeouts and broken connections."""
 
 ExceptionTypes = type[BaseException] | Iterable[type[BaseException]]
 """What `retry_on` and `trip_on` accept: one exception class, or any iterable of them."""
@@ -33,9 +43,9 @@ class RetryPolicy:
         base_delay: the backoff window, in seconds, before the first retry.
         max_delay: the cap on the backoff window, in seconds.
         multiplier: how much the window grows after each failed attempt.
-        retry_on: the exception types worth retrying (a timeout, a refused connection),
-            as one class or any iterable of classes (kept as a tuple); any other
-            exception fails the item at once.
+        retry_on: the exception types worth retrying, as one class or any iterable of
+            classes (kept as a tuple); any other exception fails the item at once. The
+            default, `TRANSIENT_ERRORS`, is `(TimeoutError, ConnectionError)`.
         rng: the random source of the jitter; pass `random.Random(seed)` to repeat a run
             (None, the default: a fresh `random.Random()`).
 
@@ -47,7 +57,7 @@ class RetryPolicy:
     base_delay: float = 0.1
     max_delay: float = 30.0
     multiplier: float = 2.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     # A hand-written __init__ (the dataclass supplies repr and eq) so that retry_on can
@@ -58,25 +68,20 @@ class RetryPolicy:
         base_delay: float = 0.1,
         max_delay: float = 30.0,
         multiplier: float = 2.0,
-        retry_on: ExceptionTypes = (Exception,),
+        retry_on: ExceptionTypes = TRANSIENT_ERRORS,
         rng: random.Random | None = None,
     ) -> None:
         positive_int("max_attempts", max_attempts)
-        for name, value in (
-            ("base_delay", base_delay),
-            ("max_delay", max_delay),
-            ("multiplier", multiplier),
-        ):
-            if not number(name, value) >= 0:  # also rejects NaN
-                raise ValueError(f"{name} must be >= 0, got {value}")
-            if math.isinf(value):  # an infinite wait cannot be passed to Event.wait
-                raise ValueError(f"{name} must be finite, got {value}")
+        seconds("base_delay", base_delay, zero_allowed=True)
+        seconds("max_delay", max_delay, zero_allowed=True)
+        if math.isinf(number("multiplier", multiplier)):
+            raise ValueError(f"multiplier must be finite, got {multiplier}")
         if max_delay < base_delay:
             raise ValueError(
                 f"max_delay must be >= base_delay, got max_delay={max_delay} "
                 f"and base_delay={base_delay}"
             )
-        if multiplier < 1:
+        if not multiplier >= 1:  # also rejects NaN
             raise ValueError(f"multiplier must be >= 1, got {multiplier}")
         if rng is None:
             rng = random.Random()

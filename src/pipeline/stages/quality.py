@@ -588,7 +588,7 @@ class QualityStage(PipelineStage[Record, Record]):
             self.rejects.extend(rejected)
             worker = current_worker_counters()
             if worker is not None:
-                worker.dead_lettered += len(rejected)
+                worker.count("dead_lettered", len(rejected))
         return passed
 
 

@@ -379,7 +379,7 @@ class TimeWindows(_WindowStage[T, R]):
         if self.on_late == "drop":
             counters = current_worker_counters()
             if counters is not None:
-                counters.skipped += 1
+                counters.count("skipped")
             if self.late_items == 1 or self.late_items % LOG_LATE_EVERY == 0:
                 logger.warning(
                     "%s: dropped late item at time %g (watermark %g); %d late so far",

@@ -1,0 +1,150 @@
+"""One monitor thread per pipeline that samples its statistics for every live view.
+
+Progress bars and the timeline recorder both want `pipeline.stats()` every so often
+while a run goes on. Rather than a thread each, they subscribe here: the first
+subscriber for a pipeline starts its monitor thread, every later one shares it, and the
+last to leave stops and joins it. Each subscriber gives its own interval; the thread
+wakes for whichever is due next. The worker threads do no extra work either way.
+
+    subscription = subscribe(pipeline, 0.1, lambda at, stats: print(at, stats.items_read))
+    ...
+    subscription.close()  # joins the thread if this was the last subscriber
+
+A callback runs in the monitor thread; one that raises is logged and the others still
+get their samples. Standard library only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from pipeline.pipeline import Pipeline
+from pipeline.stats import PipelineStatistics
+
+__all__ = ["THREAD_NAME", "SampleCallback", "Subscription", "subscribe"]
+
+SampleCallback = Callable[[float, PipelineStatistics], object]
+"""Called in the monitor thread with the `time.perf_counter()` of a sample and the sample."""
+
+THREAD_NAME: Final = "pipeline-sampler"
+"""The name of the monitor threads."""
+
+logger = logging.getLogger(__name__)
+
+# Guards _samplers: the live sampler of each pipeline, by the pipeline's id (the sampler
+# holds the pipeline, so the id is not reused while it is in the table).
+_samplers_lock = threading.Lock()
+_samplers: dict[int, _Sampler] = {}
+
+
+class Subscription:
+    """One subscriber's share of a pipeline's monitor thread; `close()` to leave."""
+
+    def __init__(self, sampler: _Sampler, interval: float, callback: SampleCallback) -> None:
+        self.interval = interval
+        self.callback = callback
+        self.due = time.monotonic() + interval
+        self._sampler = sampler
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop receiving samples; blocks until the thread is joined if this was the last one.
+
+        Once it returns, the callback is not running and will not run again. Closing
+        twice is harmless.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._sampler.leave(self)
+
+
+def subscribe(
+    pipeline: Pipeline[Any, Any], interval: float, callback: SampleCallback
+) -> Subscription:
+    """Call `callback` with a snapshot of `pipeline.stats()` every `interval` seconds.
+
+    No snapshot is passed before the pipeline's first run. The caller checks
+    `interval` (see `pipeline._checks.seconds`).
+
+    Returns:
+        The subscription; close it to stop.
+    """
+    with _samplers_lock:
+        sampler = _samplers.get(id(pipeline))
+        if sampler is None:
+            sampler = _samplers[id(pipeline)] = _Sampler(pipeline)
+        subscription = Subscription(sampler, interval, callback)
+        sampler.join(subscription)
+    return subscription
+
+
+class _Sampler:
+    """The monitor thread of one pipeline and its subscribers."""
+
+    def __init__(self, pipeline: Pipeline[Any, Any]) -> None:
+        self.pipeline = pipeline
+        # Guards _subscribers and _stopping; notified when either changes. _sampling is
+        # held by the thread while it calls back, so leave() can wait out a callback.
+        self._changed = threading.Condition()
+        self._sampling = threading.Lock()
+        self._subscribers: list[Subscription] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME)
+        self._thread.start()
+
+    def join(self, subscription: Subscription) -> None:
+        """Add a subscriber; called with `_samplers_lock` held."""
+        with self._changed:
+            self._subscribers.append(subscription)
+            self._changed.notify_all()
+
+    def leave(self, subscription: Subscription) -> None:
+        """Remove a subscriber; the last one out stops and joins the thread."""
+        with _samplers_lock, self._changed:
+            self._subscribers.remove(subscription)
+            last = not self._subscribers
+            if last:
+                self._stopping = True
+                del _samplers[id(self.pipeline)]
+            self._changed.notify_all()
+        if last:
+            self._thread.join()
+        elif threading.current_thread() is not self._thread:
+            with self._sampling:
+                pass  # a callback of this subscriber in progress has ended
+
+    def _run(self) -> None:
+        """Wait for the next due subscriber, sample, call back; the monitor thread's target."""
+        while True:
+            with self._changed:
+                while not self._stopping:
+                    if not self._subscribers:  # started, its first subscriber not yet in
+                        self._changed.wait()
+                        continue
+                    now = time.monotonic()
+                    due = [s for s in self._subscribers if s.due <= now]
+                    if due:
+                        break
+                    next_due = min(s.due for s in self._subscribers)
+                    self._changed.wait(next_due - now)
+                if self._stopping:
+                    return
+                for subscription in due:
+                    subscription.due = now + subscription.interval
+            with self._sampling:
+                with self._changed:
+                    due = [s for s in due if s in self._subscribers]
+                stats = self.pipeline.stats()
+                if stats is None:
+                    continue
+                at = time.perf_counter()
+                for subscription in due:
+                    try:
+                        subscription.callback(at, stats)
+                    except Exception:
+                        logger.exception("a statistics subscriber failed")

@@ -1,0 +1,83 @@
+"""Tests for the shared monitor thread that samples a pipeline's statistics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from pipeline import FunctionStage, Pipeline
+from pipeline.observe.sampler import THREAD_NAME, SampleCallback, subscribe
+from pipeline.stats import PipelineStatistics
+
+WAIT = 5.0
+
+
+def sampler_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == THREAD_NAME)
+
+
+def finished_pipeline() -> Pipeline[int, int]:
+    pipeline = Pipeline(FunctionStage[int, int](abs))
+    pipeline.run(range(10))
+    return pipeline
+
+
+def test_subscribers_of_one_pipeline_share_a_thread_that_the_last_one_joins() -> None:
+    pipeline = finished_pipeline()
+    first_sampled, second_sampled = threading.Event(), threading.Event()
+    first = subscribe(pipeline, 0.005, lambda at, stats: first_sampled.set())
+    second = subscribe(pipeline, 0.01, lambda at, stats: second_sampled.set())
+    assert first_sampled.wait(WAIT)
+    assert second_sampled.wait(WAIT)
+    assert sampler_threads() == 1
+    first.close()
+    assert sampler_threads() == 1  # the second still uses it
+    second.close()
+    second.close()  # harmless
+    assert sampler_threads() == 0
+    again = threading.Event()
+    third = subscribe(pipeline, 0.005, lambda at, stats: again.set())  # a fresh thread
+    assert again.wait(WAIT)
+    third.close()
+    assert sampler_threads() == 0
+
+
+def test_two_pipelines_have_a_thread_each() -> None:
+    sampled = [threading.Event(), threading.Event()]
+
+    def setter(done: threading.Event) -> SampleCallback:
+        return lambda at, stats: done.set()
+
+    subscriptions = [subscribe(finished_pipeline(), 0.005, setter(done)) for done in sampled]
+    assert all(done.wait(WAIT) for done in sampled)
+    assert sampler_threads() == 2
+    for subscription in subscriptions:
+        subscription.close()
+    assert sampler_threads() == 0
+
+
+def test_a_failing_subscriber_is_logged_and_the_others_still_sampled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipeline = finished_pipeline()
+    samples: list[PipelineStatistics] = []
+    enough = threading.Event()
+
+    def fail(at: float, stats: PipelineStatistics) -> None:
+        raise ValueError("a broken view")
+
+    def keep(at: float, stats: PipelineStatistics) -> None:
+        samples.append(stats)
+        if len(samples) >= 3:
+            enough.set()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.observe.sampler"):
+        failing = subscribe(pipeline, 0.005, fail)
+        keeping = subscribe(pipeline, 0.005, keep)
+        assert enough.wait(WAIT)
+        failing.close()
+        keeping.close()
+    assert "a statistics subscriber failed" in caplog.text
+    assert samples[0].items_read == 10
