@@ -363,10 +363,13 @@ def test_a_resilient_stage_with_many_workers_accounts_for_every_item(
     assert stats is not None
     counted = stats.stages[0]
     if on_error == "skip":
-        assert (statistics.items_skipped, counted.skipped) == (failing, failing)
+        assert (statistics.items_skipped, counted.extra["skipped"]) == (failing, failing)
     else:
         assert stage.dead_letters is not None
-        assert (statistics.items_dead_lettered, counted.dead_lettered) == (failing, failing)
+        assert (statistics.items_dead_lettered, counted.extra["dead_lettered"]) == (
+            failing,
+            failing,
+        )
         assert {letter.item for letter in stage.dead_letters} == set(range(0, items, 7))
 
 
