@@ -93,6 +93,8 @@ monkeypatch"
     --deselect "tests/resilience/test_breaker.py::test_trip_on_takes_one_class_or_any_iterable_of_them[generator]"
     --deselect "tests/resilience/test_retry.py::test_any_iterable_of_exception_types_is_kept_as_a_tuple[generator]"
     "${known[@]}"
+    # It counts every helper thread alive in the process, so copies running at once add up.
+    --deselect "tests/resilience/test_timeout.py::test_overrunning_calls_are_bounded_and_the_worker_waits_at_the_bound"
 )
 
 step "pytest-run-parallel on 3.13t: $threads threads x $iterations iterations"
