@@ -450,11 +450,17 @@ class StageRun:
             if self._emitting:
                 return True
             self._emitting = True
+        done = False
         try:
             while True:
                 with self._emit_lock:
                     entry = self._parked.pop(self._next, None)
                     if entry is None:
+                        # Stop emitting in the same hold as the miss: a batch parked after
+                        # it must find nobody emitting, or it would wait for no one.
+                        self._emitting = False
+                        done = True
+                        self._emit_lock.notify_all()
                         return True
                     self._next += 1
                     if entry[1] is not None:
@@ -464,9 +470,10 @@ class StageRun:
                 if not self._send(*entry):
                     return False
         finally:
-            with self._emit_lock:
-                self._emitting = False
-                self._emit_lock.notify_all()
+            if not done:
+                with self._emit_lock:
+                    self._emitting = False
+                    self._emit_lock.notify_all()
 
     def _send(self, outputs: list[Any], marker: _EndOfStream | None) -> bool:
         """Hand outputs (and an ending marker) to the router; False if downstream stopped."""
