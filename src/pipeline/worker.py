@@ -315,7 +315,13 @@ class StageRun:
         The outputs go out as one more numbered batch, after every batch of the stream.
         """
         with self._take_lock:
-            if self._ends_taken < self.producers or self.stopping.is_set():
+            # An input that ended with a failure never reached its end: a plain loop
+            # would have raised at the failing item, before any flush.
+            if (
+                self._ends_taken < self.producers
+                or self.stopping.is_set()
+                or isinstance(self._end_marker, UpstreamFailed)
+            ):
                 return
             number = self._taken
             self._taken += 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipeline import PipelineStage
+import pytest
+
+from pipeline import Pipeline, PipelineStage, StageError
 from pipeline.safequeue import SafeQueue
 from pipeline.worker import StageRun, ToQueue
 
@@ -73,3 +75,39 @@ def test_a_batch_parked_while_the_emitter_is_leaving_is_still_emitted() -> None:
         emitter.join()
     assert outbox.get_many(10, block=False) == ["a", "b"]
     assert not stage_run._parked
+
+
+class _FailsAt(PipelineStage[int, int]):
+    def __init__(self, bad: int) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def process(self, item: int) -> int:
+        if item == self.bad:
+            raise ValueError(item)
+        return item
+
+
+class _Counts(PipelineStage[int, int]):
+    """Passes items on and, at the end of its input, emits how many it saw (a window's tail)."""
+
+    def setup(self) -> None:
+        self.local.seen = 0
+
+    def process(self, item: int) -> int:
+        self.local.seen += 1
+        return item
+
+    def flush(self) -> list[int]:
+        return [-self.local.seen]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_upstream_failure_at_its_position_is_not_followed_by_a_flush(workers: int) -> None:
+    """A plain loop raises at the failing item; the stage after it never reaches the end
+    of its input, so nothing it would flush there may come before the error."""
+    delivered: list[int] = []
+    outputs = Pipeline(_FailsAt(5) >> _Counts(workers=workers), batch_size=2).stream(range(10))
+    with pytest.raises(StageError, match="ValueError: 5"):
+        delivered.extend(outputs)
+    assert delivered == [0, 1, 2, 3, 4]
