@@ -255,7 +255,8 @@ class Pipeline(Generic[In, Out]):
 
         Raises (from the iterator):
             StageError: a stage or the source failed; the original exception is chained.
-            PipelineClosed: `close()` stopped the run before the input ended.
+            PipelineClosed: `close()` stopped the run before the iterator had delivered
+                every output (even if the input had ended).
         """
         return self._items(self._batches(iter(source)))
 
@@ -334,6 +335,9 @@ class Pipeline(Generic[In, Out]):
                 if batch:
                     run.items_delivered += len(batch)
                     yield batch
+                    if run.closed:  # the batch may have been cut short, the last one too
+                        ended_by = None
+                        break
         except GeneratorExit:
             # The consumer stopped early. A failure it never asked about (the run works
             # ahead of it) is logged, not raised from a close() or a garbage collection.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from pipeline import Pipeline, PipelineStage, StageError
-from pipeline.safequeue import SafeQueue
+from pipeline import Pipeline, PipelineClosed, PipelineStage, StageError
+from pipeline.safequeue import LinkQueue, Marker, SafeQueue
 from pipeline.worker import StageRun, ToQueue
 
 
@@ -111,3 +112,58 @@ def test_an_upstream_failure_at_its_position_is_not_followed_by_a_flush(workers:
     with pytest.raises(StageError, match="ValueError: 5"):
         delivered.extend(outputs)
     assert delivered == [0, 1, 2, 3, 4]
+
+
+class _TellsTheEnd(SafeQueue[Any]):
+    """A results queue that sets `ended` once the end-of-stream marker is in it."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.ended = threading.Event()
+
+    def put_many(
+        self,
+        items: Iterable[Any],
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        copy: bool = True,
+    ) -> None:
+        items = list(items)
+        super().put_many(items, block, timeout, copy=False)
+        if items and isinstance(items[-1], Marker):
+            self.ended.set()
+
+
+def test_a_close_that_cuts_the_last_batch_short_is_not_a_complete_run() -> None:
+    """close() from another thread empties the batch being delivered; when that batch is
+    the last one, the iterator must still say the run was closed, not end as if complete."""
+    results: list[_TellsTheEnd] = []
+    gate = threading.Event()
+
+    def make_queue(name: str, size: int) -> LinkQueue[Any]:
+        if name != "results":
+            return SafeQueue[Any](size)
+        results.append(_TellsTheEnd(size))
+        return results[-1]
+
+    def source() -> Iterator[int]:
+        yield 0
+        gate.wait()
+        yield from range(1, 10)
+
+    pipeline = Pipeline(_Passing(), queue_factory=make_queue)
+    outputs = pipeline.stream(source())
+    try:
+        assert next(outputs) == 0
+        gate.set()
+        assert results[0].ended.wait(timeout=10)
+        assert next(outputs) == 1  # the consumer now holds 2..9, the last batch
+        closer = threading.Thread(target=pipeline.close)
+        closer.start()
+        closer.join()
+        with pytest.raises(PipelineClosed):
+            list(outputs)
+    finally:
+        gate.set()
+        pipeline.close()
