@@ -13,7 +13,8 @@ what `stream()` delivered with the same computation done by a plain lazy loop:
   the `StageError` names the same stage (or the source) and the same item;
 
 and that no thread of the run is left behind. A run that takes longer than `--bound`
-seconds dumps every thread's stack and ends the process with status 1 (a hang).
+seconds is reported with its seed and every thread's stack, and the process exits with
+status 2 (a hang).
 
     python benchmarks/stress_order.py --runs 3000 --seed 1
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import random
 import sys
 import threading
@@ -229,6 +231,20 @@ def run_one(seed: int) -> str | None:
     return None
 
 
+def hang_watchdog(seed: int, bound: float) -> threading.Timer:
+    """Start a timer that reports run `seed` as a hang, with every thread's stack, and exits."""
+
+    def hang() -> None:
+        print(f"seed {seed}: still running after {bound} s (a hang)", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(2)
+
+    timer = threading.Timer(bound, hang)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3000, help="how many (default 3000)")
@@ -239,9 +255,10 @@ def main() -> int:
     counts = {"runs": 0, "failing at a position": 0, "wrong": 0}
     items = 0
     for seed in range(args.seed, args.seed + args.runs):
-        faulthandler.dump_traceback_later(args.bound, exit=True)
+        watchdog = hang_watchdog(seed, args.bound)
         problem = run_one(seed)
-        faulthandler.cancel_dump_traceback_later()
+        watchdog.cancel()
+        watchdog.join()
         counts["runs"] += 1
         _, source, source_fails_at, specs = scenario(seed)
         items += len(source)
