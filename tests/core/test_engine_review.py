@@ -167,3 +167,37 @@ def test_a_close_that_cuts_the_last_batch_short_is_not_a_complete_run() -> None:
     finally:
         gate.set()
         pipeline.close()
+
+
+def test_a_teardown_failing_above_a_failure_at_its_position_keeps_the_outputs_before_it() -> None:
+    """The failing stage's worker tears down after the failure and its teardown raises
+    too: the failure has a position and stops nothing below it, so the outputs before the
+    failing item must still all arrive before the error, not be thrown away with the run."""
+    first_taken, failed = threading.Event(), threading.Event()
+
+    class FailsThenBreaksTeardown(PipelineStage[int, int]):
+        def process(self, item: int) -> int:
+            if item == 5:
+                first_taken.wait()
+                failed.set()
+                raise ValueError(item)
+            return item
+
+        def teardown(self) -> None:
+            if failed.is_set():
+                raise RuntimeError("teardown")
+
+    pipeline = Pipeline(FailsThenBreaksTeardown(workers=2), batch_size=1)
+    outputs = pipeline.stream(range(10))
+    try:
+        delivered = [next(outputs)]
+    finally:
+        first_taken.set()
+    run = pipeline._latest
+    assert run is not None
+    # Both workers have left (each tore down) before the consumer reads on.
+    for thread in run.threads[2:]:
+        assert run._finished[thread].wait(timeout=10)
+    with pytest.raises(StageError, match="ValueError: 5"):
+        delivered.extend(outputs)
+    assert delivered == [0, 1, 2, 3, 4]
