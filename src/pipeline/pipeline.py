@@ -18,8 +18,8 @@ stops at once, while the stages after it finish the items before it. With
 failures that have no position (setup, teardown, the observer), the first failure
 stops the whole run at once: every queue is shut down immediately, which wakes every
 blocked thread, and no work is spent on items the consumer will not receive (a teardown
-or observer failing in a stage that a failure at its position already stopped does not:
-the outputs before that failure still arrive). Either way the caller
+or observer failing after a failure at its position does not: the outputs before that
+failure still arrive). Either way the caller
 receives the `StageError` once all threads have been joined; the same stop happens,
 without an error, when the caller stops early, calls `close()`, presses Ctrl-C, or the
 interpreter exits.
@@ -483,11 +483,10 @@ class _Run:
         self.results = self.queues[-1]
         self.source_stopping = threading.Event()
         # Guards failure (the first error recorded; later ones are consequences of the
-        # stop) and _stopped_through (the last stage index a failure at its position has
-        # stopped everything up to, -1 if none).
+        # stop) and failed_at_a_position (a stage failed at its position).
         self._lock = threading.Lock()
         self.failure: PipelineError | None = None
-        self._stopped_through = -1
+        self.failed_at_a_position = False
         at_position = pipeline.ordered and not pipeline.fail_fast
         self.stage_runs = [
             StageRun(
@@ -497,7 +496,7 @@ class _Run:
                 name=pipeline.names[index],
                 max_batch=pipeline.batch_size,
                 ordered=pipeline.ordered,
-                on_failure=self._failer_in(index) if at_position else self.fail,
+                on_failure=self._fail_without_position if at_position else self.fail,
                 stop_upstream=self._stopper_above(index) if at_position else None,
                 observer=pipeline.observer,
                 owner=self,
@@ -615,33 +614,29 @@ class _Run:
         if first:
             logger.debug("pipeline stopping after a failure: %s", error)
 
-    def _failer_in(self, index: int) -> Callable[[StageError], None]:
-        """Return what stage `index` calls for a failure without a position (teardown, say).
+    def _fail_without_position(self, error: StageError) -> None:
+        """Handle a stage's failure that has no position (teardown, say), in a run that has.
 
         Such a failure stops the whole run, unless it is a teardown or an observer failing
-        after a failure at its position stopped this stage (or is this stage's own): the
-        stage's workers then pass no end of stream on but that failure's marker, so
-        stopping the stages below would only throw away the outputs before the failing
-        item. Anything else (a worker's own handlers failing) may have lost a batch, so
-        it still stops everything.
+        after a failure at its position: the run's outcome is that failure already, and
+        neither loses a batch (a teardown comes after a worker's last batch, an observer
+        after its batch was handed on), so stopping would only throw away outputs that
+        come before the failing item. Anything else (a worker's own handlers failing) may
+        have lost a batch, so it still stops everything.
         """
-
-        def on_failure(error: StageError) -> None:
-            with self._lock:
-                contained = index <= self._stopped_through
-            if contained and error.phase in ("teardown", "observer"):
-                self._record(error)
-            else:
-                self.fail(error)
-
-        return on_failure
+        with self._lock:
+            contained = self.failed_at_a_position and error.phase in ("teardown", "observer")
+        if contained:
+            self._record(error)
+        else:
+            self.fail(error)
 
     def _stopper_above(self, index: int) -> Callable[[StageError], None]:
         """Return what stage `index` calls to stop everything upstream of a failure in it."""
 
         def stop_upstream(error: StageError) -> None:
             with self._lock:
-                self._stopped_through = max(self._stopped_through, index)
+                self.failed_at_a_position = True
             self._record(error)
             self.source_stopping.set()
             for stage_run in self.stage_runs[:index]:
@@ -696,6 +691,8 @@ class _Run:
                     if not self.at_position:
                         self.fail(failure)
                         return
+                    with self._lock:
+                        self.failed_at_a_position = True
                     self._record(failure)
                     chunk.append(UpstreamFailed(failure))
                 elif not chunk:

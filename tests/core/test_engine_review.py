@@ -169,33 +169,69 @@ def test_a_close_that_cuts_the_last_batch_short_is_not_a_complete_run() -> None:
         pipeline.close()
 
 
-def test_a_teardown_failing_above_a_failure_at_its_position_keeps_the_outputs_before_it() -> None:
-    """The failing stage's worker tears down after the failure and its teardown raises
-    too: the failure has a position and stops nothing below it, so the outputs before the
-    failing item must still all arrive before the error, not be thrown away with the run."""
+class _FailsAtFive(PipelineStage[int, int]):
+    def __init__(self, first_taken: threading.Event, failed: threading.Event) -> None:
+        super().__init__(workers=2)
+        self.first_taken = first_taken
+        self.failed = failed
+
+    def process(self, item: int) -> int:
+        if item == 5:
+            self.first_taken.wait()
+            self.failed.set()
+            raise ValueError(item)
+        return item
+
+
+class _TeardownFailsAfter(PipelineStage[int, int]):
+    def __init__(self, failed: threading.Event) -> None:
+        super().__init__(workers=2)
+        self.failed = failed
+
+    def process(self, item: int) -> int:
+        return item
+
+    def teardown(self) -> None:
+        if self.failed.is_set():
+            raise RuntimeError("teardown")
+
+
+@pytest.mark.parametrize("where", ["the failing stage", "a stage after it", "after the source"])
+def test_a_teardown_failing_after_a_failure_at_its_position_keeps_the_outputs_before_it(
+    where: str,
+) -> None:
+    """A worker tears down after the failure and its teardown raises too: the run's
+    outcome is already that failure, and nothing is lost by letting the outputs before
+    the failing item arrive first, so they must not be thrown away with a stop."""
     first_taken, failed = threading.Event(), threading.Event()
 
-    class FailsThenBreaksTeardown(PipelineStage[int, int]):
-        def process(self, item: int) -> int:
-            if item == 5:
-                first_taken.wait()
-                failed.set()
-                raise ValueError(item)
-            return item
-
+    class FailsThenBreaksTeardown(_FailsAtFive):
         def teardown(self) -> None:
-            if failed.is_set():
+            if self.failed.is_set():
                 raise RuntimeError("teardown")
 
-    pipeline = Pipeline(FailsThenBreaksTeardown(workers=2), batch_size=1)
-    outputs = pipeline.stream(range(10))
+    def source() -> Iterator[int]:
+        yield from range(5)
+        first_taken.wait()
+        failed.set()
+        raise ValueError(5)
+
+    stages: list[PipelineStage[int, int]]
+    if where == "the failing stage":
+        stages = [FailsThenBreaksTeardown(first_taken, failed)]
+    elif where == "a stage after it":
+        stages = [_FailsAtFive(first_taken, failed), _TeardownFailsAfter(failed)]
+    else:
+        stages = [_TeardownFailsAfter(failed)]
+    pipeline = Pipeline(stages, batch_size=1)
+    outputs = pipeline.stream(source() if where == "after the source" else iter(range(10)))
     try:
         delivered = [next(outputs)]
     finally:
         first_taken.set()
     run = pipeline._latest
     assert run is not None
-    # Both workers have left (each tore down) before the consumer reads on.
+    # Every worker has left (and torn down) before the consumer reads on.
     for thread in run.threads[2:]:
         assert run._finished[thread].wait(timeout=10)
     with pytest.raises(StageError, match="ValueError: 5"):

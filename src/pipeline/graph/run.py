@@ -478,7 +478,7 @@ class _GraphRun(_Run):
         self.source_stopping = threading.Event()
         self._lock = threading.Lock()
         self.failure: PipelineError | None = None
-        self._stopped_through = -1
+        self.failed_at_a_position = False
         self.at_position = False
         self._requests: SimpleQueue[object] = SimpleQueue()
         self._starting: list[threading.Thread] = []
