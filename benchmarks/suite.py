@@ -56,6 +56,7 @@ PRESETS: dict[str, list[str]] = {
     "stress_faults.py": ["--scenarios", "100"],
     "bench_queues.py": ["--quick"],
     "crash_queues.py": ["--kills", "5", "--items", "5000"],
+    "bench_executors.py": ["--scale", "0.3", "--repeat", "1"],
 }
 SKIP = {"suite.py"}
 

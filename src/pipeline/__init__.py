@@ -4,9 +4,9 @@ Stages run in their own threads, joined by bounded thread-safe queues; items mov
 batches; the first failure stops every thread and reaches the caller with its cause.
 
 The core (queues, stages, the engine, statistics) is imported here; the extras
-(`resilience`, `observe`, `native`, `stages`, `graph`, `demos`) are loaded the first time one
-(`resilience`, `observe`, `native`, `stages`, `queues`, `demos`) are loaded the first time one
-of their names is used, as `concurrent.futures` loads its executors, so
+(`resilience`, `observe`, `native`, `stages`, `graph`, `queues`, `executors`, `aio`,
+`demos`) are loaded the first time one of their names is used, as `concurrent.futures`
+loads its executors, so
 `import pipeline` stays cheap and needs no third-party package.
 """
 
@@ -23,7 +23,11 @@ from pipeline.stage import FilteringStage, FlatMapStage, PipelineStage, StageCha
 from pipeline.stats import BatchEvent, PipelineStatistics, StageStatistics
 
 if TYPE_CHECKING:
+    from pipeline.aio.stage import AsyncFunctionStage, AsyncStage, iterate_async
     from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
+    from pipeline.executors.errors import NotPicklable, RemoteError, RemoteTraceback
+    from pipeline.executors.executor import ExecutorStage
+    from pipeline.executors.process import ProcessStage
     from pipeline.graph.build import Graph, Partition
     from pipeline.graph.compose import SubgraphStage
     from pipeline.graph.errors import GraphError, PipelineDeadlock, TaskGraphFailed
@@ -161,6 +165,14 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "pipeline.resilience.retry",
     "TRANSIENT_ERRORS": "pipeline.resilience.retry",
     "FlatMapFunctionStage": "pipeline.stages.functions",
+    "AsyncFunctionStage": "pipeline.aio",
+    "AsyncStage": "pipeline.aio",
+    "iterate_async": "pipeline.aio",
+    "ExecutorStage": "pipeline.executors",
+    "NotPicklable": "pipeline.executors",
+    "ProcessStage": "pipeline.executors",
+    "RemoteError": "pipeline.executors",
+    "RemoteTraceback": "pipeline.executors",
     "FunctionStage": "pipeline.stages.functions",
     "PredicateStage": "pipeline.stages.functions",
     "Consistent": "pipeline.stages.quality",
@@ -213,6 +225,8 @@ __all__ = [
     "AdaptiveBatcher",
     "AddStage",
     "Anomaly",
+    "AsyncFunctionStage",
+    "AsyncStage",
     "BatchEvent",
     "BatcherStatistics",
     "BreakerState",
@@ -231,6 +245,7 @@ __all__ = [
     "DurableQueue",
     "Empty",
     "ErrorPolicy",
+    "ExecutorStage",
     "FailureBudget",
     "FailureBudgetExceeded",
     "FilterStage",
@@ -256,6 +271,7 @@ __all__ = [
     "Matches",
     "MultiplyStage",
     "NotAQueueFile",
+    "NotPicklable",
     "OneOf",
     "OrderedMerge",
     "Partition",
@@ -270,6 +286,7 @@ __all__ = [
     "PredicateStage",
     "Priority",
     "PriorityQueue",
+    "ProcessStage",
     "Progress",
     "QualityReport",
     "QualityStage",
@@ -278,6 +295,8 @@ __all__ = [
     "QueueStatistics",
     "Rejected",
     "Rejects",
+    "RemoteError",
+    "RemoteTraceback",
     "Required",
     "ResilienceStatistics",
     "ResilientStage",
@@ -315,6 +334,7 @@ __all__ = [
     "diagnose",
     "fork_merge",
     "format_report",
+    "iterate_async",
     "json_snapshot",
     "mix_pool",
     "plot_timeline",

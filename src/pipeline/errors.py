@@ -139,5 +139,13 @@ class StageError(PipelineError):
         return error
 
     def __reduce__(self) -> tuple[object, ...]:
-        item = self.item if self.has_item else _NO_ITEM
-        return (type(self), (self.stage, self.phase, item, self.detail))
+        # Not the private no-item marker itself: a copy of it is another object.
+        fields = (self.stage, self.phase, self.has_item, self.item, self.detail)
+        return (_rebuild_stage_error, (type(self), *fields))
+
+
+def _rebuild_stage_error(
+    cls: type[StageError], stage: str, phase: str, has_item: bool, item: object, detail: str
+) -> StageError:
+    """Rebuild a pickled StageError (its `__reduce__`), with or without an item."""
+    return cls(stage, phase, item if has_item else _NO_ITEM, detail)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -423,6 +424,9 @@ _RELEASE = object()
 """Tells a run's supervisor thread that the run is over."""
 
 _live_runs: weakref.WeakSet[_Run] = weakref.WeakSet()
+# A forked child (a process pool's worker started from a stage) has none of the runs'
+# threads: joining them at its exit would hang it, and the pool waiting for it.
+os.register_at_fork(after_in_child=_live_runs.clear)
 _exit_hook_lock = threading.Lock()
 _exit_hook_registered = False
 

@@ -7,13 +7,15 @@ A user subclasses one of three classes and fills in one per-item hook:
 
 The framework calls `process_batch(items)` on a list of items at a time, because
 handing items between threads one by one costs far more than the work in a simple
-stage; the default `process_batch` of each class applies the per-item hook in a list
-comprehension. A vectorised stage overrides `process_batch` itself.
+stage; the default `process_batch` of each class applies the per-item hook in one
+tight loop. A vectorised stage overrides `process_batch` itself.
 
 The worker loop that calls these hooks lives in `pipeline.worker`; `map_items`,
 `filter_items` and `flat_map_items` are those loops, shared with the function stages.
-They are comprehensions rather than `list(map(...))`, because a `StopIteration` escaping
-from a hook would silently end `list()` early and drop the rest of the batch.
+They are plain `for` loops that append to the output list, so that when a hook fails
+the outputs of the items before it survive (a failure reaches the consumer at its
+position, after them), and so that a `StopIteration` escaping from a hook is an error
+like any other, never the silent end of a shorter batch as in `list(map(...))`.
 """
 
 from __future__ import annotations
@@ -216,33 +218,43 @@ def _check_stage(stage: object) -> None:
 def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:
     """Return `[function(item) for item in items]`; a failure raises `ItemFailed`."""
     outputs: list[Out] = []
+    append = outputs.append
     pending = iter(items)
     try:
-        outputs.extend(function(item) for item in pending)
+        for item in pending:
+            append(function(item))
     except BaseException as exc:
-        raise item_failure(items, pending, outputs) from _unwrapped(exc)
+        raise item_failure(items, pending, outputs) from exc
     return outputs
 
 
 def filter_items(predicate: Callable[[T], bool], items: list[T]) -> list[T]:
     """Return the items for which `predicate` is true; a failure raises `ItemFailed`."""
     outputs: list[T] = []
+    append = outputs.append
     pending = iter(items)
     try:
-        outputs.extend(item for item in pending if predicate(item))
+        for item in pending:
+            if predicate(item):
+                append(item)
     except BaseException as exc:
-        raise item_failure(items, pending, outputs) from _unwrapped(exc)
+        raise item_failure(items, pending, outputs) from exc
     return outputs
 
 
 def flat_map_items(function: Callable[[In], Iterable[Out]], items: list[In]) -> list[Out]:
     """Return the items of each `function(item)`, in order; a failure raises `ItemFailed`."""
     outputs: list[Out] = []
+    extend = outputs.extend
     pending = iter(items)
+    made = 0  # outputs of the items before the current one
     try:
-        outputs.extend(output for item in pending for output in function(item))
+        for item in pending:
+            extend(function(item))
+            made = len(outputs)
     except BaseException as exc:
-        raise item_failure(items, pending, outputs) from _unwrapped(exc)
+        del outputs[made:]  # what the failing item began to give is not its output
+        raise item_failure(items, pending, outputs) from exc
     return outputs
 
 
@@ -258,17 +270,3 @@ def item_failure(
     """
     index = len(items) - length_hint(pending) - 1
     return ItemFailed(items[index], index, outputs)
-
-
-def _unwrapped(exc: BaseException) -> BaseException:
-    """Return the user's own exception from a loop that `list.extend` drove.
-
-    The loops are generator expressions, so that the outputs made before a failure
-    survive in the list being extended; a `StopIteration` escaping from a hook turns
-    into `RuntimeError` there (PEP 479), never into a silently shortened batch. The
-    original is its cause.
-    """
-    cause = exc.__cause__
-    if isinstance(exc, RuntimeError) and isinstance(cause, StopIteration):
-        return cause
-    return exc

@@ -291,3 +291,28 @@ def test_a_latency_target_sizes_batches_toward_it() -> None:
 def test_a_latency_target_must_be_positive_seconds(bad: object) -> None:
     with pytest.raises(ValueError, match="latency_target must be a number of seconds > 0"):
         FunctionStage(lambda x: x, latency_target=bad)  # type: ignore[arg-type]
+
+
+def test_a_failing_flat_map_item_gives_none_of_its_partial_outputs() -> None:
+    def expand(item: int) -> Iterable[int]:
+        yield item
+        if item == 2:
+            raise ValueError("midway")
+        yield -item
+
+    with pytest.raises(ItemFailed) as failed:
+        FlatMapFunctionStage(expand).process_batch([0, 1, 2, 3])
+    assert failed.value.index == 2
+    assert failed.value.outputs == [0, 0, 1, -1]  # item 2's own 2 is not among them
+
+
+def test_a_stop_iteration_from_a_hook_fails_the_item_instead_of_ending_the_batch() -> None:
+    def stop_on_1(item: int) -> int:
+        if item == 1:
+            raise StopIteration
+        return item
+
+    with pytest.raises(ItemFailed) as failed:
+        FunctionStage(stop_on_1).process_batch([0, 1, 2])
+    assert (failed.value.index, failed.value.outputs) == (1, [0])
+    assert isinstance(failed.value.__cause__, StopIteration)
