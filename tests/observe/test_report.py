@@ -72,7 +72,8 @@ def test_a_slow_middle_stage_blocks_upstream_and_starves_downstream() -> None:
     pipeline = Pipeline(fast("first") >> held >> fast("last"), queue_size=2, batch_size=1)
     stats = run_to_end(pipeline, filling(ITEMS, held.full, before=1, queue_size=2))
     assert held.saw_full
-    assert shares(stats, "Held")[0] > 0.7
+    assert shares(stats, "Held")[0] > 0.5  # its hand-overs after the hold stretch with load
+    assert stats.stage("Held").busy_seconds >= HOLD_SECONDS
     assert shares(stats, "first")[2] > 0.6
     assert shares(stats, "last")[1] > 0.6
     assert bottleneck(stats) == "Held"
@@ -95,10 +96,11 @@ def test_a_slow_last_stage_blocks_every_stage_before_it() -> None:
 
 
 def test_a_slow_stage_with_several_workers_is_still_named() -> None:
-    # Each of Held's three workers holds one of the first three items.
+    # Each of Held's three workers holds one of the first three items. The pipeline is
+    # full at item 12: one item more leaves little to drain after the hold.
     held = Held(workers=3)
     pipeline = Pipeline(fast("first") >> held >> fast("last"), queue_size=4, batch_size=1)
-    stats = run_to_end(pipeline, filling(ITEMS * 2, held.full, before=1, queue_size=4, workers=3))
+    stats = run_to_end(pipeline, filling(13, held.full, before=1, queue_size=4, workers=3))
     assert held.saw_full
     assert bottleneck(stats) == "Held"
 
