@@ -477,38 +477,21 @@ class _Run:
         self.source_blocked_seconds = 0.0
         self.closed = False
         self.delivering: list[Any] = []
-        make_queue = pipeline.queue_factory or _safe_queue
-        link_names = [*pipeline.names, "results"]
-        self.queues = [make_queue(name, pipeline.queue_size) for name in link_names]
-        self.results = self.queues[-1]
         self.source_stopping = threading.Event()
         # Guards failure (the first error recorded; later ones are consequences of the
         # stop) and failed_at_a_position (a stage failed at its position).
         self._lock = threading.Lock()
         self.failure: PipelineError | None = None
         self.failed_at_a_position = False
-        at_position = pipeline.ordered and not pipeline.fail_fast
-        self.stage_runs = [
-            StageRun(
-                stage,
-                self.queues[index],
-                ToQueue(self.queues[index + 1]),
-                name=pipeline.names[index],
-                max_batch=pipeline.batch_size,
-                ordered=pipeline.ordered,
-                on_failure=self._fail_without_position if at_position else self.fail,
-                stop_upstream=self._stopper_above(index) if at_position else None,
-                observer=pipeline.observer,
-                owner=self,
-            )
-            for index, stage in enumerate(pipeline.stages)
-        ]
-        self.at_position = at_position
         self._requests: SimpleQueue[object] = SimpleQueue()
         # One event per thread, set as the thread's last act: what join() waits for.
         # Thread.join() alone cannot be trusted after a Ctrl-C interrupted it (on 3.11
         # and 3.12 an interrupted join may mark a running thread as stopped).
         self._finished: dict[threading.Thread, threading.Event] = {}
+        self._starting: list[threading.Thread] = []
+        self.at_position = False
+        self.queues, self.stage_runs = self._wire(pipeline)
+        self.results = self.queues[-1]
         self.threads = [
             self._thread(self._supervise, "pipeline-supervisor"),
             self._thread(self._feed, "pipeline-source"),
@@ -517,7 +500,32 @@ class _Run:
             for worker in range(stage_run.stage.workers):
                 name = f"pipeline-{stage_run.name}-{worker}"
                 self.threads.append(self._thread(stage_run.work, name, worker))
-        self._starting: list[threading.Thread] = []
+
+    def _wire(self, pipeline: Pipeline[Any, Any]) -> tuple[list[LinkQueue[Any]], list[StageRun]]:
+        """Return the run's queues (the source's first, the results last) and stage runs.
+
+        A chain: one queue per link, each stage reading one and emitting into the next.
+        A graph's run overrides this one step; everything else is the same engine.
+        """
+        make_queue = pipeline.queue_factory or _safe_queue
+        queues = [make_queue(name, pipeline.queue_size) for name in [*pipeline.names, "results"]]
+        self.at_position = pipeline.ordered and not pipeline.fail_fast
+        stage_runs = [
+            StageRun(
+                stage,
+                queues[index],
+                ToQueue(queues[index + 1]),
+                name=pipeline.names[index],
+                max_batch=pipeline.batch_size,
+                ordered=pipeline.ordered,
+                on_failure=self._fail_without_position if self.at_position else self.fail,
+                stop_upstream=self._stopper_above(index) if self.at_position else None,
+                observer=pipeline.observer,
+                owner=self,
+            )
+            for index, stage in enumerate(pipeline.stages)
+        ]
+        return queues, stage_runs
 
     def _thread(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
         finished = threading.Event()
