@@ -1,8 +1,10 @@
 """Measure backpressure: the most items in flight with a slow consumer, against the bound.
 
 Items in flight are those read from the source but not yet handed to the consumer. With
-bounded queues they can never exceed: the feeder's chunk + every link's queue_size +
-one batch per worker + the consumer's batch. The consumer here is slow (it waits 50 µs
+bounded queues they can never exceed `Pipeline.max_items_in_flight`: the feeder's chunk
++ every link's queue_size + per stage (workers + reorder window) batches + the
+consumer's batch, where an ordered stage with several workers has a window of
+4 batches per worker. The consumer here is slow (it waits 50 µs
 per item), so the queues fill and the bound is reached.
 
 Run: .venv/bin/python benchmarks/bench_backpressure.py
@@ -36,7 +38,7 @@ def most_in_flight(queue_size: int, batch_size: int, workers: int) -> tuple[int,
 
     stages = [FunctionStage(identity, workers=workers) for _ in range(STAGES)]
     pipeline = Pipeline(stages, queue_size=queue_size, batch_size=batch_size)
-    bound = batch_size + (STAGES + 1) * queue_size + STAGES * workers * batch_size + batch_size
+    bound = pipeline.max_items_in_flight
     slow_consumer = threading.Event()
     most = 0
     for consumed, _ in enumerate(pipeline.stream(source()), start=1):

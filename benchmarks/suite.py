@@ -54,6 +54,7 @@ PRESETS: dict[str, list[str]] = {
     "bench_graph.py": ["--items", "50000", "--repeats", "2", "--pools", "1", "2", "4", "8"],
     "ctrl_c_backoff.py": ["--measure", "5"],
     "stress_faults.py": ["--scenarios", "100"],
+    "stress_order.py": ["--runs", "300"],
     "bench_queues.py": ["--quick"],
     "crash_queues.py": ["--kills", "5", "--items", "5000"],
     # Builds the free-threaded interpreter on its first run (tools/), then reuses it.
@@ -149,6 +150,12 @@ def stress_figures(output: str) -> Figures:
     return figures
 
 
+def order_figures(output: str) -> Figures:
+    """stress_order.py: runs whose outputs differed from a plain loop (should stay 0)."""
+    match = re.search(r"\bwrong (\d+);", output)
+    return {} if match is None else {"wrong": _figure(float(match[1]), "lower")}
+
+
 EXTRACTORS: dict[str, Callable[[str], Figures]] = {
     "bench_chain.py": chain_figures,
     "bench_native.py": native_figures,
@@ -156,6 +163,7 @@ EXTRACTORS: dict[str, Callable[[str], Figures]] = {
     "bench_skewed.py": skewed_figures,
     "ctrl_c_backoff.py": ctrl_c_figures,
     "stress_faults.py": stress_figures,
+    "stress_order.py": order_figures,
 }
 
 

@@ -6,8 +6,10 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 from pipeline import PipelineStage
+from pipeline.stats import StageStatistics
 
 WAIT = 5.0  # the bound on every wait for another thread or process
 ITEM_SECONDS = 0.002  # the work per item of `Slow`
@@ -23,6 +25,69 @@ class Slow(PipelineStage[int, int]):
     def process(self, item: int) -> int:
         self.pause.wait(ITEM_SECONDS)
         return item
+
+
+HOLD_SECONDS = 0.4  # the work of `Held` on its first item, once the queues before it are full
+
+
+class Held(PipelineStage[int, int]):
+    """Works HOLD_SECONDS on each of its first items, one per worker, once `full` is set.
+
+    The other items pass at once. Each worker holds one of items 0..workers-1 (a
+    holding worker takes nothing else), so every worker is busy for HOLD_SECONDS.
+
+    With `full` set by `filling` when every queue before this stage is full, the stages
+    before it are provably blocked and those after it starved for HOLD_SECONDS, however
+    loaded the machine: shares of time that hold without timing luck. The wait for `full`
+    is bounded by WAIT; `saw_full` tells whether it came.
+    """
+
+    def __init__(self, name: str | None = None, *, workers: int = 1) -> None:
+        super().__init__(name, workers=workers)
+        self.full = threading.Event()
+        self.pause = threading.Event()
+        self.saw_full = False
+
+    def process(self, item: int) -> int:
+        if item < self.workers:
+            self.saw_full = self.full.wait(WAIT)
+            self.pause.wait(HOLD_SECONDS)
+        return item
+
+
+def share_of_own_time(stage: StageStatistics, seconds: float) -> float:
+    """Return `seconds` as a share of the time `stage` recorded as busy, starved or blocked.
+
+    Unlike a share of the run's elapsed time, it does not shrink when a loaded machine
+    stretches the run's start-up and shutdown, which belong to no stage's state.
+    """
+    recorded = stage.busy_seconds + stage.starved_seconds + stage.blocked_seconds
+    return seconds / recorded if recorded > 0 else 0.0
+
+
+def filling(
+    count: int, full: threading.Event, *, before: int, queue_size: int, workers: int = 1
+) -> Iterator[int]:
+    """Yield range(count), setting `full` once the pipeline up to a `Held` stage is full.
+
+    With batch_size=1 and a `Held` stage of `workers` workers after `before` one-worker
+    stages, the pipeline holds before * (queue_size + 1) + queue_size + workers items
+    when full: one in each worker, `queue_size` in each stage's input queue. The source
+    is asked for the item after those only once they have all been put, so `full` is
+    set then (the last stage before the held one may still be handing over its item: a
+    matter of microseconds, not of load).
+    """
+    full_at = before * (queue_size + 1) + queue_size + workers
+    if full_at >= count:
+        raise ValueError(f"count must be > {full_at} to fill the pipeline, got {count}")
+    return _filling(count, full, full_at)
+
+
+def _filling(count: int, full: threading.Event, full_at: int) -> Iterator[int]:
+    for item in range(count):
+        if item == full_at:
+            full.set()
+        yield item
 
 
 class Boom(Exception):

@@ -67,6 +67,8 @@ def test_figures_read_from_the_chain_and_stress_outputs(suite: ModuleType) -> No
     assert figures["Pipeline, classic stages, statistics off: vs sequential"]["value"] == 0.70
     stress = "scenarios: 30  hangs: 0  leaked threads: 2  lost: 0  duplicated: 0  wrong: 0"
     assert suite.stress_figures(stress)["leaked threads"] == {"value": 2.0, "better": "lower"}
+    order = "runs 300, failing at a position 150, wrong 1; 29000 source items; 4.0 s"
+    assert suite.order_figures(order) == {"wrong": {"value": 1.0, "better": "lower"}}
 
 
 def test_every_benchmark_file_has_a_quick_preset(suite: ModuleType) -> None:

@@ -24,7 +24,7 @@ DOCUMENTS = {
     ROOT / "README.md": 1,
     ROOT / "docs" / "tutorial.md": 9,
     ROOT / "docs" / "failure.md": 8,
-    ROOT / "docs" / "observability.md": 6,
+    ROOT / "docs" / "observability.md": 7,
     ROOT / "docs" / "graphs.md": 9,
     ROOT / "docs" / "etl.md": 6,
     ROOT / "docs" / "queues.md": 6,

@@ -17,7 +17,9 @@ stops at once, while the stages after it finish the items before it. With
 `fail_fast=True`, with `ordered=False` (outputs have no position then), and for
 failures that have no position (setup, teardown, the observer), the first failure
 stops the whole run at once: every queue is shut down immediately, which wakes every
-blocked thread, and no work is spent on items the consumer will not receive. Either way the caller
+blocked thread, and no work is spent on items the consumer will not receive (a teardown
+or observer failing after a failure at its position does not: the outputs before that
+failure still arrive). Either way the caller
 receives the `StageError` once all threads have been joined; the same stop happens,
 without an error, when the caller stops early, calls `close()`, presses Ctrl-C, or the
 interpreter exits.
@@ -256,7 +258,8 @@ class Pipeline(Generic[In, Out]):
 
         Raises (from the iterator):
             StageError: a stage or the source failed; the original exception is chained.
-            PipelineClosed: `close()` stopped the run before the input ended.
+            PipelineClosed: `close()` stopped the run before the iterator had delivered
+                every output (even if the input had ended).
         """
         return self._items(self._batches(iter(source)))
 
@@ -335,6 +338,9 @@ class Pipeline(Generic[In, Out]):
                 if batch:
                     run.items_delivered += len(batch)
                     yield batch
+                    if run.closed:  # the batch may have been cut short, the last one too
+                        ended_by = None
+                        break
         except GeneratorExit:
             # The consumer stopped early. A failure it never asked about (the run works
             # ahead of it) is logged, not raised from a close() or a garbage collection.
@@ -471,36 +477,21 @@ class _Run:
         self.source_blocked_seconds = 0.0
         self.closed = False
         self.delivering: list[Any] = []
-        make_queue = pipeline.queue_factory or _safe_queue
-        link_names = [*pipeline.names, "results"]
-        self.queues = [make_queue(name, pipeline.queue_size) for name in link_names]
-        self.results = self.queues[-1]
         self.source_stopping = threading.Event()
-        # Guards failure: the first error recorded; later ones are consequences of the stop.
+        # Guards failure (the first error recorded; later ones are consequences of the
+        # stop) and failed_at_a_position (a stage failed at its position).
         self._lock = threading.Lock()
         self.failure: PipelineError | None = None
-        at_position = pipeline.ordered and not pipeline.fail_fast
-        self.stage_runs = [
-            StageRun(
-                stage,
-                self.queues[index],
-                ToQueue(self.queues[index + 1]),
-                name=pipeline.names[index],
-                max_batch=pipeline.batch_size,
-                ordered=pipeline.ordered,
-                on_failure=self.fail,
-                stop_upstream=self._stopper_above(index) if at_position else None,
-                observer=pipeline.observer,
-                owner=self,
-            )
-            for index, stage in enumerate(pipeline.stages)
-        ]
-        self.at_position = at_position
+        self.failed_at_a_position = False
         self._requests: SimpleQueue[object] = SimpleQueue()
         # One event per thread, set as the thread's last act: what join() waits for.
         # Thread.join() alone cannot be trusted after a Ctrl-C interrupted it (on 3.11
         # and 3.12 an interrupted join may mark a running thread as stopped).
         self._finished: dict[threading.Thread, threading.Event] = {}
+        self._starting: list[threading.Thread] = []
+        self.at_position = False
+        self.queues, self.stage_runs = self._wire(pipeline)
+        self.results = self.queues[-1]
         self.threads = [
             self._thread(self._supervise, "pipeline-supervisor"),
             self._thread(self._feed, "pipeline-source"),
@@ -509,7 +500,32 @@ class _Run:
             for worker in range(stage_run.stage.workers):
                 name = f"pipeline-{stage_run.name}-{worker}"
                 self.threads.append(self._thread(stage_run.work, name, worker))
-        self._starting: list[threading.Thread] = []
+
+    def _wire(self, pipeline: Pipeline[Any, Any]) -> tuple[list[LinkQueue[Any]], list[StageRun]]:
+        """Return the run's queues (the source's first, the results last) and stage runs.
+
+        A chain: one queue per link, each stage reading one and emitting into the next.
+        A graph's run overrides this one step; everything else is the same engine.
+        """
+        make_queue = pipeline.queue_factory or _safe_queue
+        queues = [make_queue(name, pipeline.queue_size) for name in [*pipeline.names, "results"]]
+        self.at_position = pipeline.ordered and not pipeline.fail_fast
+        stage_runs = [
+            StageRun(
+                stage,
+                queues[index],
+                ToQueue(queues[index + 1]),
+                name=pipeline.names[index],
+                max_batch=pipeline.batch_size,
+                ordered=pipeline.ordered,
+                on_failure=self._fail_without_position if self.at_position else self.fail,
+                stop_upstream=self._stopper_above(index) if self.at_position else None,
+                observer=pipeline.observer,
+                owner=self,
+            )
+            for index, stage in enumerate(pipeline.stages)
+        ]
+        return queues, stage_runs
 
     def _thread(self, target: Callable[..., None], name: str, *args: Any) -> threading.Thread:
         finished = threading.Event()
@@ -606,10 +622,29 @@ class _Run:
         if first:
             logger.debug("pipeline stopping after a failure: %s", error)
 
+    def _fail_without_position(self, error: StageError) -> None:
+        """Handle a stage's failure that has no position (teardown, say), in a run that has.
+
+        Such a failure stops the whole run, unless it is a teardown or an observer failing
+        after a failure at its position: the run's outcome is that failure already, and
+        neither loses a batch (a teardown comes after a worker's last batch, an observer
+        after its batch was handed on), so stopping would only throw away outputs that
+        come before the failing item. Anything else (a worker's own handlers failing) may
+        have lost a batch, so it still stops everything.
+        """
+        with self._lock:
+            contained = self.failed_at_a_position and error.phase in ("teardown", "observer")
+        if contained:
+            self._record(error)
+        else:
+            self.fail(error)
+
     def _stopper_above(self, index: int) -> Callable[[StageError], None]:
         """Return what stage `index` calls to stop everything upstream of a failure in it."""
 
         def stop_upstream(error: StageError) -> None:
+            with self._lock:
+                self.failed_at_a_position = True
             self._record(error)
             self.source_stopping.set()
             for stage_run in self.stage_runs[:index]:
@@ -668,6 +703,8 @@ class _Run:
                     if not self.at_position:
                         self.fail(failure)
                         return
+                    with self._lock:
+                        self.failed_at_a_position = True
                     self._record(failure)
                     chunk.append(UpstreamFailed(failure))
                 elif not chunk:

@@ -121,7 +121,8 @@ class PipelineStage(ABC, Generic[In, Out]):
         """Return the outputs still held once the input has ended; runs in each worker's thread.
 
         Called once per worker after the last batch of a stream that ended (not after a
-        stop), before `teardown`; its outputs follow every other output of the stage. A
+        stop, nor after a failure upstream, which ends the run at that item), before
+        `teardown`; its outputs follow every other output of the stage. A
         stage that keeps state across items (a window, a running aggregate) emits what
         it still holds here. The default holds nothing.
         """

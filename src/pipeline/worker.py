@@ -318,7 +318,13 @@ class StageRun:
         The outputs go out as one more numbered batch, after every batch of the stream.
         """
         with self._take_lock:
-            if self._ends_taken < self.producers or self.stopping.is_set():
+            # An input that ended with a failure never reached its end: a plain loop
+            # would have raised at the failing item, before any flush.
+            if (
+                self._ends_taken < self.producers
+                or self.stopping.is_set()
+                or isinstance(self._end_marker, UpstreamFailed)
+            ):
                 return
             number = self._taken
             self._taken += 1
@@ -453,15 +459,16 @@ class StageRun:
             if self._emitting:
                 return True
             self._emitting = True
-        emitting = True
+        done = False
         try:
             while True:
                 with self._emit_lock:
                     entry = self._parked.pop(self._next, None)
                     if entry is None:
-                        # Give up emitting in the same step that found nothing to emit:
-                        # a batch parked after this sees _emitting false and emits itself.
-                        self._emitting = emitting = False
+                        # Stop emitting in the same hold as the miss: a batch parked after
+                        # it must find nobody emitting, or it would wait for no one.
+                        self._emitting = False
+                        done = True
                         self._emit_lock.notify_all()
                         return True
                     self._next += 1
@@ -472,7 +479,7 @@ class StageRun:
                 if not self._send(*entry):
                     return False
         finally:
-            if emitting:
+            if not done:
                 with self._emit_lock:
                     self._emitting = False
                     self._emit_lock.notify_all()

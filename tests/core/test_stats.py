@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import ITEM_SECONDS, WAIT, Slow
+from support import HOLD_SECONDS, ITEM_SECONDS, WAIT, Held, Slow, filling, share_of_own_time
 
 from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
 from pipeline.stats import (
@@ -52,26 +52,40 @@ def test_counts_add_up_after_a_run() -> None:
 
 
 def test_a_slow_last_stage_is_busy_and_its_upstream_is_blocked() -> None:
+    # Held works HOLD_SECONDS only once fast and its queues are full: for that long it
+    # is the only stage working, whatever else runs on the machine.
+    held = Held()
     pipeline = Pipeline(
-        FunctionStage[int, int](identity, name="fast") >> Slow(), queue_size=2, batch_size=1
+        FunctionStage[int, int](identity, name="fast") >> held, queue_size=2, batch_size=1
     )
-    pipeline.run(range(60))
+    pipeline.run(filling(10, held.full, before=1, queue_size=2))
+    assert held.saw_full
     stats = pipeline.stats()
     assert stats is not None
-    slow, fast = stats.stage("Slow"), stats.stage("fast")
-    assert slow.share_of(slow.busy_seconds, stats.elapsed_seconds) > 0.8
-    assert fast.share_of(fast.blocked_seconds, stats.elapsed_seconds) > 0.6
+    slow, fast = stats.stage("Held"), stats.stage("fast")
+    assert slow.busy_seconds >= HOLD_SECONDS
+    # Its starved time after the hold is one hand-over per item, which load stretches:
+    # busy is most of its time, not a fixed 80% of it.
+    assert share_of_own_time(slow, slow.busy_seconds) > 0.5
+    assert fast.blocked_seconds > HOLD_SECONDS / 2
+    assert share_of_own_time(fast, fast.blocked_seconds) > 0.6
     assert fast.busy_seconds < slow.busy_seconds / 10
     assert slow.queue_high_water_mark == 2  # its input queue filled up: backpressure
 
 
 def test_a_slow_first_stage_starves_its_downstream() -> None:
-    pipeline = Pipeline(Slow() >> FunctionStage[int, int](identity, name="fast"), batch_size=1)
-    pipeline.run(range(60))
+    held = Held()
+    pipeline = Pipeline(
+        held >> FunctionStage[int, int](identity, name="fast"), queue_size=2, batch_size=1
+    )
+    pipeline.run(filling(10, held.full, before=0, queue_size=2))
+    assert held.saw_full
     stats = pipeline.stats()
     assert stats is not None
     fast = stats.stage("fast")
-    assert fast.share_of(fast.starved_seconds, stats.elapsed_seconds) > 0.6
+    assert fast.starved_seconds > HOLD_SECONDS / 2
+    assert share_of_own_time(fast, fast.starved_seconds) > 0.6
+    assert stats.source_blocked_seconds > HOLD_SECONDS / 2  # and the source waits for room
 
 
 def test_per_item_latency_reflects_the_work() -> None:

@@ -503,8 +503,8 @@ def test_an_unordered_graph_with_a_watchdog_gives_every_output_and_stops_on_brea
 
 
 def test_a_graph_run_sets_every_attribute_a_chain_run_has() -> None:
-    # _GraphRun wires its own queues instead of calling _Run.__init__; this catches an
-    # attribute the chain's run gains later and the graph's run would lack.
+    # _GraphRun overrides only the wiring step of _Run; this catches an attribute a
+    # chain's wiring sets that the graph's would lack.
     from pipeline.pipeline import _Run
 
     chain_run = _Run(Pipeline(identity("a")), iter(()))

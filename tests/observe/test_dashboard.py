@@ -11,6 +11,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import FunctionStage, InRange, Pipeline, QualityStage, Required
 from pipeline.observe.dashboard import Dashboard
 from pipeline.observe.metrics import register_metrics
 
@@ -85,6 +86,7 @@ def test_stats_follow_a_run_in_progress() -> None:
         assert json.loads(fetch(dashboard.url + "stats")[2]) == {
             "pipeline": "pipeline",
             "stats": None,
+            "panels": {},
         }
         with pipeline:  # leaving the block stops the run, even if an assert fails
             outputs = pipeline.stream(range(ITEMS))
@@ -96,6 +98,83 @@ def test_stats_follow_a_run_in_progress() -> None:
         finished = json.loads(fetch(dashboard.url + "stats")[2])["stats"]
         assert finished["running"] is False
         assert finished["stages"][0]["items_out"] == ITEMS
+
+
+def quality_run() -> tuple[Pipeline[Mapping[str, Any], Mapping[str, Any]], QualityStage]:
+    validate = QualityStage([Required("id"), InRange("age", 0, 130)], name="validate")
+    pipeline = Pipeline(validate)
+    records: list[dict[str, object]] = [{"id": 1, "age": 30}, {"age": 40}, {"id": 3, "age": 200}]
+    assert pipeline.run(records) == [{"id": 1, "age": 30}]
+    return pipeline, validate
+
+
+def test_a_quality_report_is_served_as_a_panel_over_a_socket() -> None:
+    pipeline, validate = quality_run()
+    with Dashboard(pipeline, panels={"quality": validate.report.to_dict}) as dashboard:
+        snapshot = json.loads(fetch(dashboard.url + "stats")[2])
+        assert snapshot["stats"]["items_delivered"] == 1  # the statistics are still there
+        quality = snapshot["panels"]["quality"]["value"]
+        assert quality == validate.report.summary().to_dict()
+        assert (quality["records"], quality["passed"], quality["rejected"]) == (3, 1, 2)
+        assert [rule["failed"] for rule in quality["rules"]] == [1, 1]
+        # A panel added while serving shows from the next request on, after the others.
+        dashboard.add_panel("rows", lambda: [{"stage": "validate", "rejected": 2}])
+        panels = json.loads(fetch(dashboard.url + "stats")[2])["panels"]
+    assert list(panels) == ["quality", "rows"]
+    assert panels["rows"] == {"value": [{"stage": "validate", "rejected": 2}]}
+    assert dashboard_threads() == []
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def _raise(exc: Exception) -> object:
+    raise exc
+
+
+def test_a_bad_panel_shows_its_error_and_the_rest_is_served() -> None:
+    pipeline, validate = quality_run()
+    panels = {
+        "raises": lambda: _raise(KeyError("gone")),
+        "unprintable": lambda: _raise(_Unprintable()),
+        "not json": lambda: {"keys": {1, 2}},
+        "nan": lambda: {"rate": float("nan")},
+        "quality": validate.report.to_dict,
+    }
+    with Dashboard(pipeline, panels=panels) as dashboard:
+        status, _, body = fetch(dashboard.url + "stats")
+    assert status == 200
+    served = json.loads(body)  # strict JSON: no NaN slipped through
+    assert served["stats"]["items_read"] == 3
+    errors = {name: panel.get("error") for name, panel in served["panels"].items()}
+    assert errors["raises"] == "KeyError: 'gone'"
+    assert errors["unprintable"] == "_Unprintable: <str() failed>"
+    assert errors["not json"] == "TypeError: Object of type set is not JSON serializable"
+    assert re.fullmatch(
+        r"ValueError: Out of range float values are not JSON compliant(: nan)?", errors["nan"]
+    )
+    assert errors["quality"] is None
+    assert served["panels"]["quality"]["value"]["rejected"] == 2
+    assert dashboard_threads() == []
+
+
+def test_bad_panels_are_refused() -> None:
+    pipeline = finished_pipeline()
+    with pytest.raises(
+        TypeError, match=r"^panels must be a mapping of names to callables or None, got list$"
+    ):
+        Dashboard(pipeline, panels=[])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^panel 'x' must be callable, got int$"):
+        Dashboard(pipeline, panels={"x": 3})  # type: ignore[dict-item]
+    dashboard = Dashboard(pipeline, panels={"x": dict})
+    with pytest.raises(ValueError, match=r"^there is a panel named 'x' already$"):
+        dashboard.add_panel("x", dict)
+    with pytest.raises(ValueError, match=r"^panel name must not be empty$"):
+        dashboard.add_panel("", dict)
+    with pytest.raises(TypeError, match=r"^panel name must be a str, got int$"):
+        dashboard.add_panel(3, dict)  # type: ignore[arg-type]
 
 
 def test_the_page_escapes_the_name() -> None:
@@ -296,7 +375,9 @@ class _Cells(HTMLParser):
 )
 def test_the_page_renders_the_stages_in_headless_chromium(tmp_path: Path) -> None:
     pipeline = finished_pipeline()
-    with Dashboard(pipeline, name="demo") as dashboard:
+    validate = quality_run()[1]
+    panels = {"quality": validate.report.to_dict, "broken": lambda: _raise(KeyError("gone"))}
+    with Dashboard(pipeline, name="demo", panels=panels) as dashboard:
         result = subprocess.run(
             [
                 str(CHROMIUM),
@@ -344,6 +425,15 @@ def test_the_page_renders_the_stages_in_headless_chromium(tmp_path: Path) -> Non
     ]
     assert [text for name, text in cells if name == "queue"] == expected_queues
     assert 'class="busy" style="width:' in dom  # the shares are drawn as bars
+    # Each panel is a section: plain entries as name/value rows, each list of rows a table.
+    assert '<section data-panel="quality">' in dom
+    keys = [text for name, text in cells if name == "panel-key"]
+    assert keys == ["records", "passed", "rejected"]
+    panel_cells = [text for name, text in cells if name == "panel-cell"]
+    assert panel_cells[:3] == ["3", "1", "2"]
+    assert "<caption>rules</caption>" in dom
+    assert "<caption>fields</caption>" in dom
+    assert "cannot show this panel: KeyError: 'gone'" in dom
 
 
 def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from support import ITEM_SECONDS, Slow
+from support import HOLD_SECONDS, Held, Slow, filling
 
 from pipeline import FunctionStage, Pipeline, ResilientStage, StageError
 from pipeline.observe.metrics import (
@@ -59,6 +59,22 @@ def slow_last_pipeline() -> Pipeline[int, int]:
     return Pipeline(fast >> Slow(), queue_size=2, batch_size=1)
 
 
+def held_last_pipeline() -> tuple[Pipeline[int, int], Held]:
+    """Return a pipeline whose last stage holds item 0 for HOLD_SECONDS, and that stage.
+
+    Run it with `run_held`: the stage holds once `fast` and the queues are full, so for
+    HOLD_SECONDS it is provably the only one working, however loaded the machine is.
+    """
+    held = Held()
+    fast = FunctionStage[int, int](lambda item: item, name="fast")
+    return Pipeline(fast >> held, queue_size=2, batch_size=1), held
+
+
+def run_held(pipeline: Pipeline[int, int], held: Held) -> None:
+    pipeline.run(filling(ITEMS, held.full, before=1, queue_size=2))
+    assert held.saw_full
+
+
 def scrape(registry: CollectorRegistry) -> dict[str, list[Sample]]:
     """Return the samples of every family, parsed by prometheus_client's own parser."""
     text = generate_latest(registry).decode()
@@ -100,8 +116,8 @@ def test_the_text_parses_and_follows_the_naming_rules() -> None:
 
 
 def test_every_figure_matches_the_statistics_of_a_known_run() -> None:
-    pipeline = slow_last_pipeline()
-    pipeline.run(range(ITEMS))
+    pipeline, held = held_last_pipeline()
+    run_held(pipeline, held)
     stats = finished_stats(pipeline)
     registry = CollectorRegistry()
     register_metrics(pipeline, registry)
@@ -113,7 +129,7 @@ def test_every_figure_matches_the_statistics_of_a_known_run() -> None:
     assert value(delivered, "pipeline_items_delivered_total", **run) == ITEMS
     elapsed = value(samples["pipeline_elapsed_seconds"], "pipeline_elapsed_seconds", **run)
     assert elapsed == pytest.approx(stats.elapsed_seconds)
-    assert elapsed >= ITEMS * ITEM_SECONDS
+    assert elapsed >= HOLD_SECONDS
     source_blocked = value(
         samples["pipeline_source_blocked_seconds"], "pipeline_source_blocked_seconds_total", **run
     )
@@ -148,28 +164,28 @@ def test_every_figure_matches_the_statistics_of_a_known_run() -> None:
         assert value(latency, f"{name}_bucket", **labels, le="+Inf") == stage.items_in
         buckets = [sample for sample in latency if sample.name == f"{name}_bucket"]
         assert len(buckets) == len(stage.latency_counts) * len(stats.stages)
-    # The known work: the slow stage is busy ~ITEM_SECONDS per item, and its upstream
+    # The known work: the held stage is busy HOLD_SECONDS on item 0 while its upstream
     # waits for room in its full input queue.
-    slow = {"pipeline": "pipeline", "stage": "Slow"}
+    slow = {"pipeline": "pipeline", "stage": "Held"}
     fast = {"pipeline": "pipeline", "stage": "fast"}
     busy = value(
         samples["pipeline_stage_busy_seconds"], "pipeline_stage_busy_seconds_total", **slow
     )
-    assert busy >= ITEMS * ITEM_SECONDS * 0.9
+    assert busy >= HOLD_SECONDS
     blocked = samples["pipeline_stage_blocked_seconds"]
-    assert value(blocked, "pipeline_stage_blocked_seconds_total", **fast) > elapsed * 0.6
+    assert value(blocked, "pipeline_stage_blocked_seconds_total", **fast) > HOLD_SECONDS / 2
     peak = samples["pipeline_stage_queue_high_water_mark"]
     assert value(peak, "pipeline_stage_queue_high_water_mark", **slow) == 2
-    # Half the items took at least ITEM_SECONDS: no more than half lie below that bound.
+    # Item 0 took HOLD_SECONDS, the others passed at once: all but one lie below it.
     below = [
         sample
         for sample in samples["pipeline_stage_item_latency_seconds"]
         if sample.name == "pipeline_stage_item_latency_seconds_bucket"
-        and sample.labels["stage"] == "Slow"
+        and sample.labels["stage"] == "Held"
         and sample.labels["le"] != "+Inf"
-        and float(sample.labels["le"]) < ITEM_SECONDS
+        and float(sample.labels["le"]) < HOLD_SECONDS
     ]
-    assert below[-1].value <= ITEMS / 2
+    assert below[-1].value == ITEMS - 1
 
 
 def test_a_scrape_during_the_run_sees_it_running() -> None:
@@ -251,9 +267,9 @@ def test_a_collector_needs_a_pipeline() -> None:
 
 
 def test_the_json_snapshot_holds_the_same_figures() -> None:
-    pipeline = slow_last_pipeline()
+    pipeline, held = held_last_pipeline()
     assert json.loads(json_snapshot(pipeline, name="demo")) == {"pipeline": "demo", "stats": None}
-    pipeline.run(range(ITEMS))
+    run_held(pipeline, held)
     stats = finished_stats(pipeline)
     snapshot = json.loads(json_snapshot(pipeline, name="demo"))
     assert snapshot["pipeline"] == "demo"
@@ -265,14 +281,19 @@ def test_the_json_snapshot_holds_the_same_figures() -> None:
     assert figures["source_blocked_seconds"] == stats.source_blocked_seconds
     assert figures["results_queue_depth"] == 0
     slow = figures["stages"][1]
-    expected = stats.stage("Slow")
+    expected = stats.stage("Held")
     for field in expected.__slots__:
         assert slow[field] == json.loads(json.dumps(getattr(expected, field)))  # tuples: lists
-    assert slow["busy_share"] > 0.7
-    assert figures["stages"][0]["blocked_share"] > 0.6
-    assert figures["bottleneck"]["culprit"] == "Slow"
+    # The shares are the snapshot's own, and show the known work.
+    elapsed = stats.elapsed_seconds
+    assert slow["busy_share"] == expected.share_of(expected.busy_seconds, elapsed)
+    first = stats.stage("fast")
+    assert figures["stages"][0]["blocked_share"] == first.share_of(first.blocked_seconds, elapsed)
+    assert expected.busy_seconds >= HOLD_SECONDS
+    assert first.blocked_seconds > HOLD_SECONDS / 2
+    assert figures["bottleneck"]["culprit"] == "Held"
     assert figures["bottleneck"]["kind"] == "stage"
-    assert figures["bottleneck"]["reason"].startswith("Slow is busy")
+    assert figures["bottleneck"]["reason"].startswith("Held is busy")
 
 
 def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

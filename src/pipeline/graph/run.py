@@ -30,14 +30,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline._checks import number
-from pipeline.errors import PipelineError, ShutDown, StageError
+from pipeline.errors import ShutDown, StageError
 from pipeline.graph.build import Graph, Node, Partition
 from pipeline.graph.errors import PipelineDeadlock
 from pipeline.graph.join import MISSING, JoinStage, KeyJoin, Numbered
@@ -461,46 +459,41 @@ class _Branch(PipelineStage[Any, Any]):
 class _GraphRun(_Run):
     """One run of a graph: the chain's run with a node's inbox per node and routers between.
 
-    It sets every attribute `_Run`'s methods use (the queues, the stage runs, the
-    threads) itself instead of calling `_Run.__init__`, which wires a chain.
+    Only the wiring differs from a chain's run (`_wire`); the threads, the stops, the
+    failures and the statistics are the same engine's.
     """
 
     def __init__(self, pipeline: GraphPipeline[Any, Any], source: Iterator[Any]) -> None:
-        self.pipeline = weakref.ref(pipeline)
-        self.source = source
-        self.max_batch = pipeline.batch_size
-        self.started = self.ended = 0.0
-        self.items_read = 0
-        self.items_delivered = 0
-        self.source_blocked_seconds = 0.0
-        self.closed = False
-        self.delivering: list[Any] = []
-        self.source_stopping = threading.Event()
-        self._lock = threading.Lock()
-        self.failure: PipelineError | None = None
-        self.at_position = False
-        self._requests: SimpleQueue[object] = SimpleQueue()
-        self._starting: list[threading.Thread] = []
-        plan = pipeline.plan
-        self.plan = plan
+        self.plan = pipeline.plan
         self.deadlock_timeout = pipeline.deadlock_timeout
         self.board = _WaitBoard() if self.deadlock_timeout is not None else None
         self._watch_stopping = threading.Event()
+        super().__init__(pipeline, source)
+        self.roles: dict[threading.Thread, str] = {self.threads[1]: "the source"}
+        workers = iter(self.threads[2:])
+        for stage_run in self.stage_runs:
+            for worker in range(stage_run.stage.workers):
+                self.roles[next(workers)] = f"node {stage_run.name!r} (worker {worker})"
+        if self.board is not None:
+            self.threads.append(self._thread(self._watch, "pipeline-watchdog"))
+
+    def _wire(self, pipeline: Pipeline[Any, Any]) -> tuple[list[LinkQueue[Any]], list[StageRun]]:
+        """Return an inlet, one inbox per node and the results; a stage run per node."""
+        plan = self.plan
         make_queue = pipeline.queue_factory or _safe_queue
         inboxes = {
             node.name: self._watched(make_queue(node.name, pipeline.queue_size), node.name)
             for node in plan.nodes
         }
-        self.results = self._watched(make_queue("results", pipeline.queue_size), None)
+        results = self._watched(make_queue("results", pipeline.queue_size), None)
         inlet: LinkQueue[Any]
         if len(plan.entries) == 1:
             inlet = inboxes[plan.entries[0]]
         else:
             inlet = _Inlet([inboxes[name] for name in plan.entries])
-        self.queues = [inlet, *inboxes.values(), self.results]
-        outlet = _Outlet(self.results, len(plan.sinks))
+        outlet = _Outlet(results, len(plan.sinks))
         by_name = {node.name: node for node in plan.nodes}
-        self.stage_runs = []
+        stage_runs = []
         for node in plan.nodes:
             router: Router
             if node.name in plan.sinks:
@@ -513,12 +506,11 @@ class _GraphRun(_Run):
                 router = _FanOut(
                     node, edges, plan.successors[node.name], node.name in plan.splits, self.fail
                 )
-            stage = node.stage
-            run_stage: PipelineStage[Any, Any] = stage
+            run_stage: PipelineStage[Any, Any] = node.stage
             if node.name in plan.branches:
                 (successor,) = plan.successors[node.name]
-                run_stage = _Branch(stage, _join_input(by_name[successor], node.name))
-            self.stage_runs.append(
+                run_stage = _Branch(node.stage, _join_input(by_name[successor], node.name))
+            stage_runs.append(
                 StageRun(
                     run_stage,
                     inboxes[node.name],
@@ -533,21 +525,7 @@ class _GraphRun(_Run):
                     owner=self,
                 )
             )
-        self.roles: dict[threading.Thread, str] = {}
-        self._finished: dict[threading.Thread, threading.Event] = {}
-        self.threads = [
-            self._thread(self._supervise, "pipeline-supervisor"),
-            self._thread(self._feed, "pipeline-source"),
-        ]
-        self.roles[self.threads[1]] = "the source"
-        for stage_run in self.stage_runs:
-            for worker in range(stage_run.stage.workers):
-                name = f"pipeline-{stage_run.name}-{worker}"
-                thread = self._thread(stage_run.work, name, worker)
-                self.threads.append(thread)
-                self.roles[thread] = f"node {stage_run.name!r} (worker {worker})"
-        if self.board is not None:
-            self.threads.append(self._thread(self._watch, "pipeline-watchdog"))
+        return [inlet, *inboxes.values(), results], stage_runs
 
     def _edge(self, inboxes: dict[str, LinkQueue[Any]], successor: Node, node: Node) -> _Edge:
         """Return the edge from `node` to `successor`; a branch marks its own outputs."""

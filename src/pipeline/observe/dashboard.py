@@ -4,9 +4,16 @@ Started only when asked, bound to 127.0.0.1 unless told otherwise, served by the
 standard library's `ThreadingHTTPServer`; needs `threaded-pipeline[metrics]` for the Prometheus
 text. Routes:
 - `/metrics`: the Prometheus text exposition of `pipeline.observe.metrics.PipelineCollector`;
-- `/stats`: the JSON snapshot of `pipeline.observe.metrics.json_snapshot`;
+- `/stats`: the JSON snapshot of `pipeline.observe.metrics.json_snapshot`, plus a
+  `"panels"` object: what each panel (below) returned, or the error it raised;
 - `/`: an HTML page, with no external assets, that fetches `/stats` every second and
-  draws a row per stage (busy/starved/blocked shares and queue depth).
+  draws a row per stage (busy/starved/blocked shares and queue depth), then a table per
+  panel.
+
+A panel is any callable of no arguments returning plain JSON data (a dict, or a list of
+rows as dicts), read on every `/stats` request: it shows figures the pipeline's
+statistics do not hold, such as a data-quality report, without this module knowing
+their kind (`panels={"quality": stage.report.to_dict}`).
 
     with Dashboard(pipeline) as dashboard:
         print("open", dashboard.url)
@@ -26,10 +33,12 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import json
 import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -37,6 +46,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from pipeline._checks import positive_int, seconds
+from pipeline.errors import describe
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -47,10 +57,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     ) from exc
 
 from pipeline._checks import integer, non_empty_str
-from pipeline.observe.metrics import json_snapshot, register_metrics
+from pipeline.observe.metrics import register_metrics, statistics_to_dict
 from pipeline.pipeline import Pipeline
 
-__all__ = ["DEFAULT_HOST", "Dashboard"]
+__all__ = ["DEFAULT_HOST", "Dashboard", "Panel"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
@@ -60,6 +70,10 @@ _BUSY: Final = (
     b"Content-Length: 19\r\nConnection: close\r\n\r\ntoo many clients\r\n\r\n"
 )
 MAX_PORT: Final = 65535
+
+Panel = Callable[[], object]
+"""A dashboard panel: called with no arguments on each `/stats` request, in the
+request's thread; returns plain JSON data (a dict, or a list of rows as dicts)."""
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +91,7 @@ class Dashboard:
         request_timeout: seconds a connection has, in all, to send its request and
             take the answer.
         max_connections: connections served at once, each by its own thread.
+        panels: extra tables for `/stats` and the page, by name (see `add_panel`).
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -93,6 +108,7 @@ class Dashboard:
         registry: CollectorRegistry | None = None,
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        panels: Mapping[str, Panel] | None = None,
     ) -> None:
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
@@ -117,6 +133,57 @@ class Dashboard:
         self.registry = registry
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Guards _panels: add_panel may run while connection threads read them.
+        self._panels_lock = threading.Lock()
+        self._panels: dict[str, Panel] = {}
+        if panels is not None:
+            if not isinstance(panels, Mapping):
+                raise TypeError(
+                    f"panels must be a mapping of names to callables or None, "
+                    f"got {type(panels).__name__}"
+                )
+            for panel_name, read in panels.items():
+                self.add_panel(panel_name, read)
+
+    def add_panel(self, name: str, read: Panel) -> None:
+        """Show what `read()` returns as a table named `name`, from the next request on.
+
+        `read` runs in a connection thread on every `/stats` request, so it should be
+        quick and safe to call while the pipeline runs. Whatever goes wrong in it (it
+        raises, or returns something `json` cannot encode, NaN included) is shown as
+        that panel's error text; the rest of `/stats` is served as usual. (A
+        BaseException that is not an Exception, such as SystemExit, is not caught.)
+
+        Args:
+            name: the panel's title, unique within this dashboard.
+            read: a callable of no arguments returning plain JSON data.
+
+        Raises:
+            TypeError, ValueError: `name` is not a non-empty str, or is taken; `read`
+                is not callable.
+        """
+        non_empty_str("panel name", name)
+        if not callable(read):
+            raise TypeError(f"panel {name!r} must be callable, got {type(read).__name__}")
+        with self._panels_lock:
+            if name in self._panels:
+                raise ValueError(f"there is a panel named {name!r} already")
+            self._panels[name] = read
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return what `/stats` serves: the pipeline's statistics and every panel's value.
+
+        Each panel appears as `{"value": data}` or, when reading it failed,
+        `{"error": "Type: message"}`.
+        """
+        stats = self.pipeline.stats()
+        with self._panels_lock:
+            panels = list(self._panels.items())
+        return {
+            "pipeline": self.name,
+            "stats": None if stats is None else statistics_to_dict(stats),
+            "panels": {name: _read_panel(name, read) for name, read in panels},
+        }
 
     @property
     def url(self) -> str:
@@ -268,7 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(dashboard.registry))
         elif path == "/stats":
-            body = json_snapshot(dashboard.pipeline, name=dashboard.name).encode()
+            body = json.dumps(dashboard.snapshot()).encode()
             self._send(HTTPStatus.OK, "application/json", body)
         elif path in ("/", "/index.html"):
             page = PAGE.replace("{{title}}", html.escape(dashboard.name))
@@ -307,6 +374,19 @@ class _DeadlineReader(io.RawIOBase):
             raise TimeoutError("the request was not read within request_timeout")
         self._connection.settimeout(remaining)
         return self._connection.recv_into(buffer)
+
+
+def _read_panel(name: str, read: Panel) -> dict[str, Any]:
+    """Return `{"value": ...}` with what `read()` returned, as plain JSON data, or
+    `{"error": ...}`; never raises, so one bad panel cannot break `/stats`."""
+    try:
+        # Encoded once to check it (json.dumps would print NaN, which browsers refuse),
+        # then decoded: the value served is a copy that later changes cannot touch.
+        value = json.loads(json.dumps(read(), allow_nan=False))
+    except Exception as exc:  # a BaseException (Ctrl-C in the main thread) propagates
+        logger.debug("dashboard: panel %r failed", name, exc_info=True)
+        return {"error": describe(exc)}
+    return {"value": value}
 
 
 def _refuse(connection: socket.socket) -> None:

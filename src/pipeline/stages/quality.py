@@ -452,6 +452,14 @@ class QualityReport:
                 self._missing[field] += counts.missing[field]
                 self._invalid[field] += counts.invalid[field]
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return `summary().to_dict()`: the figures so far as plain data.
+
+        A dashboard panel as it is: `Dashboard(pipeline, panels={"quality":
+        stage.report.to_dict})` shows the report live while the stage runs.
+        """
+        return self.summary().to_dict()
+
     def summary(self) -> QualitySummary:
         """Return a consistent snapshot of the counts so far."""
         with self._lock:
