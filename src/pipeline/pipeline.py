@@ -342,6 +342,10 @@ class Pipeline(Generic[In, Out]):
                         ended_by = None
                         break
         except GeneratorExit:
+            if run.ended:
+                # Already stopped and joined: by close(), or by the exit hook before the
+                # interpreter tears modules down (this module's globals may be gone).
+                raise
             # The consumer stopped early. A failure it never asked about (the run works
             # ahead of it) is logged, not raised from a close() or a garbage collection.
             inside = run.owns_current_thread()
