@@ -56,17 +56,7 @@ for optional in tests/stages tests/queues tests/graph; do
     if [ -d "$optional" ]; then suites+=("$optional"); fi
 done
 
-# Known and reported, not a race: on 3.13t a stream still referenced by a module global at
-# exit is finalized after pipeline.pipeline's globals were cleared, and prints a TypeError
-# from Pipeline._finish (the process still exits). Deselected until the engine handles it.
-# Also known, a race in a test, not in the breaker: two stages share one breaker, and the
-# test expects the second stage's two failures to be consecutive; without the GIL the
-# first stage's success on item 1 can land between them and reset the count, so the
-# circuit never opens and the test's gate times out.
-known=(
-    --deselect "tests/core/test_misbehaving.py::test_the_interpreter_exits_with_a_stream_still_referenced[referenced-iterator]"
-    --deselect "tests/resilience/test_breaker.py::test_one_breaker_shared_by_two_stages_protects_both"
-)
+known=()
 
 step "tests on 3.13t with PYTHON_GIL=0: ${suites[*]}"
 PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider -q -rs "${known[@]}" "${suites[@]}"
