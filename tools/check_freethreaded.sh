@@ -59,7 +59,7 @@ done
 known=()
 
 step "tests on 3.13t with PYTHON_GIL=0: ${suites[*]}"
-PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider -q -rs "${known[@]}" "${suites[@]}"
+PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider -o faulthandler_timeout=120 -q -rs "${known[@]}" "${suites[@]}"
 
 # pytest-run-parallel runs each test body in several threads of one process at once. It
 # runs a test that uses a per-test fixture such as caplog in one thread only (it cannot be
@@ -88,7 +88,7 @@ monkeypatch"
 )
 
 step "pytest-run-parallel on 3.13t: $threads threads x $iterations iterations"
-PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider -q "${parallel_options[@]}" \
+PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider -o faulthandler_timeout=120 -q "${parallel_options[@]}" \
     "${concurrency_tests[@]}"
 
 step "the fault fuzzer on 3.13t: $scenarios scenarios"
