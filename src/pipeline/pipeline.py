@@ -61,6 +61,7 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "QueueFactory
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+Snapshot = TypeVar("Snapshot", bound=PipelineStatistics)
 # The types between the stages of a tuple, in the typed overloads of `Pipeline`.
 _B = TypeVar("_B")
 _C = TypeVar("_C")
@@ -595,6 +596,10 @@ class _Run:
         _live_runs.discard(self)
 
     def statistics(self) -> PipelineStatistics:
+        return self.snapshot(PipelineStatistics)
+
+    def snapshot(self, kind: type[Snapshot], **extra: Any) -> Snapshot:
+        """Return the run's figures as a `kind` (a `PipelineStatistics`), with `extra` fields."""
         now = self.ended or time.perf_counter()
         stages = []
         for stage_run in self.stage_runs:
@@ -608,7 +613,7 @@ class _Run:
                     inbox.maxsize,
                 )
             )
-        return PipelineStatistics(
+        return kind(
             running=not self.ended,
             elapsed_seconds=(now - self.started) if self.started else 0.0,
             items_read=self.items_read,
@@ -616,6 +621,7 @@ class _Run:
             source_blocked_seconds=self.source_blocked_seconds,
             stages=tuple(stages),
             results_queue_depth=self.results.statistics().depth,
+            **extra,
         )
 
     def _record(self, error: StageError) -> None:

@@ -49,7 +49,7 @@ from pipeline.pipeline import (
 )
 from pipeline.safequeue import LinkQueue, QueueStatistics
 from pipeline.stage import FilteringStage, ItemFailed, PipelineStage
-from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
+from pipeline.stats import BatchObserver, PipelineStatistics
 from pipeline.worker import StageRun, put_all, reorder_window
 
 if TYPE_CHECKING:
@@ -546,41 +546,20 @@ class _GraphRun(_Run):
         super().stop()
 
     def statistics(self) -> PipelineStatistics:
-        now = self.ended or time.perf_counter()
-        nodes = []
         joins = []
-        for stage_run, node in zip(self.stage_runs, self.plan.nodes, strict=True):
-            inbox = stage_run.inbox.statistics()
-            nodes.append(
-                StageStatistics.from_workers(
-                    stage_run.name,
-                    stage_run.counters,
-                    inbox.depth,
-                    inbox.high_water_mark,
-                    inbox.maxsize,
-                )
-            )
+        for node in self.plan.nodes:
             if isinstance(node.stage, JoinStage):
                 join = node.stage
                 with join._figures:
                     joins.append(
                         JoinStatistics(node.name, join.buffered, join.high_water_mark, join.dropped)
                     )
-        return GraphStatistics(
-            running=not self.ended,
-            elapsed_seconds=(now - self.started) if self.started else 0.0,
-            items_read=self.items_read,
-            items_delivered=self.items_delivered,
-            source_blocked_seconds=self.source_blocked_seconds,
-            stages=tuple(nodes),
-            results_queue_depth=self.results.statistics().depth,
-            edges=tuple(
-                (name, successor)
-                for name, successors in self.plan.successors.items()
-                for successor in successors
-            ),
-            joins=tuple(joins),
+        edges = tuple(
+            (name, successor)
+            for name, successors in self.plan.successors.items()
+            for successor in successors
         )
+        return self.snapshot(GraphStatistics, edges=edges, joins=tuple(joins))
 
     def _watch(self) -> None:
         """Fail the run with PipelineDeadlock once no queue moves for a while; a thread target."""
