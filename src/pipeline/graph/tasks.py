@@ -22,7 +22,6 @@ failed and was skipped (and why), and `run()` raises `TaskGraphFailed` unless to
 
 from __future__ import annotations
 
-import enum
 import heapq
 import itertools
 import logging
@@ -37,6 +36,7 @@ from pipeline._checks import non_empty_str, positive_int
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
 from pipeline.pipeline import _ctrl_c_deferred
+from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.stats import LATENCY_BUCKET_BOUNDS
@@ -54,15 +54,8 @@ logger = logging.getLogger(__name__)
 FailurePolicy = Literal["dependents", "all"]
 
 
-class Criticality(enum.IntEnum):
-    """How urgent a task is; lower runs first. Any int may be given instead."""
-
-    BLOCKER = 0
-    CRITICAL = 1
-    HIGH = 2
-    MEDIUM = 3
-    LOW = 4
-    DEFERRED = 5
+Criticality = Priority
+"""How urgent a task is; lower runs first (the priority queue's labels). Any int will do."""
 
 
 @dataclass(frozen=True)
