@@ -21,6 +21,11 @@ The rows, and what each one isolates:
                                 loop: one fault per 4 KiB of results
   native.transform(), fresh     the same on transparent huge pages where
                                 available: one fault per 2 MiB
+  page faults only, 1/2 threads  fresh huge-page memory the size of the kept
+                                results, one double written per page: what
+                                the kernel's zeroing alone costs, and whether
+                                a second thread shares it (on the Xeon of
+                                docs/gil-free.md it does not)
   DataPipeline, fresh / out=    the whole stage, 1 and 2 threads, returning
                                 fresh memory or writing into a reused buffer
 
@@ -46,11 +51,12 @@ import numpy
 import numpy.typing
 
 from pipeline.native.buffers import fresh_doubles, huge_page_size
-from pipeline.native.compiled import transform, transform_into
+from pipeline.native.compiled import move, transform, transform_into
 from pipeline.native.production import DataPipeline
 from pipeline.native.reference import transform_reference
 
 ITEM_BYTES = 8
+PAGE_BYTES = 4096
 PYTHON = "pure-Python loop (reference)"
 NUMPY = "NumPy: mask, sqrt, multiply"
 COPY = "numpy.copyto (bandwidth reference)"
@@ -58,6 +64,7 @@ C_REUSED = "C core, 1 thread, output reused"
 C_ZERO_FILLED = "C core, 1 thread, zero-filled array"
 C_SMALL_PAGES = "C core, 1 thread, fresh, 4 KiB pages"
 C_FRESH = "native.transform(), fresh"
+FAULTS_ONLY = "page faults only, {} thread(s)"
 PIPELINE_FRESH = "DataPipeline, {} fresh"
 PIPELINE_OUT = "DataPipeline, {} out="
 
@@ -153,6 +160,27 @@ def make_rows(
         counts = transform_into(view, output)
         return output[: counts.kept]
 
+    one = array.array("d", [1.0])
+
+    def faults_only(thread_count: int) -> memoryview[float]:
+        touched = fresh_doubles(kept)
+        step = (huge_page_size() or PAGE_BYTES) // ITEM_BYTES
+        pages = range(0, kept, step)
+
+        def touch(part: range) -> None:
+            for index in part:
+                move(one, touched[index : index + 1])  # the fault happens with the GIL released
+
+        threads = [
+            threading.Thread(target=touch, args=(pages[number::thread_count],))
+            for number in range(thread_count)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return touched
+
     python_part = array.array("d", data[:python_size].tobytes())
     scale = size / python_size
     rows = [
@@ -177,6 +205,16 @@ def make_rows(
             "private mmap + MADV_HUGEPAGE" if huge_page_size() else "no huge pages here",
         ),
     ]
+    for thread_count in (1, 2):
+        rows.append(
+            Row(
+                FAULTS_ONLY.format(thread_count),
+                lambda count=thread_count: faults_only(count),  # type: ignore[misc]
+                size,
+                ITEM_BYTES * kept,
+                f"{ITEM_BYTES * kept / 1e6:.0f} MB touched, not a transform",
+            )
+        )
     reused_out = fresh_doubles(size)
     DataPipeline(2, batch_size).process(view, out=reused_out)  # fault it in before timing
     for thread_count in (1, 2):
@@ -289,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=5, help="rounds, best kept per row")
     parser.add_argument(
-        "--batch-size", type=int, default=262_144, help="DataPipeline batch (default 262,144)"
+        "--batch-size", type=int, default=1_048_576, help="DataPipeline batch (default 1,048,576)"
     )
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)

@@ -89,13 +89,13 @@ def chain_figures(output: str) -> Figures:
 
 
 def native_figures(output: str) -> Figures:
-    """bench_native.py: Mitems/s per row, and its summary ratios."""
+    """bench_native.py: GB/s per row (input read + output written), and its summary ratios."""
     figures: Figures = {}
     row = re.compile(r"^(?P<name>\S.*?)\s{2,}(?P<ms>[\d.]+)\s+(?P<rate>[\d.]+)\s+[\d.]+\s")
     ratio = re.compile(r"^(?P<name>[^:]+?):\s+(?P<value>[\d.]+)(?P<unit>x|%)$")
     for line in output.splitlines():
         if match := row.match(line):
-            figures[f"{match['name']}: Mitems/s"] = _figure(float(match["rate"]), "higher")
+            figures[f"{match['name']}: GB/s"] = _figure(float(match["rate"]), "higher")
         elif match := ratio.match(line):
             figures[match["name"]] = _figure(float(match["value"]), "higher")
     return figures
