@@ -116,7 +116,9 @@ def backpressure_figures(output: str) -> Figures:
 def ctrl_c_figures(output: str) -> Figures:
     """ctrl_c_backoff.py --measure: how long a stop took, and runs leaving threads."""
     match = re.search(
-        r"stopped after median ([\d.]+) ms, max ([\d.]+) ms; runs leaving threads: (\d+)", output
+        r"stopped after median ([\d.]+) ms, max ([\d.]+) ms; runs leaving threads: (\d+); "
+        r"stops over 1 s: (\d+)",
+        output,
     )
     if match is None:
         return {}
@@ -124,6 +126,7 @@ def ctrl_c_figures(output: str) -> Figures:
         "stop after Ctrl-C, median ms": _figure(float(match[1]), "lower"),
         "stop after Ctrl-C, max ms": _figure(float(match[2]), "lower"),
         "runs leaving threads": _figure(float(match[3]), "lower"),
+        "stops over 1 s": _figure(float(match[4]), "lower"),
     }
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from pipeline import PipelineStage
 from pipeline.stats import StageStatistics
@@ -135,3 +137,34 @@ def interrupt_when_ready(arguments: list[str], ready: str) -> tuple[int, str, st
         process.kill()
         process.wait(WAIT)
     return process.returncode, stdout, stderr
+
+
+@contextmanager
+def sigint_setting(pressed: threading.Event) -> Iterator[None]:
+    """Install a SIGINT handler that sets `pressed`, then raises KeyboardInterrupt."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def press_from_another_thread(when: threading.Event) -> threading.Thread:
+    """Start a thread that, once `when` is set, sends SIGINT to itself, not to the main thread.
+
+    The deterministic form of a lost wake-up: the handler is due on the main thread, but
+    nothing interrupts the main thread's wait (`pipeline._interrupts`).
+    """
+
+    def press() -> None:
+        if when.wait(WAIT):
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    presser = threading.Thread(target=press, name="presser")
+    presser.start()
+    return presser

@@ -24,7 +24,10 @@ import pytest
 import pipeline
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
-CORE = {"errors", "safequeue", "stage", "worker", "batching", "pipeline", "stats", "_checks"}
+CORE = {
+    *("errors", "safequeue", "stage", "worker", "batching", "pipeline", "stats"),
+    *("_checks", "_interrupts"),
+}
 APPLICATION = {"cli", "__main__", "__init__"}
 EXTRAS = sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists())
 

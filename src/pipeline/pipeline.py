@@ -30,17 +30,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from queue import SimpleQueue
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from pipeline._checks import positive_int
+from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.batching import next_batch_size
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.safequeue import LinkQueue, SafeQueue
@@ -553,7 +553,7 @@ class _Run:
         _register_exit_hook()
         _live_runs.add(self)
         self.started = time.perf_counter()
-        with _ctrl_c_deferred():
+        with ctrl_c_held():  # a start() cut short would leave a thread nobody awaits
             for thread in self.threads:
                 self._starting.append(thread)
                 thread.start()
@@ -589,7 +589,8 @@ class _Run:
         me = threading.current_thread()
         for thread in self._starting:
             if thread is not me and thread.ident is not None:
-                self._finished[thread].wait()
+                while not self._finished[thread].wait(wait_slice()):
+                    pass
                 thread.join()
         if not self.ended:
             self.ended = time.perf_counter()
@@ -727,32 +728,6 @@ class _Run:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, read, elapsed, self.max_batch)
-
-
-@contextlib.contextmanager
-def _ctrl_c_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives in the block until it ends, then deliver it.
-
-    A `Thread.start()` cut short by a Ctrl-C leaves a thread that may or may not run,
-    which nothing could then wait for. Only the main thread receives Ctrl-C, and only it
-    may change the handler; elsewhere, or with a handler that is not Python's, nothing
-    changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if not callable(previous):
-        yield
-        return
-    pressed: list[FrameType | None] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pressed:
-            previous(signal.SIGINT, pressed[0])
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:

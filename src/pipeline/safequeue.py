@@ -29,6 +29,7 @@ from queue import Empty, Full
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline._checks import integer, positive_int
+from pipeline._interrupts import wait_slice
 from pipeline.errors import ShutDown
 
 __all__ = ["Empty", "Full", "LinkQueue", "Marker", "QueueStatistics", "SafeQueue", "ShutDown"]
@@ -235,7 +236,7 @@ class SafeQueue(Generic[T]):
         """Block until every item put has been marked done with `task_done()`."""
         with self.all_tasks_done:
             while self.unfinished_tasks:
-                self.all_tasks_done.wait()
+                self.all_tasks_done.wait(wait_slice())
 
     def shutdown(self, immediate: bool = False) -> None:
         """Shut the queue down: later puts raise `ShutDown`, and gets do once it is drained.
@@ -418,11 +419,16 @@ def _deadline(started: float, timeout: float | None) -> float | None:
 def _wait(
     condition: threading.Condition, deadline: float | None, timed_out: type[Exception]
 ) -> None:
-    """Wait once on `condition` (the caller loops), raising `timed_out` past the deadline."""
+    """Wait once on `condition` (the caller loops), raising `timed_out` past the deadline.
+
+    On the main thread the wait is cut into slices (`pipeline._interrupts`), so that a
+    Ctrl-C whose wake-up was lost is still seen.
+    """
+    slice_seconds = wait_slice()
     if deadline is None:
-        condition.wait()
+        condition.wait(slice_seconds)
         return
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise timed_out
-    condition.wait(remaining)
+    condition.wait(remaining if slice_seconds is None else min(remaining, slice_seconds))

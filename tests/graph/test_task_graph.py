@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from support import WAIT, Boom, interrupt_when_ready
+from support import WAIT, Boom, interrupt_when_ready, press_from_another_thread, sigint_setting
 
 from pipeline.graph import Criticality, GraphError, TaskGraph, TaskGraphFailed
 from pipeline.graph.metrics import register_task_metrics
@@ -257,3 +257,30 @@ def test_ctrl_c_stops_a_task_graph_and_leaves_no_thread() -> None:
     returncode, stdout, stderr = interrupt_when_ready(["-c", CTRL_C_SCRIPT], ready="running")
     assert returncode == 0, stderr
     assert stdout.strip() == "threads left: 0 True", (stdout, stderr)
+
+
+def test_a_ctrl_c_that_wakes_no_wait_still_stops_a_task_graph() -> None:
+    """Its wait on the main thread goes in slices (pipeline._interrupts)."""
+    pressed = threading.Event()
+    started = threading.Event()
+    released: list[bool] = []
+
+    def slow(_: object) -> None:
+        started.set()
+        released.append(pressed.wait(WAIT))
+
+    graph = TaskGraph().add("first", lambda: None)
+    for index in range(4):
+        graph.add(f"slow{index}", slow, after="first")
+    presser = press_from_another_thread(started)
+    try:
+        with sigint_setting(pressed), pytest.raises(KeyboardInterrupt):
+            graph.run(workers=2)
+    finally:
+        presser.join(WAIT)
+    assert released
+    assert all(released)  # released by the Ctrl-C, not by the end of WAIT
+    statistics = graph.statistics()
+    assert statistics is not None
+    assert statistics.skipped == 4 - len(released) > 0
+    assert not statistics.running

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline._checks import non_empty_str, positive_int
+from pipeline._interrupts import MAIN_THREAD_WAIT_SLICE, ctrl_c_held
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
-from pipeline.pipeline import _ctrl_c_deferred
 from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.retry import RetryPolicy
@@ -323,7 +323,13 @@ class _TaskRun:
                 self._make_ready(name)
 
     def execute(self, workers: int) -> TaskGraphResult:
-        """Run the workers, wait for them, and return the result; see `TaskGraph.run`."""
+        """Run the workers, wait for them, and return the result; see `TaskGraph.run`.
+
+        Ctrl-C is held for the whole run (`pipeline._interrupts.ctrl_c_held`): a press
+        stops the run, and what the handler raised is raised once every thread has been
+        joined. A `KeyboardInterrupt` raised between two statements here could otherwise
+        leave the workers running with nobody to stop or join them.
+        """
         self.running = True
         # One event per thread, set as its last act: what the wait below trusts, since
         # on 3.11 and 3.12 a Thread.join() interrupted by Ctrl-C may mark a running
@@ -333,23 +339,17 @@ class _TaskRun:
             threading.Thread(target=self._work, args=(done,), name=f"pipeline-task-{index}")
             for index, done in enumerate(finished)
         ]
-        interrupted: BaseException | None = None
-        try:
-            with _ctrl_c_deferred():  # a start() cut short would leave a thread nobody awaits
-                for thread in threads:
-                    thread.start()
-        except KeyboardInterrupt as exc:  # held until every thread had started
-            interrupted = exc
-            self._stop("the run was interrupted")
-        for thread, done in zip(threads, finished, strict=True):
-            while True:
-                try:
-                    done.wait()
-                    thread.join()
-                    break
-                except KeyboardInterrupt as exc:
-                    interrupted = interrupted or exc
-                    self._stop("the run was interrupted")
+        with ctrl_c_held(on_press=self._interrupt):
+            for thread in threads:
+                thread.start()
+            for thread, done in zip(threads, finished, strict=True):
+                while not done.wait(MAIN_THREAD_WAIT_SLICE):  # slices: see _interrupts
+                    pass
+                thread.join()
+            return self._result()
+
+    def _result(self) -> TaskGraphResult:
+        """Mark every task that did not settle as skipped, and return the result."""
         with self.changed:
             self.running = False
             reason = self.stop_reason or "the run stopped"
@@ -360,15 +360,12 @@ class _TaskRun:
                     and name not in self.skipped
                 ):
                     self.skipped[name] = reason
-            result = TaskGraphResult(
+            return TaskGraphResult(
                 dict(self.succeeded),
                 dict(self.failed),
                 dict(self.skipped),
                 tuple(self.started_order),
             )
-        if interrupted is not None:
-            raise interrupted
-        return result
 
     def statistics(self) -> TaskStatistics:
         with self.changed:
@@ -386,6 +383,13 @@ class _TaskRun:
     def _make_ready(self, name: str) -> None:
         """Put a task whose dependencies are done on the heap; `changed` held."""
         heapq.heappush(self.ready, (self.tasks[name].criticality, next(self.sequence), name))
+
+    def _interrupt(self) -> None:
+        """Stop the run for a Ctrl-C; called by the signal handler, on the main thread.
+
+        `changed` is reentrant, so this is safe wherever the main thread was.
+        """
+        self._stop("the run was interrupted")
 
     def _stop(self, reason: str) -> None:
         with self.changed:
