@@ -8,16 +8,20 @@ things follow, and each has its helper here.
    arrives while the main thread is on its way into the wait (after the interpreter
    last looked for signals, before the thread sleeps), or that the kernel hands to
    another thread, wakes nothing: the handler runs only when the wait ends by itself.
-   On free-threaded 3.13 the window is wide enough to hit: a task graph interrupted
-   just as it started missed the Ctrl-C until its last task returned in 9 runs of 160.
-   `wait_slice()` bounds that delay; the caller's loop looks again.
+   The window is wide enough to hit: a task graph interrupted just as it started
+   missed the Ctrl-C until its last task returned in 5 runs of 200 on 3.13t
+   (`benchmarks/ctrl_c_backoff.py --measure 200 --scenario taskgraph`), and a
+   pipeline in a 30 s retry backoff missed it for the whole backoff. `wait_slice()`
+   bounds that delay; the caller's loop looks again.
 2. **Ctrl-C can be held** (`ctrl_c_held`). A `KeyboardInterrupt` raised at an
    arbitrary bytecode of the main thread can cut a `Thread.start()` short (leaving a
    thread nothing waits for), land between two statements of the code that joins the
    run's threads, or inside `threading.Condition.wait` after its lock was let go (the
    `with` then releases an unlocked lock: seen on 3.13t). Inside the block, the
    handler that was installed still runs at the press, but what it raises is kept and
-   raised when the block ends, so the block can stop the run and join its threads first.
+   raised when the block ends, so the block can stop the run and join its threads
+   first. `Pipeline` holds it while it starts its threads; `TaskGraph.run`, which runs
+   no code of the caller's on the main thread, for the whole run.
 """
 
 from __future__ import annotations
