@@ -6,7 +6,9 @@ a circuit breaker or a per-item timeout), feeds it a random source (which may fa
 and consumes it in a random way (`run`, `stream` with a `break`, or `close()` from
 another thread). Adversarial faults come on top (issue 9): exceptions whose `__str__`
 and `__repr__` raise, `BaseException` subclasses, `close()` called from inside a stage
-or from another thread at a random moment, a real SIGINT at a random moment, and
+or from another thread at a random moment, a real SIGINT at a random moment (sent to
+the main thread, or to another thread, so that it wakes no wait: a lost wake-up, see
+`pipeline._interrupts`) while the main thread runs or streams the pipeline, and
 iterators abandoned in a reference cycle while the garbage collector runs every few
 allocations (so it may finalize them in any thread, the run's own included). Then it
 checks:
@@ -52,6 +54,7 @@ from pipeline import (
     PipelineStage,
     StageError,
 )
+from pipeline.errors import describe
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.policy import DeadLetters, ErrorPolicy, FailureBudget
 from pipeline.resilience.resilient import ResilientStage
@@ -87,13 +90,19 @@ class Interrupts:
         if self.armed:
             raise KeyboardInterrupt
 
-    def press_later(self, seconds: float, done: threading.Event) -> threading.Thread:
-        """Send SIGINT to the main thread after `seconds`, unless `done` is set first."""
+    def press_later(
+        self, seconds: float, done: threading.Event, *, elsewhere: bool = False
+    ) -> threading.Thread:
+        """Send SIGINT after `seconds`, unless `done` is set first.
+
+        To the main thread, or with `elsewhere` to this helper thread: the handler is then
+        due on the main thread, but no wait of the main thread is interrupted.
+        """
         main = threading.main_thread().ident or 0
 
         def press() -> None:
             if not done.wait(seconds):
-                signal.pthread_kill(main, signal.SIGINT)
+                signal.pthread_kill(threading.get_ident() if elsewhere else main, signal.SIGINT)
 
         thread = threading.Thread(target=press, name="stress-ctrl-c")
         thread.start()
@@ -157,7 +166,8 @@ class Scenario:
     stages: list[ResilientStage[int, int]]
     letters: DeadLetters
     source_fails_at: int | None
-    consumer: str  # "run", "break", "close", "close-anytime", "abandon", "interrupt"
+    consumer: str  # "run", "break", "close", "close-anytime", "abandon", "interrupt",
+    # "interrupt-stream"
     stop_after: int
     queue_size: int
     batch_size: int
@@ -167,7 +177,8 @@ class Scenario:
     expected_error_stage: str | None = None
     description: str = ""
     fail_fast: bool = False
-    delay: float = 0.0  # for "close-anytime" and "interrupt": when, in seconds
+    delay: float = 0.0  # for "close-anytime" and the interrupts: when, in seconds
+    interrupt_elsewhere: bool = False  # the SIGINT goes to another thread than the main one
     closing_stage: FaultyStage | None = None
 
 
@@ -243,8 +254,11 @@ def make_scenario(seed: int) -> Scenario:
             failed |= new
     source_fails_at = rng.randrange(items + 1) if rng.random() < 0.1 else None
     consumer = rng.choices(
-        ["run", "break", "close", "close-inside", "close-anytime", "abandon", "interrupt"],
-        weights=[10, 3, 2, 1, 1, 2, 1],
+        [
+            *("run", "break", "close", "close-inside", "close-anytime", "abandon"),
+            *("interrupt", "interrupt-stream"),
+        ],
+        weights=[10, 3, 2, 1, 1, 2, 1, 1],
     )[0]
     closing_stage: FaultyStage | None = None
     if consumer == "close-inside":
@@ -254,7 +268,7 @@ def make_scenario(seed: int) -> Scenario:
             closing_stage = inner
             closing_stage.close_at = rng.randrange(items)
         deterministic = False
-    if consumer in {"close-anytime", "interrupt", "abandon"}:
+    if consumer in {"close-anytime", "interrupt", "interrupt-stream", "abandon"}:
         deterministic = False
     scenario = Scenario(
         seed=seed,
@@ -272,11 +286,13 @@ def make_scenario(seed: int) -> Scenario:
         expected_error_stage=error_stage,
         fail_fast=rng.random() < 0.2,
         delay=rng.choice([0.0, 0.0001, 0.001, 0.005]),
+        interrupt_elsewhere=rng.random() < 0.5,
         closing_stage=closing_stage,
     )
     scenario.description = (
         f"items={items} q={scenario.queue_size} b={scenario.batch_size} "
         f"ordered={scenario.ordered} fail_fast={scenario.fail_fast} consumer={consumer} "
+        f"interrupt_elsewhere={scenario.interrupt_elsewhere} "
         f"source_fails_at={source_fails_at} budget={budget is not None}: " + " >> ".join(parts)
     )
     return scenario
@@ -311,9 +327,11 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
     helper: threading.Thread | None = None
     done = threading.Event()
     try:
-        if scenario.consumer == "interrupt":
+        if scenario.consumer.startswith("interrupt"):
             interrupts.armed = True
-            helper = interrupts.press_later(scenario.delay, done)
+            helper = interrupts.press_later(
+                scenario.delay, done, elsewhere=scenario.interrupt_elsewhere
+            )
         elif scenario.consumer == "close-anytime":
 
             def close_later() -> None:
@@ -328,6 +346,11 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
             return Outcome(outputs, None, stopped_early=False)
         if scenario.consumer == "abandon":
             return abandon(pipeline, data, scenario.stop_after)
+        if scenario.consumer == "interrupt-stream":
+            for output in pipeline.stream(data):
+                outputs.append(output)
+            done.set()
+            return Outcome(outputs, None, stopped_early=False)
         closer: threading.Thread | None = None
         stream = pipeline.stream(data)
         try:
@@ -349,6 +372,8 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
     except StageError as error:
         return Outcome(outputs, error, stopped_early=True)
     except KeyboardInterrupt as error:
+        return Outcome(outputs, error, stopped_early=True)
+    except BaseException as error:  # noqa: BLE001 - reported as wrong by check()
         return Outcome(outputs, error, stopped_early=True)
     finally:
         done.set()
@@ -416,6 +441,8 @@ def check(scenario: Scenario, outcome: Outcome) -> tuple[str, str] | None:
         if scenario.deterministic and not can_fail:
             return "wrong", f"an error in a run that should complete: {error}"
         return None
+    if error is not None and not isinstance(error, PipelineClosed | KeyboardInterrupt):
+        return "wrong", f"unexpected {type(error).__name__}: {describe(error)}"
     if isinstance(error, PipelineClosed | KeyboardInterrupt) or outcome.stopped_early:
         return None
     # The run completed: every input must be accounted for, exactly.

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from pipeline._checks import positive_int
-from pipeline._interrupts import ctrl_c_held, wait_slice
+from pipeline._interrupts import Presses, ctrl_c_held, wait_slice
 from pipeline.batching import next_batch_size
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.safequeue import LinkQueue, SafeQueue
@@ -229,15 +229,19 @@ class Pipeline(Generic[In, Out]):
     def run(self, source: Iterable[In]) -> list[Out]:
         """Run every item of `source` through the stages and return the outputs as a list.
 
-        Blocks until the run ends.
+        Blocks until the run ends. A Ctrl-C meanwhile stops the run; the
+        `KeyboardInterrupt` is raised once every thread has been joined (the run holds
+        Ctrl-C, `pipeline._interrupts`: no code of the caller's runs on this thread
+        until it returns).
 
         Raises:
             StageError: a stage or the source failed; the original exception is chained.
             PipelineError: the pipeline is already running.
         """
         outputs: list[Out] = []
-        for batch in self._batches(iter(source)):
-            outputs.extend(batch)
+        with contextlib.closing(self._batches(iter(source), holding_ctrl_c=True)) as batches:
+            for batch in batches:
+                outputs.extend(batch)
         return outputs
 
     def stream(self, source: Iterable[In]) -> Generator[Out]:
@@ -313,8 +317,22 @@ class Pipeline(Generic[In, Out]):
         """Return the run of `source` through this pipeline; a graph wires its own."""
         return _Run(self, source)
 
-    def _batches(self, source: Iterator[Any]) -> Generator[list[Out]]:
+    def _batches(
+        self, source: Iterator[Any], *, holding_ctrl_c: bool = False
+    ) -> Generator[list[Out]]:
+        """Run `source` and yield the outputs in batches; see `run` and `stream`.
+
+        With `holding_ctrl_c` (for `run`, whose caller runs no code between batches), a
+        Ctrl-C asks the supervisor to stop the run and is raised once it has ended.
+        """
         run = self._new_run(source)
+        if not holding_ctrl_c:
+            yield from self._run_batches(run, Presses())
+            return
+        with ctrl_c_held(on_press=run.request_stop) as presses:
+            yield from self._run_batches(run, presses)
+
+    def _run_batches(self, run: _Run, presses: Presses) -> Generator[list[Out]]:
         ended_by: object = None
         try:
             with self._lock:
@@ -366,7 +384,7 @@ class Pipeline(Generic[In, Out]):
             raise ended_by.error from ended_by.error.__cause__
         if run.failure is not None:
             raise run.failure from run.failure.__cause__
-        if ended_by is None:
+        if ended_by is None and not presses:  # after a press, its KeyboardInterrupt tells
             raise PipelineClosed("the pipeline was closed before its input ended")
 
     def _finish(self, run: _Run) -> None:
@@ -380,18 +398,10 @@ class Pipeline(Generic[In, Out]):
         if run.owns_current_thread():
             run.request_stop()
             return
-        interrupted: BaseException | None = None
-        while True:
-            try:
-                run.stop()
-                run.join()
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-                continue
-            break
-        self._forget(run)
-        if interrupted is not None:
-            raise interrupted
+        with ctrl_c_held():
+            run.stop()
+            run.join()
+            self._forget(run)
 
     def _forget(self, run: _Run) -> None:
         with self._lock:
@@ -445,13 +455,11 @@ _exit_hook_registered = False
 def _stop_runs_at_exit() -> None:
     """Stop and join every run still going, so that the interpreter can exit."""
     for run in list(_live_runs):
-        while True:
-            try:
-                run.stop()
-                run.join()
-                break
-            except KeyboardInterrupt:
-                continue
+        # A Ctrl-C now is held until the run is joined, then dropped: the interpreter is
+        # exiting already.
+        with contextlib.suppress(KeyboardInterrupt), ctrl_c_held():
+            run.stop()
+            run.join()
 
 
 def _register_exit_hook() -> None:

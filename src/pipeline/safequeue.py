@@ -29,7 +29,7 @@ from queue import Empty, Full
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline._checks import integer, positive_int
-from pipeline._interrupts import wait_slice
+from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import ShutDown
 
 __all__ = ["Empty", "Full", "LinkQueue", "Marker", "QueueStatistics", "SafeQueue", "ShutDown"]
@@ -121,6 +121,9 @@ class SafeQueue(Generic[T]):
         # `_waiting_putters`, and only the first ticket may put, so a large batch is not
         # starved by single items that keep slipping into the room it waits for.
         # all_tasks_done is notified when unfinished_tasks drops to zero; join() waits on it.
+        # The mutex is always taken as `with self.mutex:`, never through a condition: a
+        # Condition's __enter__ is Python code, and a Ctrl-C raised in it once the lock is
+        # taken leaves the lock taken for good (a hang the fault fuzzer found on 3.13t).
         self.mutex = threading.Lock()
         self.not_empty = threading.Condition(self.mutex)
         self.not_full = threading.Condition(self.mutex)
@@ -191,7 +194,7 @@ class SafeQueue(Generic[T]):
             queue.Empty: nothing arrived in time (or `block` is false and the queue is empty).
             ShutDown: the queue is shut down and drained.
         """
-        with self.not_empty:
+        with self.mutex:
             self._wait_for_items(block, timeout)
             item = self._get()
             self.not_full.notify_all()
@@ -212,7 +215,7 @@ class SafeQueue(Generic[T]):
             ShutDown: the queue is shut down and drained.
         """
         positive_int("max_items", max_items)
-        with self.not_empty:
+        with self.mutex:
             self._wait_for_items(block, timeout)
             items = self._get_many(max_items)
             self.not_full.notify_all()
@@ -224,7 +227,7 @@ class SafeQueue(Generic[T]):
         Raises:
             ValueError: called more times than there were items put.
         """
-        with self.all_tasks_done:
+        with self.mutex:
             unfinished = self.unfinished_tasks - 1
             if unfinished < 0:
                 raise ValueError("task_done() called too many times")
@@ -234,9 +237,9 @@ class SafeQueue(Generic[T]):
 
     def join(self) -> None:
         """Block until every item put has been marked done with `task_done()`."""
-        with self.all_tasks_done:
+        with self.mutex:
             while self.unfinished_tasks:
-                self.all_tasks_done.wait(wait_slice())
+                _wait(self.all_tasks_done, None, TimeoutError)
 
     def shutdown(self, immediate: bool = False) -> None:
         """Shut the queue down: later puts raise `ShutDown`, and gets do once it is drained.
@@ -283,7 +286,7 @@ class SafeQueue(Generic[T]):
             )
 
     def _put_chunk(self, chunk: list[T], block: bool, timeout: float | None) -> None:
-        with self.not_full:
+        with self.mutex:
             if self.is_shutdown:
                 raise ShutDown
             if block and self.maxsize > 0:
@@ -421,14 +424,21 @@ def _wait(
 ) -> None:
     """Wait once on `condition` (the caller loops), raising `timed_out` past the deadline.
 
-    On the main thread the wait is cut into slices (`pipeline._interrupts`), so that a
-    Ctrl-C whose wake-up was lost is still seen.
+    On the main thread the wait is cut into slices, and Ctrl-C is held while it lasts
+    (`pipeline._interrupts`): a Ctrl-C whose wake-up was lost is still seen, and its
+    `KeyboardInterrupt` is raised here, with the mutex held, rather than inside
+    `Condition.wait`, where it could strike while the mutex is let go.
     """
     slice_seconds = wait_slice()
     if deadline is None:
-        condition.wait(slice_seconds)
+        seconds = slice_seconds
+    else:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out
+        seconds = remaining if slice_seconds is None else min(remaining, slice_seconds)
+    if slice_seconds is None:
+        condition.wait(seconds)
         return
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise timed_out
-    condition.wait(remaining if slice_seconds is None else min(remaining, slice_seconds))
+    with ctrl_c_held():
+        condition.wait(seconds)
