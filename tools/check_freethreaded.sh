@@ -57,14 +57,16 @@ for optional in tests/stages tests/queues tests/graph; do
 done
 
 known=()
-# A test stuck for 90 s dumps every thread's stack; one over pytest's 60 s timeout ends
-# the process with the stacks (the thread method: an exception raised into the main
-# thread, the signal method, can be swallowed by the code under test, and one 3.13t run
-# hung for 17 minutes that way).
-timeouts=(-o faulthandler_timeout=90 -o timeout_method=thread)
+# A test stuck for 90 s dumps every thread's stack (pytest's own 60 s timeout raises into
+# the main thread, which the code under test may be holding off), and each pytest step is
+# bounded as a whole, so a hang fails the check instead of stalling it. (pytest-timeout's
+# thread method would end the process instead, but its timer thread shows up in the tests
+# that check no thread is left.)
+timeouts=(-o faulthandler_timeout=90)
+bounded() { timeout --signal=ABRT --kill-after=30 900 "$@"; }
 
 step "tests on 3.13t with PYTHON_GIL=0: ${suites[*]}"
-PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider "${timeouts[@]}" -q -rs "${known[@]}" "${suites[@]}"
+PYTHON_GIL=0 bounded "$venv/bin/python" -m pytest -p no:cacheprovider "${timeouts[@]}" -q -rs "${known[@]}" "${suites[@]}"
 
 # pytest-run-parallel runs each test body in several threads of one process at once. It
 # runs a test that uses a per-test fixture such as caplog in one thread only (it cannot be
@@ -93,14 +95,14 @@ monkeypatch"
 )
 
 step "pytest-run-parallel on 3.13t: $threads threads x $iterations iterations"
-PYTHON_GIL=0 "$venv/bin/python" -m pytest -p no:cacheprovider "${timeouts[@]}" -q "${parallel_options[@]}" \
+PYTHON_GIL=0 bounded "$venv/bin/python" -m pytest -p no:cacheprovider "${timeouts[@]}" -q "${parallel_options[@]}" \
     "${concurrency_tests[@]}"
 
 step "the fault fuzzer on 3.13t: $scenarios scenarios"
-PYTHON_GIL=0 "$venv/bin/python" benchmarks/stress_faults.py --scenarios "$scenarios" --seed 0
+PYTHON_GIL=0 bounded "$venv/bin/python" benchmarks/stress_faults.py --scenarios "$scenarios" --seed 0
 
 step "the concurrency tests on the GIL build with a 1 us switch interval"
-"$gil_python" -c 'import sys; sys.setswitchinterval(1e-6); import pytest; sys.exit(pytest.main(sys.argv[1:]))' \
+bounded "$gil_python" -c 'import sys; sys.setswitchinterval(1e-6); import pytest; sys.exit(pytest.main(sys.argv[1:]))' \
     -p no:cacheprovider "${timeouts[@]}" -q "${concurrency_tests[@]}"
 
 step "done"
