@@ -123,7 +123,10 @@ class Progress:
                 leave=True,
                 file=self.file,
                 dynamic_ncols=True,
+                # Every sample draws: tqdm's default skips draws by a rate estimate,
+                # which left a stuck stage's bar showing an old count.
                 mininterval=0,
+                miniters=1,
             )
             for position, stage in enumerate(self.pipeline.stages)
         ]
