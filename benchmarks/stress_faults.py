@@ -40,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -442,7 +443,8 @@ def check(scenario: Scenario, outcome: Outcome) -> tuple[str, str] | None:
             return "wrong", f"an error in a run that should complete: {error}"
         return None
     if error is not None and not isinstance(error, PipelineClosed | KeyboardInterrupt):
-        return "wrong", f"unexpected {type(error).__name__}: {describe(error)}"
+        where = "".join(traceback.format_exception(error)[-12:])
+        return "wrong", f"unexpected {type(error).__name__}: {describe(error)}\n{where}"
     if isinstance(error, PipelineClosed | KeyboardInterrupt) or outcome.stopped_early:
         return None
     # The run completed: every input must be accounted for, exactly.

@@ -327,12 +327,20 @@ class Pipeline(Generic[In, Out]):
         """
         run = self._new_run(source)
         if not holding_ctrl_c:
-            yield from self._run_batches(run, Presses())
+            yield from self._run_batches(run, Presses(), hold_each_take=True)
             return
         with ctrl_c_held(on_press=run.request_stop) as presses:
-            yield from self._run_batches(run, presses)
+            yield from self._run_batches(run, presses, hold_each_take=False)
 
-    def _run_batches(self, run: _Run, presses: Presses) -> Generator[list[Out]]:
+    def _run_batches(
+        self, run: _Run, presses: Presses, *, hold_each_take: bool
+    ) -> Generator[list[Out]]:
+        """The body of `_batches`: `hold_each_take` holds Ctrl-C while a batch is taken.
+
+        A stream holds Ctrl-C only while it takes a batch (the caller's own code runs
+        between batches), so that its `KeyboardInterrupt` is raised with the queue's
+        storage consistent, not between two of its steps.
+        """
         ended_by: object = None
         try:
             with self._lock:
@@ -343,7 +351,11 @@ class Pipeline(Generic[In, Out]):
                 run.start()
             while ended_by is None:
                 try:
-                    batch = run.results.get_many(self.batch_size)
+                    if hold_each_take:
+                        with ctrl_c_held():
+                            batch = run.results.get_many(self.batch_size)
+                    else:
+                        batch = run.results.get_many(self.batch_size)
                 except ShutDown:
                     break
                 if is_end_marker(batch[-1]):
@@ -395,13 +407,23 @@ class Pipeline(Generic[In, Out]):
         run a finalizer at any point of that thread). A Ctrl-C while the threads are being
         joined is held until every one of them has been, then re-raised.
         """
-        if run.owns_current_thread():
-            run.request_stop()
-            return
-        with ctrl_c_held():
-            run.stop()
-            run.join()
-            self._forget(run)
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                if run.owns_current_thread():
+                    run.request_stop()
+                    return
+                with ctrl_c_held():
+                    run.stop()
+                    run.join()
+                    self._forget(run)
+            except KeyboardInterrupt as exc:  # pressed before the hold, or held till now
+                interrupted = interrupted or exc
+                if not run.ended or self._active is run:
+                    continue
+            break
+        if interrupted is not None:
+            raise interrupted
 
     def _forget(self, run: _Run) -> None:
         with self._lock:

@@ -253,7 +253,10 @@ class SafeQueue(Generic[T]):
             if immediate:
                 discarded = 0
                 while self._qsize():
-                    discarded += len(self._get_many(max(1, self._qsize())))
+                    taken = len(self._get_many(max(1, self._qsize())))
+                    if not taken:  # storage a Ctrl-C cut short mid-step: nothing to free
+                        break
+                    discarded += taken
                 self.unfinished_tasks = max(0, self.unfinished_tasks - discarded)
                 self.all_tasks_done.notify_all()
             self.not_empty.notify_all()

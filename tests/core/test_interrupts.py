@@ -12,7 +12,7 @@ import functools
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -59,17 +59,16 @@ def test_a_handler_that_does_not_raise_holds_nothing() -> None:
 
 
 def test_off_the_main_thread_or_with_no_python_handler_nothing_is_changed() -> None:
-    handlers: list[Callable[..., object] | int | None] = []
+    seen: list[tuple[Callable[..., object] | int | None, bool]] = []
 
     def in_a_thread() -> None:
         with ctrl_c_held() as presses:
-            handlers.append(signal.getsignal(signal.SIGINT))
-            assert not presses
+            seen.append((signal.getsignal(signal.SIGINT), bool(presses)))
 
     other = threading.Thread(target=in_a_thread)
     other.start()
     other.join(WAIT)
-    assert handlers == [signal.getsignal(signal.SIGINT)]
+    assert seen == [(signal.getsignal(signal.SIGINT), False)]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with ctrl_c_held():
@@ -102,33 +101,50 @@ class Injected(KeyboardInterrupt):
     """The Ctrl-C the tracer raises at one step of a queue operation."""
 
 
-def interrupted_at_step(step: int, operation: Callable[[], object]) -> bool:
-    """Run `operation`, raising `Injected` at its `step`-th traced event; return whether it was.
+def interrupted_at_step(
+    step: int,
+    operation: Callable[[], object],
+    events: frozenset[str] = frozenset({"call", "return"}),
+) -> bool:
+    """Run `operation`, pressing Ctrl-C at its `step`-th traced event; return whether it came.
 
     The steps are the entry to and the return from every Python function, the
     standard library's included: where the interpreter looks for a pending signal (on
     entering a function, and after each call, such as a C `lock.acquire()` that is a
     function's last act). Line events would also stop on the line of a `with` before
-    its `__exit__` is called, where no signal handler can run.
+    its `__exit__` is called, where no signal handler can run; and a press at the
+    return of a frame with an `except` or `finally` block (a generator's `yield`,
+    say) skips them, which no signal can do: such operations count calls only
+    (`events`). The press calls the
+    SIGINT handler installed at that moment, as the interpreter would: ours, where
+    Ctrl-C is held, or one that raises `Injected`.
     """
     count = 0
 
     def tracer(frame: FrameType, event: str, arg: object) -> Any:
         nonlocal count
-        if event in {"call", "return"}:
+        if event in events:
             count += 1
             if count == step:
-                raise Injected
+                handler = signal.getsignal(signal.SIGINT)
+                assert callable(handler)
+                handler(signal.SIGINT, frame)
         return tracer
 
+    def press(signum: int, frame: FrameType | None) -> None:
+        raise Injected
+
+    previous_trace = sys.gettrace()
+    previous_handler = signal.signal(signal.SIGINT, press)
     sys.settrace(tracer)
     try:
         operation()
     except Injected:
-        return True
+        pass
     finally:
-        sys.settrace(None)
-    return False
+        sys.settrace(previous_trace)
+        signal.signal(signal.SIGINT, previous_handler)
+    return count >= step
 
 
 @pytest.mark.parametrize(
@@ -162,3 +178,52 @@ def test_a_ctrl_c_at_any_step_of_a_queue_operation_leaves_the_lock_free(name: st
             break  # the operation ran to its end: every step has been tried
         assert not queue.mutex.locked(), f"{name}: the lock stayed taken after step {step}"
     assert step > 3
+
+
+def test_a_handler_installed_during_the_block_stays() -> None:
+    """A program's "press again to force quit" handler outlives the hold it was set in."""
+
+    def force_quit(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(1)
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with ctrl_c_held():
+            signal.signal(signal.SIGINT, force_quit)
+        assert signal.getsignal(signal.SIGINT) is force_quit
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_at_any_step_of_a_stream_leaves_a_run_that_close_ends() -> None:
+    """A stream holds Ctrl-C while it takes a batch, so a press at any step finds the
+    results queue consistent: before, a press after the storage's popleft() and before
+    its count was lowered made the stop that follows spin for good. A press on the very
+    entry to the stop (between the caller's code and the stop's own hold) can still
+    leave the run to `close()`, which `with pipeline:` calls; it never hangs it."""
+    step = 0
+    while True:
+        step += 1
+        pipeline = Pipeline(FunctionStage[int, int](lambda item: item), queue_size=4, batch_size=2)
+        stream = pipeline.stream(range(8))
+        assert next(stream) == 0
+        run = pipeline._active
+        assert run is not None
+        results = run.queues[-1]
+        assert isinstance(results, SafeQueue)
+        pressed = interrupted_at_step(
+            step, functools.partial(_press_during_take, stream), frozenset({"call"})
+        )
+        stream.close()
+        pipeline.close()
+        assert run.ended, f"the run did not end after a press at step {step}"
+        assert not results.mutex.locked()
+        if not pressed:
+            break
+    assert step > 3
+
+
+def _press_during_take(stream: Iterator[int]) -> None:
+    """Take the rest of `stream` with the real SIGINT handler swapped for the injector."""
+    for _ in stream:
+        pass

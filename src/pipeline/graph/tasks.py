@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline._checks import non_empty_str, positive_int
-from pipeline._interrupts import MAIN_THREAD_WAIT_SLICE, ctrl_c_held
+from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
 from pipeline.queues.priority import Priority
@@ -343,7 +343,7 @@ class _TaskRun:
             for thread in threads:
                 thread.start()
             for thread, done in zip(threads, finished, strict=True):
-                while not done.wait(MAIN_THREAD_WAIT_SLICE):  # slices: see _interrupts
+                while not done.wait(wait_slice()):  # slices on the main thread
                     pass
                 thread.join()
             return self._result()
