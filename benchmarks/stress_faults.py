@@ -100,13 +100,17 @@ class Interrupts:
         due on the main thread, but no wait of the main thread is interrupted.
         """
         main = threading.main_thread().ident or 0
+        started = threading.Event()
 
         def press() -> None:
-            if not done.wait(seconds):
+            # Not before start() has returned: a Ctrl-C inside Thread.start() would
+            # interrupt this harness's own call into threading, not the pipeline.
+            if started.wait() and not done.wait(seconds):
                 signal.pthread_kill(threading.get_ident() if elsewhere else main, signal.SIGINT)
 
         thread = threading.Thread(target=press, name="stress-ctrl-c")
         thread.start()
+        started.set()
         return thread
 
 
@@ -343,6 +347,7 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
             helper.start()
         if scenario.consumer in {"run", "close-inside", "close-anytime", "interrupt"}:
             outputs = pipeline.run(data)
+            interrupts.armed = False
             done.set()
             return Outcome(outputs, None, stopped_early=False)
         if scenario.consumer == "abandon":
@@ -350,6 +355,7 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
         if scenario.consumer == "interrupt-stream":
             for output in pipeline.stream(data):
                 outputs.append(output)
+            interrupts.armed = False
             done.set()
             return Outcome(outputs, None, stopped_early=False)
         closer: threading.Thread | None = None
@@ -377,8 +383,8 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
     except BaseException as error:  # noqa: BLE001 - reported as wrong by check()
         return Outcome(outputs, error, stopped_early=True)
     finally:
+        interrupts.armed = False  # first: a Ctrl-C inside Event.set() could leave its lock taken
         done.set()
-        interrupts.armed = False
         if helper is not None:
             helper.join()
         pipeline.close()  # after close-inside or abandon, whatever the run left to join
