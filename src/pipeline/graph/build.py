@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.graph.errors import GraphError
 from pipeline.graph.join import JoinStage, KeyJoin, SequenceJoin
+from pipeline.graph.order import successors_of, topological_order
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE
 from pipeline.stage import PipelineStage, StageChain
 
@@ -166,11 +167,9 @@ class Graph:
                     raise GraphError(
                         f"node {node.name!r} comes after {name!r}, which is not in the graph"
                     )
-        successors: dict[str, list[str]] = {name: [] for name in nodes}
-        for node in nodes.values():
-            for name in node.after:
-                successors[name].append(node.name)
-        order = _topological_order(nodes, successors)
+        after = {name: node.after for name, node in nodes.items()}
+        successors = successors_of(after)
+        order = topological_order(after, successors, "the graph")
         _check_connected(nodes, successors)
         for node in nodes.values():
             if not successors[node.name] and node.fan_out != "broadcast":
@@ -303,36 +302,6 @@ def _fan_out_label(node: Node, plan: Plan) -> str:
     if isinstance(node.fan_out, Partition):
         return "partition"
     return "round robin" if node.fan_out == "round_robin" else "broadcast"
-
-
-def _topological_order(nodes: dict[str, Node], successors: dict[str, list[str]]) -> list[str]:
-    """Return the names in an order where every node comes after its inputs (Kahn).
-
-    Raises:
-        GraphError: the graph has a cycle; the message shows one.
-    """
-    waiting = {name: len(node.after) for name, node in nodes.items()}
-    ready = [name for name, count in waiting.items() if count == 0]
-    order: list[str] = []
-    while ready:
-        name = ready.pop(0)
-        order.append(name)
-        for successor in successors[name]:
-            waiting[successor] -= 1
-            if waiting[successor] == 0:
-                ready.append(successor)
-    if len(order) == len(nodes):
-        return order
-    # Every node left is on a cycle or below one; walk inputs back until one repeats.
-    left = {name for name in nodes if name not in order}
-    path = [next(name for name in nodes if name in left)]
-    while True:
-        back = next(name for name in nodes[path[-1]].after if name in left)
-        if back in path:
-            cycle = [*path[path.index(back) :], back]
-            cycle.reverse()
-            raise GraphError(f"the graph has a cycle: {' -> '.join(cycle)}")
-        path.append(back)
 
 
 def _check_connected(nodes: dict[str, Node], successors: dict[str, list[str]]) -> None:

@@ -36,6 +36,7 @@ from pipeline._checks import non_empty_str, positive_int
 from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
+from pipeline.graph.order import successors_of, topological_order
 from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.retry import RetryPolicy
@@ -178,27 +179,8 @@ class TaskGraph:
                     raise GraphError(
                         f"task {task.name!r} depends on {dependency!r}, which is not in the graph"
                     )
-        waiting = {name: len(task.after) for name, task in tasks.items()}
-        dependents = _dependents(tasks)
-        ready = [name for name, count in waiting.items() if count == 0]
-        order: list[str] = []
-        while ready:
-            name = ready.pop()
-            order.append(name)
-            for dependent in dependents[name]:
-                waiting[dependent] -= 1
-                if waiting[dependent] == 0:
-                    ready.append(dependent)
-        if len(order) < len(tasks):
-            left = {name for name in tasks if name not in order}
-            path = [next(name for name in tasks if name in left)]
-            while True:
-                back = next(name for name in tasks[path[-1]].after if name in left)
-                if back in path:
-                    cycle = [*path[path.index(back) :], back]
-                    cycle.reverse()
-                    raise GraphError(f"the task graph has a cycle: {' -> '.join(cycle)}")
-                path.append(back)
+        after = {name: task.after for name, task in tasks.items()}
+        order = topological_order(after, successors_of(after), "the task graph")
         return tuple(order)
 
     def run(
@@ -284,21 +266,13 @@ def _label(task: Task) -> str:
         return f"criticality {task.criticality}"
 
 
-def _dependents(tasks: dict[str, Task]) -> dict[str, list[str]]:
-    dependents: dict[str, list[str]] = {name: [] for name in tasks}
-    for task in tasks.values():
-        for dependency in task.after:
-            dependents[dependency].append(task.name)
-    return dependents
-
-
 class _TaskRun:
     """One run of a task graph: the ready heap, the outcomes, and the worker threads."""
 
     def __init__(self, tasks: dict[str, Task], on_failure: FailurePolicy) -> None:
         self.tasks = tasks
         self.on_failure = on_failure
-        self.dependents = _dependents(tasks)
+        self.dependents = successors_of({name: task.after for name, task in tasks.items()})
         # `changed` (and its lock) guards everything below; it is notified when a task
         # finishes or is skipped, when tasks become ready, and when the run stops.
         # Invariant: every task is in exactly one of: waiting (a dependency not done),
