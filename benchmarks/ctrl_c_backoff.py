@@ -49,6 +49,12 @@ class LongestDelay(random.Random):
         return b
 
 
+def report_stop(since: float) -> None:
+    """Print the two lines `interrupt_once` reads: the stop's duration, and threads left."""
+    print(f"stopped after {time.monotonic() - since:.4f} s", flush=True)
+    print("threads left:", threading.active_count() - 1, flush=True)
+
+
 def scenario(name: str) -> int:
     interrupted_at = 0.0
 
@@ -83,8 +89,7 @@ def scenario(name: str) -> int:
                 if count == 100:
                     print(READY["busy"], flush=True)
     except KeyboardInterrupt:
-        print(f"stopped after {time.monotonic() - interrupted_at:.4f} s", flush=True)
-        print("threads left:", threading.active_count() - 1, flush=True)
+        report_stop(interrupted_at)
         return 0
     return 3
 
@@ -105,8 +110,7 @@ def task_graph_scenario() -> int:
     try:
         graph.run(workers=2)
     except KeyboardInterrupt:
-        print(f"stopped after {time.monotonic() - announced_at:.4f} s", flush=True)
-        print("threads left:", threading.active_count() - 1, flush=True)
+        report_stop(announced_at)
         return 0
     return 3
 

@@ -327,19 +327,17 @@ class Pipeline(Generic[In, Out]):
         """
         run = self._new_run(source)
         if not holding_ctrl_c:
-            yield from self._run_batches(run, Presses(), hold_each_take=True)
+            yield from self._run_batches(run, None)
             return
         with ctrl_c_held(on_press=run.request_stop) as presses:
-            yield from self._run_batches(run, presses, hold_each_take=False)
+            yield from self._run_batches(run, presses)
 
-    def _run_batches(
-        self, run: _Run, presses: Presses, *, hold_each_take: bool
-    ) -> Generator[list[Out]]:
-        """The body of `_batches`: `hold_each_take` holds Ctrl-C while a batch is taken.
+    def _run_batches(self, run: _Run, presses: Presses | None) -> Generator[list[Out]]:
+        """The body of `_batches`; `presses` are those of the hold around it, if any.
 
-        A stream holds Ctrl-C only while it takes a batch (the caller's own code runs
-        between batches), so that its `KeyboardInterrupt` is raised with the queue's
-        storage consistent, not between two of its steps.
+        Without one (a stream: the caller's own code runs between batches), Ctrl-C is
+        held only while a batch is taken, so that its `KeyboardInterrupt` is raised with
+        the queue's storage consistent, not between two of its steps.
         """
         ended_by: object = None
         try:
@@ -351,10 +349,7 @@ class Pipeline(Generic[In, Out]):
                 run.start()
             while ended_by is None:
                 try:
-                    if hold_each_take:
-                        with ctrl_c_held():
-                            batch = run.results.get_many(self.batch_size)
-                    else:
+                    with ctrl_c_held() if presses is None else contextlib.nullcontext():
                         batch = run.results.get_many(self.batch_size)
                 except ShutDown:
                     break
