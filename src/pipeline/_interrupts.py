@@ -82,7 +82,8 @@ class CtrlCHeld:
     stays.
 
     It goes through `_signal`, the C module behind `signal`: `signal.signal` converts
-    handlers to enums on the way, 5 us a call against 0.25 us, and a stream holds Ctrl-C
+    handlers to enums on the way, 4.3 us a call against 0.27 us (docs/gil-free.md has the
+    command), and a stream holds Ctrl-C
     once per batch it takes.
     """
 
