@@ -346,16 +346,22 @@ def run_scenario(scenario: Scenario, interrupts: Interrupts) -> Outcome:
             helper = threading.Thread(target=close_later, name="stress-closer")
             helper.start()
         if scenario.consumer in {"run", "close-inside", "close-anytime", "interrupt"}:
-            outputs = pipeline.run(data)
-            interrupts.armed = False
+            try:
+                outputs = pipeline.run(data)
+            finally:
+                # First, before any call: a press after the run has returned or raised
+                # would otherwise land in this harness's own code.
+                interrupts.armed = False
             done.set()
             return Outcome(outputs, None, stopped_early=False)
         if scenario.consumer == "abandon":
             return abandon(pipeline, data, scenario.stop_after)
         if scenario.consumer == "interrupt-stream":
-            for output in pipeline.stream(data):
-                outputs.append(output)
-            interrupts.armed = False
+            try:
+                for output in pipeline.stream(data):
+                    outputs.append(output)
+            finally:
+                interrupts.armed = False  # first, as above
             done.set()
             return Outcome(outputs, None, stopped_early=False)
         closer: threading.Thread | None = None
