@@ -256,7 +256,8 @@ class Pipeline(Generic[In, Out]):
 
         A stop waits for calls already running to return: a stage's `process_batch`, and
         the source's `next()`, which runs in a thread of the run (so a source bound to
-        its thread, such as a sqlite3 cursor, cannot be used). Stop a loop with
+        its thread, such as a sqlite3 cursor, cannot be used). That thread then closes
+        the source, if it has a `close()`, before the stop returns. Stop a loop with
         `with pipeline:` or `contextlib.closing(...)` rather than a bare `break` if a
         Ctrl-C during that wait must reach you: after a bare `break` the stop runs
         while the iterator is being collected, where Python can only print an exception.
@@ -508,6 +509,7 @@ class _Run:
         self.closed = False
         self.delivering: list[Any] = []
         self.source_stopping = threading.Event()
+        self.source_closed = False
         # Guards failure (the first error recorded; later ones are consequences of the
         # stop) and failed_at_a_position (a stage failed at its position).
         self._lock = threading.Lock()
@@ -711,7 +713,22 @@ class _Run:
             pipeline._forget(self)
 
     def _feed(self) -> None:
-        """Read the source in chunks into the first queue; the source thread's target.
+        """Read the source into the first queue, then close it; the source thread's target.
+
+        However the run ends, the source is closed here, in the thread that iterated it,
+        before the run's threads are joined: a generator's `finally` (a file, a cursor)
+        runs before `run()` or `stream()` returns or raises, not when the pipeline is
+        collected. A `close()` that raises is the source failing.
+        """
+        try:
+            self._read_source()
+        finally:
+            failure = self._close_source()
+            if failure is not None:
+                self.fail(failure)
+
+    def _read_source(self) -> None:
+        """Read the source in chunks into the first queue, closing it at its end.
 
         Whatever the source raises, `ShutDown` included (a generator reading a queue that
         was shut down), is the source failing; only the first queue's `ShutDown` means
@@ -728,6 +745,8 @@ class _Run:
                 chunk.extend(islice(self.source, size))
             except BaseException as exc:
                 failure = StageError.caused_by(exc, "source", "source")
+            if failure is None and not chunk:
+                failure = self._close_source()
             elapsed = time.perf_counter() - started
             # Counted before put_all: the queue owns the list from then on, and a consumer
             # taking it may extend it with the next chunk (SafeQueue hands chunks over
@@ -753,6 +772,19 @@ class _Run:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, read, elapsed, self.max_batch)
+
+    def _close_source(self) -> StageError | None:
+        """Call the source's `close()`, if it has one, the first time; return its failure."""
+        if self.source_closed:
+            return None
+        self.source_closed = True
+        try:
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            return StageError.caused_by(exc, "source", "source")
+        return None
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:
