@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from pipeline import __version__
-from pipeline.errors import StageError
+from pipeline.errors import StageError, describe
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE
 
 if TYPE_CHECKING:
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     handler: Handler = args.handler
     very_verbose = args.verbose >= 2
+    if sys.stdout is None:  # started with its standard output closed (`>&-`)
+        _say_error(args.command, "standard output is closed: there is nowhere to print", None)
+        return EXIT_FAILURE
     with logging_to_stderr(_log_level(args.verbose, args.quiet)):
         try:
             status = handler(args)
@@ -619,11 +622,14 @@ def logging_to_stderr(level: int) -> Iterator[None]:
 
 
 def report_failure(error: StageError, *, show_traceback: bool) -> None:
-    """Print the error and its cause on stderr, one line each (the traceback too with -vv)."""
+    """Print the error on stderr in one line, which names its cause (the traceback with -vv).
+
+    A cause the error's message does not already end with gets a line of its own.
+    """
     print(f"{PROG}: error: {error}", file=sys.stderr)
     cause = error.__cause__
-    if cause is not None:
-        print(f"{PROG}: caused by {type(cause).__name__}: {cause}", file=sys.stderr)
+    if cause is not None and not str(error).endswith(describe(cause)):
+        print(f"{PROG}: caused by {describe(cause)}", file=sys.stderr)
     if show_traceback:
         traceback.print_exception(error, file=sys.stderr)
 

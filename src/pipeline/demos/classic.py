@@ -146,9 +146,10 @@ def run(
         print(f"items out: {len(outputs)}", file=out)
         print(f"outputs:   {_shortened(outputs)}", file=out)
         print(f"elapsed:   {elapsed:.6f} s", file=out)
-        _show_the_filter_dropping(items, workers, queue_size, batch_size, out)
-    if report:
+    if report:  # under its own run's summary, before the second run prints anything
         print(f"\n{report_of(pipeline)}", file=out)
+    if not quiet:
+        _show_the_filter_dropping(items, workers, queue_size, batch_size, out)
     return 0
 
 

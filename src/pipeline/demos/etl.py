@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pipeline.batching import AdaptiveBatcher, BatcherStatistics
 from pipeline.observe.report import format_report
@@ -64,6 +64,11 @@ from pipeline.stages.quality import (
     Rule,
     Unique,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
 from pipeline.stages.windows import (
     TimeWindows,
     Watermark,
@@ -767,7 +772,13 @@ def run_stream(
 
     On Ctrl-C the run stops (every thread joined), a summary is printed, and the
     KeyboardInterrupt is raised again for the caller.
+
+    Raises:
+        ImportError: `plot` is given and matplotlib is not installed; said before the
+            stream starts, not after it has run.
     """
+    if plot is not None:
+        _plotting()
     out = sys.stdout if out is None else out
     detect = anomalies(_value, k=3.0)
     describe = summarize(_value, percentiles=(50, 99), key=_sensor)
@@ -851,13 +862,11 @@ def plot_windows(reports: Sequence[WindowReport], path: Path) -> None:
     Raises:
         ImportError: matplotlib is not installed (`pip install 'threaded-pipeline[plot]'`).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    figure_class, canvas_class = _plotting()
     from pipeline.observe.plot import COLOURS
 
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = figure_class(figsize=(11, 4.2), layout="constrained")
+    canvas_class(figure)
     axes = figure.subplots()
     edges = [report.summary.start for report in reports]
     edges.append(reports[-1].summary.end if reports else 0.0)
@@ -908,3 +917,19 @@ def plot_windows(reports: Sequence[WindowReport], path: Path) -> None:
     axes.set_title(f"a sensor stream in {size:g} s tumbling windows, anomalies marked")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     figure.savefig(path, dpi=100)
+
+
+def _plotting() -> tuple[type[Figure], type[FigureCanvasAgg]]:
+    """Return matplotlib's `Figure` and Agg canvas classes, or say how to install them.
+
+    Raises:
+        ImportError: matplotlib is not installed; the message names the extra.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(
+            "plotting needs matplotlib: pip install 'threaded-pipeline[plot]'"
+        ) from exc
+    return Figure, FigureCanvasAgg
