@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo check check-ft lint typecheck test sanitize bench clean
+.PHONY: install demo check check-ft check-release lint typecheck test sanitize bench clean
 
 install: $(INSTALLED)
 
@@ -37,6 +37,11 @@ test: install
 # with the GIL off, and the race hunt; run by .ci/run. See tools/check_freethreaded.sh.
 check-ft: install
 	PYTHON=$(BIN)/python bash tools/check_freethreaded.sh
+
+# What a user installs, installed as a user would: the sdist without a C compiler, the one
+# abi3 wheel on every CPython 3.11+ under pyenv; run by .ci/run. See tools/check_release.sh.
+check-release: install
+	PYTHON=$(BIN)/python bash tools/check_release.sh
 
 sanitize:
 	bash csrc/sanitize.sh

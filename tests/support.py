@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -10,10 +12,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+import pytest
+
 from pipeline import PipelineStage
 from pipeline.stats import StageStatistics
 
 WAIT = 5.0  # the bound on every wait for another thread or process
+
+# A run of the tests against an install made without the C stage on purpose.
+PURE_RUN = (
+    os.environ.get("PIPELINE_NATIVE") == "skip"
+    and importlib.util.find_spec("pipeline.native._native") is None
+)
+# DataPipeline's implementations, the C one marked as needing the C stage.
+IMPLEMENTATIONS = [pytest.param("native", marks=pytest.mark.c_stage), "reference"]
 ITEM_SECONDS = 0.002  # the work per item of `Slow`
 
 

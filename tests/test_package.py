@@ -8,7 +8,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -60,13 +62,14 @@ DISTRIBUTION = "threaded-pipeline"  # `pipeline` on the package index is an unre
 # that zsh does not expand the brackets, or a source checkout.
 PIP_INSTALL_ARGUMENT = re.compile(
     r"'threaded-pipeline\[[a-z,]+\]'|threaded-pipeline|'\.\[[a-z,]+\]'|-e|\.|--\S+"
+    r"|dist/threaded_pipeline-\S+"
 )
 
 
 def test_the_distribution_is_named_threaded_pipeline_and_versioned_by_the_package() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert project["project"]["name"] == DISTRIBUTION
-    assert project["project"]["dynamic"] == ["version"]
+    assert project["project"]["dynamic"] == ["version", "dependencies"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pipeline.__version__"}
     assert re.fullmatch(r"\d+\.\d+\.\d+", pipeline.__version__)
     assert importlib.metadata.metadata(DISTRIBUTION)["Name"] == DISTRIBUTION
@@ -145,3 +148,146 @@ def test_make_install_without_a_compiler_stops_before_building(tmp_path: Path) -
     )
     assert "error:" not in result.stderr.lower()  # no build log
     assert not venv.exists()
+
+
+# the release: the sdist, the wheels, and the C stage optional at install
+
+
+def build(tmp_path: Path, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m build ARGUMENTS --outdir tmp_path/dist` on the checkout, no isolation.
+
+    Without build isolation the build uses this environment's setuptools and cffi, so it
+    needs no network; the sdist step writes its egg-info under src/, which git ignores.
+    """
+    pytest.importorskip("build", reason="the dev extra installs build")
+    where = ["--outdir", str(tmp_path / "dist"), str(ROOT)]
+    return subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", *arguments, *where],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def wheel_of(tmp_path: Path) -> zipfile.ZipFile:
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+def requirements(wheel: zipfile.ZipFile) -> list[str]:
+    (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+    text = wheel.read(metadata).decode()
+    return [line for line in text.splitlines() if line.startswith("Requires-Dist:")]
+
+
+SDIST_MUST_HOLD = [
+    "LICENSE",
+    "CHANGELOG.md",
+    "README.md",
+    "pyproject.toml",
+    "setup.py",
+    "Makefile",
+    "csrc/transform.c",
+    "csrc/transform.h",
+    "csrc/build_native.py",
+    "csrc/check_compiler.py",
+    "src/pipeline/py.typed",
+    "src/pipeline/native/_native.pyi",
+    "src/pipeline/observe/dashboard.html",
+    "tests/conftest.py",
+    "tests/support.py",
+    "tests/core/test_pipeline.py",
+    "docs/tutorial.md",
+    "examples",
+    "benchmarks/suite.py",
+    "run_pipeline.py",
+    "launcher.py",
+]
+SDIST_MUST_NOT_HOLD = re.compile(
+    r"(^|/)(\.venv|\.venv-ft|__pycache__|\.mypy_cache|\.ruff_cache|\.pytest_cache|build|dist"
+    r"|results)/|\.(so|o|pyc)$|src/pipeline/native/_native\.c$|\.git(/|$)"
+)
+
+
+@pytest.mark.c_stage
+def test_the_sdist_holds_what_builds_and_tests_the_package_and_its_wheel_is_abi3(
+    tmp_path: Path,
+) -> None:
+    result = build(tmp_path, PIPELINE_NATIVE="required")
+    assert result.returncode == 0, result.stderr
+    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
+    missing = [wanted for wanted in SDIST_MUST_HOLD if not any(n.startswith(wanted) for n in names)]
+    assert missing == []
+    assert [name for name in names if SDIST_MUST_NOT_HOLD.search(name)] == []
+    wheel = wheel_of(tmp_path)
+    assert wheel.filename is not None
+    assert Path(wheel.filename).name.startswith(
+        f"threaded_pipeline-{pipeline.__version__}-cp311-abi3-"
+    )
+    names = wheel.namelist()
+    assert "pipeline/native/_native.abi3.so" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert requirements(wheel)[0] == "Requires-Dist: cffi>=1.17"
+    twine = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twine",
+            "check",
+            "--strict",
+            *map(str, (tmp_path / "dist").iterdir()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert twine.returncode == 0, twine.stdout + twine.stderr
+
+
+def test_with_native_skip_the_wheel_is_pure_python_and_needs_no_cffi(tmp_path: Path) -> None:
+    result = build(tmp_path, "--wheel", PIPELINE_NATIVE="skip")
+    assert result.returncode == 0, result.stderr
+    wheel = wheel_of(tmp_path)
+    assert wheel.filename is not None
+    assert Path(wheel.filename).name == f"threaded_pipeline-{pipeline.__version__}-py3-none-any.whl"
+    assert not [name for name in wheel.namelist() if name.endswith(".so")]
+    assert not [line for line in requirements(wheel) if "cffi" in line]
+
+
+def test_a_compiler_that_fails_gives_a_pure_wheel_and_one_line_saying_so(tmp_path: Path) -> None:
+    false = shutil.which("false")
+    assert false is not None
+    result = build(tmp_path, "--wheel", CC=false, PIPELINE_NATIVE="auto")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("pipeline:")]
+    assert len(said) == 1
+    assert said[0].startswith(
+        "pipeline: the C stage (pipeline.native.compiled) is not built: the build failed ("
+    )
+    assert said[0].endswith("then reinstall")
+    wheel = wheel_of(tmp_path)
+    assert wheel.filename is not None
+    assert Path(wheel.filename).name.endswith("-py3-none-any.whl")
+
+
+def test_native_required_fails_the_build_when_there_is_no_compiler(tmp_path: Path) -> None:
+    result = build(tmp_path, "--wheel", CC="/no/such/cc", PIPELINE_NATIVE="required")
+    assert result.returncode != 0
+    assert (
+        "pipeline: PIPELINE_NATIVE=required, but the C stage cannot be built: no C compiler "
+        "('/no/such/cc' not found)"
+    ) in result.stderr
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").glob("*.whl"))
+
+
+def test_an_unknown_native_mode_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    result = build(tmp_path, "--wheel", PIPELINE_NATIVE="sometimes")
+    assert result.returncode != 0
+    assert (
+        "pipeline: PIPELINE_NATIVE must be one of auto, required, skip, got 'sometimes'"
+    ) in result.stderr

@@ -472,8 +472,9 @@ def _run_data(args: argparse.Namespace) -> int:
             reason = error.__cause__ or error
             _say_error(
                 "data",
-                f"the C extension is not available ({reason}); build it with `make install` "
-                "(needs a C compiler), or add `--implementation reference --skip-reference`",
+                f"the C stage is not built ({reason}); reinstall with a C compiler and "
+                "Python's headers (`make install` in a checkout), or add "
+                "`--implementation reference --skip-reference`",
                 error if args.verbose >= 2 else None,
             )
             return EXIT_USAGE

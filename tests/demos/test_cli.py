@@ -340,9 +340,10 @@ def test_data_without_the_c_extension_exits_2_with_one_line(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        "pipeline data: error: the C extension is not available (import of "
-        "pipeline.native._native halted; None in sys.modules); build it with `make install` "
-        "(needs a C compiler), or add `--implementation reference --skip-reference`\n"
+        "pipeline data: error: the C stage is not built (import of "
+        "pipeline.native._native halted; None in sys.modules); reinstall with a C compiler "
+        "and Python's headers (`make install` in a checkout), or add "
+        "`--implementation reference --skip-reference`\n"
     )
     assert not (tmp_path / "out.csv").exists()
 
@@ -367,6 +368,7 @@ def test_data_defaults_are_the_data_examples() -> None:
     assert cli.build_parser().parse_args(["data"]).seed == sensors.DEFAULT_SEED
 
 
+@pytest.mark.c_stage
 def test_data_passes_its_options_to_the_data_example(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, object]] = []
 
@@ -391,6 +393,7 @@ def test_data_passes_its_options_to_the_data_example(monkeypatch: pytest.MonkeyP
     ]
 
 
+@pytest.mark.c_stage
 def test_a_stage_error_in_the_data_example_exits_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -405,6 +408,7 @@ def test_a_stage_error_in_the_data_example_exits_1(
     ]
 
 
+@pytest.mark.c_stage
 def test_a_cause_the_message_does_not_name_gets_a_line_of_its_own(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -614,6 +618,7 @@ def test_run_custom_example_launcher() -> None:
     ]
 
 
+@pytest.mark.c_stage
 def test_run_data_example_launcher(tmp_path: Path) -> None:
     pytest.importorskip("pipeline.demos.sensors", reason="pipeline.demos.sensors not written yet")
     # In a scratch directory, because the example writes results.csv there.

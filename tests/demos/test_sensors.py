@@ -12,6 +12,7 @@ from pipeline.demos import sensors
 from pipeline.native.reference import transform_reference
 
 
+@pytest.mark.c_stage
 def test_data_example_writes_the_results_and_compares_with_the_reference(
     tmp_path: Path,
 ) -> None:
@@ -26,6 +27,7 @@ def test_data_example_writes_the_results_and_compares_with_the_reference(
     assert [float(row) for row in rows[1:]] == expected.tolist()
 
 
+@pytest.mark.c_stage
 def test_data_example_reads_readings_from_a_csv_column(tmp_path: Path) -> None:
     readings = tmp_path / "readings.csv"
     readings.write_text("time,value\n1,16\n2,-1\n3,nan\n4,-inf\n5,25\n")
@@ -36,6 +38,7 @@ def test_data_example_reads_readings_from_a_csv_column(tmp_path: Path) -> None:
     assert re.search(r"invalid \(NaN/Inf\)\s+2\s+2", report.getvalue())
 
 
+@pytest.mark.c_stage
 def test_data_example_with_no_readings_reports_zeros(tmp_path: Path) -> None:
     report = io.StringIO()
     assert sensors.run(count=0, output=tmp_path / "results.csv", out=report) == 0

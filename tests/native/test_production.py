@@ -5,14 +5,19 @@ from __future__ import annotations
 import array
 import random
 import re
+import sys
 import tracemalloc
+import warnings
 from collections.abc import Iterator, Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import IMPLEMENTATIONS
 
+import pipeline.native
 from pipeline.errors import StageError
+from pipeline.native import production
 from pipeline.native.buffers import Float64Input, fresh_doubles
 from pipeline.native.counts import TransformCounts
 from pipeline.native.production import DataPipeline, DataStats, TransformResult, TransformStage
@@ -32,7 +37,7 @@ def sensor_readings(count: int, seed: int) -> array.array[float]:
     )
 
 
-@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize(
     ("thread_count", "batch_size"),
     [(1, 1), (1, 1000), (2, 7), (2, 5000), (3, 50), (4, 333), (5, 1)],
@@ -56,7 +61,7 @@ def test_process_matches_the_reference_in_input_order(
     assert stats.throughput == pytest.approx(len(data) / stats.duration_secs)
 
 
-@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("out_kind", ["array", "mapping"])
 def test_process_with_out_matches_the_reference_and_reuses_out(
     implementation: str, out_kind: str
@@ -125,6 +130,7 @@ any_doubles = st.one_of(
 )
 
 
+@pytest.mark.c_stage
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(any_doubles, max_size=200),
@@ -169,7 +175,7 @@ def test_process_of_fewer_items_than_threads_matches_the_reference(thread_count:
 JOIN_TIMEOUT = 10.0
 
 
-@pytest.mark.parametrize("implementation", ["native", "reference"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_process_returns_a_memoryview_of_doubles_usable_as_a_sequence(
     implementation: str,
 ) -> None:
@@ -235,7 +241,11 @@ def test_stats_from_counts_puts_post_validation_failures_in_invalid() -> None:
         ((1, 0), ValueError, "batch_size must be >= 1, got 0"),
         ((1.5, 10), TypeError, "thread_count must be an int, got float"),
         ((1, "10"), TypeError, "batch_size must be an int, got str"),
-        ((1, 10, "fast"), ValueError, "implementation must be 'native' or 'reference', got 'fast'"),
+        (
+            (1, 10, "fast"),
+            ValueError,
+            "implementation must be 'auto', 'native' or 'reference', got 'fast'",
+        ),
     ],
 )
 def test_constructor_rejects_bad_arguments(
@@ -303,3 +313,37 @@ def test_stream_memory_stays_flat_for_a_million_values() -> None:
     # All the input is 8 MB and all the output 5.4 MB; in flight stay a few chunks.
     print(f"peak traced memory growth: {peak - baseline:,} bytes")
     assert peak - baseline < 2_000_000, peak - baseline
+
+
+@pytest.fixture
+def without_the_c_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import pipeline.native.compiled` fail, as where the C stage was not built."""
+    monkeypatch.setitem(sys.modules, "pipeline.native._native", None)
+    monkeypatch.delitem(sys.modules, "pipeline.native.compiled", raising=False)
+    monkeypatch.delattr(pipeline.native, "compiled", raising=False)
+    monkeypatch.setattr(production, "_warned_about_the_reference", False)
+
+
+@pytest.mark.c_stage
+def test_auto_runs_the_c_core_when_it_is_built() -> None:
+    assert DataPipeline(2, 1024).implementation == "native"
+    assert production.resolved("auto") == "native"
+
+
+@pytest.mark.usefixtures("without_the_c_core")
+def test_auto_without_the_c_core_runs_the_reference_and_says_so_once() -> None:
+    with pytest.warns(RuntimeWarning, match=r"C stage is not built.*100 times slower"):
+        first = DataPipeline(2, 1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = DataPipeline(2, 1024)
+    assert first.implementation == second.implementation == "reference"
+    results, stats = first.process([4.0, -1.0, float("nan"), 9.0])
+    assert results.tolist() == [4.0, 6.0]
+    assert (stats.items_processed, stats.items_filtered, stats.items_invalid) == (2, 1, 1)
+
+
+@pytest.mark.usefixtures("without_the_c_core")
+def test_native_without_the_c_core_is_an_import_error_saying_how_to_build_it() -> None:
+    with pytest.raises(ImportError, match="not built"):
+        DataPipeline(2, 1024, implementation="native")

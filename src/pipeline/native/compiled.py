@@ -54,10 +54,10 @@ except ImportError as exc:
         ) from exc
     raise ImportError(
         "pipeline.native.compiled needs the compiled C core pipeline.native._native, "
-        "which is not built or failed to load; build it from the repository root with "
-        "`make install` or `pip install -e .` (needs a C compiler), or select the "
-        "pure-Python reference "
-        "explicitly (pipeline.native.reference.transform_reference)"
+        "which is not built or failed to load: the package was installed without a "
+        "working C compiler and Python's headers, or with PIPELINE_NATIVE=skip; "
+        "reinstall with them (`make install` in a checkout) to build it, or select the "
+        "pure-Python reference explicitly (pipeline.native.reference)"
     ) from exc
 
 __all__ = [
