@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -63,6 +65,12 @@ def test_an_absent_field_is_missing() -> None:
         (InRange("a", 1, 10), 10, None),
         (InRange("a", maximum=10), -5, None),
         (InRange("a", 1, 10), "5", "'5' cannot be compared with the bounds"),
+        (InRange("a", 0, 100), math.nan, "nan is outside every range"),
+        (InRange("a", minimum=0), math.nan, "nan is outside every range"),
+        (InRange("a", maximum=0), Decimal("NaN"), "Decimal('NaN') is outside every range"),
+        (InRange("a", 0, 1), Decimal("sNaN"), "Decimal('sNaN') is outside every range"),
+        (InRange("a", 0), math.inf, None),
+        (InRange("a", 0, 100), math.inf, "inf is above the maximum 100"),
         (OneOf("a", {"FR", "DE"}), "FR", None),
         (OneOf("a", {"FR", "DE"}), "fr", "'fr' is not an allowed value"),
         (OneOf("a", {"FR"}), ["FR"], "['FR'] is not an allowed value"),
@@ -98,6 +106,18 @@ def test_uniqueness_within_a_window_of_keys() -> None:
     assert [record["id"] for record in passed] == [1, 2, 3, 1]
     assert [rejected.record["id"] for rejected in stage.rejects.snapshot()] == [1, 3]
     assert stage.rejects.snapshot()[0].failures[0].message == "1 was seen before"
+
+
+def test_a_key_that_cannot_be_remembered_fails_uniqueness_instead_of_the_run() -> None:
+    stage = QualityStage([Unique("id")])
+    records = [{"id": [1]}, {"id": math.nan}, {"id": math.nan}, {"id": 1}]
+    assert stage.process_batch(records) == [{"id": 1}]
+    messages = [rejected.failures[0].message for rejected in stage.rejects.snapshot()]
+    assert messages == [
+        "[1] cannot be a key: unhashable type list",
+        "nan cannot be a key: NaN equals nothing, itself included",
+        "nan cannot be a key: NaN equals nothing, itself included",
+    ]
 
 
 def test_a_rejected_record_never_claims_a_key() -> None:
@@ -220,6 +240,21 @@ def test_records_in_equal_passed_plus_rejected_with_several_workers() -> None:
         (lambda: Required(""), ValueError, "field must not be empty"),
         (lambda: InRange("a"), ValueError, "InRange needs a minimum, a maximum, or both"),
         (lambda: InRange("a", 5, 1), ValueError, "minimum (5) must not exceed maximum (1)"),
+        (
+            lambda: InRange("a", math.nan, 100),
+            ValueError,
+            "minimum must not be NaN: no value lies beyond it, so it would check nothing",
+        ),
+        (
+            lambda: InRange("a", maximum=Decimal("NaN")),
+            ValueError,
+            "maximum must not be NaN: no value lies beyond it, so it would check nothing",
+        ),
+        (
+            lambda: InRange("a", "a", 5),
+            TypeError,
+            "minimum ('a') and maximum (5) cannot be compared with each other",
+        ),
         (lambda: OneOf("a", []), ValueError, "allowed must not be empty"),
         (
             lambda: IsType("a", "int"),  # type: ignore[arg-type]

@@ -8,6 +8,10 @@ Rules say what a good record is; a record is a mapping of field names to values:
   `Unique(field, window)`: no two records share a key within the last `window` keys
   (consistency).
 
+NaN (a float or `Decimal` NaN) lies in no range: it fails every `InRange`, and a NaN
+bound is refused. A `Unique` key that cannot be remembered (unhashable, or NaN, which
+equals nothing) fails that rule rather than the run.
+
 A value is missing when the field is absent, None, or a string of whitespace only. A
 missing value fails `Required` and nothing else: the other rules check only records
 whose fields they read are all present, so one gap is reported once, as a gap.
@@ -35,6 +39,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any, Final, Literal
 
 from pipeline._checks import non_empty_str, positive_int
@@ -128,7 +133,11 @@ class IsType(Rule):
 
 
 class InRange(Rule):
-    """The value lies in [minimum, maximum]; either bound may be None (unbounded)."""
+    """The value lies in [minimum, maximum]; either bound may be None (unbounded).
+
+    NaN lies in no range, so it always fails; a NaN bound is refused (ValueError), and
+    bounds that cannot be compared with each other too (TypeError).
+    """
 
     def __init__(
         self,
@@ -140,8 +149,22 @@ class InRange(Rule):
     ) -> None:
         if minimum is None and maximum is None:
             raise ValueError("InRange needs a minimum, a maximum, or both")
-        if minimum is not None and maximum is not None and minimum > maximum:
-            raise ValueError(f"minimum ({minimum!r}) must not exceed maximum ({maximum!r})")
+        for bound_name, bound in (("minimum", minimum), ("maximum", maximum)):
+            if _is_nan(bound):
+                raise ValueError(
+                    f"{bound_name} must not be NaN: no value lies beyond it, "
+                    "so it would check nothing"
+                )
+        if minimum is not None and maximum is not None:
+            try:
+                reversed_bounds = bool(minimum > maximum)
+            except (TypeError, ArithmeticError) as exc:
+                raise TypeError(
+                    f"minimum ({minimum!r}) and maximum ({maximum!r}) cannot be compared "
+                    "with each other"
+                ) from exc
+            if reversed_bounds:
+                raise ValueError(f"minimum ({minimum!r}) must not exceed maximum ({maximum!r})")
         low = "" if minimum is None else repr(minimum)
         high = "" if maximum is None else repr(maximum)
         super().__init__(name or f"range({field}: {low}..{high})", [field])
@@ -151,12 +174,14 @@ class InRange(Rule):
 
     def check(self, record: Record) -> str | None:
         value = record[self.field]
+        if _is_nan(value):  # NaN compares false with everything, so it passed both bounds
+            return f"{value!r} is outside every range"
         try:
             if self.minimum is not None and value < self.minimum:
                 return f"{value!r} is below the minimum {self.minimum!r}"
             if self.maximum is not None and value > self.maximum:
                 return f"{value!r} is above the maximum {self.maximum!r}"
-        except TypeError:
+        except (TypeError, ArithmeticError):  # ArithmeticError: a Decimal that refuses
             return f"{value!r} cannot be compared with the bounds"
         return None
 
@@ -245,6 +270,12 @@ class Unique(Rule):
 
     def check(self, record: Record) -> str | None:
         key = record[self.field]
+        if _is_nan(key):  # a NaN key would never match another, so never count as seen
+            return f"{key!r} cannot be a key: NaN equals nothing, itself included"
+        try:
+            hash(key)
+        except TypeError:
+            return f"{key!r} cannot be a key: unhashable type {type(key).__name__}"
         with self._lock:
             if key in self._seen:
                 return f"{key!r} was seen before"
@@ -598,6 +629,14 @@ class QualityStage(PipelineStage[Record, Record]):
             if worker is not None:
                 worker.count("dead_lettered", len(rejected))
         return passed
+
+
+def _is_nan(value: object) -> bool:
+    """Return whether `value` is a NaN of any kind: float, Decimal, or one not equal to itself."""
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError, ArithmeticError):  # a signalling Decimal NaN refuses
+        return isinstance(value, Decimal) and value.is_nan()
 
 
 def _required_field(rule: Rule) -> str | None:
