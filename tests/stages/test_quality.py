@@ -110,7 +110,7 @@ def test_uniqueness_within_a_window_of_keys() -> None:
 
 def test_a_key_that_cannot_be_remembered_fails_uniqueness_instead_of_the_run() -> None:
     stage = QualityStage([Unique("id")])
-    records = [{"id": [1]}, {"id": math.nan}, {"id": math.nan}, {"id": 1}]
+    records: list[Record] = [{"id": [1]}, {"id": math.nan}, {"id": math.nan}, {"id": 1}]
     assert stage.process_batch(records) == [{"id": 1}]
     messages = [rejected.failures[0].message for rejected in stage.rejects.snapshot()]
     assert messages == [

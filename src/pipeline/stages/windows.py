@@ -9,7 +9,8 @@ made by a function of the window (`summarize` and `anomalies` are ready-made one
 - `TimeWindows(function, size, step=None, event_time=None, allowed_lateness=0.0)`:
   windows of `size` seconds, [k*step, k*step + size). The time of an item is its
   event time, `event_time(item)`, or else its arrival time (`clock()` when the stage
-  processes it).
+  processes it); a time that is not a finite number stops the run with a `ValueError`
+  (`TypeError` for one that is not a number) naming the item and the time.
 
 When windows close. A count window closes with its last item. A time window closes
 when the watermark, the latest event time seen minus `allowed_lateness`, reaches its
@@ -56,7 +57,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from pipeline import _checks
 from pipeline._checks import positive_int
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, short_repr
 from pipeline.stage import PipelineStage
 from pipeline.worker import current_stop_event, current_worker_counters
 
@@ -129,9 +130,20 @@ class Watermark:
     to close every window without waiting for the engine's end-of-stream flush (count
     windows take that one too, and ignore others), and an idle source can send one to
     close its windows while no item arrives.
+
+    Raises:
+        TypeError, ValueError: `time` is not a number, or is NaN (infinities are fine).
     """
 
     time: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.time, int | float) or isinstance(self.time, bool):
+            raise TypeError(f"a Watermark's time must be a number, got {type(self.time).__name__}")
+        if math.isnan(self.time):
+            raise ValueError(
+                "a Watermark's time must not be NaN: it would say nothing about the items to follow"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +312,7 @@ class TimeWindows(_WindowStage[T, R]):
             raise TypeError(f"event_time must be callable or None, got {type(event_time).__name__}")
         self.event_time = event_time
         self.allowed_lateness = _checks.number("allowed_lateness", allowed_lateness)
-        if self.allowed_lateness < 0:
+        if not self.allowed_lateness >= 0:  # NaN too
             raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
         if on_late not in ("drop", "raise") and not callable(on_late):
             raise ValueError(f"on_late must be 'drop', 'raise' or a callable, got {on_late!r}")
@@ -328,9 +340,7 @@ class TimeWindows(_WindowStage[T, R]):
                     self.local.latest = item.time
                 outputs.extend(self._close_until(item.time))
                 continue
-            at = self.clock() if self.event_time is None else float(self.event_time(item))
-            if math.isnan(at):
-                raise ValueError(f"{self.name}: the time of an item is NaN")
+            at = self._time_of(item)
             first = math.floor((at - size) / step) + 1  # the windows [k*step, k*step+size) ∋ at
             last = math.floor(at / step)
             first = max(first, self.local.closed_below)
@@ -352,6 +362,27 @@ class TimeWindows(_WindowStage[T, R]):
         outputs = [self._result(number, windows.pop(number), False) for number in sorted(windows)]
         self.local.closed_below = math.inf
         return outputs
+
+    def _time_of(self, item: T) -> float:
+        """Return the item's event or arrival time, refusing one that is not a finite number."""
+        if self.event_time is None:
+            at, kind = self.clock(), "arrival time"
+        else:
+            returned = self.event_time(item)
+            try:
+                at = float(returned)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"{self.name}: event_time returned {short_repr(returned)} for item "
+                    f"{short_repr(item)}, not a number of seconds"
+                ) from exc
+            kind = "event time"
+        if not math.isfinite(at):  # no window holds it, and no watermark follows from it
+            raise ValueError(
+                f"{self.name}: item {short_repr(item)} has {kind} {at!r}; "
+                "a time must be a finite number of seconds"
+            )
+        return at
 
     def _close_until(self, watermark: float) -> list[R]:
         """Emit, in order, the windows that end at or before `watermark`."""
@@ -459,7 +490,11 @@ def percentile(ordered: Sequence[float], percent: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class WindowSummary:
-    """The statistics of one window (`std` is the population standard deviation)."""
+    """The statistics of one window (`std` is the population standard deviation).
+
+    The figures are over the window's finite values, `count` of them; `non_finite`
+    counts the NaN and infinite ones, left out (one would make every figure NaN).
+    """
 
     start: float
     end: float
@@ -471,6 +506,7 @@ class WindowSummary:
     max: float
     percentiles: dict[float, float] = field(default_factory=dict)
     key_counts: dict[Hashable, int] = field(default_factory=dict)
+    non_finite: int = 0
 
 
 def summarize(
@@ -495,11 +531,8 @@ def summarize(
             raise ValueError(f"percentiles must be in [0, 100], got {percent:g}")
 
     def summary(window: Window[Any]) -> WindowSummary:
-        values = (
-            [float(item) for item in window.items]
-            if value is None
-            else [float(value(item)) for item in window.items]
-        )
+        readings = _readings(window, value)
+        values = [reading for reading in readings if math.isfinite(reading)]
         stats = RunningStats(values)
         ordered = sorted(values)
         counts: dict[Hashable, int] = {}
@@ -520,6 +553,7 @@ def summarize(
             if ordered
             else {},
             key_counts=counts,
+            non_finite=len(readings) - len(values),
         )
 
     return summary
@@ -527,7 +561,10 @@ def summarize(
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    """An item whose value lies more than k standard deviations from its window's mean."""
+    """An item whose value lies more than k standard deviations from its window's mean.
+
+    A NaN or infinite value is always one: its `deviations` is NaN or a signed infinity.
+    """
 
     item: Any
     value: float
@@ -536,7 +573,11 @@ class Anomaly:
 
 @dataclass(frozen=True, slots=True)
 class WindowAnomalies:
-    """A window's mean and (population) standard deviation, and the items far from it."""
+    """A window's mean and (population) standard deviation, and the items far from it.
+
+    `count`, `mean` and `std` are over the window's finite values; `non_finite` counts
+    the NaN and infinite ones, left out of them and each flagged as an anomaly.
+    """
 
     start: float
     end: float
@@ -545,6 +586,7 @@ class WindowAnomalies:
     mean: float
     std: float
     anomalies: tuple[Anomaly, ...]
+    non_finite: int = 0
 
 
 def anomalies(
@@ -555,7 +597,9 @@ def anomalies(
     Mean and standard deviation are the window's own (population, Welford). In a window
     of n values, no value can lie more than sqrt(n - 1) deviations out, so with k = 3
     a window needs at least 11 values to flag anything: size windows accordingly. A
-    window whose values are all equal flags nothing.
+    window whose values are all equal flags nothing. A NaN or infinite value is always
+    flagged, and left out of the mean and deviation, so that one cannot blind the
+    detector to the rest of its window.
 
     Raises:
         ValueError: `k` is not positive.
@@ -565,24 +609,36 @@ def anomalies(
         raise ValueError(f"k must be > 0, got {k}")
 
     def detect(window: Window[Any]) -> WindowAnomalies:
-        values = (
-            [float(item) for item in window.items]
-            if value is None
-            else [float(value(item)) for item in window.items]
-        )
-        stats = RunningStats(values)
+        readings = _readings(window, value)
+        stats = RunningStats(reading for reading in readings if math.isfinite(reading))
         std = stats.std
         found: list[Anomaly] = []
-        if std > 0:
-            for item, observed in zip(window.items, values, strict=True):
+        for item, observed in zip(window.items, readings, strict=True):
+            if not math.isfinite(observed):
+                found.append(Anomaly(item, observed, observed))  # NaN, or a signed infinity
+            elif std > 0:
                 deviations = (observed - stats.mean) / std
                 if abs(deviations) > threshold:
                     found.append(Anomaly(item, observed, deviations))
         return WindowAnomalies(
-            window.start, window.end, window.complete, stats.count, stats.mean, std, tuple(found)
+            window.start,
+            window.end,
+            window.complete,
+            stats.count,
+            stats.mean,
+            std,
+            tuple(found),
+            len(readings) - stats.count,
         )
 
     return detect
+
+
+def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list[float]:
+    """Return the number of each item of `window`: the item itself, or `value(item)`."""
+    if value is None:
+        return [float(item) for item in window.items]
+    return [float(value(item)) for item in window.items]
 
 
 def _positive_number(name: str, value: object) -> float:
