@@ -115,10 +115,23 @@ def test_the_interval_must_be_positive() -> None:
         TimelineRecorder(interval=0)
 
 
-def test_a_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recording_needs_no_matplotlib_and_drawing_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.delitem(sys.modules, "pipeline.observe.plot")
-    message = "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
+    plot = importlib.import_module("pipeline.observe.plot")
+    recorder = plot.TimelineRecorder(interval=0.002)
+    pipeline = Pipeline(FunctionStage[int, int](abs), observer=recorder)
+    with recorder.recording(pipeline):
+        pipeline.run(range(10))
+    assert recorder.events
+    assert recorder.samples
+    message = "drawing a timeline needs matplotlib: pip install 'threaded-pipeline[plot]'"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
-        importlib.import_module("pipeline.observe.plot")
+        recorder.plot(tmp_path / "run.png")
+    with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
+        plot.draw_timeline(recorder.events, recorder.samples)
+    assert not (tmp_path / "run.png").exists()
