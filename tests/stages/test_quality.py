@@ -83,6 +83,36 @@ def test_each_value_rule(rule: Rule, value: object, message: str | None) -> None
     assert failures_of(rule, {"a": value}) == ([] if message is None else [message])
 
 
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __hash__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (IsType("a", int), "expected int, got _Unprintable {}"),
+        (InRange("a", 0, 1), "{} cannot be compared with the bounds"),
+        (OneOf("a", [1]), "{} is not an allowed value"),
+        (Matches("a", "x"), "{} does not match 'x'"),
+    ],
+)
+def test_a_value_whose_repr_raises_is_rejected_not_the_run(rule: Rule, message: str) -> None:
+    # Before, the rule's message called repr() and the whole stage failed with it.
+    value = _Unprintable()
+    shown = f"<_Unprintable instance at {id(value):#x}>"
+    assert failures_of(rule, {"a": value}) == [message.format(shown)]
+
+
+def test_a_long_value_is_cut_short_in_the_message() -> None:
+    (message,) = failures_of(Matches("a", "x"), {"a": "y" * 1000})
+    assert len(message) < 100
+    assert message.endswith(" does not match 'x'")
+
+
 def test_value_rules_skip_missing_values() -> None:
     for rule in [IsType("a", int), InRange("a", 1), OneOf("a", [1]), Matches("a", "x")]:
         assert failures_of(rule, {"a": None}) == []

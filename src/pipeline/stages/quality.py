@@ -43,6 +43,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from pipeline._checks import non_empty_str, positive_int
+from pipeline.errors import short_repr
 from pipeline.stage import PipelineStage
 from pipeline.worker import current_worker_counters
 
@@ -129,7 +130,7 @@ class IsType(Rule):
             isinstance(value, bool) and bool not in self.types
         ):
             return None
-        return f"expected {self._wanted}, got {type(value).__name__} {value!r}"
+        return f"expected {self._wanted}, got {type(value).__name__} {short_repr(value)}"
 
 
 class InRange(Rule):
@@ -175,14 +176,14 @@ class InRange(Rule):
     def check(self, record: Record) -> str | None:
         value = record[self.field]
         if _is_nan(value):  # NaN compares false with everything, so it passed both bounds
-            return f"{value!r} is outside every range"
+            return f"{short_repr(value)} is outside every range"
         try:
             if self.minimum is not None and value < self.minimum:
-                return f"{value!r} is below the minimum {self.minimum!r}"
+                return f"{short_repr(value)} is below the minimum {self.minimum!r}"
             if self.maximum is not None and value > self.maximum:
-                return f"{value!r} is above the maximum {self.maximum!r}"
+                return f"{short_repr(value)} is above the maximum {self.maximum!r}"
         except (TypeError, ArithmeticError):  # ArithmeticError: a Decimal that refuses
-            return f"{value!r} cannot be compared with the bounds"
+            return f"{short_repr(value)} cannot be compared with the bounds"
         return None
 
 
@@ -203,7 +204,7 @@ class OneOf(Rule):
                 return None
         except TypeError:  # an unhashable value is not one of them
             pass
-        return f"{value!r} is not an allowed value"
+        return f"{short_repr(value)} is not an allowed value"
 
 
 class Matches(Rule):
@@ -220,7 +221,7 @@ class Matches(Rule):
         value = record[self.field]
         if isinstance(value, str) and self.pattern.fullmatch(value):
             return None
-        return f"{value!r} does not match {self.pattern.pattern!r}"
+        return f"{short_repr(value)} does not match {self.pattern.pattern!r}"
 
 
 class Consistent(Rule):
@@ -271,14 +272,14 @@ class Unique(Rule):
     def check(self, record: Record) -> str | None:
         key = record[self.field]
         if _is_nan(key):  # a NaN key would never match another, so never count as seen
-            return f"{key!r} cannot be a key: NaN equals nothing, itself included"
+            return f"{short_repr(key)} cannot be a key: NaN equals nothing, itself included"
         try:
             hash(key)
         except TypeError:
-            return f"{key!r} cannot be a key: unhashable type {type(key).__name__}"
+            return f"{short_repr(key)} cannot be a key: unhashable type {type(key).__name__}"
         with self._lock:
             if key in self._seen:
-                return f"{key!r} was seen before"
+                return f"{short_repr(key)} was seen before"
             self._seen[key] = None
             if len(self._seen) > self.window:
                 self._seen.popitem(last=False)
