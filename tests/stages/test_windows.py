@@ -424,6 +424,24 @@ def test_an_event_time_that_is_not_a_number_is_refused_naming_the_item(returned:
     assert isinstance(caught.value.__cause__, TypeError | ValueError)
 
 
+def test_a_clock_that_returns_no_number_is_refused_naming_the_item() -> None:
+    no_time: Any = None
+    stage: TimeWindows[str, Any] = TimeWindows(bounds, 1.0, clock=lambda: no_time, name="arrivals")
+    stage.setup()
+    message = "arrivals: clock returned None for item 'a', not a number of seconds"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        stage.process_batch(["a"])
+
+
+@pytest.mark.parametrize("detector", [anomalies(first), summarize(first)])
+def test_a_reading_that_is_not_a_number_is_refused_naming_the_item(
+    detector: Callable[[Window[Any]], object],
+) -> None:
+    message = "the value of item ('n/a', 'x') is 'n/a', not a number"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        detector(Window(0, 1, [(1.0, "a"), ("n/a", "x")]))
+
+
 def test_a_watermark_must_be_a_number_and_not_nan() -> None:
     message = "a Watermark's time must not be NaN: it would say nothing about the items to follow"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):

@@ -366,17 +366,16 @@ class TimeWindows(_WindowStage[T, R]):
     def _time_of(self, item: T) -> float:
         """Return the item's event or arrival time, refusing one that is not a finite number."""
         if self.event_time is None:
-            at, kind = self.clock(), "arrival time"
+            returned, kind, source = self.clock(), "arrival time", "clock"
         else:
-            returned = self.event_time(item)
-            try:
-                at = float(returned)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"{self.name}: event_time returned {short_repr(returned)} for item "
-                    f"{short_repr(item)}, not a number of seconds"
-                ) from exc
-            kind = "event time"
+            returned, kind, source = self.event_time(item), "event time", "event_time"
+        try:
+            at = float(returned)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{self.name}: {source} returned {short_repr(returned)} for item "
+                f"{short_repr(item)}, not a number of seconds"
+            ) from exc
         if not math.isfinite(at):  # no window holds it, and no watermark follows from it
             raise ValueError(
                 f"{self.name}: item {short_repr(item)} has {kind} {at!r}; "
@@ -635,10 +634,21 @@ def anomalies(
 
 
 def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list[float]:
-    """Return the number of each item of `window`: the item itself, or `value(item)`."""
-    if value is None:
-        return [float(item) for item in window.items]
-    return [float(value(item)) for item in window.items]
+    """Return the number of each item of `window`: the item itself, or `value(item)`.
+
+    Raises:
+        TypeError: one is not a number; the message names the item.
+    """
+    readings = []
+    for item in window.items:
+        returned = item if value is None else value(item)
+        try:
+            readings.append(float(returned))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"the value of item {short_repr(item)} is {short_repr(returned)}, not a number"
+            ) from exc
+    return readings
 
 
 def _positive_number(name: str, value: object) -> float:
