@@ -81,3 +81,31 @@ def test_a_failing_subscriber_is_logged_and_the_others_still_sampled(
         keeping.close()
     assert "a statistics subscriber failed" in caplog.text
     assert samples[0].items_read == 10
+
+
+def test_a_subscriber_raising_system_exit_is_logged_and_the_others_still_get_samples(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, SystemExit ended the monitor thread silently: no subscriber got a sample again.
+    pipeline = finished_pipeline()
+    raised, sampled_after = threading.Event(), threading.Event()
+
+    def exits(at: float, stats: PipelineStatistics) -> None:
+        raised.set()
+        raise SystemExit(1)
+
+    def watches(at: float, stats: PipelineStatistics) -> None:
+        if raised.is_set():
+            sampled_after.set()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.observe.sampler"):
+        failing = subscribe(pipeline, 0.005, exits)
+        watching = subscribe(pipeline, 0.005, watches)
+        try:
+            assert sampled_after.wait(WAIT)
+        finally:
+            failing.close()
+            watching.close()
+    assert sampler_threads() == 0
+    assert "a statistics subscriber failed" in caplog.text
+    assert "SystemExit: 1" in caplog.text

@@ -10,8 +10,9 @@ wakes for whichever is due next. The worker threads do no extra work either way.
     ...
     subscription.close()  # joins the thread if this was the last subscriber
 
-A callback runs in the monitor thread; one that raises is logged and the others still
-get their samples. Standard library only.
+A callback runs in the monitor thread; one that raises (anything, SystemExit included,
+which would otherwise end the thread silently) is logged and the others still get
+their samples. Standard library only.
 """
 
 from __future__ import annotations
@@ -146,5 +147,5 @@ class _Sampler:
                 for subscription in due:
                     try:
                         subscription.callback(at, stats)
-                    except Exception:
+                    except BaseException:  # SystemExit too: it would end this thread
                         logger.exception("a statistics subscriber failed")
