@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 
 import prometheus_client
 import pytest
@@ -265,6 +266,49 @@ def test_registering_two_collectors_on_one_registry_is_refused() -> None:
 def test_a_collector_needs_a_pipeline() -> None:
     with pytest.raises(ValueError, match=r"^pipelines must name at least one pipeline$"):
         PipelineCollector({})
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: PipelineCollector({"a": "not a pipeline"}),  # type: ignore[dict-item]
+            TypeError,
+            "pipelines must map names to Pipelines; 'a' is a str",
+        ),
+        (
+            lambda: PipelineCollector({"": Pipeline(FunctionStage[int, int](abs))}),
+            ValueError,
+            "pipeline name must not be empty",
+        ),
+        (
+            lambda: PipelineCollector([Pipeline(FunctionStage[int, int](abs))]),  # type: ignore[arg-type]
+            TypeError,
+            "pipelines must be a mapping of names to Pipelines, got list",
+        ),
+        (
+            lambda: register_metrics("x", CollectorRegistry()),  # type: ignore[arg-type]
+            TypeError,
+            "pipelines must map names to Pipelines; 'pipeline' is a str",
+        ),
+        (
+            lambda: register_metrics(Pipeline(FunctionStage[int, int](abs)), {}),  # type: ignore[arg-type]
+            TypeError,
+            "registry must be a CollectorRegistry, got dict",
+        ),
+        (
+            lambda: json_snapshot("x"),  # type: ignore[arg-type]
+            TypeError,
+            "pipeline must be a Pipeline, got str",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_at_once(
+    call: Callable[[], object], error: type[Exception], message: str
+) -> None:
+    # Before, a collector of a str failed at the first scrape, with an AttributeError.
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        call()
 
 
 def test_the_json_snapshot_holds_the_same_figures() -> None:

@@ -135,3 +135,12 @@ def test_recording_needs_no_matplotlib_and_drawing_names_the_extra(
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         plot.draw_timeline(recorder.events, recorder.samples)
     assert not (tmp_path / "run.png").exists()
+
+
+def test_recording_needs_a_pipeline() -> None:
+    recorder = TimelineRecorder()
+    with (
+        pytest.raises(TypeError, match=r"^pipeline must be a Pipeline, got str$"),
+        recorder.recording("pipeline"),  # type: ignore[arg-type]
+    ):
+        pass

@@ -51,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "pipeline.observe.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
+from pipeline._checks import non_empty_str
 from pipeline.observe.report import Shares, diagnose, stage_labels
 from pipeline.pipeline import Pipeline
 from pipeline.stats import LATENCY_BUCKET_BOUNDS, PipelineStatistics, StageStatistics
@@ -74,12 +75,24 @@ class PipelineCollector(Collector):
         pipelines: the pipelines to expose, by the value of their `pipeline` label.
 
     Raises:
-        ValueError: `pipelines` is empty.
+        TypeError: `pipelines` is not a mapping of str names to `Pipeline`s.
+        ValueError: `pipelines` is empty, or a name is.
     """
 
     def __init__(self, pipelines: Mapping[str, Pipeline[Any, Any]]) -> None:
+        if not isinstance(pipelines, Mapping):
+            raise TypeError(
+                f"pipelines must be a mapping of names to Pipelines, got {type(pipelines).__name__}"
+            )
         if not pipelines:
             raise ValueError("pipelines must name at least one pipeline")
+        for name, pipeline in pipelines.items():
+            non_empty_str("pipeline name", name)
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError(
+                    f"pipelines must map names to Pipelines; {name!r} is a "
+                    f"{type(pipeline).__name__}"
+                )
         self.pipelines = dict(pipelines)
 
     def collect(self) -> Iterator[Metric]:
@@ -102,9 +115,12 @@ def register_metrics(
     """Register a collector for `pipeline` on `registry` and return it.
 
     Raises:
+        TypeError: `pipeline` is not a `Pipeline`, or `registry` not a `CollectorRegistry`.
         ValueError: `registry` already has metrics of these names (another collector).
     """
     collector = PipelineCollector({name: pipeline})
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
     registry.register(collector)
     return collector
 
@@ -123,7 +139,13 @@ def statistics_to_dict(stats: PipelineStatistics) -> dict[str, Any]:
 
 
 def json_snapshot(pipeline: Pipeline[Any, Any], *, name: str = "pipeline") -> str:
-    """Return `pipeline`'s statistics as a JSON object (`"stats": null` before any run)."""
+    """Return `pipeline`'s statistics as a JSON object (`"stats": null` before any run).
+
+    Raises:
+        TypeError: `pipeline` is not a `Pipeline`.
+    """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
     stats = pipeline.stats()
     snapshot = {"pipeline": name, "stats": None if stats is None else statistics_to_dict(stats)}
     return json.dumps(snapshot)

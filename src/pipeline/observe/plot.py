@@ -99,7 +99,12 @@ class TimelineRecorder:
         The pipeline's monitor thread takes the samples; this block leaves it when it
         ends (the thread is joined if nothing else uses it), and one last sample is
         taken then.
+
+        Raises:
+            TypeError: `pipeline` is not a `Pipeline`.
         """
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
         stale = pipeline.stats()  # an earlier run, reported until this block's run starts
 
         def sample(at: float, stats: PipelineStatistics | None) -> None:
