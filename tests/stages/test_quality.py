@@ -287,6 +287,22 @@ def test_records_in_equal_passed_plus_rejected_with_several_workers() -> None:
         ),
         (lambda: OneOf("a", []), ValueError, "allowed must not be empty"),
         (
+            lambda: OneOf("a", [[1], 2]),
+            TypeError,
+            "allowed must hold hashable values; [1] is an unhashable list",
+        ),
+        (
+            lambda: Matches("a", "("),
+            ValueError,
+            "pattern '(' is not a regular expression: "
+            "missing ), unterminated subpattern at position 0",
+        ),
+        (
+            lambda: Matches("a", 5),  # type: ignore[arg-type]
+            TypeError,
+            "pattern must be a str or a compiled pattern, got int",
+        ),
+        (
             lambda: IsType("a", "int"),  # type: ignore[arg-type]
             TypeError,
             "types must be a type or a tuple of types, got 'int'",

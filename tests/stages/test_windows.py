@@ -234,6 +234,9 @@ def test_time_windows_in_a_pipeline_in_order() -> None:
             "on_late must be 'drop', 'raise' or a callable, got 'keep'",
         ),
         (lambda: anomalies(k=0), ValueError, "k must be > 0, got 0"),
+        (lambda: anomalies(3), TypeError, "value must be callable or None, got int"),  # type: ignore[arg-type]
+        (lambda: summarize(3), TypeError, "value must be callable or None, got int"),  # type: ignore[arg-type]
+        (lambda: summarize(key=3), TypeError, "key must be callable or None, got int"),  # type: ignore[arg-type]
         (
             lambda: summarize(percentiles=[101]),
             ValueError,

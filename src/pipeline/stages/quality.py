@@ -191,7 +191,16 @@ class OneOf(Rule):
     """The value is one of `allowed`."""
 
     def __init__(self, field: str, allowed: Iterable[Any], *, name: str | None = None) -> None:
-        self.allowed = frozenset(allowed)
+        values = list(allowed)
+        for value in values:
+            try:
+                hash(value)
+            except TypeError as exc:
+                raise TypeError(
+                    f"allowed must hold hashable values; {short_repr(value)} is an unhashable "
+                    f"{type(value).__name__}"
+                ) from exc
+        self.allowed = frozenset(values)
         if not self.allowed:
             raise ValueError("allowed must not be empty")
         super().__init__(name or f"one_of({field})", [field])
@@ -213,7 +222,16 @@ class Matches(Rule):
     def __init__(
         self, field: str, pattern: str | re.Pattern[str], *, name: str | None = None
     ) -> None:
-        self.pattern = re.compile(pattern)
+        if not isinstance(pattern, str | re.Pattern):
+            raise TypeError(
+                f"pattern must be a str or a compiled pattern, got {type(pattern).__name__}"
+            )
+        try:
+            self.pattern = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"pattern {short_repr(pattern)} is not a regular expression: {exc}"
+            ) from exc
         super().__init__(name or f"matches({field})", [field])
         self.field = field
 

@@ -522,8 +522,11 @@ def summarize(
         key: counts items per `key(item)` when given.
 
     Raises:
+        TypeError: `value` or `key` is neither callable nor None.
         ValueError: a percentile is outside [0, 100].
     """
+    _callable_or_none("value", value)
+    _callable_or_none("key", key)
     wanted = tuple(float(percent) for percent in percentiles)
     for percent in wanted:
         if not 0 <= percent <= 100:
@@ -601,8 +604,10 @@ def anomalies(
     detector to the rest of its window.
 
     Raises:
+        TypeError: `value` is neither callable nor None.
         ValueError: `k` is not positive.
     """
+    _callable_or_none("value", value)
     threshold = _checks.number("k", k)
     if not threshold > 0:
         raise ValueError(f"k must be > 0, got {k}")
@@ -649,6 +654,11 @@ def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list
                 f"the value of item {short_repr(item)} is {short_repr(returned)}, not a number"
             ) from exc
     return readings
+
+
+def _callable_or_none(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
 
 
 def _positive_number(name: str, value: object) -> float:
