@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from pipeline import FunctionStage, Pipeline
-from pipeline.observe.sampler import THREAD_NAME, SampleCallback, subscribe
+from pipeline.observe import sampler
+from pipeline.observe.sampler import THREAD_NAME, SampleCallback, Subscription, subscribe
 from pipeline.stats import PipelineStatistics
 
 WAIT = 5.0
@@ -109,3 +110,52 @@ def test_a_subscriber_raising_system_exit_is_logged_and_the_others_still_get_sam
     assert sampler_threads() == 0
     assert "a statistics subscriber failed" in caplog.text
     assert "SystemExit: 1" in caplog.text
+
+
+def test_close_waits_for_a_stuck_subscriber_only_up_to_its_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, close() joined the monitor thread for as long as the callback ran.
+    monkeypatch.setattr(sampler, "CLOSE_TIMEOUT", 0.2)
+    pipeline = finished_pipeline()
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def stuck(at: float, stats: PipelineStatistics) -> None:
+        entered.set()
+        release.wait(30.0)  # beyond every other bound: the test releases it itself
+        returned.set()
+
+    subscription = subscribe(pipeline, 0.005, stuck)
+    try:
+        assert entered.wait(WAIT)
+        with caplog.at_level(logging.WARNING, logger="pipeline.observe.sampler"):
+            subscription.close()
+        assert not returned.is_set()  # close() returned while the callback still ran
+        assert "still in a subscriber's callback after 0.2 s" in caplog.text
+    finally:
+        release.set()
+        for thread in threading.enumerate():
+            if thread.name == THREAD_NAME:
+                thread.join(WAIT)
+    assert returned.is_set()
+    assert sampler_threads() == 0
+
+
+def test_a_subscriber_may_close_its_own_subscription(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = finished_pipeline()
+    closed = threading.Event()
+    holder: list[Subscription] = []
+
+    def once(at: float, stats: PipelineStatistics) -> None:
+        holder[0].close()
+        closed.set()
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.observe.sampler"):
+        holder.append(subscribe(pipeline, 0.005, once))
+        assert closed.wait(WAIT)
+        holder[0].close()
+        for thread in threading.enumerate():
+            if thread.name == THREAD_NAME:
+                thread.join(WAIT)
+    assert caplog.text == ""
+    assert sampler_threads() == 0
