@@ -234,6 +234,18 @@ def test_time_windows_in_a_pipeline_in_order() -> None:
             "on_late must be 'drop', 'raise' or a callable, got 'keep'",
         ),
         (lambda: anomalies(k=0), ValueError, "k must be > 0, got 0"),
+        (
+            lambda: TimeWindows(bounds, 1.0, 1e-9),
+            ValueError,
+            "an item would fall in 1000000000 windows of size 1 every 1e-09; "
+            "size / step must be at most 10000",
+        ),
+        (
+            lambda: CountWindows(bounds, 1_000_000, 1),
+            ValueError,
+            "an item would fall in 1000000 windows of size 1e+06 every 1; "
+            "size / step must be at most 10000",
+        ),
         (lambda: anomalies(3), TypeError, "value must be callable or None, got int"),  # type: ignore[arg-type]
         (lambda: summarize(3), TypeError, "value must be callable or None, got int"),  # type: ignore[arg-type]
         (lambda: summarize(key=3), TypeError, "key must be callable or None, got int"),  # type: ignore[arg-type]

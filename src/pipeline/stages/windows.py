@@ -29,9 +29,10 @@ an open window goes into the open ones only. A `Watermark(t)` in the stream says
 item earlier than t follows: it closes the windows ending by t (see `Watermark`).
 
 Memory. An open window holds its items (a count window at most `size`); an item is
-held once per window it belongs to, `ceil(size / step)` windows. Time windows open at
-once span `size + allowed_lateness` seconds of the stream, and `max_window_items`
-(default 1,000,000) bounds each one: an item beyond it stops the run with a
+held once per window it belongs to, `ceil(size / step)` windows, at most
+`MAX_WINDOWS_PER_ITEM` (10,000: denser windows are refused when the stage is made).
+Time windows open at once span `size + allowed_lateness` seconds of the stream, and
+`max_window_items` (default 1,000,000) bounds each one: an item beyond it stops the run with a
 `WindowFull` error, rather than memory growing without bound or items being dropped.
 
 One worker. Windows need the items in stream order and in one place, so a window stage
@@ -63,6 +64,7 @@ from pipeline.worker import current_stop_event, current_worker_counters
 
 __all__ = [
     "DEFAULT_MAX_WINDOW_ITEMS",
+    "MAX_WINDOWS_PER_ITEM",
     "Anomaly",
     "CountWindows",
     "LateItem",
@@ -82,6 +84,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_WINDOW_ITEMS: Final = 1_000_000
+MAX_WINDOWS_PER_ITEM: Final = 10_000
+"""The most windows one item may fall in, ceil(size / step): each costs a step per item."""
 LOG_LATE_EVERY: Final = 1000
 
 LatePolicy = Literal["drop", "raise"] | Callable[[Any], object]
@@ -231,6 +235,7 @@ class CountWindows(_WindowStage[T, R]):
         super().__init__(function, name=name, workers=workers)
         self.size = positive_int("size", size)
         self.step = self.size if step is None else positive_int("step", step)
+        _check_windows_per_item(self.size, self.step)
 
     def setup(self) -> None:
         self.local.seen = 0  # items seen this run
@@ -308,6 +313,7 @@ class TimeWindows(_WindowStage[T, R]):
         super().__init__(function, name=name, workers=workers)
         self.size = _positive_number("size", size)
         self.step = self.size if step is None else _positive_number("step", step)
+        _check_windows_per_item(self.size, self.step)
         if event_time is not None and not callable(event_time):
             raise TypeError(f"event_time must be callable or None, got {type(event_time).__name__}")
         self.event_time = event_time
@@ -654,6 +660,16 @@ def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list
                 f"the value of item {short_repr(item)} is {short_repr(returned)}, not a number"
             ) from exc
     return readings
+
+
+def _check_windows_per_item(size: float, step: float) -> None:
+    """Refuse windows so dense that each item would take an unbounded time to place."""
+    windows = math.ceil(size / step)
+    if windows > MAX_WINDOWS_PER_ITEM:
+        raise ValueError(
+            f"an item would fall in {windows} windows of size {size:g} every {step:g}; "
+            f"size / step must be at most {MAX_WINDOWS_PER_ITEM}"
+        )
 
 
 def _callable_or_none(name: str, value: object) -> None:
