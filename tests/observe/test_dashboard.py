@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -210,6 +211,17 @@ def test_a_panel_that_does_not_return_is_an_error_and_close_does_not_wait_for_it
             thread.join(TIMEOUT)
     assert stuck.returned.is_set()
     assert dashboard_threads() == []
+
+
+def test_a_request_served_while_the_dashboard_closes_never_reads_a_panel_itself() -> None:
+    # close() drops the panels' readers before it joins the request threads; a request
+    # that got that far must not fall back to reading the panel in its own thread.
+    stuck = Stuck()
+    dashboard = Dashboard(finished_pipeline(), panels={"stuck": stuck})
+    deadline = time.monotonic() + TIMEOUT
+    served = dashboard._snapshot(deadline, in_request=True)
+    assert served["panels"] == {"stuck": {"error": "the dashboard is closing"}}
+    assert not stuck.entered.is_set()
 
 
 def test_a_panel_raising_system_exit_is_an_error_and_is_read_again() -> None:

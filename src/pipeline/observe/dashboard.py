@@ -195,10 +195,14 @@ class Dashboard:
         their threads, and waited for at most `panel_timeout` seconds in all; else in
         this thread.
         """
-        return self._snapshot(time.monotonic() + self.panel_timeout)
+        return self._snapshot(time.monotonic() + self.panel_timeout, in_request=False)
 
-    def _snapshot(self, deadline: float) -> dict[str, Any]:
-        """Return `snapshot()`, waiting for the panels' readings until `deadline`."""
+    def _snapshot(self, deadline: float, *, in_request: bool) -> dict[str, Any]:
+        """Return `snapshot()`, waiting for the panels' readings until `deadline`.
+
+        A request never reads a panel itself: one without a reader (the dashboard is
+        closing) is served as an error, since close() joins the request threads.
+        """
         stats = self.pipeline.stats()
         with self._panels_lock:
             panels = [(name, read, self._readers.get(name)) for name, read in self._panels.items()]
@@ -207,7 +211,8 @@ class Dashboard:
         values = {}
         for name, read, reader in panels:
             if reader is None:
-                values[name] = _read_panel(name, read)
+                closing = {"error": "the dashboard is closing"}
+                values[name] = closing if in_request else _read_panel(name, read)
             else:
                 values[name] = reader.answer(asked[name], deadline, self.panel_timeout)
         return {
@@ -387,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(dashboard.registry))
         elif path == "/stats":
             deadline = min(self.deadline, time.monotonic() + dashboard.panel_timeout)
-            body = json.dumps(dashboard._snapshot(deadline)).encode()
+            body = json.dumps(dashboard._snapshot(deadline, in_request=True)).encode()
             self._send(HTTPStatus.OK, "application/json", body)
         elif path in ("/", "/index.html"):
             page = PAGE.replace("{{title}}", html.escape(dashboard.name))
