@@ -105,6 +105,31 @@ def test_without_the_engine_hook_the_open_windows_are_named_in_a_warning(
     assert "CountWindows: 1 window(s) still open at the end of the stream" in caplog.text
 
 
+def _fails(window: Window[Any]) -> object:
+    raise ZeroDivisionError("no window function today")
+
+
+@pytest.mark.parametrize(
+    ("stage", "items"),
+    [
+        (CountWindows(_fails, 3), [0, 1]),  # fails in flush(), at the end of the stream
+        (CountWindows(_fails, 2), [0, 1, 2]),  # fails in process_batch()
+        (TimeWindows(_fails, 1.0, event_time=float), [0.5, 1.5, 2.5]),
+    ],
+)
+def test_a_window_function_that_fails_is_not_reported_as_a_missing_flush(
+    caplog: pytest.LogCaptureFixture, stage: PipelineStage[Any, Any], items: list[Any]
+) -> None:
+    # Before, teardown() then warned that "the engine did not call flush()".
+    with (
+        caplog.at_level(logging.WARNING, logger="pipeline.stages.windows"),
+        pytest.raises(StageError) as caught,
+    ):
+        Pipeline(stage, batch_size=1).run(items)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+    assert "did not call flush()" not in caplog.text
+
+
 def test_each_run_starts_with_fresh_windows() -> None:
     pipeline = Pipeline(CountWindows(bounds, 2))
     assert pipeline.run([1, 2, 3, 4]) == pipeline.run([1, 2, 3, 4])

@@ -181,12 +181,33 @@ class _WindowStage(PipelineStage[T, R]):
         super().__init__(name, workers=workers)
         self.function = function
 
+    def process_batch(self, items: list[T]) -> list[R]:
+        try:
+            return self._process(items)
+        except BaseException:
+            self.local.failed = True  # for teardown(): the windows left open are no mystery
+            raise
+
+    def flush(self) -> list[R]:
+        """Emit the windows still open after the last batch, each with `complete=False`.
+
+        The engine calls it once per worker when the input has ended, in the worker's
+        thread, and passes the results downstream after the last batch's.
+        """
+        try:
+            return self._flush()
+        except BaseException:
+            self.local.failed = True
+            raise
+
     def teardown(self) -> None:
         left = self._open_count()
         stopping = current_stop_event()
         if not left:
             return
-        if stopping is not None and stopping.is_set():
+        if getattr(self.local, "failed", False):
+            logger.debug("%s: failed with %d window(s) open", self.name, left)
+        elif stopping is not None and stopping.is_set():
             logger.debug("%s: the run stopped with %d window(s) open", self.name, left)
         else:
             logger.warning(
@@ -201,12 +222,12 @@ class _WindowStage(PipelineStage[T, R]):
         """Return how many windows are open in this worker."""
 
     @abstractmethod
-    def flush(self) -> list[R]:
-        """Emit the windows still open after the last batch, each with `complete=False`.
+    def _process(self, items: list[T]) -> list[R]:
+        """Take a batch into the windows; return the results of the windows it closed."""
 
-        The engine calls it once per worker when the input has ended, in the worker's
-        thread, and passes the results downstream after the last batch's.
-        """
+    @abstractmethod
+    def _flush(self) -> list[R]:
+        """Emit the windows still open, each with `complete=False`; see `flush`."""
 
 
 class CountWindows(_WindowStage[T, R]):
@@ -238,10 +259,11 @@ class CountWindows(_WindowStage[T, R]):
         _check_windows_per_item(self.size, self.step)
 
     def setup(self) -> None:
+        self.local.failed = False  # a batch or the flush raised
         self.local.seen = 0  # items seen this run
         self.local.open = {}  # window number -> its items, for windows started, not emitted
 
-    def process_batch(self, items: list[T]) -> list[R]:
+    def _process(self, items: list[T]) -> list[R]:
         size, step = self.size, self.step
         windows: dict[int, list[T]] = self.local.open
         outputs: list[R] = []
@@ -264,7 +286,7 @@ class CountWindows(_WindowStage[T, R]):
         self.local.seen = seen
         return outputs
 
-    def flush(self) -> list[R]:
+    def _flush(self) -> list[R]:
         windows: dict[int, list[T]] = self.local.open
         outputs = []
         for number in sorted(windows):
@@ -331,12 +353,13 @@ class TimeWindows(_WindowStage[T, R]):
         """Late items of the current or last run (all policies); read it after the run."""
 
     def setup(self) -> None:
+        self.local.failed = False  # a batch or the flush raised
         self.local.open = {}  # window number -> items, for windows not yet emitted
         self.local.latest = -math.inf  # the latest time seen
         self.local.closed_below = -math.inf  # windows numbered below this are emitted
         self.late_items = 0
 
-    def process_batch(self, items: list[T]) -> list[R]:
+    def _process(self, items: list[T]) -> list[R]:
         windows: dict[int, list[T]] = self.local.open
         size, step, limit = self.size, self.step, self.max_window_items
         outputs: list[R] = []
@@ -363,7 +386,7 @@ class TimeWindows(_WindowStage[T, R]):
                 outputs.extend(self._close_until(at - self.allowed_lateness))
         return outputs
 
-    def flush(self) -> list[R]:
+    def _flush(self) -> list[R]:
         windows: dict[int, list[T]] = self.local.open
         outputs = [self._result(number, windows.pop(number), False) for number in sorted(windows)]
         self.local.closed_below = math.inf
