@@ -159,3 +159,30 @@ def test_a_subscriber_may_close_its_own_subscription(caplog: pytest.LogCaptureFi
                 thread.join(WAIT)
     assert caplog.text == ""
     assert sampler_threads() == 0
+
+
+def test_a_subscriber_that_keeps_failing_is_logged_as_an_error_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, every sample logged a traceback: ten a second for a progress bar's lifetime.
+    pipeline = finished_pipeline()
+    calls: list[float] = []
+    enough = threading.Event()
+
+    def fail(at: float, stats: PipelineStatistics) -> None:
+        calls.append(at)
+        if len(calls) >= 5:
+            enough.set()
+        raise ValueError("a broken view")
+
+    with caplog.at_level(logging.DEBUG, logger="pipeline.observe.sampler"):
+        failing = subscribe(pipeline, 0.005, fail)
+        try:
+            assert enough.wait(WAIT)
+        finally:
+            failing.close()
+    errors = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert [record.getMessage() for record in errors] == [
+        "a statistics subscriber failed; its later failures are logged at debug level"
+    ]
+    assert len(caplog.records) == len(calls)

@@ -19,7 +19,8 @@ own subscription.
 
 A callback runs in the monitor thread; one that raises (anything, SystemExit included,
 which would otherwise end the thread silently) is logged and the others still get
-their samples. Standard library only.
+their samples: its first failure as an error with the traceback, the later ones at
+debug level, so a broken view does not fill the log ten times a second. Standard library only.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Subscription:
         self.interval = interval
         self.callback = callback
         self.due = time.monotonic() + interval
+        self.failures = 0  # callbacks that raised; only the first is logged as an error
         self._sampler = sampler
         self._closed = False
 
@@ -192,4 +194,15 @@ class _Sampler:
                     try:
                         subscription.callback(at, stats)
                     except BaseException:  # SystemExit too: it would end this thread
-                        logger.exception("a statistics subscriber failed")
+                        subscription.failures += 1
+                        if subscription.failures == 1:
+                            logger.exception(
+                                "a statistics subscriber failed; its later failures are "
+                                "logged at debug level"
+                            )
+                        else:
+                            logger.debug(
+                                "a statistics subscriber failed again (%d times)",
+                                subscription.failures,
+                                exc_info=True,
+                            )
