@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import Pipeline
+from pipeline import Pipeline, StageError
 from pipeline.stages.quality import (
     Consistent,
     InRange,
@@ -330,3 +330,21 @@ def test_a_second_run_sees_the_first_runs_keys_until_reset() -> None:
     stage.reset()
     assert len(pipeline.run([{"id": 1}, {"id": 2}])) == 2
     assert (stage.report.summary().records, len(stage.rejects)) == (2, 0)
+
+
+class _NoMessage(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def test_a_predicate_that_raises_stops_the_run_naming_the_stage_with_its_cause() -> None:
+    def broken(record: Record) -> bool:
+        raise _NoMessage
+
+    stage = QualityStage([Consistent("broken", broken, ["a"])], name="validate")
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage).run([{"a": 1}])
+    assert isinstance(caught.value.__cause__, _NoMessage)
+    assert str(caught.value) == (
+        "stage 'validate' failed in process_batch(): _NoMessage: <str() failed>"
+    )
