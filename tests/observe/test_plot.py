@@ -15,6 +15,7 @@ from matplotlib.colors import to_hex
 from support import ITEM_SECONDS, Slow
 
 from pipeline import FunctionStage, Pipeline
+from pipeline import observe as observe_package
 from pipeline.observe.plot import COLOURS, TimelineRecorder, draw_timeline, plot_timeline
 from pipeline.stats import BatchEvent
 
@@ -121,6 +122,8 @@ def test_recording_needs_no_matplotlib_and_drawing_names_the_extra(
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    # The fresh import below also becomes an attribute of the package: put both back.
+    monkeypatch.setattr(observe_package, "plot", sys.modules["pipeline.observe.plot"])
     monkeypatch.delitem(sys.modules, "pipeline.observe.plot")
     plot = importlib.import_module("pipeline.observe.plot")
     recorder = plot.TimelineRecorder(interval=0.002)
