@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -21,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import FunctionStage, InRange, Pipeline, QualityStage, Required
-from pipeline.observe.dashboard import Dashboard
+from pipeline.observe.dashboard import Dashboard, Panel
 from pipeline.observe.metrics import register_metrics
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -160,6 +162,83 @@ def test_a_bad_panel_shows_its_error_and_the_rest_is_served() -> None:
     assert dashboard_threads() == []
 
 
+class Stuck:
+    """A panel that does not return until released: a panel waiting on a dead service."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.returned = threading.Event()
+
+    def __call__(self) -> object:
+        self.entered.set()
+        self.release.wait(STUCK_SECONDS)
+        self.returned.set()
+        return {"late": True}
+
+
+STUCK_SECONDS = 30.0  # beyond TIMEOUT: the test releases the panel itself
+
+
+def panel_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("pipeline-dashboard-panel")]
+
+
+def test_a_panel_that_does_not_return_is_an_error_and_close_does_not_wait_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, the panel ran in the request thread: /stats hung with it, and close()
+    # joined that thread, so it waited for the panel however long it took.
+    stuck = Stuck()
+    panels: dict[str, Panel] = {"stuck": stuck, "quick": lambda: {"rows": 1}}
+    # The quick panel has the whole panel_timeout to answer: ample on a loaded machine.
+    dashboard = Dashboard(finished_pipeline(), panels=panels, panel_timeout=1.0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.observe.dashboard"), dashboard:
+            served = json.loads(fetch(dashboard.url + "stats")[2])
+            assert stuck.entered.is_set()
+            assert served["panels"] == {
+                "stuck": {"error": "the panel did not return within panel_timeout=1 s"},
+                "quick": {"value": {"rows": 1}},
+            }
+            assert served["stats"]["items_delivered"] == ITEMS
+        assert not stuck.returned.is_set()  # close() returned while the panel still ran
+        assert "dashboard: panel 'stuck' is still running after 1 s" in caplog.text
+        assert [thread.name for thread in panel_threads()] == ["pipeline-dashboard-panel stuck"]
+    finally:
+        stuck.release.set()
+        for thread in panel_threads():
+            thread.join(TIMEOUT)
+    assert stuck.returned.is_set()
+    assert dashboard_threads() == []
+
+
+def test_a_request_served_while_the_dashboard_closes_never_reads_a_panel_itself() -> None:
+    # close() drops the panels' readers before it joins the request threads; a request
+    # that got that far must not fall back to reading the panel in its own thread.
+    stuck = Stuck()
+    dashboard = Dashboard(finished_pipeline(), panels={"stuck": stuck})
+    deadline = time.monotonic() + TIMEOUT
+    served = dashboard._snapshot(deadline, in_request=True)
+    assert served["panels"] == {"stuck": {"error": "the dashboard is closing"}}
+    assert not stuck.entered.is_set()
+
+
+def test_a_panel_raising_system_exit_is_an_error_and_is_read_again() -> None:
+    calls: list[int] = []
+
+    def exits() -> object:
+        calls.append(1)
+        raise SystemExit(3)
+
+    with Dashboard(finished_pipeline(), panels={"exits": exits}) as dashboard:
+        first = json.loads(fetch(dashboard.url + "stats")[2])["panels"]
+        second = json.loads(fetch(dashboard.url + "stats")[2])["panels"]
+    assert first == second == {"exits": {"error": "SystemExit: 3"}}
+    assert len(calls) == 2
+    assert dashboard_threads() == []
+
+
 def test_bad_panels_are_refused() -> None:
     pipeline = finished_pipeline()
     with pytest.raises(
@@ -217,6 +296,11 @@ def test_a_caller_registry_is_served_as_it_is() -> None:
             "request_timeout must be > 0 seconds and finite, got 0",
         ),
         ({"max_connections": 0}, ValueError, "max_connections must be >= 1, got 0"),
+        (
+            {"panel_timeout": float("nan")},
+            ValueError,
+            "panel_timeout must be > 0 seconds and finite, got nan",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(

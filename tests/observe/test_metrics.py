@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 import sys
+from collections.abc import Callable
 
 import prometheus_client
 import pytest
@@ -266,6 +268,49 @@ def test_a_collector_needs_a_pipeline() -> None:
         PipelineCollector({})
 
 
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: PipelineCollector({"a": "not a pipeline"}),  # type: ignore[dict-item]
+            TypeError,
+            "pipelines must map names to Pipelines; 'a' is a str",
+        ),
+        (
+            lambda: PipelineCollector({"": Pipeline(FunctionStage[int, int](abs))}),
+            ValueError,
+            "pipeline name must not be empty",
+        ),
+        (
+            lambda: PipelineCollector([Pipeline(FunctionStage[int, int](abs))]),  # type: ignore[arg-type]
+            TypeError,
+            "pipelines must be a mapping of names to Pipelines, got list",
+        ),
+        (
+            lambda: register_metrics("x", CollectorRegistry()),  # type: ignore[arg-type]
+            TypeError,
+            "pipelines must map names to Pipelines; 'pipeline' is a str",
+        ),
+        (
+            lambda: register_metrics(Pipeline(FunctionStage[int, int](abs)), {}),  # type: ignore[arg-type]
+            TypeError,
+            "registry must be a CollectorRegistry, got dict",
+        ),
+        (
+            lambda: json_snapshot("x"),  # type: ignore[arg-type]
+            TypeError,
+            "pipeline must be a Pipeline, got str",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_at_once(
+    call: Callable[[], object], error: type[Exception], message: str
+) -> None:
+    # Before, a collector of a str failed at the first scrape, with an AttributeError.
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        call()
+
+
 def test_the_json_snapshot_holds_the_same_figures() -> None:
     pipeline, held = held_last_pipeline()
     assert json.loads(json_snapshot(pipeline, name="demo")) == {"pipeline": "demo", "stats": None}
@@ -391,6 +436,60 @@ def test_any_extra_count_is_exported_by_its_name() -> None:
     assert value(extra_failed, "pipeline_stage_extra_failed_total", **labels) == 1
     assert value(samples["pipeline_stage_failed"], "pipeline_stage_failed_total", **labels) == 0
     assert value(samples["pipeline_stage_skipped"], "pipeline_stage_skipped_total", **labels) == 0
+
+
+COLLIDING_COUNTS = {
+    "cache-hit": 1001,
+    "cache.hit": 1002,
+    "items_in_total": 1003,  # prometheus_client strips _total: the core's items_in
+    "skipped_total": 1004,
+    "hits_total_total": 1005,
+    "item_latency_seconds_count": 1006,  # a sample name of the latency histogram
+    "failed": 1007,  # a figure of every stage: exported as extra_failed
+    "extra_failed": 1008,
+}
+
+
+def test_extra_counts_whose_names_collide_get_unique_families_and_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counters = WorkerCounters()
+    counters.record_batch(3, 3, 0.0, 0.003, 0.0)
+    for name, count in COLLIDING_COUNTS.items():
+        counters.count(name, count)
+    stage = StageStatistics.from_workers("s", [counters], 0, 0, 8)
+    registry = CollectorRegistry()
+    register_metrics(Replay(snapshot_of(stage, stage)), registry)
+    with caplog.at_level(logging.WARNING, logger="pipeline.observe.metrics"):
+        text = generate_latest(registry).decode()
+        generate_latest(registry)  # a second scrape names them the same, and warns no more
+    families = [family.name for family in text_string_to_metric_families(text)]
+    assert len(families) == len(set(families)), sorted(families)
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.startswith("pipeline_stage_item_latency_seconds")
+    ]
+    keys = [(sample.name, tuple(sorted(sample.labels.items()))) for sample in samples]
+    assert len(keys) == len(set(keys))
+    # Every count is there once per stage (s and s#2), with its own value.
+    for name, count in COLLIDING_COUNTS.items():
+        found = [
+            (sample.name, sample.labels["stage"]) for sample in samples if sample.value == count
+        ]
+        assert len({metric for metric, _ in found}) == 1, name
+        assert sorted(stage for _, stage in found) == ["s", "s#2"], name
+    renamed = [record.getMessage() for record in caplog.records]
+    assert len(renamed) == len(set(renamed)) == 5, renamed
+    assert any(
+        "extra count 'cache.hit' is exported as pipeline_stage_cache_hit_" in message
+        and "'cache-hit' becomes pipeline_stage_cache_hit too" in message
+        for message in renamed
+    ), renamed
+    assert any(
+        message.startswith("extra count 'items_in_total' is exported as ") for message in renamed
+    )
 
 
 def test_every_family_comes_from_the_table() -> None:

@@ -15,6 +15,7 @@ from matplotlib.colors import to_hex
 from support import ITEM_SECONDS, Slow
 
 from pipeline import FunctionStage, Pipeline
+from pipeline import observe as observe_package
 from pipeline.observe.plot import COLOURS, TimelineRecorder, draw_timeline, plot_timeline
 from pipeline.stats import BatchEvent
 
@@ -115,10 +116,34 @@ def test_the_interval_must_be_positive() -> None:
         TimelineRecorder(interval=0)
 
 
-def test_a_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recording_needs_no_matplotlib_and_drawing_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    # The fresh import below also becomes an attribute of the package: put both back.
+    monkeypatch.setattr(observe_package, "plot", sys.modules["pipeline.observe.plot"])
     monkeypatch.delitem(sys.modules, "pipeline.observe.plot")
-    message = "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
+    plot = importlib.import_module("pipeline.observe.plot")
+    recorder = plot.TimelineRecorder(interval=0.002)
+    pipeline = Pipeline(FunctionStage[int, int](abs), observer=recorder)
+    with recorder.recording(pipeline):
+        pipeline.run(range(10))
+    assert recorder.events
+    assert recorder.samples
+    message = "drawing a timeline needs matplotlib: pip install 'threaded-pipeline[plot]'"
     with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
-        importlib.import_module("pipeline.observe.plot")
+        recorder.plot(tmp_path / "run.png")
+    with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
+        plot.draw_timeline(recorder.events, recorder.samples)
+    assert not (tmp_path / "run.png").exists()
+
+
+def test_recording_needs_a_pipeline() -> None:
+    recorder = TimelineRecorder()
+    with (
+        pytest.raises(TypeError, match=r"^pipeline must be a Pipeline, got str$"),
+        recorder.recording("pipeline"),  # type: ignore[arg-type]
+    ):
+        pass

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import pipeline
 from pipeline import FunctionStage, Pipeline
 from pipeline.observe import progress as progress_module
 from pipeline.observe.progress import Progress
@@ -255,3 +256,24 @@ def test_progress_and_a_timeline_recorder_share_one_monitor_thread() -> None:
     assert seen == [["pipeline-sampler"]]
     assert progress_threads() == []
     assert recorder.samples  # the recorder got its samples from the shared thread
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "hidden", "extra"),
+    [
+        ("Progress", "pipeline.observe.progress", "tqdm", "progress"),
+        ("register_metrics", "pipeline.observe.metrics", "prometheus_client", "metrics"),
+        ("Dashboard", "pipeline.observe.dashboard", "prometheus_client", "metrics"),
+    ],
+)
+def test_a_name_of_a_missing_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, module: str, hidden: str, extra: str
+) -> None:
+    for loaded in [loaded for loaded in sys.modules if loaded.split(".")[0] == hidden]:
+        monkeypatch.setitem(sys.modules, loaded, None)
+    monkeypatch.setitem(sys.modules, hidden, None)
+    for stale in ("pipeline.observe.dashboard", "pipeline.observe.metrics", module):
+        monkeypatch.delitem(sys.modules, stale, raising=False)
+    monkeypatch.delitem(vars(pipeline), name, raising=False)
+    with pytest.raises(ImportError, match=re.escape(f"pip install 'threaded-pipeline[{extra}]'")):
+        getattr(pipeline, name)

@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from pipeline import FunctionStage, Pipeline
-from pipeline.observe.sampler import THREAD_NAME, SampleCallback, subscribe
+from pipeline.observe import sampler
+from pipeline.observe.sampler import THREAD_NAME, SampleCallback, Subscription, subscribe
 from pipeline.stats import PipelineStatistics
 
 WAIT = 5.0
@@ -81,3 +82,107 @@ def test_a_failing_subscriber_is_logged_and_the_others_still_sampled(
         keeping.close()
     assert "a statistics subscriber failed" in caplog.text
     assert samples[0].items_read == 10
+
+
+def test_a_subscriber_raising_system_exit_is_logged_and_the_others_still_get_samples(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, SystemExit ended the monitor thread silently: no subscriber got a sample again.
+    pipeline = finished_pipeline()
+    raised, sampled_after = threading.Event(), threading.Event()
+
+    def exits(at: float, stats: PipelineStatistics) -> None:
+        raised.set()
+        raise SystemExit(1)
+
+    def watches(at: float, stats: PipelineStatistics) -> None:
+        if raised.is_set():
+            sampled_after.set()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.observe.sampler"):
+        failing = subscribe(pipeline, 0.005, exits)
+        watching = subscribe(pipeline, 0.005, watches)
+        try:
+            assert sampled_after.wait(WAIT)
+        finally:
+            failing.close()
+            watching.close()
+    assert sampler_threads() == 0
+    assert "a statistics subscriber failed" in caplog.text
+    assert "SystemExit: 1" in caplog.text
+
+
+def test_close_waits_for_a_stuck_subscriber_only_up_to_its_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, close() joined the monitor thread for as long as the callback ran.
+    monkeypatch.setattr(sampler, "CLOSE_TIMEOUT", 0.2)
+    pipeline = finished_pipeline()
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def stuck(at: float, stats: PipelineStatistics) -> None:
+        entered.set()
+        release.wait(30.0)  # beyond every other bound: the test releases it itself
+        returned.set()
+
+    subscription = subscribe(pipeline, 0.005, stuck)
+    try:
+        assert entered.wait(WAIT)
+        with caplog.at_level(logging.WARNING, logger="pipeline.observe.sampler"):
+            subscription.close()
+        assert not returned.is_set()  # close() returned while the callback still ran
+        assert "still in a subscriber's callback after 0.2 s" in caplog.text
+    finally:
+        release.set()
+        for thread in threading.enumerate():
+            if thread.name == THREAD_NAME:
+                thread.join(WAIT)
+    assert returned.is_set()
+    assert sampler_threads() == 0
+
+
+def test_a_subscriber_may_close_its_own_subscription(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = finished_pipeline()
+    closed = threading.Event()
+    holder: list[Subscription] = []
+
+    def once(at: float, stats: PipelineStatistics) -> None:
+        holder[0].close()
+        closed.set()
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.observe.sampler"):
+        holder.append(subscribe(pipeline, 0.005, once))
+        assert closed.wait(WAIT)
+        holder[0].close()
+        for thread in threading.enumerate():
+            if thread.name == THREAD_NAME:
+                thread.join(WAIT)
+    assert caplog.text == ""
+    assert sampler_threads() == 0
+
+
+def test_a_subscriber_that_keeps_failing_is_logged_as_an_error_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, every sample logged a traceback: ten a second for a progress bar's lifetime.
+    pipeline = finished_pipeline()
+    calls: list[float] = []
+    enough = threading.Event()
+
+    def fail(at: float, stats: PipelineStatistics) -> None:
+        calls.append(at)
+        if len(calls) >= 5:
+            enough.set()
+        raise ValueError("a broken view")
+
+    with caplog.at_level(logging.DEBUG, logger="pipeline.observe.sampler"):
+        failing = subscribe(pipeline, 0.005, fail)
+        try:
+            assert enough.wait(WAIT)
+        finally:
+            failing.close()
+    errors = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert [record.getMessage() for record in errors] == [
+        "a statistics subscriber failed; its later failures are logged at debug level"
+    ]
+    assert len(caplog.records) == len(calls)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from pipeline import Pipeline
+from pipeline import Pipeline, StageError
 from pipeline.stages.quality import (
     Consistent,
     InRange,
@@ -63,6 +65,12 @@ def test_an_absent_field_is_missing() -> None:
         (InRange("a", 1, 10), 10, None),
         (InRange("a", maximum=10), -5, None),
         (InRange("a", 1, 10), "5", "'5' cannot be compared with the bounds"),
+        (InRange("a", 0, 100), math.nan, "nan is outside every range"),
+        (InRange("a", minimum=0), math.nan, "nan is outside every range"),
+        (InRange("a", maximum=0), Decimal("NaN"), "Decimal('NaN') is outside every range"),
+        (InRange("a", 0, 1), Decimal("sNaN"), "Decimal('sNaN') is outside every range"),
+        (InRange("a", 0), math.inf, None),
+        (InRange("a", 0, 100), math.inf, "inf is above the maximum 100"),
         (OneOf("a", {"FR", "DE"}), "FR", None),
         (OneOf("a", {"FR", "DE"}), "fr", "'fr' is not an allowed value"),
         (OneOf("a", {"FR"}), ["FR"], "['FR'] is not an allowed value"),
@@ -73,6 +81,36 @@ def test_an_absent_field_is_missing() -> None:
 )
 def test_each_value_rule(rule: Rule, value: object, message: str | None) -> None:
     assert failures_of(rule, {"a": value}) == ([] if message is None else [message])
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __hash__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (IsType("a", int), "expected int, got _Unprintable {}"),
+        (InRange("a", 0, 1), "{} cannot be compared with the bounds"),
+        (OneOf("a", [1]), "{} is not an allowed value"),
+        (Matches("a", "x"), "{} does not match 'x'"),
+    ],
+)
+def test_a_value_whose_repr_raises_is_rejected_not_the_run(rule: Rule, message: str) -> None:
+    # Before, the rule's message called repr() and the whole stage failed with it.
+    value = _Unprintable()
+    shown = f"<_Unprintable instance at {id(value):#x}>"
+    assert failures_of(rule, {"a": value}) == [message.format(shown)]
+
+
+def test_a_long_value_is_cut_short_in_the_message() -> None:
+    (message,) = failures_of(Matches("a", "x"), {"a": "y" * 1000})
+    assert len(message) < 100
+    assert message.endswith(" does not match 'x'")
 
 
 def test_value_rules_skip_missing_values() -> None:
@@ -98,6 +136,18 @@ def test_uniqueness_within_a_window_of_keys() -> None:
     assert [record["id"] for record in passed] == [1, 2, 3, 1]
     assert [rejected.record["id"] for rejected in stage.rejects.snapshot()] == [1, 3]
     assert stage.rejects.snapshot()[0].failures[0].message == "1 was seen before"
+
+
+def test_a_key_that_cannot_be_remembered_fails_uniqueness_instead_of_the_run() -> None:
+    stage = QualityStage([Unique("id")])
+    records: list[Record] = [{"id": [1]}, {"id": math.nan}, {"id": math.nan}, {"id": 1}]
+    assert stage.process_batch(records) == [{"id": 1}]
+    messages = [rejected.failures[0].message for rejected in stage.rejects.snapshot()]
+    assert messages == [
+        "[1] cannot be a key: unhashable type list",
+        "nan cannot be a key: NaN equals nothing, itself included",
+        "nan cannot be a key: NaN equals nothing, itself included",
+    ]
 
 
 def test_a_rejected_record_never_claims_a_key() -> None:
@@ -220,7 +270,38 @@ def test_records_in_equal_passed_plus_rejected_with_several_workers() -> None:
         (lambda: Required(""), ValueError, "field must not be empty"),
         (lambda: InRange("a"), ValueError, "InRange needs a minimum, a maximum, or both"),
         (lambda: InRange("a", 5, 1), ValueError, "minimum (5) must not exceed maximum (1)"),
+        (
+            lambda: InRange("a", math.nan, 100),
+            ValueError,
+            "minimum must not be NaN: no value lies beyond it, so it would check nothing",
+        ),
+        (
+            lambda: InRange("a", maximum=Decimal("NaN")),
+            ValueError,
+            "maximum must not be NaN: no value lies beyond it, so it would check nothing",
+        ),
+        (
+            lambda: InRange("a", "a", 5),
+            TypeError,
+            "minimum ('a') and maximum (5) cannot be compared with each other",
+        ),
         (lambda: OneOf("a", []), ValueError, "allowed must not be empty"),
+        (
+            lambda: OneOf("a", [[1], 2]),
+            TypeError,
+            "allowed must hold hashable values; [1] is an unhashable list",
+        ),
+        (
+            lambda: Matches("a", "("),
+            ValueError,
+            "pattern '(' is not a regular expression: "
+            "missing ), unterminated subpattern at position 0",
+        ),
+        (
+            lambda: Matches("a", 5),  # type: ignore[arg-type]
+            TypeError,
+            "pattern must be a str or a compiled pattern, got int",
+        ),
         (
             lambda: IsType("a", "int"),  # type: ignore[arg-type]
             TypeError,
@@ -249,3 +330,21 @@ def test_a_second_run_sees_the_first_runs_keys_until_reset() -> None:
     stage.reset()
     assert len(pipeline.run([{"id": 1}, {"id": 2}])) == 2
     assert (stage.report.summary().records, len(stage.rejects)) == (2, 0)
+
+
+class _NoMessage(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def test_a_predicate_that_raises_stops_the_run_naming_the_stage_with_its_cause() -> None:
+    def broken(record: Record) -> bool:
+        raise _NoMessage
+
+    stage = QualityStage([Consistent("broken", broken, ["a"])], name="validate")
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage).run([{"a": 1}])
+    assert isinstance(caught.value.__cause__, _NoMessage)
+    assert str(caught.value) == (
+        "stage 'validate' failed in process_batch(): _NoMessage: <str() failed>"
+    )

@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import random
+import re
 import statistics
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -102,6 +103,31 @@ def test_without_the_engine_hook_the_open_windows_are_named_in_a_warning(
     with caplog.at_level(logging.WARNING, logger="pipeline.stages.windows"):
         stage.teardown()
     assert "CountWindows: 1 window(s) still open at the end of the stream" in caplog.text
+
+
+def _fails(window: Window[Any]) -> object:
+    raise ZeroDivisionError("no window function today")
+
+
+@pytest.mark.parametrize(
+    ("stage", "items"),
+    [
+        (CountWindows(_fails, 3), [0, 1]),  # fails in flush(), at the end of the stream
+        (CountWindows(_fails, 2), [0, 1, 2]),  # fails in process_batch()
+        (TimeWindows(_fails, 1.0, event_time=float), [0.5, 1.5, 2.5]),
+    ],
+)
+def test_a_window_function_that_fails_is_not_reported_as_a_missing_flush(
+    caplog: pytest.LogCaptureFixture, stage: PipelineStage[Any, Any], items: list[Any]
+) -> None:
+    # Before, teardown() then warned that "the engine did not call flush()".
+    with (
+        caplog.at_level(logging.WARNING, logger="pipeline.stages.windows"),
+        pytest.raises(StageError) as caught,
+    ):
+        Pipeline(stage, batch_size=1).run(items)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+    assert "did not call flush()" not in caplog.text
 
 
 def test_each_run_starts_with_fresh_windows() -> None:
@@ -233,6 +259,21 @@ def test_time_windows_in_a_pipeline_in_order() -> None:
             "on_late must be 'drop', 'raise' or a callable, got 'keep'",
         ),
         (lambda: anomalies(k=0), ValueError, "k must be > 0, got 0"),
+        (
+            lambda: TimeWindows(bounds, 1.0, 1e-9),
+            ValueError,
+            "an item would fall in 1000000000 windows of size 1 every 1e-09; "
+            "size / step must be at most 10000",
+        ),
+        (
+            lambda: CountWindows(bounds, 1_000_000, 1),
+            ValueError,
+            "an item would fall in 1000000 windows of size 1e+06 every 1; "
+            "size / step must be at most 10000",
+        ),
+        (lambda: anomalies(3), TypeError, "value must be callable or None, got int"),  # type: ignore[arg-type]
+        (lambda: summarize(3), TypeError, "value must be callable or None, got int"),  # type: ignore[arg-type]
+        (lambda: summarize(key=3), TypeError, "key must be callable or None, got int"),  # type: ignore[arg-type]
         (
             lambda: summarize(percentiles=[101]),
             ValueError,
@@ -373,3 +414,112 @@ def test_count_windows_emit_their_open_windows_at_an_infinite_watermark() -> Non
         (2, 4, [2, 3], True),
         (4, 6, [4], False),
     ]
+
+
+# non-finite times and readings
+
+
+@pytest.mark.parametrize("at", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_event_time_is_refused_naming_the_item_and_the_time(at: float) -> None:
+    stage = TimeWindows(names, 1.0, event_time=first, name="windows")
+    stage.setup()
+    message = (
+        f"windows: item ({at!r}, 'bad') has event time {at!r}; "
+        "a time must be a finite number of seconds"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        stage.process_batch([(0.5, "ok"), (at, "bad")])
+
+
+def test_a_non_finite_event_time_stops_a_run_with_the_item_named() -> None:
+    stage = TimeWindows(names, 1.0, event_time=first, name="windows")
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage).run([(0.5, "ok"), (math.inf, "bad")])
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert "item (inf, 'bad') has event time inf" in str(caught.value.__cause__)
+
+
+def test_a_non_finite_arrival_time_is_refused() -> None:
+    ticks = iter([0.0, math.inf])
+    stage: TimeWindows[str, list[str]] = TimeWindows(
+        lambda window: window.items, 1.0, clock=lambda: next(ticks), name="arrivals"
+    )
+    stage.setup()
+    message = "arrivals: item 'b' has arrival time inf; a time must be a finite number of seconds"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        stage.process_batch(["a", "b"])
+
+
+@pytest.mark.parametrize("returned", ["soon", None])
+def test_an_event_time_that_is_not_a_number_is_refused_naming_the_item(returned: Any) -> None:
+    stage: TimeWindows[Any, Any] = TimeWindows(
+        bounds, 1.0, event_time=lambda item: returned, name="windows"
+    )
+    stage.setup()
+    with pytest.raises(TypeError) as caught:
+        stage.process_batch(["a"])
+    assert str(caught.value) == (
+        f"windows: event_time returned {returned!r} for item 'a', not a number of seconds"
+    )
+    assert isinstance(caught.value.__cause__, TypeError | ValueError)
+
+
+def test_a_clock_that_returns_no_number_is_refused_naming_the_item() -> None:
+    no_time: Any = None
+    stage: TimeWindows[str, Any] = TimeWindows(bounds, 1.0, clock=lambda: no_time, name="arrivals")
+    stage.setup()
+    message = "arrivals: clock returned None for item 'a', not a number of seconds"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        stage.process_batch(["a"])
+
+
+@pytest.mark.parametrize("detector", [anomalies(first), summarize(first)])
+def test_a_reading_that_is_not_a_number_is_refused_naming_the_item(
+    detector: Callable[[Window[Any]], object],
+) -> None:
+    message = "the value of item ('n/a', 'x') is 'n/a', not a number"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        detector(Window(0, 1, [(1.0, "a"), ("n/a", "x")]))
+
+
+def test_a_watermark_must_be_a_number_and_not_nan() -> None:
+    message = "a Watermark's time must not be NaN: it would say nothing about the items to follow"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Watermark(math.nan)
+    with pytest.raises(TypeError) as wrong_type:
+        Watermark("5")  # type: ignore[arg-type]
+    assert str(wrong_type.value) == "a Watermark's time must be a number, got str"
+    assert Watermark(-math.inf).time == -math.inf
+
+
+def test_a_nan_allowed_lateness_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^allowed_lateness must be >= 0, got nan$"):
+        TimeWindows(names, 1.0, allowed_lateness=math.nan)
+
+
+@pytest.mark.parametrize("reading", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_reading_is_flagged_and_left_out_of_the_statistics(reading: float) -> None:
+    # Before, one inf or NaN made the mean and std non-finite and nothing was flagged.
+    values = [0.0] * 20 + [1e6, reading]
+    result = anomalies(k=3)(Window(0, 1, values))
+    assert [anomaly.item for anomaly in result.anomalies[:1]] == [1e6]
+    (spike, odd) = result.anomalies
+    assert spike.deviations == pytest.approx(math.sqrt(20))
+    assert odd.item is reading
+    assert math.isnan(odd.deviations) if math.isnan(reading) else odd.deviations == reading
+    assert (result.count, result.non_finite) == (21, 1)
+    assert result.mean == pytest.approx(1e6 / 21)
+    assert math.isfinite(result.std)
+
+
+def test_a_window_of_only_non_finite_readings_flags_them_all() -> None:
+    result = anomalies()(Window(0, 1, [math.nan, math.inf]))
+    assert len(result.anomalies) == 2
+    assert (result.count, result.non_finite, result.mean, result.std) == (0, 2, 0.0, 0.0)
+
+
+def test_summarize_leaves_non_finite_readings_out_and_counts_them() -> None:
+    summary = summarize()(Window(0, 1, [1.0, 2.0, math.nan, math.inf, 3.0]))
+    assert (summary.count, summary.non_finite) == (3, 2)
+    assert (summary.mean, summary.min, summary.max) == (2.0, 1.0, 3.0)
+    assert summary.percentiles == {50.0: 2.0, 90.0: pytest.approx(2.8), 99.0: pytest.approx(2.98)}

@@ -13,7 +13,9 @@ text. Routes:
 A panel is any callable of no arguments returning plain JSON data (a dict, or a list of
 rows as dicts), read on every `/stats` request: it shows figures the pipeline's
 statistics do not hold, such as a data-quality report, without this module knowing
-their kind (`panels={"quality": stage.report.to_dict}`).
+their kind (`panels={"quality": stage.report.to_dict}`). Each panel is read in a thread
+of its own, never in a connection's: a request waits at most `panel_timeout` seconds
+for it, and a panel slower than that is served as an error while it goes on running.
 
     with Dashboard(pipeline) as dashboard:
         print("open", dashboard.url)
@@ -25,7 +27,11 @@ trickling a byte at a time is cut off at that deadline, not kept alive by each b
 and at most `max_connections` are served at once; another one is answered
 "503 Service Unavailable" at once and closed. Leaving the `with` block stops the
 server, shuts down the connections still open (their threads end at once), and joins
-every thread of the server.
+every thread of the server and of the panels. A panel still running then is waited for
+at most `panel_timeout` seconds: no thread can be killed, so past that bound `close()`
+logs a warning naming the panel and returns, and the panel's thread ends when the panel
+returns (a daemon thread, so that a panel which never returns cannot hold the program's
+exit either).
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ __all__ = ["DEFAULT_HOST", "Dashboard", "Panel"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 REQUEST_TIMEOUT_SECONDS: Final = 5.0
+PANEL_TIMEOUT_SECONDS: Final = 1.0
+PANEL_THREAD_PREFIX: Final = "pipeline-dashboard-panel "
 MAX_CONNECTIONS: Final = 8
 _BUSY: Final = (
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -72,8 +80,8 @@ _BUSY: Final = (
 MAX_PORT: Final = 65535
 
 Panel = Callable[[], object]
-"""A dashboard panel: called with no arguments on each `/stats` request, in the
-request's thread; returns plain JSON data (a dict, or a list of rows as dicts)."""
+"""A dashboard panel: called with no arguments for each `/stats` request, in a thread
+of the panel's own; returns plain JSON data (a dict, or a list of rows as dicts)."""
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +100,8 @@ class Dashboard:
             take the answer.
         max_connections: connections served at once, each by its own thread.
         panels: extra tables for `/stats` and the page, by name (see `add_panel`).
+        panel_timeout: seconds a request waits for the panels' readings, and `close()`
+            for a panel still running.
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -109,6 +119,7 @@ class Dashboard:
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
         panels: Mapping[str, Panel] | None = None,
+        panel_timeout: float = PANEL_TIMEOUT_SECONDS,
     ) -> None:
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
@@ -123,6 +134,7 @@ class Dashboard:
             )
         self.request_timeout = seconds("request_timeout", request_timeout)
         self.max_connections = positive_int("max_connections", max_connections)
+        self.panel_timeout = seconds("panel_timeout", panel_timeout)
         self.pipeline = pipeline
         self.host = host
         self.port = port
@@ -133,9 +145,11 @@ class Dashboard:
         self.registry = registry
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        # Guards _panels: add_panel may run while connection threads read them.
+        # Guards _panels and _readers (the thread reading each panel while the dashboard
+        # runs): add_panel may run while connection threads read them.
         self._panels_lock = threading.Lock()
         self._panels: dict[str, Panel] = {}
+        self._readers: dict[str, _PanelReader] = {}
         if panels is not None:
             if not isinstance(panels, Mapping):
                 raise TypeError(
@@ -148,11 +162,12 @@ class Dashboard:
     def add_panel(self, name: str, read: Panel) -> None:
         """Show what `read()` returns as a table named `name`, from the next request on.
 
-        `read` runs in a connection thread on every `/stats` request, so it should be
-        quick and safe to call while the pipeline runs. Whatever goes wrong in it (it
-        raises, or returns something `json` cannot encode, NaN included) is shown as
-        that panel's error text; the rest of `/stats` is served as usual. (A
-        BaseException that is not an Exception, such as SystemExit, is not caught.)
+        While the dashboard runs, `read` runs in a thread of this panel's own, once per
+        `/stats` request (requests that come while it runs share its next reading), so
+        it should be quick and safe to call while the pipeline runs. Whatever goes
+        wrong in it (it raises, SystemExit included, returns something `json` cannot
+        encode, NaN included, or takes longer than `panel_timeout`) is shown as that
+        panel's error text; the rest of `/stats` is served as usual.
 
         Args:
             name: the panel's title, unique within this dashboard.
@@ -169,20 +184,41 @@ class Dashboard:
             if name in self._panels:
                 raise ValueError(f"there is a panel named {name!r} already")
             self._panels[name] = read
+            if self._server is not None:
+                self._readers[name] = _PanelReader(name, read)
 
     def snapshot(self) -> dict[str, Any]:
         """Return what `/stats` serves: the pipeline's statistics and every panel's value.
 
         Each panel appears as `{"value": data}` or, when reading it failed,
-        `{"error": "Type: message"}`.
+        `{"error": "Type: message"}`. While the dashboard runs, the panels are read in
+        their threads, and waited for at most `panel_timeout` seconds in all; else in
+        this thread.
+        """
+        return self._snapshot(time.monotonic() + self.panel_timeout, in_request=False)
+
+    def _snapshot(self, deadline: float, *, in_request: bool) -> dict[str, Any]:
+        """Return `snapshot()`, waiting for the panels' readings until `deadline`.
+
+        A request never reads a panel itself: one without a reader (the dashboard is
+        closing) is served as an error, since close() joins the request threads.
         """
         stats = self.pipeline.stats()
         with self._panels_lock:
-            panels = list(self._panels.items())
+            panels = [(name, read, self._readers.get(name)) for name, read in self._panels.items()]
+        # Every reading is asked for before any is waited for, so they run side by side.
+        asked = {name: reader.ask() for name, _, reader in panels if reader is not None}
+        values = {}
+        for name, read, reader in panels:
+            if reader is None:
+                closing = {"error": "the dashboard is closing"}
+                values[name] = closing if in_request else _read_panel(name, read)
+            else:
+                values[name] = reader.answer(asked[name], deadline, self.panel_timeout)
         return {
             "pipeline": self.name,
             "stats": None if stats is None else statistics_to_dict(stats),
-            "panels": {name: _read_panel(name, read) for name, read in panels},
+            "panels": values,
         }
 
     @property
@@ -207,7 +243,9 @@ class Dashboard:
         if self._server is not None:
             raise RuntimeError("the dashboard is already running")
         server = _Server((self.host, self.port), self, self.request_timeout, self.max_connections)
-        self._server = server
+        with self._panels_lock:
+            self._server = server
+            self._readers = {name: _PanelReader(name, read) for name, read in self._panels.items()}
         self._thread = threading.Thread(
             target=server.serve_forever, name="pipeline-dashboard", kwargs={"poll_interval": 0.1}
         )
@@ -218,16 +256,34 @@ class Dashboard:
         """Stop serving, cut the open connections, and join every thread; idempotent.
 
         Returns promptly: a request still being read or answered is cut off (its
-        client sees the connection close), it is not waited for.
+        client sees the connection close), it is not waited for; a panel still being
+        read is waited for at most `panel_timeout` seconds, then left to end in its
+        thread, with a warning.
         """
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
         server.shutdown()  # returns once serve_forever has returned
         thread.join()
+        with self._panels_lock:
+            readers = list(self._readers.values())
+            self._readers = {}
+            self._server = None
+        for reader in readers:
+            reader.stop()  # wakes the requests waiting for it
         server.drop_connections()
         server.server_close()  # joins the request threads (block_on_close)
-        self._server = self._thread = None
+        deadline = time.monotonic() + self.panel_timeout
+        for reader in readers:
+            if not reader.join(deadline):
+                logger.warning(
+                    "dashboard: panel %r is still running after %g s; its thread %r ends "
+                    "when the panel returns",
+                    reader.name,
+                    self.panel_timeout,
+                    reader.thread_name,
+                )
+        self._thread = None
 
     def __enter__(self) -> Dashboard:
         self.start()
@@ -335,7 +391,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(dashboard.registry))
         elif path == "/stats":
-            body = json.dumps(dashboard.snapshot()).encode()
+            deadline = min(self.deadline, time.monotonic() + dashboard.panel_timeout)
+            body = json.dumps(dashboard._snapshot(deadline, in_request=True)).encode()
             self._send(HTTPStatus.OK, "application/json", body)
         elif path in ("/", "/index.html"):
             page = PAGE.replace("{{title}}", html.escape(dashboard.name))
@@ -376,14 +433,101 @@ class _DeadlineReader(io.RawIOBase):
         return self._connection.recv_into(buffer)
 
 
-def _read_panel(name: str, read: Panel) -> dict[str, Any]:
+class _PanelReader:
+    """Read one panel in a thread of its own, for the requests that ask, until stopped.
+
+    A request asks for a reading (`ask`) and waits for it until a deadline (`answer`);
+    requests that ask while a reading runs share the next one. The thread is a daemon
+    only so that a panel which never returns cannot hold the program's exit: `close()`
+    joins it whenever the panel returns within its bound.
+    """
+
+    def __init__(self, name: str, read: Panel) -> None:
+        self.name = name
+        self.read = read
+        self.thread_name = PANEL_THREAD_PREFIX + name
+        # Guards every field below. Notified when a reading is asked for, when one
+        # ends, when the reader is told to stop, and when its thread ends.
+        self._changed = threading.Condition()
+        self._asked = 0  # readings asked for so far
+        self._answered = 0  # the last reading asked for before the latest one started
+        self._result: dict[str, Any] = {}
+        self._stopping = False
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def ask(self) -> int:
+        """Ask for a reading; return its number, for `answer`."""
+        with self._changed:
+            self._asked += 1
+            self._changed.notify_all()
+            return self._asked
+
+    def answer(self, asked: int, deadline: float, timeout: float) -> dict[str, Any]:
+        """Return reading `asked` once it ends, or an error at `deadline` or a stop."""
+        with self._changed:
+            while self._answered < asked and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return {"error": f"the panel did not return within panel_timeout={timeout:g} s"}
+                self._changed.wait(remaining)
+            if self._answered < asked:
+                return {"error": "the dashboard is closing"}
+            return self._result
+
+    def stop(self) -> None:
+        """Tell the thread to end once the reading in progress, if any, returns."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+
+    def join(self, deadline: float) -> bool:
+        """Wait until the thread has ended or `deadline`; return whether it ended."""
+        with self._changed:
+            while not self._ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        self._thread.join()  # it has left its loop: only returning is left
+        return True
+
+    def _run(self) -> None:
+        """Read the panel each time a reading is asked for; the panel thread's target."""
+        try:
+            while True:
+                with self._changed:
+                    while self._answered == self._asked and not self._stopping:
+                        self._changed.wait()
+                    if self._stopping:
+                        return
+                    asked = self._asked
+                result = _read_panel(self.name, self.read, everything=True)
+                with self._changed:
+                    self._result = result
+                    self._answered = asked
+                    self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+
+def _read_panel(name: str, read: Panel, *, everything: bool = False) -> dict[str, Any]:
     """Return `{"value": ...}` with what `read()` returned, as plain JSON data, or
-    `{"error": ...}`; never raises, so one bad panel cannot break `/stats`."""
+    `{"error": ...}`, so one bad panel cannot break `/stats`.
+
+    With `everything` (in a panel's own thread, where it would end the thread) a
+    BaseException such as SystemExit is an error too; otherwise (in the caller's
+    thread) it propagates, so Ctrl-C in the main thread still stops the program.
+    """
+    caught = BaseException if everything else Exception
     try:
         # Encoded once to check it (json.dumps would print NaN, which browsers refuse),
         # then decoded: the value served is a copy that later changes cannot touch.
         value = json.loads(json.dumps(read(), allow_nan=False))
-    except Exception as exc:  # a BaseException (Ctrl-C in the main thread) propagates
+    except caught as exc:
         logger.debug("dashboard: panel %r failed", name, exc_info=True)
         return {"error": describe(exc)}
     return {"value": value}

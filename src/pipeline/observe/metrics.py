@@ -15,7 +15,9 @@ when the pipeline starts a new run, which Prometheus reads as a counter reset. E
 family comes from one table (`RUN_FIGURES`, `STAGE_FIGURES`): a new statistic is one
 more row. The counts extras keep (`StageStatistics.extra`) become counters
 `pipeline_stage_<name>_total`; those of `KNOWN_EXTRA_COUNTS` are always present, so a
-dashboard finds them before the first failure. Two stages of one pipeline with the
+dashboard finds them before the first failure. Names that would collide after being
+made valid metric names are told apart and the renaming logged (`_extra_metric_names`),
+so a scrape never holds two families of one name. Two stages of one pipeline with the
 same name get distinct `stage` labels (`name`, `name#2`, ...), as in the report, so a
 scrape never holds two series with the same labels.
 
@@ -26,9 +28,12 @@ busy/starved/blocked shares and the bottleneck of `pipeline.observe.report` adde
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -46,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "pipeline.observe.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
+from pipeline._checks import non_empty_str
 from pipeline.observe.report import Shares, diagnose, stage_labels
 from pipeline.pipeline import Pipeline
 from pipeline.stats import LATENCY_BUCKET_BOUNDS, PipelineStatistics, StageStatistics
@@ -69,12 +75,24 @@ class PipelineCollector(Collector):
         pipelines: the pipelines to expose, by the value of their `pipeline` label.
 
     Raises:
-        ValueError: `pipelines` is empty.
+        TypeError: `pipelines` is not a mapping of str names to `Pipeline`s.
+        ValueError: `pipelines` is empty, or a name is.
     """
 
     def __init__(self, pipelines: Mapping[str, Pipeline[Any, Any]]) -> None:
+        if not isinstance(pipelines, Mapping):
+            raise TypeError(
+                f"pipelines must be a mapping of names to Pipelines, got {type(pipelines).__name__}"
+            )
         if not pipelines:
             raise ValueError("pipelines must name at least one pipeline")
+        for name, pipeline in pipelines.items():
+            non_empty_str("pipeline name", name)
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError(
+                    f"pipelines must map names to Pipelines; {name!r} is a "
+                    f"{type(pipeline).__name__}"
+                )
         self.pipelines = dict(pipelines)
 
     def collect(self) -> Iterator[Metric]:
@@ -97,9 +115,12 @@ def register_metrics(
     """Register a collector for `pipeline` on `registry` and return it.
 
     Raises:
+        TypeError: `pipeline` is not a `Pipeline`, or `registry` not a `CollectorRegistry`.
         ValueError: `registry` already has metrics of these names (another collector).
     """
     collector = PipelineCollector({name: pipeline})
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
     registry.register(collector)
     return collector
 
@@ -118,7 +139,13 @@ def statistics_to_dict(stats: PipelineStatistics) -> dict[str, Any]:
 
 
 def json_snapshot(pipeline: Pipeline[Any, Any], *, name: str = "pipeline") -> str:
-    """Return `pipeline`'s statistics as a JSON object (`"stats": null` before any run)."""
+    """Return `pipeline`'s statistics as a JSON object (`"stats": null` before any run).
+
+    Raises:
+        TypeError: `pipeline` is not a `Pipeline`.
+    """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
     stats = pipeline.stats()
     snapshot = {"pipeline": name, "stats": None if stats is None else statistics_to_dict(stats)}
     return json.dumps(snapshot)
@@ -233,6 +260,18 @@ _Family = CounterMetricFamily | GaugeMetricFamily
 
 _NOT_IN_A_NAME: Final = re.compile(r"[^a-zA-Z0-9_]")
 
+_TAKEN_NAMES: Final = frozenset(
+    [figure.name for figure in STAGE_FIGURES]
+    + [LATENCY_FAMILY + suffix for suffix in ("", "_bucket", "_count", "_sum", "_created")]
+)
+"""Family and sample names of every stage that an extra count's family must not take."""
+
+logger = logging.getLogger(__name__)
+
+# Guards _warned: the (count name, metric name) renamings logged already.
+_warned_lock = threading.Lock()
+_warned: set[tuple[str, str]] = set()
+
 
 class _Families:
     """The metric families a scrape returns, filled pipeline by pipeline."""
@@ -240,9 +279,9 @@ class _Families:
     def __init__(self) -> None:
         self.run = [_family(figure, ["pipeline"]) for figure in RUN_FIGURES]
         self.stage = [_family(figure, ["pipeline", "stage"]) for figure in STAGE_FIGURES]
-        self.extra: dict[str, _Family] = {
-            name: _extra_family(name, text) for name, text in KNOWN_EXTRA_COUNTS.items()
-        }
+        # The extra counts of each stage, by its labels: their families are made in all(),
+        # once every name is known, so that names which collide are told apart.
+        self.extra: list[tuple[list[str], dict[str, int]]] = []
         self.latency = HistogramMetricFamily(
             LATENCY_FAMILY,
             "Seconds per item in the stage's code, estimated per batch",
@@ -257,16 +296,26 @@ class _Families:
             self._add_stage([name, label], stage)
 
     def all(self) -> list[Metric]:
-        return [*self.run, *self.stage, *self.extra.values(), self.latency]
+        names = list(KNOWN_EXTRA_COUNTS)
+        names += [name for _, counts in self.extra for name in counts]
+        metrics = _extra_metric_names(dict.fromkeys(names))
+        extra = {
+            name: CounterMetricFamily(
+                metrics[name],
+                KNOWN_EXTRA_COUNTS.get(name) or f"Items an extra counted as {name!r}",
+                labels=["pipeline", "stage"],
+            )
+            for name in metrics
+        }
+        for labels, counts in self.extra:
+            for count_name, count in counts.items():
+                extra[count_name].add_metric(labels, count)
+        return [*self.run, *self.stage, *extra.values(), self.latency]
 
     def _add_stage(self, labels: list[str], stage: StageStatistics) -> None:
         for figure, family in zip(STAGE_FIGURES, self.stage, strict=True):
             family.add_metric(labels, figure.read(stage))
-        counts = dict.fromkeys(KNOWN_EXTRA_COUNTS, 0) | dict(stage.extra)
-        for count_name, count in counts.items():
-            if count_name not in self.extra:
-                self.extra[count_name] = _extra_family(count_name, "")
-            self.extra[count_name].add_metric(labels, count)
+        self.extra.append((labels, dict.fromkeys(KNOWN_EXTRA_COUNTS, 0) | dict(stage.extra)))
         # Each item's latency is its batch's busy time / batch size, so the latencies of
         # all items sum to the busy time.
         self.latency.add_metric(
@@ -280,13 +329,68 @@ def _family(figure: Figure, labels: list[str]) -> _Family:
     return GaugeMetricFamily(figure.name, figure.help, labels=labels)
 
 
-def _extra_family(name: str, text: str) -> _Family:
-    """Return the counter family of the extra count `name`, made a valid metric name."""
-    metric = "pipeline_stage_" + _NOT_IN_A_NAME.sub("_", name)
-    if metric in {figure.name for figure in STAGE_FIGURES} or metric == LATENCY_FAMILY:
-        metric = "pipeline_stage_extra_" + _NOT_IN_A_NAME.sub("_", name)
-    help_text = text or f"Items an extra counted as {name!r}"
-    return CounterMetricFamily(metric, help_text, labels=["pipeline", "stage"])
+def _extra_metric_names(names: Iterable[str]) -> dict[str, str]:
+    """Return a distinct metric name (without `_total`) for each extra count's name.
+
+    A name becomes `pipeline_stage_<name>` with every character not allowed in a metric
+    name made `_`, and any trailing `_total` dropped (prometheus_client drops it from a
+    counter's name and adds it to the sample's). One that is then a name the collector
+    uses already gets `extra_` after the prefix. Of names that still fall together
+    (`cache-hit`, `cache.hit`), the one that is the metric name as it is keeps it (or
+    else the first in sorted order), and each other gets a suffix from a hash of its own
+    name, fixed whatever else is counted; each renaming is logged once as a warning.
+    """
+    candidates: dict[str, str] = {}
+    reasons: dict[str, list[str]] = {}
+    for name in names:
+        base = _NOT_IN_A_NAME.sub("_", name)
+        while base.endswith("_total"):
+            base = base.removesuffix("_total")
+        metric = "pipeline_stage_" + base
+        reasons[name] = []
+        if metric in _TAKEN_NAMES:
+            reasons[name].append(f"{metric} is a figure of every stage")
+            metric = "pipeline_stage_extra_" + base
+        candidates[name] = metric
+    groups: dict[str, list[str]] = {}
+    for name, metric in candidates.items():
+        groups.setdefault(metric, []).append(name)
+    chosen: dict[str, str] = {}
+    for metric, group in groups.items():
+        keeper = next((name for name in group if "pipeline_stage_" + name == metric), None)
+        keeper = min(group) if keeper is None else keeper
+        for name in group:
+            chosen[name] = metric
+            if name != keeper:
+                suffix = hashlib.blake2s(name.encode(errors="surrogatepass"), digest_size=4)
+                chosen[name] = f"{metric}_{suffix.hexdigest()}"
+                reasons[name].append(f"{keeper!r} becomes {metric} too")
+    used = set(candidates.values()) | _TAKEN_NAMES
+    for name in sorted(chosen, key=lambda name: (chosen[name] == candidates[name], name)):
+        if chosen[name] == candidates[name]:
+            continue  # not renamed: its name is in `used` already
+        while chosen[name] in used:  # a hash that falls on another name: never seen
+            chosen[name] += "_"
+        used.add(chosen[name])
+    for name, metric in chosen.items():
+        if reasons[name]:
+            _warn_renamed(name, metric, reasons[name])
+    return chosen
+
+
+def _warn_renamed(name: str, metric: str, reasons: list[str]) -> None:
+    """Log, once per process, that the extra count `name` is exported as `metric`."""
+    with _warned_lock:
+        if (name, metric) in _warned:
+            return
+        _warned.add((name, metric))
+    logger.warning(
+        "extra count %r is exported as %s, since %s; give extra counts distinct names of "
+        "letters, digits and underscores, not ending in _total",
+        name,
+        metric,
+        " and ".join(reasons),
+    )
 
 
 def _cumulative_buckets(counts: tuple[int, ...]) -> list[tuple[str, float]]:

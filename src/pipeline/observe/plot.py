@@ -4,10 +4,11 @@
 record every batch (`BatchEvent`), and run inside `recorder.recording(pipeline)` to
 sample the queue depths from the pipeline's monitor thread (`pipeline.observe.sampler`,
 shared with progress bars of the same pipeline). `plot_timeline` draws it with matplotlib
-(`threaded-pipeline[plot]`, the Agg backend, no window): one row per worker of every stage,
-coloured busy / starved / blocked, above a plot of each stage's input queue depth over
-time. Backpressure shows as a queue that climbs to its maximum while the rows before
-it turn red (blocked).
+(`threaded-pipeline[plot]`, the Agg backend, no window; recording needs only the
+standard library, so matplotlib is imported when a picture is drawn): one row per
+worker of every stage, coloured busy / starved / blocked, above a plot of each stage's
+input queue depth over time. Backpressure shows as a queue that climbs to its maximum
+while the rows before it turn red (blocked).
 
     recorder = TimelineRecorder()
     pipeline = Pipeline(chain, observer=recorder)
@@ -24,21 +25,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-try:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-except ImportError as exc:  # pragma: no cover - exercised by a test that hides the module
-    raise ImportError(
-        "pipeline.observe.plot needs matplotlib: pip install 'threaded-pipeline[plot]'"
-    ) from exc
+from typing import TYPE_CHECKING, Any, Final
 
 from pipeline._checks import seconds
 from pipeline.observe.sampler import subscribe
 from pipeline.pipeline import Pipeline
 from pipeline.stats import BatchEvent, PipelineStatistics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "COLOURS",
@@ -104,7 +99,12 @@ class TimelineRecorder:
         The pipeline's monitor thread takes the samples; this block leaves it when it
         ends (the thread is joined if nothing else uses it), and one last sample is
         taken then.
+
+        Raises:
+            TypeError: `pipeline` is not a `Pipeline`.
         """
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
         stale = pipeline.stats()  # an earlier run, reported until this block's run starts
 
         def sample(at: float, stats: PipelineStatistics | None) -> None:
@@ -124,6 +124,7 @@ class TimelineRecorder:
 
         Raises:
             ValueError: nothing was recorded.
+            ImportError: matplotlib is not installed.
         """
         plot_timeline(self.events, self.samples, path, title=title)
 
@@ -141,6 +142,7 @@ def plot_timeline(
 
     Raises:
         ValueError: there are no events to draw.
+        ImportError: matplotlib is not installed.
     """
     draw_timeline(events, samples, title=title).savefig(path, dpi=110)
 
@@ -152,9 +154,18 @@ def draw_timeline(
 
     Raises:
         ValueError: there are no events to draw.
+        ImportError: matplotlib is not installed; the message says how to install it.
     """
     if not events:
         raise ValueError("no batches to draw: pass the recorder to Pipeline(observer=...)")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+    except ImportError as exc:  # exercised by a test that hides the module
+        raise ImportError(
+            "drawing a timeline needs matplotlib: pip install 'threaded-pipeline[plot]'"
+        ) from exc
     origin = min([event.waited_from for event in events] + [sample.at for sample in samples])
     rows = _worker_rows(events, samples)
     figure = Figure(figsize=(11, 1.6 + 0.42 * len(rows) + 2.6), layout="constrained")

@@ -10,8 +10,17 @@ wakes for whichever is due next. The worker threads do no extra work either way.
     ...
     subscription.close()  # joins the thread if this was the last subscriber
 
-A callback runs in the monitor thread; one that raises is logged and the others still
-get their samples. Standard library only.
+`close()` waits for a callback in progress at most `CLOSE_TIMEOUT` seconds: a callback
+that is stuck (a progress bar writing to a pipe nobody reads) cannot hold the program,
+as no thread can be killed. Past that bound `close()` logs a warning and returns; the
+callback is not called again, and the monitor thread (a daemon, so that it cannot hold
+the program's exit either) ends when the callback returns. A callback may close its
+own subscription.
+
+A callback runs in the monitor thread; one that raises (anything, SystemExit included,
+which would otherwise end the thread silently) is logged and the others still get
+their samples: its first failure as an error with the traceback, the later ones at
+debug level, so a broken view does not fill the log ten times a second. Standard library only.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ SampleCallback = Callable[[float, PipelineStatistics], object]
 THREAD_NAME: Final = "pipeline-sampler"
 """The name of the monitor threads."""
 
+CLOSE_TIMEOUT: Final = 5.0
+"""The seconds `Subscription.close()` waits for a callback in progress."""
+
 logger = logging.getLogger(__name__)
 
 # Guards _samplers: the live sampler of each pipeline, by the pipeline's id (the sampler
@@ -48,14 +60,16 @@ class Subscription:
         self.interval = interval
         self.callback = callback
         self.due = time.monotonic() + interval
+        self.failures = 0  # callbacks that raised; only the first is logged as an error
         self._sampler = sampler
         self._closed = False
 
     def close(self) -> None:
         """Stop receiving samples; blocks until the thread is joined if this was the last one.
 
-        Once it returns, the callback is not running and will not run again. Closing
-        twice is harmless.
+        Once it returns, the callback will not be called again and, unless it was still
+        running after `CLOSE_TIMEOUT` seconds (logged as a warning), is not running.
+        Closing twice is harmless, and so is closing from the callback itself.
         """
         if self._closed:
             return
@@ -88,13 +102,16 @@ class _Sampler:
 
     def __init__(self, pipeline: Pipeline[Any, Any]) -> None:
         self.pipeline = pipeline
-        # Guards _subscribers and _stopping; notified when either changes. _sampling is
-        # held by the thread while it calls back, so leave() can wait out a callback.
+        # Guards _subscribers, _stopping and _ended; notified when any changes. _sampling
+        # is held by the thread while it calls back, so leave() can wait out a callback.
         self._changed = threading.Condition()
         self._sampling = threading.Lock()
         self._subscribers: list[Subscription] = []
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=THREAD_NAME)
+        self._ended = False
+        # A daemon only so that a callback which never returns cannot hold the program's
+        # exit: leave() joins it whenever the callback returns within CLOSE_TIMEOUT.
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
     def join(self, subscription: Subscription) -> None:
@@ -112,14 +129,44 @@ class _Sampler:
                 self._stopping = True
                 del _samplers[id(self.pipeline)]
             self._changed.notify_all()
+        if threading.current_thread() is self._thread:
+            return  # called from a callback: the thread ends, or samples others, after it
         if last:
-            self._thread.join()
-        elif threading.current_thread() is not self._thread:
-            with self._sampling:
-                pass  # a callback of this subscriber in progress has ended
+            ended = self._wait_ended(time.monotonic() + CLOSE_TIMEOUT)
+        else:
+            ended = self._sampling.acquire(timeout=CLOSE_TIMEOUT)
+            if ended:
+                self._sampling.release()  # a callback of this subscriber in progress has ended
+        if not ended:
+            logger.warning(
+                "the monitor thread of a pipeline is still in a subscriber's callback after "
+                "%g s; that subscriber is not called again, and the thread ends when the "
+                "callback returns",
+                CLOSE_TIMEOUT,
+            )
+
+    def _wait_ended(self, deadline: float) -> bool:
+        """Wait until the thread has left its loop, or `deadline`; join it if it has."""
+        with self._changed:
+            while not self._ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        self._thread.join()  # it has left its loop: only returning is left
+        return True
 
     def _run(self) -> None:
-        """Wait for the next due subscriber, sample, call back; the monitor thread's target."""
+        """Run `_sample_until_stopped`, then say the thread has ended; the thread's target."""
+        try:
+            self._sample_until_stopped()
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def _sample_until_stopped(self) -> None:
+        """Wait for the next due subscriber, sample, call back, until told to stop."""
         while True:
             with self._changed:
                 while not self._stopping:
@@ -146,5 +193,16 @@ class _Sampler:
                 for subscription in due:
                     try:
                         subscription.callback(at, stats)
-                    except Exception:
-                        logger.exception("a statistics subscriber failed")
+                    except BaseException:  # SystemExit too: it would end this thread
+                        subscription.failures += 1
+                        if subscription.failures == 1:
+                            logger.exception(
+                                "a statistics subscriber failed; its later failures are "
+                                "logged at debug level"
+                            )
+                        else:
+                            logger.debug(
+                                "a statistics subscriber failed again (%d times)",
+                                subscription.failures,
+                                exc_info=True,
+                            )

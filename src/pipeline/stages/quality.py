@@ -8,6 +8,10 @@ Rules say what a good record is; a record is a mapping of field names to values:
   `Unique(field, window)`: no two records share a key within the last `window` keys
   (consistency).
 
+NaN (a float or `Decimal` NaN) lies in no range: it fails every `InRange`, and a NaN
+bound is refused. A `Unique` key that cannot be remembered (unhashable, or NaN, which
+equals nothing) fails that rule rather than the run.
+
 A value is missing when the field is absent, None, or a string of whitespace only. A
 missing value fails `Required` and nothing else: the other rules check only records
 whose fields they read are all present, so one gap is reported once, as a gap.
@@ -35,9 +39,11 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any, Final, Literal
 
 from pipeline._checks import non_empty_str, positive_int
+from pipeline.errors import short_repr
 from pipeline.stage import PipelineStage
 from pipeline.worker import current_worker_counters
 
@@ -124,11 +130,15 @@ class IsType(Rule):
             isinstance(value, bool) and bool not in self.types
         ):
             return None
-        return f"expected {self._wanted}, got {type(value).__name__} {value!r}"
+        return f"expected {self._wanted}, got {type(value).__name__} {short_repr(value)}"
 
 
 class InRange(Rule):
-    """The value lies in [minimum, maximum]; either bound may be None (unbounded)."""
+    """The value lies in [minimum, maximum]; either bound may be None (unbounded).
+
+    NaN lies in no range, so it always fails; a NaN bound is refused (ValueError), and
+    bounds that cannot be compared with each other too (TypeError).
+    """
 
     def __init__(
         self,
@@ -140,8 +150,22 @@ class InRange(Rule):
     ) -> None:
         if minimum is None and maximum is None:
             raise ValueError("InRange needs a minimum, a maximum, or both")
-        if minimum is not None and maximum is not None and minimum > maximum:
-            raise ValueError(f"minimum ({minimum!r}) must not exceed maximum ({maximum!r})")
+        for bound_name, bound in (("minimum", minimum), ("maximum", maximum)):
+            if _is_nan(bound):
+                raise ValueError(
+                    f"{bound_name} must not be NaN: no value lies beyond it, "
+                    "so it would check nothing"
+                )
+        if minimum is not None and maximum is not None:
+            try:
+                reversed_bounds = bool(minimum > maximum)
+            except (TypeError, ArithmeticError) as exc:
+                raise TypeError(
+                    f"minimum ({minimum!r}) and maximum ({maximum!r}) cannot be compared "
+                    "with each other"
+                ) from exc
+            if reversed_bounds:
+                raise ValueError(f"minimum ({minimum!r}) must not exceed maximum ({maximum!r})")
         low = "" if minimum is None else repr(minimum)
         high = "" if maximum is None else repr(maximum)
         super().__init__(name or f"range({field}: {low}..{high})", [field])
@@ -151,13 +175,15 @@ class InRange(Rule):
 
     def check(self, record: Record) -> str | None:
         value = record[self.field]
+        if _is_nan(value):  # NaN compares false with everything, so it passed both bounds
+            return f"{short_repr(value)} is outside every range"
         try:
             if self.minimum is not None and value < self.minimum:
-                return f"{value!r} is below the minimum {self.minimum!r}"
+                return f"{short_repr(value)} is below the minimum {self.minimum!r}"
             if self.maximum is not None and value > self.maximum:
-                return f"{value!r} is above the maximum {self.maximum!r}"
-        except TypeError:
-            return f"{value!r} cannot be compared with the bounds"
+                return f"{short_repr(value)} is above the maximum {self.maximum!r}"
+        except (TypeError, ArithmeticError):  # ArithmeticError: a Decimal that refuses
+            return f"{short_repr(value)} cannot be compared with the bounds"
         return None
 
 
@@ -165,7 +191,16 @@ class OneOf(Rule):
     """The value is one of `allowed`."""
 
     def __init__(self, field: str, allowed: Iterable[Any], *, name: str | None = None) -> None:
-        self.allowed = frozenset(allowed)
+        values = list(allowed)
+        for value in values:
+            try:
+                hash(value)
+            except TypeError as exc:
+                raise TypeError(
+                    f"allowed must hold hashable values; {short_repr(value)} is an unhashable "
+                    f"{type(value).__name__}"
+                ) from exc
+        self.allowed = frozenset(values)
         if not self.allowed:
             raise ValueError("allowed must not be empty")
         super().__init__(name or f"one_of({field})", [field])
@@ -178,7 +213,7 @@ class OneOf(Rule):
                 return None
         except TypeError:  # an unhashable value is not one of them
             pass
-        return f"{value!r} is not an allowed value"
+        return f"{short_repr(value)} is not an allowed value"
 
 
 class Matches(Rule):
@@ -187,7 +222,16 @@ class Matches(Rule):
     def __init__(
         self, field: str, pattern: str | re.Pattern[str], *, name: str | None = None
     ) -> None:
-        self.pattern = re.compile(pattern)
+        if not isinstance(pattern, str | re.Pattern):
+            raise TypeError(
+                f"pattern must be a str or a compiled pattern, got {type(pattern).__name__}"
+            )
+        try:
+            self.pattern = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"pattern {short_repr(pattern)} is not a regular expression: {exc}"
+            ) from exc
         super().__init__(name or f"matches({field})", [field])
         self.field = field
 
@@ -195,7 +239,7 @@ class Matches(Rule):
         value = record[self.field]
         if isinstance(value, str) and self.pattern.fullmatch(value):
             return None
-        return f"{value!r} does not match {self.pattern.pattern!r}"
+        return f"{short_repr(value)} does not match {self.pattern.pattern!r}"
 
 
 class Consistent(Rule):
@@ -245,9 +289,15 @@ class Unique(Rule):
 
     def check(self, record: Record) -> str | None:
         key = record[self.field]
+        if _is_nan(key):  # a NaN key would never match another, so never count as seen
+            return f"{short_repr(key)} cannot be a key: NaN equals nothing, itself included"
+        try:
+            hash(key)
+        except TypeError:
+            return f"{short_repr(key)} cannot be a key: unhashable type {type(key).__name__}"
         with self._lock:
             if key in self._seen:
-                return f"{key!r} was seen before"
+                return f"{short_repr(key)} was seen before"
             self._seen[key] = None
             if len(self._seen) > self.window:
                 self._seen.popitem(last=False)
@@ -598,6 +648,14 @@ class QualityStage(PipelineStage[Record, Record]):
             if worker is not None:
                 worker.count("dead_lettered", len(rejected))
         return passed
+
+
+def _is_nan(value: object) -> bool:
+    """Return whether `value` is a NaN of any kind: float, Decimal, or one not equal to itself."""
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError, ArithmeticError):  # a signalling Decimal NaN refuses
+        return isinstance(value, Decimal) and value.is_nan()
 
 
 def _required_field(rule: Rule) -> str | None:

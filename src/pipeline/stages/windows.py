@@ -9,7 +9,8 @@ made by a function of the window (`summarize` and `anomalies` are ready-made one
 - `TimeWindows(function, size, step=None, event_time=None, allowed_lateness=0.0)`:
   windows of `size` seconds, [k*step, k*step + size). The time of an item is its
   event time, `event_time(item)`, or else its arrival time (`clock()` when the stage
-  processes it).
+  processes it); a time that is not a finite number stops the run with a `ValueError`
+  (`TypeError` for one that is not a number) naming the item and the time.
 
 When windows close. A count window closes with its last item. A time window closes
 when the watermark, the latest event time seen minus `allowed_lateness`, reaches its
@@ -28,9 +29,10 @@ an open window goes into the open ones only. A `Watermark(t)` in the stream says
 item earlier than t follows: it closes the windows ending by t (see `Watermark`).
 
 Memory. An open window holds its items (a count window at most `size`); an item is
-held once per window it belongs to, `ceil(size / step)` windows. Time windows open at
-once span `size + allowed_lateness` seconds of the stream, and `max_window_items`
-(default 1,000,000) bounds each one: an item beyond it stops the run with a
+held once per window it belongs to, `ceil(size / step)` windows, at most
+`MAX_WINDOWS_PER_ITEM` (10,000: denser windows are refused when the stage is made).
+Time windows open at once span `size + allowed_lateness` seconds of the stream, and
+`max_window_items` (default 1,000,000) bounds each one: an item beyond it stops the run with a
 `WindowFull` error, rather than memory growing without bound or items being dropped.
 
 One worker. Windows need the items in stream order and in one place, so a window stage
@@ -56,12 +58,13 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from pipeline import _checks
 from pipeline._checks import positive_int
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, short_repr
 from pipeline.stage import PipelineStage
 from pipeline.worker import current_stop_event, current_worker_counters
 
 __all__ = [
     "DEFAULT_MAX_WINDOW_ITEMS",
+    "MAX_WINDOWS_PER_ITEM",
     "Anomaly",
     "CountWindows",
     "LateItem",
@@ -81,6 +84,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAX_WINDOW_ITEMS: Final = 1_000_000
+MAX_WINDOWS_PER_ITEM: Final = 10_000
+"""The most windows one item may fall in, ceil(size / step): each costs a step per item."""
 LOG_LATE_EVERY: Final = 1000
 
 LatePolicy = Literal["drop", "raise"] | Callable[[Any], object]
@@ -129,9 +134,20 @@ class Watermark:
     to close every window without waiting for the engine's end-of-stream flush (count
     windows take that one too, and ignore others), and an idle source can send one to
     close its windows while no item arrives.
+
+    Raises:
+        TypeError, ValueError: `time` is not a number, or is NaN (infinities are fine).
     """
 
     time: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.time, int | float) or isinstance(self.time, bool):
+            raise TypeError(f"a Watermark's time must be a number, got {type(self.time).__name__}")
+        if math.isnan(self.time):
+            raise ValueError(
+                "a Watermark's time must not be NaN: it would say nothing about the items to follow"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +181,33 @@ class _WindowStage(PipelineStage[T, R]):
         super().__init__(name, workers=workers)
         self.function = function
 
+    def process_batch(self, items: list[T]) -> list[R]:
+        try:
+            return self._process(items)
+        except BaseException:
+            self.local.failed = True  # for teardown(): the windows left open are no mystery
+            raise
+
+    def flush(self) -> list[R]:
+        """Emit the windows still open after the last batch, each with `complete=False`.
+
+        The engine calls it once per worker when the input has ended, in the worker's
+        thread, and passes the results downstream after the last batch's.
+        """
+        try:
+            return self._flush()
+        except BaseException:
+            self.local.failed = True
+            raise
+
     def teardown(self) -> None:
         left = self._open_count()
         stopping = current_stop_event()
         if not left:
             return
-        if stopping is not None and stopping.is_set():
+        if getattr(self.local, "failed", False):
+            logger.debug("%s: failed with %d window(s) open", self.name, left)
+        elif stopping is not None and stopping.is_set():
             logger.debug("%s: the run stopped with %d window(s) open", self.name, left)
         else:
             logger.warning(
@@ -185,12 +222,12 @@ class _WindowStage(PipelineStage[T, R]):
         """Return how many windows are open in this worker."""
 
     @abstractmethod
-    def flush(self) -> list[R]:
-        """Emit the windows still open after the last batch, each with `complete=False`.
+    def _process(self, items: list[T]) -> list[R]:
+        """Take a batch into the windows; return the results of the windows it closed."""
 
-        The engine calls it once per worker when the input has ended, in the worker's
-        thread, and passes the results downstream after the last batch's.
-        """
+    @abstractmethod
+    def _flush(self) -> list[R]:
+        """Emit the windows still open, each with `complete=False`; see `flush`."""
 
 
 class CountWindows(_WindowStage[T, R]):
@@ -219,12 +256,14 @@ class CountWindows(_WindowStage[T, R]):
         super().__init__(function, name=name, workers=workers)
         self.size = positive_int("size", size)
         self.step = self.size if step is None else positive_int("step", step)
+        _check_windows_per_item(self.size, self.step)
 
     def setup(self) -> None:
+        self.local.failed = False  # a batch or the flush raised
         self.local.seen = 0  # items seen this run
         self.local.open = {}  # window number -> its items, for windows started, not emitted
 
-    def process_batch(self, items: list[T]) -> list[R]:
+    def _process(self, items: list[T]) -> list[R]:
         size, step = self.size, self.step
         windows: dict[int, list[T]] = self.local.open
         outputs: list[R] = []
@@ -247,7 +286,7 @@ class CountWindows(_WindowStage[T, R]):
         self.local.seen = seen
         return outputs
 
-    def flush(self) -> list[R]:
+    def _flush(self) -> list[R]:
         windows: dict[int, list[T]] = self.local.open
         outputs = []
         for number in sorted(windows):
@@ -296,11 +335,12 @@ class TimeWindows(_WindowStage[T, R]):
         super().__init__(function, name=name, workers=workers)
         self.size = _positive_number("size", size)
         self.step = self.size if step is None else _positive_number("step", step)
+        _check_windows_per_item(self.size, self.step)
         if event_time is not None and not callable(event_time):
             raise TypeError(f"event_time must be callable or None, got {type(event_time).__name__}")
         self.event_time = event_time
         self.allowed_lateness = _checks.number("allowed_lateness", allowed_lateness)
-        if self.allowed_lateness < 0:
+        if not self.allowed_lateness >= 0:  # NaN too
             raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness}")
         if on_late not in ("drop", "raise") and not callable(on_late):
             raise ValueError(f"on_late must be 'drop', 'raise' or a callable, got {on_late!r}")
@@ -313,12 +353,13 @@ class TimeWindows(_WindowStage[T, R]):
         """Late items of the current or last run (all policies); read it after the run."""
 
     def setup(self) -> None:
+        self.local.failed = False  # a batch or the flush raised
         self.local.open = {}  # window number -> items, for windows not yet emitted
         self.local.latest = -math.inf  # the latest time seen
         self.local.closed_below = -math.inf  # windows numbered below this are emitted
         self.late_items = 0
 
-    def process_batch(self, items: list[T]) -> list[R]:
+    def _process(self, items: list[T]) -> list[R]:
         windows: dict[int, list[T]] = self.local.open
         size, step, limit = self.size, self.step, self.max_window_items
         outputs: list[R] = []
@@ -328,9 +369,7 @@ class TimeWindows(_WindowStage[T, R]):
                     self.local.latest = item.time
                 outputs.extend(self._close_until(item.time))
                 continue
-            at = self.clock() if self.event_time is None else float(self.event_time(item))
-            if math.isnan(at):
-                raise ValueError(f"{self.name}: the time of an item is NaN")
+            at = self._time_of(item)
             first = math.floor((at - size) / step) + 1  # the windows [k*step, k*step+size) ∋ at
             last = math.floor(at / step)
             first = max(first, self.local.closed_below)
@@ -347,11 +386,31 @@ class TimeWindows(_WindowStage[T, R]):
                 outputs.extend(self._close_until(at - self.allowed_lateness))
         return outputs
 
-    def flush(self) -> list[R]:
+    def _flush(self) -> list[R]:
         windows: dict[int, list[T]] = self.local.open
         outputs = [self._result(number, windows.pop(number), False) for number in sorted(windows)]
         self.local.closed_below = math.inf
         return outputs
+
+    def _time_of(self, item: T) -> float:
+        """Return the item's event or arrival time, refusing one that is not a finite number."""
+        if self.event_time is None:
+            returned, kind, source = self.clock(), "arrival time", "clock"
+        else:
+            returned, kind, source = self.event_time(item), "event time", "event_time"
+        try:
+            at = float(returned)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{self.name}: {source} returned {short_repr(returned)} for item "
+                f"{short_repr(item)}, not a number of seconds"
+            ) from exc
+        if not math.isfinite(at):  # no window holds it, and no watermark follows from it
+            raise ValueError(
+                f"{self.name}: item {short_repr(item)} has {kind} {at!r}; "
+                "a time must be a finite number of seconds"
+            )
+        return at
 
     def _close_until(self, watermark: float) -> list[R]:
         """Emit, in order, the windows that end at or before `watermark`."""
@@ -459,7 +518,11 @@ def percentile(ordered: Sequence[float], percent: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class WindowSummary:
-    """The statistics of one window (`std` is the population standard deviation)."""
+    """The statistics of one window (`std` is the population standard deviation).
+
+    The figures are over the window's finite values, `count` of them; `non_finite`
+    counts the NaN and infinite ones, left out (one would make every figure NaN).
+    """
 
     start: float
     end: float
@@ -471,6 +534,7 @@ class WindowSummary:
     max: float
     percentiles: dict[float, float] = field(default_factory=dict)
     key_counts: dict[Hashable, int] = field(default_factory=dict)
+    non_finite: int = 0
 
 
 def summarize(
@@ -487,19 +551,19 @@ def summarize(
         key: counts items per `key(item)` when given.
 
     Raises:
+        TypeError: `value` or `key` is neither callable nor None.
         ValueError: a percentile is outside [0, 100].
     """
+    _callable_or_none("value", value)
+    _callable_or_none("key", key)
     wanted = tuple(float(percent) for percent in percentiles)
     for percent in wanted:
         if not 0 <= percent <= 100:
             raise ValueError(f"percentiles must be in [0, 100], got {percent:g}")
 
     def summary(window: Window[Any]) -> WindowSummary:
-        values = (
-            [float(item) for item in window.items]
-            if value is None
-            else [float(value(item)) for item in window.items]
-        )
+        readings = _readings(window, value)
+        values = [reading for reading in readings if math.isfinite(reading)]
         stats = RunningStats(values)
         ordered = sorted(values)
         counts: dict[Hashable, int] = {}
@@ -520,6 +584,7 @@ def summarize(
             if ordered
             else {},
             key_counts=counts,
+            non_finite=len(readings) - len(values),
         )
 
     return summary
@@ -527,7 +592,10 @@ def summarize(
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    """An item whose value lies more than k standard deviations from its window's mean."""
+    """An item whose value lies more than k standard deviations from its window's mean.
+
+    A NaN or infinite value is always one: its `deviations` is NaN or a signed infinity.
+    """
 
     item: Any
     value: float
@@ -536,7 +604,11 @@ class Anomaly:
 
 @dataclass(frozen=True, slots=True)
 class WindowAnomalies:
-    """A window's mean and (population) standard deviation, and the items far from it."""
+    """A window's mean and (population) standard deviation, and the items far from it.
+
+    `count`, `mean` and `std` are over the window's finite values; `non_finite` counts
+    the NaN and infinite ones, left out of them and each flagged as an anomaly.
+    """
 
     start: float
     end: float
@@ -545,6 +617,7 @@ class WindowAnomalies:
     mean: float
     std: float
     anomalies: tuple[Anomaly, ...]
+    non_finite: int = 0
 
 
 def anomalies(
@@ -555,34 +628,76 @@ def anomalies(
     Mean and standard deviation are the window's own (population, Welford). In a window
     of n values, no value can lie more than sqrt(n - 1) deviations out, so with k = 3
     a window needs at least 11 values to flag anything: size windows accordingly. A
-    window whose values are all equal flags nothing.
+    window whose values are all equal flags nothing. A NaN or infinite value is always
+    flagged, and left out of the mean and deviation, so that one cannot blind the
+    detector to the rest of its window.
 
     Raises:
+        TypeError: `value` is neither callable nor None.
         ValueError: `k` is not positive.
     """
+    _callable_or_none("value", value)
     threshold = _checks.number("k", k)
     if not threshold > 0:
         raise ValueError(f"k must be > 0, got {k}")
 
     def detect(window: Window[Any]) -> WindowAnomalies:
-        values = (
-            [float(item) for item in window.items]
-            if value is None
-            else [float(value(item)) for item in window.items]
-        )
-        stats = RunningStats(values)
+        readings = _readings(window, value)
+        stats = RunningStats(reading for reading in readings if math.isfinite(reading))
         std = stats.std
         found: list[Anomaly] = []
-        if std > 0:
-            for item, observed in zip(window.items, values, strict=True):
+        for item, observed in zip(window.items, readings, strict=True):
+            if not math.isfinite(observed):
+                found.append(Anomaly(item, observed, observed))  # NaN, or a signed infinity
+            elif std > 0:
                 deviations = (observed - stats.mean) / std
                 if abs(deviations) > threshold:
                     found.append(Anomaly(item, observed, deviations))
         return WindowAnomalies(
-            window.start, window.end, window.complete, stats.count, stats.mean, std, tuple(found)
+            window.start,
+            window.end,
+            window.complete,
+            stats.count,
+            stats.mean,
+            std,
+            tuple(found),
+            len(readings) - stats.count,
         )
 
     return detect
+
+
+def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list[float]:
+    """Return the number of each item of `window`: the item itself, or `value(item)`.
+
+    Raises:
+        TypeError: one is not a number; the message names the item.
+    """
+    readings = []
+    for item in window.items:
+        returned = item if value is None else value(item)
+        try:
+            readings.append(float(returned))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"the value of item {short_repr(item)} is {short_repr(returned)}, not a number"
+            ) from exc
+    return readings
+
+
+def _check_windows_per_item(size: float, step: float) -> None:
+    """Refuse windows so dense that each item would take an unbounded time to place."""
+    windows = math.ceil(size / step)
+    if windows > MAX_WINDOWS_PER_ITEM:
+        raise ValueError(
+            f"an item would fall in {windows} windows of size {size:g} every {step:g}; "
+            f"size / step must be at most {MAX_WINDOWS_PER_ITEM}"
+        )
+
+
+def _callable_or_none(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
 
 
 def _positive_number(name: str, value: object) -> float:
