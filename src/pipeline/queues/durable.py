@@ -1049,7 +1049,7 @@ def _file_error(exc: sqlite3.Error, path: Path, timeout: float, *, opening: bool
         return QueueReadOnly(
             f"{name!r} is read-only ({exc}): a DurableQueue writes to the file and beside it "
             "(its -wal and -shm files); give this user write access to the file and its "
-            f"folder, or look at it with `pipeline queue {name} status` (read_only=True)"
+            f"folder, or only look: open it with read_only=True, or `pipeline queue {name} status`"
         )
     if code == _SQLITE_NOTADB and opening:
         return NotAQueueFile(f"{name!r} is not a queue file: {exc}")
