@@ -105,6 +105,10 @@ _CLAIM = (
     " attempts = attempts + 1 WHERE id IN (SELECT id FROM items WHERE queue = ? AND state = 0"
     " ORDER BY priority, id LIMIT ?) RETURNING id, priority, attempts, payload"
 )
+_CLAIM_ONE = (  # the claim of one row, around a damaged page
+    "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
+    " attempts = attempts + 1 WHERE id = ? AND state = 0 RETURNING id, priority, attempts, payload"
+)
 _TO_DEAD = (
     "INSERT INTO dead (id, queue, priority, attempts, enqueued, died, error, payload)"
     " SELECT id, queue, priority, attempts, enqueued, ?, ?, payload FROM items WHERE id = ?"
@@ -249,6 +253,9 @@ class DurableQueue(Generic[T]):
         # unguarded: a race only makes two threads scan.
         self._lapse_check_interval = min(1.0, self.visibility_timeout / 4)
         self._next_lapse_check = 0.0
+        # Ids of rows on damaged pages, passed over by claims (unguarded: a race only
+        # makes two threads try one).
+        self._unreadable: set[int] = set()
         try:
             with self._file_errors(opening=True):
                 self._prepare_file()
@@ -692,6 +699,54 @@ class DurableQueue(Generic[T]):
                     leased.append(Leased(row_id, item, priority, attempts, lease_id))
         except _Undecodable as bad:
             self._bury_corrupt(bad.row_id, bad.__cause__)
+        except QueueDamaged as damaged:
+            return self._claim_around_damage(max_items, lease_id, now, damaged)
+        return leased or None
+
+    def _claim_around_damage(
+        self, max_items: int, lease_id: str, now: float, damaged: QueueDamaged
+    ) -> list[Leased[T]] | None:
+        """Lease the readable ready items one by one, passing over rows SQLite cannot read.
+
+        The candidates come from the index alone, so damage in the rows' own pages
+        spares them; a row that cannot be read stays in the file untouched, and is
+        logged once. Damage in the index itself raises `QueueDamaged`.
+        """
+        connection = self.connection()
+        with self._file_errors():
+            candidates = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT id FROM items WHERE queue = ? AND state = 0 ORDER BY priority, id",
+                    (self.name,),
+                )
+            ]
+        leased: list[Leased[T]] = []
+        for row_id in candidates:
+            if len(leased) == max_items:
+                break
+            if row_id in self._unreadable:
+                continue
+            try:
+                with self._transaction() as claiming:
+                    row = claiming.execute(
+                        _CLAIM_ONE, (lease_id, self.owner, now + self.visibility_timeout, row_id)
+                    ).fetchone()
+            except QueueDamaged as exc:
+                self._unreadable.add(row_id)
+                logger.error("item %d of %r cannot be read, left in place: %s", row_id, self, exc)
+                continue
+            if row is None:  # taken by another consumer meanwhile
+                continue
+            _, priority, attempts, payload = row
+            try:
+                item = self.codec.decode(payload)
+            except Exception as exc:
+                self.release(leased)
+                self._bury_corrupt(row_id, exc)
+            leased.append(Leased(row_id, item, priority, attempts, lease_id))
+        if not leased and self._unreadable.issuperset(candidates) and candidates:
+            logger.warning("%s", damaged)
         return leased or None
 
     def _bury_corrupt(self, row_id: int, cause: BaseException | None) -> NoReturn:
