@@ -132,7 +132,9 @@ def test_a_bounded_queue_blocks_a_put_until_an_ack_makes_room(path: Path) -> Non
         queue.put_many([1, 2])
         with pytest.raises(Full):
             queue.put(3, block=False)
-        with pytest.raises(ValueError, match="more than maxsize=2 could ever hold"):
+        with pytest.raises(
+            ValueError, match=r"more than maxsize=2 of DurableQueue\(.* could ever hold"
+        ):
             queue.put_many([1, 2, 3])
         done = threading.Event()
 
@@ -770,3 +772,56 @@ def test_a_late_nack_after_the_lapse_is_lease_lost(path: Path) -> None:
             queue.nack(slow)
         again = queue.get()
         assert (again.item, again.attempts) == ("slow", 1)
+
+
+FORKED_WHILE_LOCKED = """
+import os, signal, sys, threading
+sys.path.insert(0, {src!r})
+from pipeline.queues.durable import DurableQueue
+queue = DurableQueue({path!r})
+holding, release = threading.Event(), threading.Event()
+
+def hold():
+    with queue._changed:  # another thread inside the queue at the moment of the fork
+        holding.set()
+        release.wait(30)
+
+thread = threading.Thread(target=hold)
+thread.start()
+holding.wait(30)
+child = os.fork()
+if child == 0:
+    signal.alarm(20)  # a child that hangs must not outlive the test
+    queue.put(1)  # waited for ever on the lock the other thread held at the fork
+    print("child put", queue.qsize(), flush=True)
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+release.set()
+thread.join(30)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+queue.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_is_inside_the_queue_can_use_it(path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", FORKED_WHILE_LOCKED.format(src=SRC, path=str(path))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (child.stdout, child.stderr) == ("child put 1\nchild 0\n", "")
+
+
+def test_errors_of_a_put_name_the_queue_and_its_file(path: Path) -> None:
+    with DurableQueue[Any](path, "jobs", maxsize=2) as queue:
+        with pytest.raises(
+            CodecError,
+            match=r"nothing of the batch was stored in DurableQueue\('.*queue.db', 'jobs'",
+        ):
+            queue.put({1})
+        with pytest.raises(
+            ValueError, match=r"more than maxsize=2 of DurableQueue\('.*queue.db', 'jobs'"
+        ):
+            queue.put_many([1, 2, 3])

@@ -256,6 +256,7 @@ class DurableQueue(Generic[T]):
         # Ids of rows on damaged pages, passed over by claims (unguarded: a race only
         # makes two threads try one).
         self._unreadable: set[int] = set()
+        _OPEN_QUEUES.add(self)
         try:
             with self._file_errors(opening=True):
                 self._prepare_file()
@@ -309,7 +310,7 @@ class DurableQueue(Generic[T]):
         if 0 < self.maxsize < len(payloads):
             raise ValueError(
                 f"put_many got {len(payloads)} items, "
-                f"more than maxsize={self.maxsize} could ever hold"
+                f"more than maxsize={self.maxsize} of {self!r} could ever hold"
             )
         rank = self.default_priority if priority is None else integer("priority", priority)
         if payloads:
@@ -636,7 +637,8 @@ class DurableQueue(Generic[T]):
             index = next(i for i, item in enumerate(items) if not _encodes(encode, item))
             raise CodecError(
                 f"codec {self.codec.name!r} cannot encode item {index} of the batch "
-                f"({type(items[index]).__name__}): {exc}; nothing of the batch was stored"
+                f"({type(items[index]).__name__}): {exc}; nothing of the batch was stored "
+                f"in {self!r}"
             ) from exc
 
     def _insert(self, payloads: list[bytes], priority: int) -> bool:
@@ -1018,6 +1020,20 @@ class _Undecodable(Exception):
     def __init__(self, row_id: int, cause: Exception) -> None:
         super().__init__(row_id, cause)
         self.row_id = row_id
+
+
+# Every queue object, so that a forked child can give each a fresh lock: one another
+# thread held at the moment of the fork would be held for ever in the child.
+_OPEN_QUEUES: weakref.WeakSet[DurableQueue[Any]] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for queue in list(_OPEN_QUEUES):
+        queue._changed = threading.Condition()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 class _ThreadConnection:
