@@ -538,7 +538,8 @@ def test_a_file_locked_by_another_program_is_called_locked_not_a_non_queue(path:
     try:
         with pytest.raises(
             QueueLocked,
-            match=r"'.*queue.db' is locked by another program: waited 0.2 s for it; .*fuser",
+            match=r"'.*queue.db' is locked by another connection: waited 0.2 s for it \(another "
+            r"program, .*fuser",
         ) as raised:
             DurableQueue(path, timeout=0.2)
         assert isinstance(raised.value, TimeoutError)
@@ -554,7 +555,9 @@ def test_a_lock_taken_while_the_queue_is_open_is_waited_for_then_named(path: Pat
         queue.put(1)
         other = lock_for_writing(path)
         try:
-            with pytest.raises(QueueLocked, match=r"is locked by another program: waited 0\.2 s"):
+            with pytest.raises(
+                QueueLocked, match=r"is locked by another connection: waited 0\.2 s"
+            ):
                 queue.get(block=False)
         finally:
             other.close()

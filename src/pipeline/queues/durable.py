@@ -183,7 +183,7 @@ class DurableQueue(Generic[T]):
     Raises:
         NotAQueueFile: the file is not SQLite, or is another application's database.
         SchemaTooNew: the file was written by a newer version of this package.
-        QueueLocked: another program held the file locked for longer than `timeout`.
+        QueueLocked: another connection held the file locked for longer than `timeout`.
         QueueReadOnly: the file (or its folder) cannot be written; open it `read_only`.
         QueueDamaged: SQLite found the file damaged.
         CodecError: the queue was created with another codec.
@@ -1112,9 +1112,10 @@ def _file_error(exc: sqlite3.Error, path: Path, timeout: float, *, opening: bool
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return QueueLocked(
-            f"{name!r} is locked by another program: waited {timeout:g} s for it; SQLite "
-            f"cannot tell which program (`fuser {name}` lists the processes that have it "
-            "open): try again once it lets go, or give a longer timeout"
+            f"{name!r} is locked by another connection: waited {timeout:g} s for it (another "
+            "program, or a long transaction of this one; SQLite cannot tell which, and "
+            f"`fuser {name}` lists the processes that have it open): try again once it lets "
+            "go, or give a longer timeout"
         )
     if code == _SQLITE_READONLY or (code == _SQLITE_CANTOPEN and not _writable(path)):
         return QueueReadOnly(

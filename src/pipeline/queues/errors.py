@@ -31,7 +31,7 @@ class SchemaTooNew(QueueFileError):
 
 
 class QueueLocked(QueueFileError, TimeoutError):
-    """Raised when another program held the queue file's lock for longer than `timeout`."""
+    """Raised when another connection held the queue file's lock for longer than `timeout`."""
 
 
 class QueueReadOnly(QueueFileError, PermissionError):
