@@ -28,6 +28,7 @@ from pipeline.queues.errors import (
     NotAQueueFile,
     QueueDamaged,
     QueueLocked,
+    QueueReadOnly,
     SchemaTooNew,
 )
 from pipeline.worker import END_OF_STREAM
@@ -828,3 +829,21 @@ def test_errors_of_a_put_name_the_queue_and_its_file(path: Path) -> None:
             ValueError, match=r"more than maxsize=2 of DurableQueue\('.*queue.db', 'jobs'"
         ):
             queue.put_many([1, 2, 3])
+
+
+def test_a_read_only_open_looks_and_refuses_every_write(path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no queue file at '.*queue.db'"):
+        DurableQueue(path, read_only=True)
+    assert not path.exists()
+    with DurableQueue[int](path, "jobs") as queue:
+        queue.put_many([1, 2])
+    with pytest.raises(KeyError, match=r"no queue named 'other' in '.*queue.db'"):
+        DurableQueue(path, "other", read_only=True)
+    with DurableQueue[int](path, "jobs", read_only=True) as looking:
+        assert looking.counts().ready == 2
+        assert [row[2] for row in looking.peek()] == [b"1", b"2"]
+        with pytest.raises(QueueReadOnly, match=r"'.*queue.db' was opened read_only=True"):
+            looking.put(3)
+        with pytest.raises(QueueReadOnly, match="was opened read_only=True"):
+            looking.get()
+    assert sorted(entry.name for entry in path.parent.iterdir()) == ["queue.db"]

@@ -890,6 +890,15 @@ class DurableQueue(Generic[T]):
         except sqlite3.Error as exc:
             if self._closed:
                 raise self._closed_error() from exc
+            if (
+                self.read_only
+                and isinstance(exc, sqlite3.OperationalError)
+                and ((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_READONLY)
+            ):
+                raise QueueReadOnly(
+                    f"{str(self.path)!r} was opened read_only=True: {self!r} only looks; "
+                    "open it without read_only to change it"
+                ) from exc
             raise _file_error(exc, self.path, self.timeout, opening=opening) from exc
 
     def _closed_error(self) -> ShutDown:
