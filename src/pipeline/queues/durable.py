@@ -923,6 +923,7 @@ class DurableQueue(Generic[T]):
             connection = _connect(self.path, self.timeout, self.synchronous, self.read_only)
         held = _ThreadConnection(connection)
         closer = weakref.finalize(held, _close_in_own_process, held.pid, connection)
+        closer.atexit = False  # at exit the process closes its files; daemon threads may run
         with self._changed:
             if self._closed:
                 closer()
@@ -1055,9 +1056,9 @@ class _ThreadConnection:
         self.pid = os.getpid()
 
 
-# Connections a forked child inherited: never used there, and never closed there either
-# (closing could checkpoint or delete the parent's WAL); kept so that no garbage
-# collection closes them.
+# Connections a forked child inherited: never used there, and not closed there either
+# (closing could checkpoint or delete the parent's WAL); kept, so that no garbage
+# collection closes them while the child runs.
 _INHERITED: list[sqlite3.Connection] = []
 
 
