@@ -258,3 +258,21 @@ def test_a_failing_batch_whose_leases_lapsed_still_raises_the_stage_error(tmp_pa
         with pytest.raises(StageError, match="bad item 3"):
             run_resumable(Pipeline(FunctionStage(slow_then_failing)), source, sink)
         assert source.counts().ready == 3  # back, by the lapse
+
+
+def test_a_bad_source_sink_or_callback_is_refused_before_anything_is_leased(
+    tmp_path: Path,
+) -> None:
+    with DurableQueue[int](tmp_path / "in.db") as source:
+        source.put_many([1, 2])
+        pipeline = Pipeline(FunctionStage[int, int](abs))
+        with pytest.raises(TypeError, match="source must be a DurableQueue, got list"):
+            run_resumable(pipeline, [1, 2], print)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError,
+            match="sink must be a DurableQueue or a function taking each batch's outputs, got str",
+        ):
+            run_resumable(pipeline, source, "out.db")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="on_commit must be callable or None, got int"):
+            run_resumable(pipeline, source, print, on_commit=1)  # type: ignore[arg-type]
+        assert source.counts().ready == 2  # nothing leased, nothing run

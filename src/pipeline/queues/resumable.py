@@ -85,8 +85,18 @@ def run_resumable(
         StageError: a stage failed; the batch was nacked (its items come back, or go to
             the dead-letter table after the source's `max_attempts`).
         CodecError: the sink cannot encode an output; the batch was nacked the same way.
+        TypeError, ValueError: a bad argument, named, before anything is leased.
     """
     positive_int("batch_size", batch_size)
+    if not isinstance(source, DurableQueue):
+        raise TypeError(f"source must be a DurableQueue, got {type(source).__name__}")
+    if not isinstance(sink, DurableQueue) and not callable(sink):
+        raise TypeError(
+            "sink must be a DurableQueue or a function taking each batch's outputs, "
+            f"got {type(sink).__name__}"
+        )
+    if on_commit is not None and not callable(on_commit):
+        raise TypeError(f"on_commit must be callable or None, got {type(on_commit).__name__}")
     same_file = isinstance(sink, DurableQueue) and _same_file(source, sink)
     batches = items_in = items_out = 0
     while True:
