@@ -847,3 +847,17 @@ def test_a_read_only_open_looks_and_refuses_every_write(path: Path) -> None:
         with pytest.raises(QueueReadOnly, match="was opened read_only=True"):
             looking.get()
     assert sorted(entry.name for entry in path.parent.iterdir()) == ["queue.db"]
+
+
+def test_a_lapse_of_more_leases_than_sqlite_takes_variables_returns_them_all(
+    path: Path,
+) -> None:
+    with DurableQueue[int](path, max_lapses=1) as queue:
+        # The default limit is 32,766 variables in a statement (some builds allow more).
+        queue.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        queue.put_many(list(range(3000)))
+        assert len(queue.get_many(2000)) == 2000
+        queue.connection().execute("UPDATE items SET lease_expires = 0")
+        assert queue.release_expired() == 2000
+        assert len(queue.dead_letters(5000)) == 2000  # max_lapses=1
+        assert queue.counts().ready == 1000

@@ -770,29 +770,28 @@ class DurableQueue(Generic[T]):
         A lapse is not a failed attempt (the consumer was killed, or too slow): the
         delivery's attempt is given back and the lapse counted apart.
         """
+        selected = f"queue = ? AND state = 1 AND {condition}"
         ids = [
-            row[0]
+            (row[0],)
             for row in connection.execute(
-                f"SELECT id FROM items WHERE queue = ? AND state = 1 AND {condition}",
-                (self.name, *parameters),
+                f"SELECT id FROM items WHERE {selected}", (self.name, *parameters)
             )
         ]
         if not ids:
             return 0
+        limit = self.max_lapses
+        doomed = []
+        if limit is not None:
+            doomed = connection.execute(  # one statement: no list of ids, however many
+                f"SELECT id FROM items WHERE {selected} AND lapses + 1 >= ?",
+                (self.name, *parameters, limit),
+            ).fetchall()
         connection.executemany(
             "UPDATE items SET state = 0, lease_id = ? || lease_id, lease_owner = NULL,"
             " lease_expires = NULL, attempts = attempts - 1, lapses = lapses + 1 WHERE id = ?",
-            [(_LAPSED, row_id) for row_id in ids],
+            [(_LAPSED, row_id) for (row_id,) in ids],
         )
-        limit = self.max_lapses
-        if limit is not None:
-            marks = ",".join("?" * len(ids))
-            doomed = [
-                (row_id,)
-                for (row_id,) in connection.execute(
-                    f"SELECT id FROM items WHERE id IN ({marks}) AND lapses >= ?", (*ids, limit)
-                )
-            ]
+        if doomed:
             error = f"lease lapsed {limit} times (consumer killed or too slow; max_lapses={limit})"
             connection.executemany(_TO_DEAD, [(time.time(), error, row_id) for (row_id,) in doomed])
             connection.executemany("DELETE FROM items WHERE id = ?", doomed)
