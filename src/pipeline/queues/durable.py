@@ -6,7 +6,7 @@ lease id and an expiry, until `ack_many` deletes them, `nack` returns them (coun
 the attempt; after `max_attempts` they move to the dead-letter table), or the lease
 lapses: when it expires, or when the file is next opened and the process that held it
 is gone. So a consumer killed at any moment loses nothing; what it had leased comes
-back.
+back, with no attempt counted (a lapse is counted apart, against `max_lapses`).
 
 How it uses SQLite, and why (figures in the project's FINDINGS):
 - WAL mode; `synchronous=NORMAL` survives a killed process, `FULL` also power loss.
@@ -121,7 +121,7 @@ class Leased(NamedTuple, Generic[T]):
     id: int
     item: T
     priority: int
-    attempts: int  # the deliveries so far, this one included
+    attempts: int  # this delivery's number: 1 + the failed (nacked) ones before it
     lease_id: str
 
 
