@@ -5,7 +5,7 @@ Every entry point calls `main`. Subcommands:
 - `custom`: the text pipeline of `pipeline.demos.text` over a file or a sample text;
 - `data`: the sensor-data example of `pipeline.demos.sensors` on the native stage;
 - `etl`: the ETL job and the windowed sensor stream of `pipeline.demos.etl`;
-- `queue FILE status|peek|requeue-dead`: look inside a durable queue file
+- `queue FILE status|peek|dead|requeue-dead`: look inside a durable queue file
   (`pipeline.queues.command`).
 
 Adding a subcommand: write one function `add_NAME(commands: Commands) -> None` and list it
@@ -381,13 +381,17 @@ def add_queue(commands: Commands) -> None:
     parser = commands.add(
         "queue",
         handler=_run_queue,
-        help="look inside a durable queue file: status, peek, requeue-dead",
+        help="look inside a durable queue file: status, peek, dead, requeue-dead",
         description="Show what a durable queue file holds, or move its dead letters back.",
         verbose="nothing more: the queue subcommand logs nothing",
     )
     parser.add_argument("file", metavar="FILE", help="the queue file (SQLite)")
     parser.add_argument(
-        "action", choices=["status", "peek", "requeue-dead"], help="what to do (see above)"
+        "action",
+        choices=["status", "peek", "dead", "requeue-dead"],
+        help="status: counts per queue; peek: the next ready items; dead: the dead letters "
+        "with their attempts and error (these three only read the file); "
+        "requeue-dead: move the dead letters back to ready",
     )
     parser.add_argument("--name", metavar="NAME", help="only this queue of the file")
     parser.add_argument(
@@ -396,7 +400,7 @@ def add_queue(commands: Commands) -> None:
         type=positive_int,
         default=10,
         metavar="N",
-        help="peek: how many items per queue (default 10)",
+        help="peek, dead: how many items per queue (default 10)",
     )
 
 

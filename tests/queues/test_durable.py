@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,16 @@ from hypothesis import strategies as st
 from pipeline import Empty, Full, LinkQueue, ShutDown
 from pipeline.queues.codecs import PICKLE
 from pipeline.queues.durable import SCHEMA_VERSION, DurableQueue, Leased
-from pipeline.queues.errors import CodecError, CorruptItem, LeaseLost, NotAQueueFile, SchemaTooNew
+from pipeline.queues.errors import (
+    CodecError,
+    CorruptItem,
+    LeaseLost,
+    NotAQueueFile,
+    QueueDamaged,
+    QueueLocked,
+    QueueReadOnly,
+    SchemaTooNew,
+)
 from pipeline.worker import END_OF_STREAM
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -76,8 +88,8 @@ def test_a_lapsed_lease_goes_to_another_consumer_and_the_late_ack_fails(path: Pa
         queue.put("job")
         slow = queue.get()
         again = queue.get(timeout=5)  # waits for the lease to lapse, then takes it over
-        assert (again.item, again.attempts) == ("job", 2)
-        with pytest.raises(LeaseLost, match="1 of 1 leases in queue 'default' expired"):
+        assert (again.item, again.attempts) == ("job", 1)  # a lapse is no failed attempt
+        with pytest.raises(LeaseLost, match=r"1 of 1 leases in queue 'default' of .* expired"):
             queue.ack(slow)
         queue.ack(again)
         assert queue.qsize() == 0
@@ -121,7 +133,9 @@ def test_a_bounded_queue_blocks_a_put_until_an_ack_makes_room(path: Path) -> Non
         queue.put_many([1, 2])
         with pytest.raises(Full):
             queue.put(3, block=False)
-        with pytest.raises(ValueError, match="more than maxsize=2 could ever hold"):
+        with pytest.raises(
+            ValueError, match=r"more than maxsize=2 of DurableQueue\(.* could ever hold"
+        ):
             queue.put_many([1, 2, 3])
         done = threading.Event()
 
@@ -232,7 +246,9 @@ def test_a_queue_is_never_read_with_another_codec(path: Path) -> None:
 
 
 def test_bad_arguments_are_named(path: Path) -> None:
-    with pytest.raises(ValueError, match="visibility_timeout must be > 0, got 0"):
+    with pytest.raises(
+        ValueError, match=r"visibility_timeout must be > 0 seconds and finite, got 0"
+    ):
         DurableQueue(path, visibility_timeout=0)
     with pytest.raises(ValueError, match="synchronous must be 'NORMAL' or 'FULL', got 'OFF'"):
         DurableQueue(path, synchronous="OFF")  # type: ignore[arg-type]
@@ -420,18 +436,428 @@ def test_it_behaves_like_a_sorted_model(operations: list[tuple[str, int, int]]) 
         assert not done & {item for _, item in ready}
 
 
-def test_lapsed_leases_return_and_too_many_lapses_bury_the_item(path: Path) -> None:
-    with DurableQueue[str](path, max_attempts=2) as queue:
+def test_lapsed_leases_return_uncounted_and_too_many_lapses_bury_the_item(path: Path) -> None:
+    with DurableQueue[str](path, max_attempts=2, max_lapses=3) as queue:
         queue.put_many(["a", "b"])
         queue.get_many(2)
         assert queue.release_expired() == 0  # leases still valid
         queue.connection().execute("UPDATE items SET lease_expires = 0")  # time passes
         assert queue.release_expired() == 2
         assert queue.counts().ready == 2
-        first = queue.get()  # "a", second delivery: attempts == max_attempts
-        assert (first.item, first.attempts) == ("a", 2)
+        first = queue.get()  # "a" again: a lapse is not a failed attempt
+        assert (first.item, first.attempts) == ("a", 1)
         queue.connection().execute("UPDATE items SET lease_expires = 0 WHERE id = ?", (first.id,))
         assert queue.release_expired() == 1
+        first = queue.get()
+        assert (first.item, first.attempts) == ("a", 1)
+        queue.connection().execute("UPDATE items SET lease_expires = 0 WHERE id = ?", (first.id,))
+        assert queue.release_expired() == 1  # the third lapse: max_lapses
         (dead,) = queue.dead_letters()
-        assert (dead.payload, dead.error) == (b'"a"', "lease lapsed (consumer gone or too slow)")
+        assert (dead.payload, dead.error) == (
+            b'"a"',
+            "lease lapsed 3 times (consumer killed or too slow; max_lapses=3)",
+        )
         assert [entry.item for entry in queue.get_many(5)] == ["b"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("parameter", ["visibility_timeout", "poll_interval", "timeout"])
+def test_nan_and_infinite_seconds_are_refused(path: Path, parameter: str, value: float) -> None:
+    with pytest.raises(
+        ValueError, match=f"^{parameter} must be > 0 seconds and finite, got {value}$"
+    ):
+        DurableQueue(path, **{parameter: value})  # type: ignore[arg-type]
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1])
+def test_a_call_timeout_must_be_finite_and_not_negative(path: Path, value: float) -> None:
+    with DurableQueue[int](path) as queue:
+        message = f"^timeout must be >= 0 seconds and finite, got {value}$"
+        with pytest.raises(ValueError, match=message):
+            queue.get(timeout=value)  # NaN waited for ever before
+        with pytest.raises(ValueError, match=message):
+            queue.put(1, timeout=value)
+        with pytest.raises(ValueError, match=message):
+            queue.wait_for_change(value)
+
+
+def leased_one(queue: DurableQueue[int]) -> Leased[int]:
+    return Leased(1, 1, 0, 1, "lease")
+
+
+AFTER_CLOSE: dict[str, Callable[[DurableQueue[int]], object]] = {
+    "put": lambda queue: queue.put(1),
+    "get": lambda queue: queue.get(block=False),
+    "ack": lambda queue: queue.ack(leased_one(queue)),
+    "ack_many": lambda queue: queue.ack_many([leased_one(queue)]),
+    "nack": lambda queue: queue.nack(leased_one(queue)),
+    "release": lambda queue: queue.release([leased_one(queue)]),
+    "counts": lambda queue: queue.counts(),
+    "peek": lambda queue: queue.peek(),
+    "dead_letters": lambda queue: queue.dead_letters(),
+    "requeue_dead": lambda queue: queue.requeue_dead(),
+    "release_expired": lambda queue: queue.release_expired(),
+    "compact": lambda queue: queue.compact(),
+    "qsize": lambda queue: queue.qsize(),
+    "statistics": lambda queue: queue.statistics(),
+    "consume": lambda queue: list(queue.consume()),
+    "connection": lambda queue: queue.connection(),
+    "transaction": lambda queue: queue.transaction().__enter__(),
+}
+
+
+@pytest.mark.parametrize("method", sorted(AFTER_CLOSE))
+def test_every_method_after_close_raises_shut_down(path: Path, method: str) -> None:
+    queue = DurableQueue[int](path)
+    queue.put(1)
+    queue.get()  # this thread's connection is open and cached
+    queue.close()
+    with pytest.raises(ShutDown, match=r"DurableQueue\('.*queue.db', 'default', .*\) is closed"):
+        AFTER_CLOSE[method](queue)
+
+
+def lock_exclusively(path: Path) -> sqlite3.Connection:
+    """Hold the file's lock as another program could (exclusive locking mode)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode = EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    return other
+
+
+def lock_for_writing(path: Path) -> sqlite3.Connection:
+    """Hold the file's write lock as another program could (a long transaction)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_a_file_locked_by_another_program_is_called_locked_not_a_non_queue(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put(1)
+    other = lock_exclusively(path)
+    try:
+        with pytest.raises(
+            QueueLocked,
+            match=r"'.*queue.db' is locked by another connection: waited 0.2 s for it \(another "
+            r"program, .*fuser",
+        ) as raised:
+            DurableQueue(path, timeout=0.2)
+        assert isinstance(raised.value, TimeoutError)
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    finally:
+        other.close()
+    with DurableQueue[int](path) as queue:
+        assert queue.get().item == 1
+
+
+def test_a_lock_taken_while_the_queue_is_open_is_waited_for_then_named(path: Path) -> None:
+    with DurableQueue[int](path, timeout=0.2) as queue:
+        queue.put(1)
+        other = lock_for_writing(path)
+        try:
+            with pytest.raises(
+                QueueLocked, match=r"is locked by another connection: waited 0\.2 s"
+            ):
+                queue.get(block=False)
+        finally:
+            other.close()
+        assert queue.get().item == 1  # usable again once the other program lets go
+
+
+def test_a_lock_released_within_the_timeout_is_waited_for(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put(1)
+    other = lock_exclusively(path)
+    opened: list[Any] = []
+
+    def open_it() -> None:
+        try:
+            with DurableQueue[int](path, timeout=30) as queue:
+                opened.append(queue.get().item)
+        except BaseException as exc:
+            opened.append(exc)
+
+    thread = threading.Thread(target=open_it)
+    thread.start()
+    other.close()
+    thread.join(30)
+    assert opened == [1]
+
+
+def many_pages(path: Path) -> int:
+    """Fill the queue with items spanning many pages; return the file's page size."""
+    with DurableQueue[str](path) as queue:
+        queue.put_many([f"{n:04d}" + "x" * 3000 for n in range(200)])
+        page_size: int = queue.connection().execute("PRAGMA page_size").fetchone()[0]
+    return page_size
+
+
+def test_damage_met_after_opening_is_named_and_what_is_readable_is_served(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    page_size = many_pages(path)
+    with DurableQueue[str](path) as queue:
+        first = queue.get_many(10)  # before the damage
+        with open(path, "r+b") as file:  # a disk error under a running consumer
+            file.seek(page_size * 100)
+            file.write(b"\xff" * page_size)
+        with pytest.raises(
+            QueueDamaged,
+            match=r"'.*queue.db' is damaged \(database disk image is malformed\); .*"
+            r"sqlite3 .*\.recover",
+        ) as raised:
+            queue.peek(200)  # reads every payload
+        assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
+        queue.ack_many(first)  # what was read is still acked
+        with caplog.at_level(logging.ERROR, logger="pipeline.queues.durable"):
+            rest = queue.get_many(200)  # served around the damaged page
+        unreadable = [record for record in caplog.records if "cannot be read" in record.message]
+        assert unreadable
+        assert all("queue.db' is damaged" in record.message for record in unreadable)
+        assert len(rest) + len(unreadable) == 190
+        refused = 0
+        for entry in rest:
+            try:
+                queue.ack(entry)
+            except QueueDamaged:  # deleting it would rewrite the damaged page
+                refused += 1
+        assert len(rest) - refused >= 170  # the rest is done
+        assert queue.qsize() == len(unreadable) + refused  # left in place, not lost
+
+
+def test_a_truncated_file_is_called_damaged_when_opened(path: Path) -> None:
+    many_pages(path)
+    size = path.stat().st_size
+    with open(path, "r+b") as file:
+        file.truncate(size // 2)
+    with pytest.raises(QueueDamaged, match=r"'.*queue.db' is damaged \(database disk image"):
+        DurableQueue(path)
+
+
+READ_ONLY = """
+import os, sys
+sys.path.insert(0, {src!r})
+from pipeline.queues.durable import DurableQueue
+from pipeline.queues.errors import QueueReadOnly
+if os.geteuid() == 0:  # root may write anything: look as nobody
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    DurableQueue({path!r})
+except QueueReadOnly as exc:
+    print(type(exc).__name__, isinstance(exc, PermissionError), exc)
+"""
+
+
+def read_only_folder() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp())
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+        for file in folder.iterdir():
+            file.chmod(0o644)
+            file.unlink()
+        folder.rmdir()
+
+
+@pytest.fixture
+def read_only_queue() -> Iterator[Path]:
+    """A valid queue file, read-only, in a read-only folder (for nobody, when run as root)."""
+    for folder in read_only_folder():
+        path = folder / "queue.db"
+        with DurableQueue[int](path, "jobs") as queue:
+            queue.put_many([1, 2, 3])
+        path.chmod(0o444)
+        folder.chmod(0o555)
+        yield path
+
+
+def test_a_read_only_queue_file_is_called_read_only(read_only_queue: Path) -> None:
+    script = READ_ONLY.format(src=SRC, path=str(read_only_queue))
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert child.stderr == ""
+    assert child.stdout.startswith(f"QueueReadOnly True {str(read_only_queue)!r} is read-only")
+    assert "pipeline queue" in child.stdout  # what to do: look at it read-only
+    assert sorted(path.name for path in read_only_queue.parent.iterdir()) == ["queue.db"]
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_connections_of_finished_threads_are_closed(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put(0)  # this thread's connection, open before counting
+        before = open_descriptors()
+        errors: list[BaseException] = []
+
+        def put(n: int) -> None:
+            try:
+                queue.put(n)
+            except BaseException as exc:
+                errors.append(exc)
+
+        for start in range(0, 3000, 50):
+            threads = [threading.Thread(target=put, args=(n,)) for n in range(start, start + 50)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        assert errors == []
+        # Not two per finished thread (the file and its WAL): at most those of one round
+        # of 50, which SQLite may keep open to reuse while this thread holds its locks.
+        assert open_descriptors() - before <= 100
+        assert queue.qsize() == 3001
+
+
+FORKED = """
+import os, sys
+sys.path.insert(0, {src!r})
+from pipeline.queues.durable import DurableQueue
+queue = DurableQueue({path!r})
+queue.get()  # the parent leases one; its connection is cached in this thread
+child = os.fork()
+if child == 0:
+    leased = queue.get()
+    owner = queue.connection().execute(
+        "SELECT lease_owner FROM items WHERE id = ?", (leased.id,)
+    ).fetchone()[0]
+    print(owner == queue.owner, owner.endswith(f":{{os.getpid()}}"), flush=True)
+    os._exit(0)  # killed: gone without acking or closing
+_, status = os.waitpid(child, 0)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+queue.close()
+with DurableQueue({path!r}) as reopened:  # the child is gone, the parent lives
+    counts = reopened.counts()
+    print(counts.ready, counts.leased, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_leases_in_its_own_name(path: Path) -> None:
+    with DurableQueue[int](path) as queue:
+        queue.put_many([1, 2, 3])
+    child = subprocess.run(
+        [sys.executable, "-c", FORKED.format(src=SRC, path=str(path))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (child.stdout, child.stderr) == ("True True\nchild 0\n2 1\n", "")
+
+
+def test_a_late_ack_succeeds_while_nobody_else_took_the_item(path: Path) -> None:
+    with DurableQueue[str](path, visibility_timeout=60) as queue:
+        queue.put_many(["slow", "other"])
+        slow = queue.get()
+        queue.connection().execute("UPDATE items SET lease_expires = 0")  # the lease lapses
+        assert queue.release_expired() == 1
+        assert queue.counts().ready == 2
+        queue.ack(slow)  # the work was done: it stands, and the item is not served again
+        assert items_of(queue.get_many(5)) == ["other"]
+        queue.release(  # releasing a lapsed lease changes nothing
+            [slow]
+        )
+        assert queue.counts().ready == 0
+
+
+def test_a_late_nack_after_the_lapse_is_lease_lost(path: Path) -> None:
+    with DurableQueue[str](path) as queue:
+        queue.put("slow")
+        slow = queue.get()
+        queue.connection().execute("UPDATE items SET lease_expires = 0")
+        assert queue.release_expired() == 1
+        with pytest.raises(LeaseLost):
+            queue.nack(slow)
+        again = queue.get()
+        assert (again.item, again.attempts) == ("slow", 1)
+
+
+FORKED_WHILE_LOCKED = """
+import os, signal, sys, threading
+sys.path.insert(0, {src!r})
+from pipeline.queues.durable import DurableQueue
+queue = DurableQueue({path!r})
+holding, release = threading.Event(), threading.Event()
+
+def hold():
+    with queue._changed:  # another thread inside the queue at the moment of the fork
+        holding.set()
+        release.wait(30)
+
+thread = threading.Thread(target=hold)
+thread.start()
+holding.wait(30)
+child = os.fork()
+if child == 0:
+    signal.alarm(20)  # a child that hangs must not outlive the test
+    queue.put(1)  # waited for ever on the lock the other thread held at the fork
+    print("child put", queue.qsize(), flush=True)
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+release.set()
+thread.join(30)
+print("child", os.waitstatus_to_exitcode(status), flush=True)
+queue.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_is_inside_the_queue_can_use_it(path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", FORKED_WHILE_LOCKED.format(src=SRC, path=str(path))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (child.stdout, child.stderr) == ("child put 1\nchild 0\n", "")
+
+
+def test_errors_of_a_put_name_the_queue_and_its_file(path: Path) -> None:
+    with DurableQueue[Any](path, "jobs", maxsize=2) as queue:
+        with pytest.raises(
+            CodecError,
+            match=r"nothing of the batch was stored in DurableQueue\('.*queue.db', 'jobs'",
+        ):
+            queue.put({1})
+        with pytest.raises(
+            ValueError, match=r"more than maxsize=2 of DurableQueue\('.*queue.db', 'jobs'"
+        ):
+            queue.put_many([1, 2, 3])
+
+
+def test_a_read_only_open_looks_and_refuses_every_write(path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no queue file at '.*queue.db'"):
+        DurableQueue(path, read_only=True)
+    assert not path.exists()
+    with DurableQueue[int](path, "jobs") as queue:
+        queue.put_many([1, 2])
+    with pytest.raises(KeyError, match=r"no queue named 'other' in '.*queue.db'"):
+        DurableQueue(path, "other", read_only=True)
+    with DurableQueue[int](path, "jobs", read_only=True) as looking:
+        assert looking.counts().ready == 2
+        assert [row[2] for row in looking.peek()] == [b"1", b"2"]
+        with pytest.raises(QueueReadOnly, match=r"'.*queue.db' was opened read_only=True"):
+            looking.put(3)
+        with pytest.raises(QueueReadOnly, match="was opened read_only=True"):
+            looking.get()
+    assert sorted(entry.name for entry in path.parent.iterdir()) == ["queue.db"]
+
+
+def test_a_lapse_of_more_leases_than_sqlite_takes_variables_returns_them_all(
+    path: Path,
+) -> None:
+    with DurableQueue[int](path, max_lapses=1) as queue:
+        # The default limit is 32,766 variables in a statement (some builds allow more).
+        queue.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        queue.put_many(list(range(3000)))
+        assert len(queue.get_many(2000)) == 2000
+        queue.connection().execute("UPDATE items SET lease_expires = 0")
+        assert queue.release_expired() == 2000
+        assert len(queue.dead_letters(5000)) == 2000  # max_lapses=1
+        assert queue.counts().ready == 1000

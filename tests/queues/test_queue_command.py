@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ import pytest
 from pipeline.cli import main
 from pipeline.queues.codecs import PICKLE
 from pipeline.queues.durable import DurableQueue
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture
@@ -80,3 +85,134 @@ def test_python_dash_m_runs_it(queue_file: str) -> None:
         check=True,
     )
     assert "blobs: ready 1" in result.stdout
+
+
+class Hostile:
+    """A codec whose name would retitle the terminal, clear it and rewrite its line."""
+
+    name = "json\x1b]0;owned\x07\x1b[2J\r"
+
+    def encode(self, item: object) -> bytes:
+        return json.dumps(item).encode()
+
+    def decode(self, data: bytes) -> object:
+        return json.loads(data)
+
+
+def test_control_characters_from_the_file_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "hostile.db")
+    evil = "jobs\x1b[1A\rready 999\x9b"
+    with DurableQueue[object](path, evil, codec=Hostile(), max_attempts=1) as queue:
+        queue.put_many(["\x1b]0;title\x07", "next"])
+        queue.nack(queue.get(), "boom\x1b[2K\rall fine")
+    for action in ("status", "peek", "dead"):
+        assert main(["queue", path, action]) == 0
+        out = capsys.readouterr().out
+        assert all(char.isprintable() for char in out.replace("\n", "")), (action, out)
+    assert main(["queue", path, "dead"]) == 0
+    out = capsys.readouterr().out
+    assert "jobs\\x1b[1A\\rready 999\\x9b:" in out
+    assert "boom\\x1b[2K\\rall fine" in out
+
+
+def test_dead_lists_the_dead_letters_with_their_error_and_attempts(
+    queue_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["queue", queue_file, "dead"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "blobs: 0 dead item(s)",
+        "jobs: 1 dead item(s)",
+        '  #4 priority -1, attempts 1: "urgent"',
+        "    error: ValueError: broken",
+    ]
+
+
+def test_the_help_names_every_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["queue", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "see above" not in text
+    for action in ("status:", "peek:", "dead:", "requeue-dead:"):
+        assert action in text
+
+
+def files_beside(path: Path) -> list[str]:
+    return sorted(entry.name for entry in path.parent.iterdir())
+
+
+def test_looking_changes_nothing_on_disk(
+    queue_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(queue_file)
+    before = (files_beside(path), path.read_bytes())
+    for action in ("status", "peek", "dead"):
+        assert main(["queue", queue_file, action]) == 0
+        assert (files_beside(path), path.read_bytes()) == before
+    capsys.readouterr()
+
+
+def test_a_damaged_file_gives_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.db"
+    with DurableQueue[str](path) as queue:
+        queue.put_many(["x" * 3000] * 200)
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size // 2)
+    before = (files_beside(path), path.read_bytes())
+    for action in ("status", "peek", "dead"):
+        assert main(["queue", str(path), action]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "Traceback" not in err
+        assert err.startswith(f"pipeline queue: error: {str(path)!r} is damaged (")
+        assert (files_beside(path), path.read_bytes()) == before
+
+
+READ_ONLY_LOOK = """
+import os, sys
+sys.path.insert(0, {src!r})
+from pipeline.cli import build_parser, main
+import pipeline.queues.command, pipeline.queues.durable
+build_parser().parse_args(["queue", {path!r}, "status"])  # imports all before giving up root
+if os.geteuid() == 0:  # root may write anything: look as nobody
+    os.setgid(65534)
+    os.setuid(65534)
+for action in ("status", "dead", "requeue-dead"):
+    print("exit", main(["queue", {path!r}, action, "--name", "jobs"]), flush=True)
+"""
+
+
+def test_status_and_dead_open_a_read_only_file_read_only(tmp_path: Path) -> None:
+    folder = Path(tempfile.mkdtemp())
+    try:
+        path = folder / "queue.db"
+        with DurableQueue[int](path, "jobs", max_attempts=1) as jobs:
+            jobs.put_many([1, 2])
+            jobs.nack(jobs.get(), "ValueError: broken")
+        path.chmod(0o444)
+        folder.chmod(0o555)
+        child = subprocess.run(
+            [sys.executable, "-c", READ_ONLY_LOOK.format(src=SRC, path=str(path))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        lines = child.stdout.splitlines()
+        assert lines[1].startswith("jobs: ready 1, leased 0, dead 1, ")
+        assert lines[2:6] == [
+            "exit 0",
+            "jobs: 1 dead item(s)",
+            "  #1 priority 0, attempts 1: 1",
+            "    error: ValueError: broken",
+        ]
+        assert lines[6:] == ["exit 0", "exit 1"]
+        assert child.stderr.startswith(f"pipeline queue: error: {str(path)!r} is read-only")
+        assert child.stderr.count("\n") == 1
+        assert files_beside(path) == ["queue.db"]
+    finally:
+        folder.chmod(0o755)
+        path.chmod(0o644)
+        shutil.rmtree(folder)

@@ -185,3 +185,94 @@ def test_with_wait_it_follows_new_inputs_until_the_source_is_shut_down(tmp_path:
         thread.join(10)
         assert runs == [ResumableRun(batches=3, items_in=3, items_out=3, exactly_once=True)]
         assert sorted(entry.item for entry in sink.get_many(10)) == [0, 1, 2]
+
+
+STUCK_CHILD = """
+import sys, threading
+sys.path.insert(0, {src!r})
+from pipeline import Pipeline
+from pipeline.queues.durable import DurableQueue
+from pipeline.queues.resumable import run_resumable
+from pipeline.stages.functions import FunctionStage
+
+def work(n):
+    if {stuck!r}:
+        print("working", flush=True)
+        threading.Event().wait(60)  # killed here, in the middle of the first batch
+    return n * 10
+
+source = DurableQueue({path!r}, "in")  # max_attempts=5, the default
+sink = DurableQueue({path!r}, "out")
+run_resumable(Pipeline(FunctionStage(work)), source, sink, batch_size=10)
+print("finished", flush=True)
+"""
+
+
+def test_a_consumer_killed_again_and_again_in_one_batch_gives_up_on_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kills.db"
+    with DurableQueue[int](path, "in") as source:
+        source.put_many(list(range(30)))
+    for _ in range(7):  # more kills than max_attempts
+        child = subprocess.Popen(
+            [sys.executable, "-c", STUCK_CHILD.format(src=SRC, path=str(path), stuck=True)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        try:
+            assert child.stdout.readline() == "working\n"
+            child.send_signal(signal.SIGKILL)
+            assert child.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+            child.stdout.close()
+    finished = subprocess.run(
+        [sys.executable, "-c", STUCK_CHILD.format(src=SRC, path=str(path), stuck=False)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (finished.stdout, finished.stderr) == ("finished\n", "")
+    with DurableQueue[int](path, "in") as source, DurableQueue[int](path, "out") as sink:
+        assert source.dead_letters() == []
+        assert source.qsize() == 0
+        assert sorted(entry.item for entry in sink.get_many(100)) == [n * 10 for n in range(30)]
+
+
+def test_a_failing_batch_whose_leases_lapsed_still_raises_the_stage_error(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    with DurableQueue[int](path, "in") as source, DurableQueue[int](path, "out") as sink:
+        source.put_many([1, 2, 3])
+
+        def slow_then_failing(n: int) -> int:
+            if n == 3:  # so slow that the batch's leases lapse, then it fails
+                source.connection().execute("UPDATE items SET lease_expires = 0")
+                source.release_expired()
+                raise ValueError("bad item 3")
+            return n
+
+        with pytest.raises(StageError, match="bad item 3"):
+            run_resumable(Pipeline(FunctionStage(slow_then_failing)), source, sink)
+        assert source.counts().ready == 3  # back, by the lapse
+
+
+def test_a_bad_source_sink_or_callback_is_refused_before_anything_is_leased(
+    tmp_path: Path,
+) -> None:
+    with DurableQueue[int](tmp_path / "in.db") as source:
+        source.put_many([1, 2])
+        pipeline = Pipeline(FunctionStage[int, int](abs))
+        with pytest.raises(TypeError, match="source must be a DurableQueue, got list"):
+            run_resumable(pipeline, [1, 2], print)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError,
+            match="sink must be a DurableQueue or a function taking each batch's outputs, got str",
+        ):
+            run_resumable(pipeline, source, "out.db")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="on_commit must be callable or None, got int"):
+            run_resumable(pipeline, source, print, on_commit=1)  # type: ignore[arg-type]
+        assert source.counts().ready == 2  # nothing leased, nothing run

@@ -6,12 +6,14 @@ lease id and an expiry, until `ack_many` deletes them, `nack` returns them (coun
 the attempt; after `max_attempts` they move to the dead-letter table), or the lease
 lapses: when it expires, or when the file is next opened and the process that held it
 is gone. So a consumer killed at any moment loses nothing; what it had leased comes
-back.
+back, with no attempt counted (a lapse is counted apart, against `max_lapses`).
 
 How it uses SQLite, and why (figures in the project's FINDINGS):
 - WAL mode; `synchronous=NORMAL` survives a killed process, `FULL` also power loss.
 - One connection per thread, in autocommit mode with explicit transactions: a shared
   connection can return wrong results through its statement cache (cpython#118172).
+  A thread's connection is closed when the thread ends, and a forked child opens its
+  own (a connection must not cross a fork; the parent's are left alone).
 - `BEGIN IMMEDIATE` for every transaction that writes: it takes the write lock up
   front, so two writers wait for each other (busy timeout) instead of failing with
   "database is locked" half-way.
@@ -41,6 +43,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -48,7 +51,7 @@ from pathlib import Path
 from queue import Empty, Full
 from typing import Any, Generic, Literal, NamedTuple, NoReturn, TypeVar
 
-from pipeline._checks import integer, non_empty_str, number, positive_int
+from pipeline._checks import integer, non_empty_str, positive_int, seconds
 from pipeline.errors import ShutDown
 from pipeline.queues.codecs import JSON, Codec
 from pipeline.queues.errors import (
@@ -56,6 +59,10 @@ from pipeline.queues.errors import (
     CorruptItem,
     LeaseLost,
     NotAQueueFile,
+    QueueDamaged,
+    QueueFileError,
+    QueueLocked,
+    QueueReadOnly,
     SchemaTooNew,
 )
 from pipeline.safequeue import QueueStatistics
@@ -78,13 +85,14 @@ logger = logging.getLogger(__name__)
 APPLICATION_ID = 0x50504C51  # "PPLQ", in the SQLite header: this file is a pipeline queue
 SCHEMA_VERSION = 1  # PRAGMA user_version; a newer file is refused, never rewritten
 READY, LEASED = 0, 1
+_LAPSED = "lapsed:"  # prefixed to the lease id a lapse leaves on a ready row (late acks)
 
 _SCHEMA = (
     "CREATE TABLE queues (name TEXT PRIMARY KEY, codec TEXT NOT NULL, created REAL NOT NULL)",
     "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,"
     " priority INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, lease_id TEXT,"
     " lease_owner TEXT, lease_expires REAL, attempts INTEGER NOT NULL DEFAULT 0,"
-    " enqueued REAL NOT NULL, payload BLOB NOT NULL)",
+    " enqueued REAL NOT NULL, payload BLOB NOT NULL, lapses INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX items_order ON items (queue, state, priority, id)",
     "CREATE TABLE dead (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL,"
     " attempts INTEGER NOT NULL, enqueued REAL NOT NULL, died REAL NOT NULL,"
@@ -96,6 +104,10 @@ _CLAIM = (
     "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
     " attempts = attempts + 1 WHERE id IN (SELECT id FROM items WHERE queue = ? AND state = 0"
     " ORDER BY priority, id LIMIT ?) RETURNING id, priority, attempts, payload"
+)
+_CLAIM_ONE = (  # the claim of one row, around a damaged page
+    "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
+    " attempts = attempts + 1 WHERE id = ? AND state = 0 RETURNING id, priority, attempts, payload"
 )
 _TO_DEAD = (
     "INSERT INTO dead (id, queue, priority, attempts, enqueued, died, error, payload)"
@@ -109,7 +121,7 @@ class Leased(NamedTuple, Generic[T]):
     id: int
     item: T
     priority: int
-    attempts: int  # the deliveries so far, this one included
+    attempts: int  # this delivery's number: 1 + the failed (nacked) ones before it
     lease_id: str
 
 
@@ -142,24 +154,40 @@ class DurableQueue(Generic[T]):
     Opening releases the leases held by processes of this host that are no longer
     running (a consumer that was killed), so their items are ready again at once.
 
+    Every SQLite error reaches the caller as a `QueueFileError` naming the file and
+    saying what to do (`QueueLocked`, `QueueReadOnly`, `QueueDamaged`, `NotAQueueFile`),
+    with the SQLite error chained; every method after `close()` raises `ShutDown`.
+
     Args:
         path: the queue file; created if missing.
         name: which queue of the file (one file may hold several).
         codec: how items become bytes (JSON by default; see `pipeline.queues.codecs`).
         maxsize: the most items (ready and leased) the queue holds; 0: unbounded.
         visibility_timeout: seconds a lease lasts before its items are ready again.
-        max_attempts: deliveries before a nacked or lapsed item goes to the dead-letter
-            table; None: never.
+        max_attempts: failed deliveries (nacks) before an item goes to the dead-letter
+            table; None: never. A lease that lapses (its consumer was killed or too
+            slow) is not a failed attempt.
+        max_lapses: lapsed leases before an item goes to the dead-letter table (an item
+            that crashes every consumer it reaches); None: never.
         default_priority: the priority of items put without one (lower is served first).
         synchronous: "NORMAL" (survives a killed process) or "FULL" (also power loss).
-        timeout: seconds a transaction waits for another writer before failing.
+        timeout: seconds a transaction waits for another writer, or another program
+            holding the file locked, before `QueueLocked`.
         poll_interval: how often a blocked get or put looks for changes made by other
             processes (changes made through this object wake it at once).
+        read_only: only look: the file is opened read-only (as SQLite's immutable file
+            when no other process has it open, so nothing is created beside it), the
+            queue must exist, no lease is released, and every write raises
+            `QueueReadOnly`. This is how `pipeline queue status` looks.
 
     Raises:
         NotAQueueFile: the file is not SQLite, or is another application's database.
         SchemaTooNew: the file was written by a newer version of this package.
+        QueueLocked: another connection held the file locked for longer than `timeout`.
+        QueueReadOnly: the file (or its folder) cannot be written; open it `read_only`.
+        QueueDamaged: SQLite found the file damaged.
         CodecError: the queue was created with another codec.
+        FileNotFoundError, KeyError: with `read_only`, no such file, or no such queue in it.
         TypeError, ValueError: an argument of the wrong type or out of range, named.
     """
 
@@ -172,10 +200,12 @@ class DurableQueue(Generic[T]):
         maxsize: int = 0,
         visibility_timeout: float = 60.0,
         max_attempts: int | None = 5,
+        max_lapses: int | None = 20,
         default_priority: int = 0,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         timeout: float = 30.0,
         poll_interval: float = 0.05,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self.name = non_empty_str("name", name)
@@ -189,23 +219,29 @@ class DurableQueue(Generic[T]):
         if integer("maxsize", maxsize) < 0:
             raise ValueError(f"maxsize must be >= 0 (0 means unbounded), got {maxsize}")
         self.maxsize = maxsize
-        self.visibility_timeout = _positive_number("visibility_timeout", visibility_timeout)
+        self.visibility_timeout = seconds("visibility_timeout", visibility_timeout)
         self.max_attempts = (
             None if max_attempts is None else positive_int("max_attempts", max_attempts)
         )
+        self.max_lapses = None if max_lapses is None else positive_int("max_lapses", max_lapses)
         self.default_priority = integer("default_priority", default_priority)
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.synchronous = synchronous
-        self.timeout = _positive_number("timeout", timeout)
-        self.poll_interval = _positive_number("poll_interval", poll_interval)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        # `_changed` (with its lock) guards the flags below and _connections; it is
+        self.timeout = seconds("timeout", timeout)
+        self.poll_interval = seconds("poll_interval", poll_interval)
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only must be a bool, got {type(read_only).__name__}")
+        self.read_only = read_only
+        self._host = socket.gethostname()
+        # `_changed` (with its lock) guards the flags below and _closers; it is
         # notified after every commit through this object that adds, returns or removes
         # items, and on shutdown, so waiters here wake at once; waits on other
         # processes' changes are bounded by poll_interval.
         self._changed = threading.Condition()
-        self._connections: list[sqlite3.Connection] = []
+        # One finalizer per open connection: it closes the connection when its thread
+        # ends (the thread's `_local` entry goes) or when close() calls it.
+        self._closers: set[weakref.finalize[Any, Any]] = set()
         self.is_shutdown = False
         self._immediate = False
         self._closed = False
@@ -217,11 +253,21 @@ class DurableQueue(Generic[T]):
         # unguarded: a race only makes two threads scan.
         self._lapse_check_interval = min(1.0, self.visibility_timeout / 4)
         self._next_lapse_check = 0.0
+        # Ids of rows on damaged pages, passed over by claims (unguarded: a race only
+        # makes two threads try one).
+        self._unreadable: set[int] = set()
+        _OPEN_QUEUES.add(self)
         try:
-            self._prepare_file()
+            with self._file_errors(opening=True):
+                self._prepare_file()
         except BaseException:
             self.close()
             raise
+
+    @property
+    def owner(self) -> str:
+        """Return the name this process leases in: host and pid, read at each use (fork)."""
+        return f"{self._host}:{os.getpid()}"
 
     # The link protocol and the queue API.
 
@@ -264,7 +310,7 @@ class DurableQueue(Generic[T]):
         if 0 < self.maxsize < len(payloads):
             raise ValueError(
                 f"put_many got {len(payloads)} items, "
-                f"more than maxsize={self.maxsize} could ever hold"
+                f"more than maxsize={self.maxsize} of {self!r} could ever hold"
             )
         rank = self.default_priority if priority is None else integer("priority", priority)
         if payloads:
@@ -297,6 +343,9 @@ class DurableQueue(Generic[T]):
 
     def ack_many(self, leased: Iterable[Leased[T]]) -> None:
         """Delete leased items for good, in one transaction; they are done.
+
+        A lease that lapsed still acks its item as long as no other consumer has taken
+        the item since (as SQS lets such a delete succeed): the work was done.
 
         Raises:
             LeaseLost: a lease expired and its item went to another consumer; nothing
@@ -356,15 +405,17 @@ class DurableQueue(Generic[T]):
     def counts(self) -> QueueCounts:
         """Return the ready, leased and dead counts of this queue and its oldest ready age."""
         connection = self.connection()
-        rows = dict(
-            connection.execute(
-                "SELECT state, count(*) FROM items WHERE queue = ? GROUP BY state", (self.name,)
-            ).fetchall()
-        )
-        dead = self._count("SELECT count(*) FROM dead WHERE queue = ?")
-        oldest = connection.execute(
-            "SELECT min(enqueued) FROM items WHERE queue = ? AND state = 0", (self.name,)
-        ).fetchone()[0]
+        with self._file_errors():
+            rows = dict(
+                connection.execute(
+                    "SELECT state, count(*) FROM items WHERE queue = ? GROUP BY state",
+                    (self.name,),
+                ).fetchall()
+            )
+            dead = self._count("SELECT count(*) FROM dead WHERE queue = ?")
+            oldest = connection.execute(
+                "SELECT min(enqueued) FROM items WHERE queue = ? AND state = 0", (self.name,)
+            ).fetchone()[0]
         return QueueCounts(
             self.name,
             self.codec.name,
@@ -377,22 +428,24 @@ class DurableQueue(Generic[T]):
     def peek(self, max_items: int = 10) -> list[tuple[int, int, bytes]]:
         """Return (id, priority, payload bytes) of the next ready items, leasing nothing."""
         positive_int("max_items", max_items)
-        rows = self.connection().execute(
-            "SELECT id, priority, payload FROM items WHERE queue = ? AND state = 0"
-            " ORDER BY priority, id LIMIT ?",
-            (self.name, max_items),
-        )
-        return [(row[0], row[1], bytes(row[2])) for row in rows]
+        with self._file_errors():
+            rows = self.connection().execute(
+                "SELECT id, priority, payload FROM items WHERE queue = ? AND state = 0"
+                " ORDER BY priority, id LIMIT ?",
+                (self.name, max_items),
+            )
+            return [(row[0], row[1], bytes(row[2])) for row in rows]
 
     def dead_letters(self, max_items: int = 100) -> list[DeadItem]:
         """Return the oldest dead-letter rows of this queue, payloads undecoded (maybe corrupt)."""
         positive_int("max_items", max_items)
-        rows = self.connection().execute(
-            "SELECT id, payload, priority, attempts, error FROM dead WHERE queue = ?"
-            " ORDER BY id LIMIT ?",
-            (self.name, max_items),
-        )
-        return [DeadItem(row[0], bytes(row[1]), row[2], row[3], row[4]) for row in rows]
+        with self._file_errors():
+            rows = self.connection().execute(
+                "SELECT id, payload, priority, attempts, error FROM dead WHERE queue = ?"
+                " ORDER BY id LIMIT ?",
+                (self.name, max_items),
+            )
+            return [DeadItem(row[0], bytes(row[1]), row[2], row[3], row[4]) for row in rows]
 
     def requeue_dead(self) -> int:
         """Move this queue's dead-letter rows back to ready, attempts reset; return how many."""
@@ -428,9 +481,10 @@ class DurableQueue(Generic[T]):
         Blocks other writers for as long as it runs (a moment per thousand free pages).
         """
         connection = self.connection()
-        # executescript, because a plain execute() of incremental_vacuum frees one page.
-        connection.executescript("PRAGMA incremental_vacuum;")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        with self._file_errors():
+            # executescript, because a plain execute() of incremental_vacuum frees one page.
+            connection.executescript("PRAGMA incremental_vacuum;")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return self.path.stat().st_size
 
     def consume(self, batch_size: int = 100) -> Generator[T]:
@@ -438,14 +492,19 @@ class DurableQueue(Generic[T]):
 
         At least once: a batch is acked only after the loop body ran for all its items;
         if the loop stops early (`break`, an exception) the rest of the batch is
-        returned to the queue. It ends when nothing is ready. For a pipeline, use
+        returned to the queue. It ends when nothing is ready or the queue is shut down
+        (`ShutDown` once it is closed). For a pipeline, use
         `run_resumable` instead, which acks only once the outputs are stored.
         """
         positive_int("batch_size", batch_size)
         while True:
             try:
                 batch = self.get_many(batch_size, block=False)
-            except (Empty, ShutDown):
+            except Empty:
+                return
+            except ShutDown:
+                if self._closed:
+                    raise
                 return
             done = 0
             try:
@@ -460,12 +519,16 @@ class DurableQueue(Generic[T]):
                     self.release(batch[done:])
 
     def release(self, leased: Iterable[Leased[T]]) -> None:
-        """Return leased items to ready without counting a failure (an early stop)."""
+        """Return leased items to ready without counting a failure (an early stop).
+
+        A lease no longer held (lapsed, or taken over) is left as it is.
+        """
         entries = [(item.id, item.lease_id) for item in leased]
         with self._transaction() as connection:
             connection.executemany(
                 "UPDATE items SET state = 0, lease_id = NULL, lease_owner = NULL,"
-                " lease_expires = NULL, attempts = attempts - 1 WHERE id = ? AND lease_id = ?",
+                " lease_expires = NULL, attempts = attempts - 1"
+                " WHERE id = ? AND lease_id = ? AND state = 1",
                 entries,
             )
         self._notify()
@@ -478,10 +541,10 @@ class DurableQueue(Generic[T]):
         with self._changed:
             self._closed = True
             self.is_shutdown = self._immediate = True
-            connections, self._connections = self._connections, []
+            closers, self._closers = self._closers, set()
             self._changed.notify_all()
-        for connection in connections:
-            connection.close()
+        for closer in closers:
+            closer()
 
     def __enter__(self) -> DurableQueue[T]:
         return self
@@ -511,14 +574,16 @@ class DurableQueue(Generic[T]):
         Raises:
             LeaseLost: a lease is no longer held; the caller's transaction must roll back.
         """
-        entries = [(item.id, item.lease_id) for item in leased]
+        entries = [(item.id, item.lease_id, _LAPSED + item.lease_id) for item in leased]
         before = connection.total_changes
-        connection.executemany("DELETE FROM items WHERE id = ? AND lease_id = ?", entries)
+        # A lapsed lease keeps its id (marked) on the ready row until a claim replaces
+        # it, so the late ack of work that was done still counts.
+        connection.executemany("DELETE FROM items WHERE id = ? AND lease_id IN (?, ?)", entries)
         deleted = connection.total_changes - before
         if deleted != len(entries):
             raise LeaseLost(
                 f"{len(entries) - deleted} of {len(entries)} leases in queue {self.name!r} "
-                "expired and went to another consumer; nothing was acked"
+                f"of {str(self.path)!r} expired and went to another consumer; nothing was acked"
             )
 
     def nack_in(self, connection: sqlite3.Connection, leased: Leased[Any], error: str) -> None:
@@ -540,6 +605,7 @@ class DurableQueue(Generic[T]):
         Changes made by other processes or objects do not wake it: callers loop with a
         bounded `timeout` (`poll_interval`) and look again.
         """
+        timeout = seconds("timeout", timeout, zero_allowed=True)
         with self._changed:
             if not self._closed:
                 self._changed.wait(timeout)
@@ -571,7 +637,8 @@ class DurableQueue(Generic[T]):
             index = next(i for i, item in enumerate(items) if not _encodes(encode, item))
             raise CodecError(
                 f"codec {self.codec.name!r} cannot encode item {index} of the batch "
-                f"({type(items[index]).__name__}): {exc}; nothing of the batch was stored"
+                f"({type(items[index]).__name__}): {exc}; nothing of the batch was stored "
+                f"in {self!r}"
             ) from exc
 
     def _insert(self, payloads: list[bytes], priority: int) -> bool:
@@ -634,6 +701,54 @@ class DurableQueue(Generic[T]):
                     leased.append(Leased(row_id, item, priority, attempts, lease_id))
         except _Undecodable as bad:
             self._bury_corrupt(bad.row_id, bad.__cause__)
+        except QueueDamaged as damaged:
+            return self._claim_around_damage(max_items, lease_id, now, damaged)
+        return leased or None
+
+    def _claim_around_damage(
+        self, max_items: int, lease_id: str, now: float, damaged: QueueDamaged
+    ) -> list[Leased[T]] | None:
+        """Lease the readable ready items one by one, passing over rows SQLite cannot read.
+
+        The candidates come from the index alone, so damage in the rows' own pages
+        spares them; a row that cannot be read stays in the file untouched, and is
+        logged once. Damage in the index itself raises `QueueDamaged`.
+        """
+        connection = self.connection()
+        with self._file_errors():
+            candidates = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT id FROM items WHERE queue = ? AND state = 0 ORDER BY priority, id",
+                    (self.name,),
+                )
+            ]
+        leased: list[Leased[T]] = []
+        for row_id in candidates:
+            if len(leased) == max_items:
+                break
+            if row_id in self._unreadable:
+                continue
+            try:
+                with self._transaction() as claiming:
+                    row = claiming.execute(
+                        _CLAIM_ONE, (lease_id, self.owner, now + self.visibility_timeout, row_id)
+                    ).fetchone()
+            except QueueDamaged as exc:
+                self._unreadable.add(row_id)
+                logger.error("item %d of %r cannot be read, left in place: %s", row_id, self, exc)
+                continue
+            if row is None:  # taken by another consumer meanwhile
+                continue
+            _, priority, attempts, payload = row
+            try:
+                item = self.codec.decode(payload)
+            except Exception as exc:
+                self.release(leased)
+                self._bury_corrupt(row_id, exc)
+            leased.append(Leased(row_id, item, priority, attempts, lease_id))
+        if not leased and self._unreadable.issuperset(candidates) and candidates:
+            logger.warning("%s", damaged)
         return leased or None
 
     def _bury_corrupt(self, row_id: int, cause: BaseException | None) -> NoReturn:
@@ -650,16 +765,36 @@ class DurableQueue(Generic[T]):
     def _release(
         self, connection: sqlite3.Connection, condition: str, parameters: tuple[Any, ...]
     ) -> int:
-        """Return leased rows matching `condition` to ready, or to dead after max_attempts."""
+        """Return lapsed leased rows matching `condition` to ready, or to dead after max_lapses.
+
+        A lapse is not a failed attempt (the consumer was killed, or too slow): the
+        delivery's attempt is given back and the lapse counted apart.
+        """
+        selected = f"queue = ? AND state = 1 AND {condition}"
         ids = [
-            row[0]
+            (row[0],)
             for row in connection.execute(
-                f"SELECT id FROM items WHERE queue = ? AND state = 1 AND {condition}",
-                (self.name, *parameters),
+                f"SELECT id FROM items WHERE {selected}", (self.name, *parameters)
             )
         ]
-        if ids:
-            self._return_rows(connection, ids, "lease lapsed (consumer gone or too slow)")
+        if not ids:
+            return 0
+        limit = self.max_lapses
+        doomed = []
+        if limit is not None:
+            doomed = connection.execute(  # one statement: no list of ids, however many
+                f"SELECT id FROM items WHERE {selected} AND lapses + 1 >= ?",
+                (self.name, *parameters, limit),
+            ).fetchall()
+        connection.executemany(
+            "UPDATE items SET state = 0, lease_id = ? || lease_id, lease_owner = NULL,"
+            " lease_expires = NULL, attempts = attempts - 1, lapses = lapses + 1 WHERE id = ?",
+            [(_LAPSED, row_id) for (row_id,) in ids],
+        )
+        if doomed:
+            error = f"lease lapsed {limit} times (consumer killed or too slow; max_lapses={limit})"
+            connection.executemany(_TO_DEAD, [(time.time(), error, row_id) for (row_id,) in doomed])
+            connection.executemany("DELETE FROM items WHERE id = ?", doomed)
         return len(ids)
 
     def _return_rows(self, connection: sqlite3.Connection, ids: list[int], error: str) -> None:
@@ -689,22 +824,23 @@ class DurableQueue(Generic[T]):
         attempt: Callable[[], Any],
     ) -> Any:
         """Call `attempt` until it returns something but None/False, waiting between tries."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        timeout = seconds("timeout", timeout, zero_allowed=True, none_allowed=True)
         getting = timed_out is Empty
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         try:
             while True:
                 with self._changed:
-                    if self._closed or (self.is_shutdown and (self._immediate or not getting)):
-                        raise ShutDown
+                    if self._closed:
+                        raise self._closed_error()
+                    if self.is_shutdown and (self._immediate or not getting):
+                        raise ShutDown(f"{self!r} is shut down")
                 result = attempt()
                 if result:
                     return result
                 with self._changed:
                     if getting and self.is_shutdown:
-                        raise ShutDown
+                        raise ShutDown(f"{self!r} is shut down and nothing is ready")
                     if not block:
                         raise timed_out
                     wait = self.poll_interval
@@ -727,42 +863,80 @@ class DurableQueue(Generic[T]):
             self._changed.notify_all()
 
     def _count(self, sql: str) -> int:
-        count: int = self.connection().execute(sql, (self.name,)).fetchone()[0]
+        connection = self.connection()
+        with self._file_errors():
+            count: int = connection.execute(sql, (self.name,)).fetchone()[0]
         return count
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self.connection()
-        connection.execute("BEGIN IMMEDIATE")
+        with self._file_errors():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.rollback()
+                raise
+            connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _file_errors(self, *, opening: bool = False) -> Iterator[None]:
+        """Raise every SQLite error of the block as the package's error naming the file."""
         try:
-            yield connection
-        except BaseException:
-            if connection.in_transaction:
-                connection.rollback()
-            raise
-        connection.execute("COMMIT")
+            yield
+        except sqlite3.Error as exc:
+            if self._closed:
+                raise self._closed_error() from exc
+            if (
+                self.read_only
+                and isinstance(exc, sqlite3.OperationalError)
+                and ((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_READONLY)
+            ):
+                raise QueueReadOnly(
+                    f"{str(self.path)!r} was opened read_only=True: {self!r} only looks; "
+                    "open it without read_only to change it"
+                ) from exc
+            raise _file_error(exc, self.path, self.timeout, opening=opening) from exc
+
+    def _closed_error(self) -> ShutDown:
+        return ShutDown(f"{self!r} is closed")
 
     def connection(self) -> sqlite3.Connection:
         """Return this thread's connection to the file, opening it on first use.
 
-        For reading the file alongside the queue; write only inside `transaction()`. A
-        forked child opens its own.
+        For reading the file alongside the queue; write only inside `transaction()`. It
+        is closed when the thread ends; a forked child opens its own.
+
+        Raises:
+            ShutDown: the queue is closed.
         """
+        if self._closed:  # set once, never cleared: read without the lock
+            raise self._closed_error()
         local = self._local
-        connection: sqlite3.Connection | None = getattr(local, "connection", None)
-        if connection is not None and local.pid == os.getpid():
-            return connection
+        held: _ThreadConnection | None = getattr(local, "held", None)
+        if held is not None and held.pid == os.getpid():
+            return held.connection
+        with self._file_errors(opening=True):
+            connection = _connect(self.path, self.timeout, self.synchronous, self.read_only)
+        held = _ThreadConnection(connection)
+        closer = weakref.finalize(held, _close_in_own_process, held.pid, connection)
+        closer.atexit = False  # at exit the process closes its files; daemon threads may run
         with self._changed:
             if self._closed:
-                raise ShutDown
-        connection = _connect(self.path, self.timeout, self.synchronous)
-        with self._changed:
-            self._connections.append(connection)
-        local.connection, local.pid = connection, os.getpid()
+                closer()
+                raise self._closed_error()
+            self._closers = {each for each in self._closers if each.alive}
+            self._closers.add(closer)
+        local.held = held
         return connection
 
     def _prepare_file(self) -> None:
         """Create the schema in a new file, or check an existing one; register this queue."""
+        if self.read_only:
+            self._check_read_only()
+            return
         connection = self.connection()
         if _header(connection, self.path) == (0, 0, 0):
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only before the first table
@@ -789,12 +963,31 @@ class DurableQueue(Generic[T]):
                     f"queue {self.name!r} in {str(self.path)!r} was written with codec "
                     f"{stored[0]!r}; it cannot be opened with codec {self.codec.name!r}"
                 )
+            columns = {row[1] for row in registering.execute("PRAGMA table_info(items)")}
+            if "lapses" not in columns:  # a file from before lapses were counted apart
+                registering.execute(
+                    "ALTER TABLE items ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0"
+                )
             released = self._release_dead_owners(registering)
         if released:
             logger.info("%r: %d items leased by stopped processes are ready again", self, released)
 
+    def _check_read_only(self) -> None:
+        connection = self.connection()
+        _check_header(*_header(connection, self.path)[:2], self.path)
+        stored = connection.execute(
+            "SELECT codec FROM queues WHERE name = ?", (self.name,)
+        ).fetchone()
+        if stored is None:
+            raise KeyError(f"no queue named {self.name!r} in {str(self.path)!r}")
+        if stored[0] != self.codec.name:
+            raise CodecError(
+                f"queue {self.name!r} in {str(self.path)!r} was written with codec "
+                f"{stored[0]!r}; it cannot be opened with codec {self.codec.name!r}"
+            )
+
     def _release_dead_owners(self, connection: sqlite3.Connection) -> int:
-        host = socket.gethostname()
+        host = self._host
         owners = [
             row[0]
             for row in connection.execute(
@@ -821,14 +1014,14 @@ def queues_in(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     if not file.is_file():
         raise FileNotFoundError(f"no queue file at {str(file)!r}")
     try:
-        connection = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        connection = _connect(file, 30.0, "NORMAL", read_only=True)
+        try:
+            _check_header(*_header(connection, file)[:2], file)
+            rows = connection.execute("SELECT name, codec FROM queues ORDER BY name").fetchall()
+        finally:
+            connection.close()
     except sqlite3.Error as exc:
-        raise NotAQueueFile(f"cannot open {str(file)!r} as a queue file: {exc}") from exc
-    try:
-        _check_header(*_header(connection, file)[:2], file)
-        rows = connection.execute("SELECT name, codec FROM queues ORDER BY name").fetchall()
-    finally:
-        connection.close()
+        raise _file_error(exc, file, 30.0, opening=True) from exc
     return [(str(name), str(codec)) for name, codec in rows]
 
 
@@ -838,31 +1031,130 @@ class _Undecodable(Exception):
         self.row_id = row_id
 
 
-def _connect(path: Path, timeout: float, synchronous: str) -> sqlite3.Connection:
-    try:
+# Every queue object, so that a forked child can give each a fresh lock: one another
+# thread held at the moment of the fork would be held for ever in the child.
+_OPEN_QUEUES: weakref.WeakSet[DurableQueue[Any]] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for queue in list(_OPEN_QUEUES):
+        queue._changed = threading.Condition()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
+
+
+class _ThreadConnection:
+    """One thread's connection, held by the thread's `threading.local` entry only."""
+
+    __slots__ = ("__weakref__", "connection", "pid")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.pid = os.getpid()
+
+
+# Connections a forked child inherited: never used there, and not closed there either
+# (closing could checkpoint or delete the parent's WAL); kept, so that no garbage
+# collection closes them while the child runs.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _close_in_own_process(pid: int, connection: sqlite3.Connection) -> None:
+    if os.getpid() == pid:
+        connection.close()
+    else:
+        _INHERITED.append(connection)
+
+
+def _connect(
+    path: Path, timeout: float, synchronous: str, read_only: bool = False
+) -> sqlite3.Connection:
+    """Open the file; raise sqlite3 errors for the caller to name (`_file_error`).
+
+    Read-only, it is opened `mode=ro`, and as `immutable` when it has no -wal file
+    beside it (no process has it open in WAL mode), so that looking creates nothing.
+    """
+    if read_only:
+        if not path.is_file():
+            raise FileNotFoundError(f"no queue file at {str(path)!r}")
+        wal = path.with_name(path.name + "-wal")
+        mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?{mode}",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    else:
         connection = sqlite3.connect(
             path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
-    except sqlite3.Error as exc:
-        raise NotAQueueFile(f"cannot open {str(path)!r} as a queue file: {exc}") from exc
     try:
-        connection.execute(f"PRAGMA synchronous = {synchronous}")
-        connection.execute("PRAGMA journal_size_limit = 67108864")  # the WAL shrinks to 64 MiB
-    except sqlite3.DatabaseError as exc:
+        if not read_only:
+            connection.execute(f"PRAGMA synchronous = {synchronous}")
+            connection.execute("PRAGMA journal_size_limit = 67108864")  # the WAL shrinks to 64 MiB
+    except BaseException:
         connection.close()
-        raise NotAQueueFile(f"{str(path)!r} is not a queue file: {exc}") from exc
+        raise
     return connection
 
 
 def _header(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
     """Return (application_id, user_version, number of tables) of the file."""
-    try:
-        application = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise NotAQueueFile(f"{str(path)!r} is not a queue file: {exc}") from exc
+    application = connection.execute("PRAGMA application_id").fetchone()[0]
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     return application, version, tables
+
+
+# Primary SQLite result codes (the low byte of an extended one).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+
+
+def _file_error(exc: sqlite3.Error, path: Path, timeout: float, *, opening: bool) -> QueueFileError:
+    """Return the package's error for an SQLite error met on `path`: what, and what to do."""
+    name = str(path)
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return QueueLocked(
+            f"{name!r} is locked by another connection: waited {timeout:g} s for it (another "
+            "program, or a long transaction of this one; SQLite cannot tell which, and "
+            f"`fuser {name}` lists the processes that have it open): try again once it lets "
+            "go, or give a longer timeout"
+        )
+    if code == _SQLITE_READONLY or (code == _SQLITE_CANTOPEN and not _writable(path)):
+        return QueueReadOnly(
+            f"{name!r} is read-only ({exc}): a DurableQueue writes to the file and beside it "
+            "(its -wal and -shm files); give this user write access to the file and its "
+            f"folder, or only look: open it with read_only=True, or `pipeline queue {name} status`"
+        )
+    if code == _SQLITE_NOTADB and opening:
+        return NotAQueueFile(f"{name!r} is not a queue file: {exc}")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return QueueDamaged(
+            f"{name!r} is damaged ({exc}); what can still be read is still served: copy the "
+            f"file aside, then rebuild it with `sqlite3 {name} .recover` or restore a backup"
+        )
+    if code == _SQLITE_FULL:
+        return QueueFileError(
+            f"{name!r}: {exc}: free some disk space; nothing of the failed call was written"
+        )
+    if code == _SQLITE_CANTOPEN:
+        return QueueFileError(
+            f"cannot open {name!r} ({exc}): check that its folder exists and that this "
+            "process may open more files"
+        )
+    return QueueFileError(f"{name!r}: SQLite {type(exc).__name__}: {exc}")
+
+
+def _writable(path: Path) -> bool:
+    """Return False if the file, or its folder (for -wal and -shm), cannot be written."""
+    folder = path.resolve().parent
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
 def _check_header(application: int, version: int, path: Path) -> None:
@@ -894,9 +1186,3 @@ def _encodes(encode: Callable[[Any], bytes], item: Any) -> bool:
     except Exception:
         return False
     return True
-
-
-def _positive_number(name: str, value: object) -> float:
-    if number(name, value) <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)  # type: ignore[arg-type]

@@ -9,17 +9,37 @@ __all__ = [
     "CorruptItem",
     "LeaseLost",
     "NotAQueueFile",
+    "QueueDamaged",
+    "QueueFileError",
+    "QueueLocked",
+    "QueueReadOnly",
     "SchemaTooNew",
     "TaskFailed",
 ]
 
 
-class NotAQueueFile(PipelineError):
+class QueueFileError(PipelineError):
+    """Raised when a queue file cannot be used; the message names the file and what to do."""
+
+
+class NotAQueueFile(QueueFileError):
     """Raised when a file opened as a durable queue is not one (not SQLite, or another app's)."""
 
 
-class SchemaTooNew(PipelineError):
+class SchemaTooNew(QueueFileError):
     """Raised when a queue file was written by a newer version of this package."""
+
+
+class QueueLocked(QueueFileError, TimeoutError):
+    """Raised when another connection held the queue file's lock for longer than `timeout`."""
+
+
+class QueueReadOnly(QueueFileError, PermissionError):
+    """Raised when a queue file must be written but this process may only read it."""
+
+
+class QueueDamaged(QueueFileError):
+    """Raised when SQLite finds a queue file damaged; what is still readable stays served."""
 
 
 class CodecError(PipelineError, ValueError):

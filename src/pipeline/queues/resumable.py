@@ -17,6 +17,11 @@ its inputs whatever the stages do (filter, expand, reorder); the price is starti
 pipeline's threads once per batch, so batches should carry some milliseconds of work.
 The stages themselves may run twice for an item (a crash after they ran but before the
 commit): side effects inside stages are at least once even with a same-file sink.
+
+A consumer killed in the middle of a batch costs its items no attempt: their leases
+lapse, and a lapse is counted apart from failures (the source's `max_lapses`, 20 by
+default), so killing the consumer again and again in one batch dead-letters nothing.
+Only a batch whose stages fail is counted against `max_attempts`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pipeline._checks import positive_int
 from pipeline.errors import ShutDown, StageError, describe
 from pipeline.pipeline import Pipeline
 from pipeline.queues.durable import DurableQueue
-from pipeline.queues.errors import CodecError
+from pipeline.queues.errors import CodecError, LeaseLost
 
 __all__ = ["ResumableRun", "run_resumable"]
 
@@ -80,8 +85,18 @@ def run_resumable(
         StageError: a stage failed; the batch was nacked (its items come back, or go to
             the dead-letter table after the source's `max_attempts`).
         CodecError: the sink cannot encode an output; the batch was nacked the same way.
+        TypeError, ValueError: a bad argument, named, before anything is leased.
     """
     positive_int("batch_size", batch_size)
+    if not isinstance(source, DurableQueue):
+        raise TypeError(f"source must be a DurableQueue, got {type(source).__name__}")
+    if not isinstance(sink, DurableQueue) and not callable(sink):
+        raise TypeError(
+            "sink must be a DurableQueue or a function taking each batch's outputs, "
+            f"got {type(sink).__name__}"
+        )
+    if on_commit is not None and not callable(on_commit):
+        raise TypeError(f"on_commit must be callable or None, got {type(on_commit).__name__}")
     same_file = isinstance(sink, DurableQueue) and _same_file(source, sink)
     batches = items_in = items_out = 0
     while True:
@@ -103,8 +118,18 @@ def run_resumable(
                 sink(outputs)
                 source.ack_many(batch)
         except (StageError, CodecError) as exc:
+            lapsed = 0
             for leased in batch:
-                source.nack(leased, describe(exc))
+                try:
+                    source.nack(leased, describe(exc))
+                except LeaseLost:  # the lease lapsed while the batch ran: it is back already
+                    lapsed += 1
+            if lapsed:
+                logger.warning(
+                    "%d of the failed batch's %d leases had lapsed; those items were back already",
+                    lapsed,
+                    len(batch),
+                )
             raise
         except BaseException:
             # Not the items' fault (Ctrl-C, a lost lease, a sink error): give them back
