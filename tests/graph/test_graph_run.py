@@ -24,6 +24,7 @@ from pipeline import (
     FunctionStage,
     Pipeline,
     PipelineClosed,
+    PipelineError,
     PipelineStage,
     PredicateStage,
     StageError,
@@ -451,23 +452,101 @@ def test_ctrl_c_stops_a_graph_and_leaves_no_thread() -> None:
     assert stdout.strip() == "threads left: 0"
 
 
-def test_a_join_refuses_a_second_concurrent_run_instead_of_mixing_buffers() -> None:
+def test_two_builds_of_one_graph_run_at_the_same_time_each_with_its_own_joins() -> None:
+    # A server that builds the graph once and calls build() per request.
+    graph = (
+        diamond()
+        .add(FunctionStage(lambda pair: pair, name="key_a"), after="d")
+        .add(FunctionStage(lambda pair: pair, name="key_b"), after="d")
+        .add(KeyJoin(lambda pair: pair[1], name="by_key"), after=["key_a", "key_b"])
+    )
+    both_running = threading.Barrier(2, timeout=WAIT)
+    outputs: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+
+    def request(number: int) -> None:
+        pipeline = graph.build(queue_size=1, batch_size=1)
+        try:
+            with pipeline:
+                stream = pipeline.stream(range(number * 1000, number * 1000 + 100))
+                got = [next(stream)]
+                both_running.wait()  # both runs are under way, each at its first output
+                got.extend(stream)
+            outputs[number] = got
+        except BaseException as exc:
+            errors.append(exc)
+            both_running.abort()
+
+    threads = [threading.Thread(target=request, args=(number,)) for number in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+    assert not errors, errors
+    for number in (1, 2):
+        items = range(number * 1000, number * 1000 + 100)
+        pairs = [(2 * item, item) for item in items if item % 7]
+        assert sorted(outputs[number]) == sorted((pair, pair) for pair in pairs)
+
+
+def test_each_build_has_its_own_join_figures() -> None:
     graph = diamond()
-    first = graph.build(queue_size=1, batch_size=1)
-    second = graph.build()
-    stream = first.stream(itertools.count())
+    first, second = graph.build(), graph.build()
+    first.run(range(14))
+    second.run(range(7))
+    first_stats, second_stats = first.stats(), second.stats()
+    assert isinstance(first_stats, GraphStatistics)
+    assert isinstance(second_stats, GraphStatistics)
+    assert (first_stats.joins[0].dropped, second_stats.joins[0].dropped) == (2, 1)
+
+
+def test_one_pipeline_run_twice_at_once_says_it_is_already_running() -> None:
+    pipeline = diamond().build(queue_size=1, batch_size=1)
+    stream = pipeline.stream(itertools.count())
     next(stream)
     try:
-        with pytest.raises(StageError, match=r"^stage 'd' failed in setup\(\): worker 0: "):
-            second.run(range(10))
+        with pytest.raises(PipelineError, match=r"^this pipeline is already running; wait for"):
+            pipeline.run(range(10))
     finally:
         stream.close()
-    assert len(first.run(range(14))) == 12  # the join is free again once the run ended
+    assert len(pipeline.run(range(14))) == 12  # free again once the run ended
 
 
-def test_a_sub_graph_with_a_join_runs_with_one_worker() -> None:
-    with pytest.raises(ValueError, match=r"^workers must be 1 for a graph with a join"):
-        diamond().as_stage(workers=2)
+def test_a_join_stage_run_by_two_pipelines_at_once_says_so_in_setup() -> None:
+    join: KeyJoin[Any] = KeyJoin(lambda item: item, name="pair")
+    join.bind(("left", "right"))
+    paired = threading.Event()
+    release = threading.Event()
+
+    def source() -> Iterator[tuple[int, int]]:
+        yield from [(0, 1), (1, 1)]
+        release.wait(WAIT)  # the join's input goes on: it stays set up
+
+    def note(pair: Any) -> Any:
+        paired.set()
+        return pair
+
+    first: Pipeline[Any, Any] = Pipeline([join, FunctionStage(note, name="note")], batch_size=1)
+    thread = threading.Thread(target=first.run, args=(source(),))
+    thread.start()
+    try:
+        assert paired.wait(WAIT)
+        with pytest.raises(StageError) as caught:
+            Pipeline([join]).run([(0, 2), (1, 2)])
+    finally:
+        release.set()
+        thread.join(WAIT)
+    assert str(caught.value).startswith(
+        "stage 'pair' failed in setup(): worker 0: RuntimeError: join 'pair' is already "
+        "running in another pipeline; a join's buffer serves one run at a time "
+        "(Graph.build() gives each pipeline its own copy of the graph's joins)"
+    )
+
+
+def test_a_sub_graph_with_a_join_runs_on_several_workers() -> None:
+    stage = diamond().as_stage("inner", workers=3)
+    outputs = Pipeline(stage, batch_size=8).run(range(200))
+    assert sorted(outputs) == [(2 * item, item) for item in range(200) if item % 7]
 
 
 def test_a_resilient_stage_on_a_branch_keeps_its_policy_per_item() -> None:

@@ -19,15 +19,17 @@ Every join runs one worker (its buffer is its state), receives `(edge, item)` pa
 from the graph (edge: the position of the input in the node's `after`; a numbered
 join gets `(edge, sequence, copies, value)`, see `Numbered`), and is told of
 the end of its input through `finish()` (called by the engine's `flush()`), which may
-emit what is left.
+emit what is left. Each `GraphPipeline` runs its own copy of the graph's joins
+(`JoinStage.copy_for_pipeline`), so pipelines built from one graph run side by side.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 from pipeline._checks import positive_int
 from pipeline.stage import ItemFailed, PipelineStage
@@ -68,10 +70,12 @@ is made per item per branch."""
 class JoinStage(PipelineStage[Any, Out]):
     """A node that receives `(edge, item)` pairs and buffers them; runs one worker.
 
-    Subclasses fill in `accept` (one arrival, returning the outputs it completes) and
-    `finish` (the end of the input). The buffer lives on the join and is reset in
-    `setup`, so a join can be run again, but serves one run at a time: a second run
-    that starts while the first is going fails in `setup` instead of mixing buffers.
+    Subclasses fill in `accept` (one arrival, returning the outputs it completes),
+    `finish` (the end of the input) and `reset` (an empty buffer). The buffer lives on
+    the join and is reset in `setup`, so a join can be run again, but serves one run at
+    a time: `GraphPipeline` therefore runs a copy of each join of the graph, its own
+    (`copy_for_pipeline`), and a join object that is started in a second run while a
+    first is going fails in `setup` instead of mixing buffers.
     """
 
     kind: str = "join"
@@ -93,12 +97,28 @@ class JoinStage(PipelineStage[Any, Out]):
         """Learn the names of the inputs, in edge order; called when the graph is built."""
         self.inputs = inputs
 
+    def copy_for_pipeline(self) -> Self:
+        """Return a copy of this join with an empty buffer and figures of its own.
+
+        `GraphPipeline` runs such a copy, so every pipeline built from one graph has its
+        own joins. The copy is shallow: it shares the join's functions and settings, and
+        gets its own buffer from `reset()`, which is where a subclass sets up its state.
+        """
+        twin = copy.copy(self)
+        twin.local = threading.local()
+        twin._figures = threading.Lock()
+        twin._in_use = False
+        twin.buffered = twin.high_water_mark = twin.dropped = 0
+        twin.reset()
+        return twin
+
     def setup(self) -> None:
         with self._figures:
             if self._in_use:
                 raise RuntimeError(
-                    f"join {self.name!r} is already in a running graph; its buffer serves "
-                    "one run at a time (build the graph again for another concurrent run)"
+                    f"join {self.name!r} is already running in another pipeline; a join's "
+                    "buffer serves one run at a time (Graph.build() gives each pipeline "
+                    "its own copy of the graph's joins)"
                 )
             self._in_use = True
             self.buffered = self.high_water_mark = self.dropped = 0
@@ -109,7 +129,7 @@ class JoinStage(PipelineStage[Any, Out]):
             self._in_use = False
 
     def reset(self) -> None:
-        """Empty the buffer before a run; runs in the join's worker thread."""
+        """Give the join an empty buffer of its own: when copied, and in the worker's setup."""
 
     def accept(self, edge: int, item: Any) -> list[Out]:
         """Take one arrival from input `edge`; return the outputs it completes."""

@@ -31,12 +31,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline._checks import number
 from pipeline.errors import ShutDown, StageError
-from pipeline.graph.build import Graph, Node, Partition
+from pipeline.graph.build import Graph, Node, Partition, Plan
 from pipeline.graph.errors import PipelineDeadlock
 from pipeline.graph.join import MISSING, JoinStage, KeyJoin, Numbered
 from pipeline.pipeline import (
@@ -86,7 +86,10 @@ class GraphPipeline(Pipeline[In, Out]):
     (`pipeline: GraphPipeline[int, str] = graph.build()`) to type what goes in and out.
 
     `stages` and `names` list the nodes in an order where each comes after its inputs,
-    so the observe extras (report, progress, metrics) show one line per node.
+    so the observe extras (report, progress, metrics) show one line per node. The joins
+    among them are this pipeline's own copies of the graph's (a join's buffer serves
+    one run at a time), so pipelines built from one graph can run at the same time;
+    the other stages are the graph's own objects, shared by every pipeline built.
 
     Args:
         graph: the graph; it is checked here (`Graph.plan`).
@@ -117,7 +120,7 @@ class GraphPipeline(Pipeline[In, Out]):
     ) -> None:
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a Graph, got {type(graph).__name__}")
-        plan = graph.plan()
+        plan = _with_own_joins(graph.plan())
         super().__init__(
             [node.stage for node in plan.nodes],
             queue_size=queue_size,
@@ -602,6 +605,17 @@ class _GraphRun(_Run):
 
 
 _RESULTS = "the results queue"
+
+
+def _with_own_joins(plan: Plan) -> Plan:
+    """Return `plan` with a copy of each join, for one pipeline alone."""
+    nodes = tuple(
+        replace(node, stage=node.stage.copy_for_pipeline())
+        if isinstance(node.stage, JoinStage)
+        else node
+        for node in plan.nodes
+    )
+    return replace(plan, nodes=nodes)
 
 
 def _join_input(successor: Node, name: str) -> int | None:
