@@ -152,6 +152,43 @@ def test_an_open_breaker_fails_a_task_fast_without_calling_it() -> None:
     assert isinstance(result.failed["second"], CircuitOpen)
 
 
+class CountingBreaker(CircuitBreaker):
+    """A breaker that counts how often it is asked to admit a call."""
+
+    def __init__(self) -> None:
+        super().__init__(failure_threshold=1, reset_timeout=60, name="service")
+        self.asked = 0
+
+    def try_admit(self) -> Any:
+        self.asked += 1
+        return super().try_admit()
+
+
+@pytest.mark.parametrize("retry_on", [Exception, (ConnectionError, CircuitOpen)])
+def test_an_open_breaker_is_never_retried_the_task_fails_at_once(retry_on: Any) -> None:
+    calls = 0
+
+    def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("down")
+
+    breaker = CountingBreaker()
+    retry = RetryPolicy(max_attempts=4, base_delay=0.001, retry_on=retry_on, rng=random.Random(1))
+    graph = (
+        TaskGraph()
+        .add("first", down, breaker=breaker, criticality=Criticality.BLOCKER)
+        .add("second", down, breaker=breaker, retry=retry)
+    )
+    result = graph.run(workers=1, raise_on_failure=False)
+    assert calls == 1  # "first" opened the circuit; "second" was never called
+    assert isinstance(result.failed["second"], CircuitOpen)
+    assert breaker.asked == 2  # once per task: an open circuit says "do not call", once
+    stats = graph.statistics()
+    assert stats is not None
+    assert stats.failed == 2
+
+
 def test_missing_dependencies_and_cycles_are_refused_when_checked() -> None:
     with pytest.raises(GraphError, match=r"^task 'b' depends on 'x', which is not in the graph$"):
         TaskGraph().add("a", constant(1)).add("b", constant(1), after="x").run()

@@ -8,12 +8,13 @@ only for it. Independent branches therefore run side by side, and a critical tas
 that becomes ready later still goes before a less critical one that has been waiting.
 
 The ready set is a heap of `(criticality, sequence, name)`; the sequence number keeps
-equal criticalities in the order they became ready (measured in FINDINGS: without it,
-4,666 of 9,999 equal-priority pairs came out of order). It can move to the queues
+equal criticalities in the order they became ready (measured: without it, 4,666 of
+9,999 equal-priority pairs came out of order). It can move to the queues
 extra's priority queue once that is in the core's reach.
 
 A task may retry (`RetryPolicy`) and go through a circuit breaker (`CircuitBreaker`),
-both from the resilience extra; a retry's backoff returns at once when the run stops.
+both from the resilience extra; a retry's backoff returns at once when the run stops,
+and a `CircuitOpen` (the breaker refusing the call) is never retried.
 When a task fails, `on_failure="dependents"` (the default) skips every task that
 depends on it, directly or not, and lets independent branches finish;
 `on_failure="all"` starts nothing more. Either way the result lists what succeeded,
@@ -39,6 +40,7 @@ from pipeline.graph.errors import GraphError, TaskGraphFailed
 from pipeline.graph.order import successors_of, topological_order
 from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
+from pipeline.resilience.errors import CircuitOpen
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.stats import LATENCY_BUCKET_BOUNDS
 
@@ -407,7 +409,10 @@ class _TaskRun:
             self._stop("a worker of the run failed")
 
     def _call(self, task: Task, arguments: list[Any]) -> Any:
-        """Call the task, through its breaker, as often as its retry policy allows."""
+        """Call the task, through its breaker, as often as its retry policy allows.
+
+        A `CircuitOpen` (the breaker refused the call) fails the task at once.
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -417,7 +422,12 @@ class _TaskRun:
                 return task.function(*arguments)
             except Exception as exc:
                 retry = task.retry
-                if retry is None or not retry.should_retry(exc, attempt):
+                # An open circuit says "do not call": never retried, as in a ResilientStage.
+                if (
+                    retry is None
+                    or isinstance(exc, CircuitOpen)
+                    or not retry.should_retry(exc, attempt)
+                ):
                     raise
                 if self.stopping.wait(retry.delay(attempt)):
                     raise
