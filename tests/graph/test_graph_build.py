@@ -161,11 +161,23 @@ def test_build_rejects_a_bad_deadlock_timeout() -> None:
 
 
 def test_to_dot_shows_nodes_joins_and_split_kinds() -> None:
-    dot = diamond().to_dot()
-    assert '"d" [shape=diamond, label="d\\nsequence join"];' in dot
-    assert '"a" -> "b" [label="broadcast"];' in dot
-    assert '"input" -> "a";' in dot
-    assert '"d" -> "output";' in dot
+    assert diamond().to_dot() == (
+        "digraph pipeline {\n"
+        "  rankdir=LR;\n"
+        '  input [shape=oval, label="input"];\n'
+        '  n0 [shape=box, label="a\\n1 worker"];\n'
+        '  n1 [shape=box, label="b\\n1 worker"];\n'
+        '  n2 [shape=box, label="c\\n1 worker"];\n'
+        '  n3 [shape=diamond, label="d\\nsequence join"];\n'
+        '  output [shape=oval, label="output"];\n'
+        "  input -> n0;\n"
+        '  n0 -> n1 [label="broadcast"];\n'
+        '  n0 -> n2 [label="broadcast"];\n'
+        "  n1 -> n3;\n"
+        "  n2 -> n3;\n"
+        "  n3 -> output;\n"
+        "}\n"
+    )
 
 
 def test_to_mermaid_draws_the_same_graph() -> None:

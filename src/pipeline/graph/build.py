@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline.graph.errors import GraphError
 from pipeline.graph.join import JoinStage, KeyJoin, SequenceJoin
 from pipeline.graph.order import successors_of, topological_order
+from pipeline.graph.picture import Picture
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE
 from pipeline.stage import PipelineStage, StageChain
 
@@ -219,47 +220,16 @@ class Graph:
         return SubgraphStage(self, name=name, workers=workers, **options)
 
     def to_dot(self) -> str:
-        """Return the graph in Graphviz's DOT language: nodes, edges, splits and joins."""
-        plan = self.plan()
-        lines = ["digraph pipeline {", "  rankdir=LR;", '  "input" [shape=oval];']
-        for node in plan.nodes:
-            shape = "diamond" if isinstance(node.stage, JoinStage) else "box"
-            lines.append(f'  "{node.name}" [shape={shape}, label="{_label(node)}"];')
-        lines.append('  "output" [shape=oval];')
-        for name in plan.entries:
-            lines.append(f'  "input" -> "{name}";')
-        for node in plan.nodes:
-            kind = _fan_out_label(node, plan)
-            for successor in plan.successors[node.name]:
-                label = f' [label="{kind}"]' if kind else ""
-                lines.append(f'  "{node.name}" -> "{successor}"{label};')
-        for name in plan.sinks:
-            lines.append(f'  "{name}" -> "output";')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        """Return the graph in Graphviz's DOT language: nodes, edges, splits and joins.
+
+        Each node is drawn with its name and its workers (or its kind of join); the
+        names are escaped, so any name gives valid DOT (see `pipeline.graph.picture`).
+        """
+        return self._picture().to_dot()
 
     def to_mermaid(self) -> str:
         """Return the graph as a Mermaid flowchart (GitHub and many wikis draw these)."""
-        plan = self.plan()
-        ids = {node.name: f"n{index}" for index, node in enumerate(plan.nodes)}
-        lines = ["flowchart LR", "  input([input])"]
-        for node in plan.nodes:
-            text = _label(node).replace("\\n", "<br/>")
-            if isinstance(node.stage, JoinStage):
-                lines.append(f'  {ids[node.name]}{{"{text}"}}')
-            else:
-                lines.append(f'  {ids[node.name]}["{text}"]')
-        lines.append("  output([output])")
-        for name in plan.entries:
-            lines.append(f"  input --> {ids[name]}")
-        for node in plan.nodes:
-            kind = _fan_out_label(node, plan)
-            arrow = f"-- {kind} -->" if kind else "-->"
-            for successor in plan.successors[node.name]:
-                lines.append(f"  {ids[node.name]} {arrow} {ids[successor]}")
-        for name in plan.sinks:
-            lines.append(f"  {ids[name]} --> output")
-        return "\n".join(lines) + "\n"
+        return self._picture().to_mermaid()
 
     def to_png(self, path: str | Path) -> Path:
         """Draw the graph into a PNG file with Graphviz's `dot` program; return the path.
@@ -287,13 +257,34 @@ class Graph:
     def __repr__(self) -> str:
         return f"Graph({', '.join(self._nodes)})"
 
+    def _picture(self) -> Picture:
+        """Check the graph and draw it: the run's input, the nodes, the run's output."""
+        plan = self.plan()
+        picture = Picture("pipeline")
+        start = picture.end("input")
+        ids = {
+            node.name: picture.box(
+                _label(node), "diamond" if isinstance(node.stage, JoinStage) else "box"
+            )
+            for node in plan.nodes
+        }
+        finish = picture.end("output")
+        for name in plan.entries:
+            picture.arrow(start, ids[name])
+        for node in plan.nodes:
+            kind = _fan_out_label(node, plan)
+            for successor in plan.successors[node.name]:
+                picture.arrow(ids[node.name], ids[successor], kind)
+        for name in plan.sinks:
+            picture.arrow(ids[name], finish)
+        return picture
 
-def _label(node: Node) -> str:
+
+def _label(node: Node) -> tuple[str, str]:
     stage = node.stage
     if isinstance(stage, JoinStage):
-        return f"{node.name}\\n{stage.kind}"
-    workers = "1 worker" if stage.workers == 1 else f"{stage.workers} workers"
-    return f"{node.name}\\n{workers}"
+        return (node.name, stage.kind)
+    return (node.name, "1 worker" if stage.workers == 1 else f"{stage.workers} workers")
 
 
 def _fan_out_label(node: Node, plan: Plan) -> str:

@@ -38,6 +38,7 @@ from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
 from pipeline.graph.order import successors_of, topological_order
+from pipeline.graph.picture import Picture
 from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.errors import CircuitOpen
@@ -234,28 +235,25 @@ class TaskGraph:
         return None if run is None else run.statistics()
 
     def to_dot(self) -> str:
-        """Return the task graph in Graphviz's DOT language, each task with its criticality."""
-        self.check()
-        lines = ["digraph tasks {", "  rankdir=LR;"]
-        for task in self._tasks.values():
-            lines.append(f'  "{task.name}" [shape=box, label="{task.name}\\n{_label(task)}"];')
-        for task in self._tasks.values():
-            for dependency in task.after:
-                lines.append(f'  "{dependency}" -> "{task.name}";')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        """Return the task graph in Graphviz's DOT language, each task with its criticality.
+
+        The names are escaped, so any name gives valid DOT (see `pipeline.graph.picture`).
+        """
+        return self._picture().to_dot()
 
     def to_mermaid(self) -> str:
         """Return the task graph as a Mermaid flowchart."""
+        return self._picture().to_mermaid()
+
+    def _picture(self) -> Picture:
+        """Check the graph and draw it: a box per task, an arrow from each dependency."""
         self.check()
-        ids = {name: f"t{index}" for index, name in enumerate(self._tasks)}
-        lines = ["flowchart LR"]
-        for task in self._tasks.values():
-            lines.append(f'  {ids[task.name]}["{task.name}<br/>{_label(task)}"]')
+        picture = Picture("tasks")
+        ids = {name: picture.box((name, _label(task))) for name, task in self._tasks.items()}
         for task in self._tasks.values():
             for dependency in task.after:
-                lines.append(f"  {ids[dependency]} --> {ids[task.name]}")
-        return "\n".join(lines) + "\n"
+                picture.arrow(ids[dependency], ids[task.name])
+        return picture
 
     def __repr__(self) -> str:
         return f"TaskGraph({', '.join(self._tasks)})"

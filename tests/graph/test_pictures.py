@@ -1,0 +1,168 @@
+"""Pictures of both kinds of graph under awkward names: valid DOT, valid Mermaid, the names kept.
+
+DOT is checked by Graphviz's `dot` itself (skipped where it is not installed): the
+picture must lay out, with one drawn node per node plus the two ends, each showing
+its name. Mermaid is checked by a strict grammar of the subset the pictures use, and
+each label is decoded back to the name it shows.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+from support import WAIT
+
+from pipeline import FunctionStage
+from pipeline.graph import Graph, SequenceJoin, TaskGraph
+
+AWKWARD = [
+    'say "hi"',
+    "back\\slash",
+    "trailing\\",
+    "tab\there",
+    "input",
+    "output",
+    "a & b <c> &amp;",
+    "C#35; #quot;",
+    "\\N and \\n",
+    "node",
+    "end",
+    "`tick`",
+    "two\nlines",
+    "ünïcode €",
+]
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
+
+
+def awkward_graph() -> Graph:
+    """A split into every awkward name, merged again, then joined with the first branch."""
+    graph = Graph().add(FunctionStage(lambda item: item, name=AWKWARD[0]))
+    for name in AWKWARD[1:-1]:
+        graph.add(FunctionStage(lambda item: item, name=name), after=AWKWARD[0])
+    graph.add(SequenceJoin(name=AWKWARD[-1]), after=AWKWARD[1:-1])
+    return graph
+
+
+def awkward_tasks() -> TaskGraph:
+    graph = TaskGraph().add(AWKWARD[0], lambda: 1)
+    for name in AWKWARD[1:]:
+        graph.add(name, lambda first: first, after=AWKWARD[0])
+    return graph
+
+
+def drawn_by_dot(dot: str) -> tuple[list[list[str]], int]:
+    """Lay `dot` out with Graphviz; return each drawn node's text lines, and the edge count."""
+    finished = subprocess.run(
+        ["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=WAIT * 6, check=False
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert not finished.stderr, finished.stderr  # not even a warning
+    svg = ElementTree.fromstring(finished.stdout)
+    groups = svg.iter("{http://www.w3.org/2000/svg}g")
+    nodes, edges = [], 0
+    for group in groups:
+        if group.get("class") == "node":
+            texts = group.iter("{http://www.w3.org/2000/svg}text")
+            nodes.append([text.text or "" for text in texts])
+        elif group.get("class") == "edge":
+            edges += 1
+    return nodes, edges
+
+
+_MERMAID_LABEL = r'(?:[^"#&<>`\x00-\x1f\x7f]|#quot;|#[0-9]+;|<br/>)*'
+_MERMAID_BOX = re.compile(rf'^  (n[0-9]+)(?:\["({_MERMAID_LABEL})"\]|\{{"({_MERMAID_LABEL})"\}})$')
+_MERMAID_END = re.compile(r"^  (input|output)\(\[\1\]\)$")
+_MERMAID_ID = r"(?:n[0-9]+|input|output)"
+_MERMAID_LINK = r"(?:-->|-- [a-z]+(?: [a-z]+)* -->)"
+_MERMAID_ARROW = re.compile(rf"^  ({_MERMAID_ID}) {_MERMAID_LINK} ({_MERMAID_ID})$")
+
+
+def parse_mermaid(text: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Check `text` against the flowchart subset drawn; return each box's lines and the arrows.
+
+    Every line must be the header, a box (`n0["..."]` or `n0{"..."}`), an end
+    (`input([input])`), or an arrow between declared ids; ids are declared once.
+    """
+    header, *lines = text.splitlines()
+    assert header == "flowchart LR"
+    boxes: dict[str, list[str]] = {}
+    arrows = []
+    for line in lines:
+        if box := _MERMAID_BOX.match(line):
+            assert box[1] not in boxes, line
+            label = box[2] if box[2] is not None else box[3]
+            boxes[box[1]] = [_decode_mermaid(part) for part in label.split("<br/>")]
+        elif end := _MERMAID_END.match(line):
+            assert end[1] not in boxes, line
+            boxes[end[1]] = [end[1]]
+        elif arrow := _MERMAID_ARROW.match(line):
+            assert arrow[1] in boxes, line
+            assert arrow[2] in boxes, line
+            arrows.append((arrow[1], arrow[2]))
+        else:
+            raise AssertionError(f"not in the Mermaid subset: {line!r}")
+    return boxes, arrows
+
+
+def _decode_mermaid(label: str) -> str:
+    label = label.replace("#quot;", '"')
+    return re.sub(r"#([0-9]+);", lambda code: chr(int(code[1])), label)
+
+
+def shown_names(lines: list[list[str]]) -> list[str]:
+    return sorted(parts[0] for parts in lines)
+
+
+@needs_dot
+def test_dot_draws_a_graph_with_awkward_names_one_node_each_named_as_given() -> None:
+    nodes, edges = drawn_by_dot(awkward_graph().to_dot())
+    # Graphviz splits a label on the newline in "two\nlines"; joined back, each shows its name.
+    names = sorted("\n".join(text[:-1]) for text in nodes if text[-1] not in ("input", "output"))
+    ends = sorted(text[0] for text in nodes if text[-1] in ("input", "output"))
+    assert names == sorted(AWKWARD)
+    assert ends == ["input", "output"]
+    assert edges == 1 + 2 * (len(AWKWARD) - 2) + 1
+
+
+@needs_dot
+def test_dot_draws_a_task_graph_with_awkward_names() -> None:
+    nodes, edges = drawn_by_dot(awkward_tasks().to_dot())
+    assert sorted("\n".join(text[:-1]) for text in nodes) == sorted(AWKWARD)
+    assert edges == len(AWKWARD) - 1
+
+
+def test_mermaid_draws_a_graph_with_awkward_names_one_box_each_named_as_given() -> None:
+    boxes, arrows = parse_mermaid(awkward_graph().to_mermaid())
+    ends = {box_id for box_id in boxes if not box_id.startswith("n")}
+    assert ends == {"input", "output"}
+    assert sorted(lines[0] for box_id, lines in boxes.items() if box_id not in ends) == sorted(
+        AWKWARD
+    )
+    assert len(arrows) == 1 + 2 * (len(AWKWARD) - 2) + 1
+
+
+def test_mermaid_draws_a_task_graph_with_awkward_names() -> None:
+    boxes, arrows = parse_mermaid(awkward_tasks().to_mermaid())
+    assert shown_names(list(boxes.values())) == sorted(AWKWARD)
+    assert len(arrows) == len(AWKWARD) - 1
+
+
+@pytest.mark.parametrize("name", ["input", "output"])
+def test_a_node_named_like_an_end_is_drawn_apart_from_the_end(name: str) -> None:
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="first"))
+        .add(FunctionStage(lambda item: item, name=name), after="first")
+        .add(FunctionStage(lambda item: item, name="last"), after=name)
+    )
+    boxes, arrows = parse_mermaid(graph.to_mermaid())
+    assert len(boxes) == 3 + 2
+    assert len(arrows) == 4
+    if shutil.which("dot") is not None:
+        nodes, edges = drawn_by_dot(graph.to_dot())
+        assert (len(nodes), edges) == (3 + 2, 4)
