@@ -279,6 +279,27 @@ def test_a_route_to_an_unknown_successor_is_an_error_naming_it() -> None:
         graph.build().run(range(3))
 
 
+class Unprintable:
+    """A value whose repr() raises, as a half-built object's may."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr() of an unprintable value")
+
+
+def test_a_route_returning_an_unprintable_non_successor_still_says_so() -> None:
+    graph = (
+        Graph()
+        .add(identity("split"), fan_out=Partition(route=lambda item: Unprintable()))
+        .add(identity("x"), after="split")
+        .add(identity("y"), after="split")
+    )
+    with pytest.raises(StageError) as caught:
+        graph.build().run(range(3))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert "route returned <Unprintable " in str(caught.value)
+    assert "which is not a successor of 'split' (successors: ['x', 'y'])" in str(caught.value)
+
+
 def test_a_failing_join_combine_names_the_join_and_the_item() -> None:
     def combine(left: int, right: int) -> int:
         if left == 3:

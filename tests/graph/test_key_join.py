@@ -132,6 +132,58 @@ def test_a_key_seen_twice_on_one_input_is_an_error() -> None:
         graph.build(batch_size=4).run(range(4))
 
 
+class Unprintable:
+    """A key whose repr() raises, as a half-built object's may."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr() of an unprintable key")
+
+
+def test_an_unprintable_key_without_a_partner_still_names_the_join_and_the_inputs() -> None:
+    join: KeyJoin[Any] = KeyJoin(lambda item: Unprintable(), name="join")
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: item, name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+        .add(join, after=["left", "right"])
+    )
+    with pytest.raises(StageError) as caught:
+        graph.build().run(range(1))
+    assert isinstance(caught.value.__cause__, LookupError)
+    assert "key <Unprintable " in str(caught.value)
+    assert "from input 'left' never met its partner from input 'right'" in str(caught.value)
+
+
+def test_an_unprintable_key_seen_twice_still_says_so() -> None:
+    key = Unprintable()
+    join: KeyJoin[Any] = KeyJoin(lambda item: key, name="join")
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: item, name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+        .add(join, after=["left", "right"])
+    )
+    with pytest.raises(StageError, match=r"came twice from input 'left' before its partner"):
+        graph.build(batch_size=4).run(range(4))
+
+
+def test_dropping_an_unprintable_key_logs_it(caplog: pytest.LogCaptureFixture) -> None:
+    join: KeyJoin[Any] = KeyJoin(lambda item: Unprintable(), name="join", incomplete="drop")
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: item, name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+        .add(join, after=["left", "right"])
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline.graph.join"):
+        assert graph.build().run(range(2)) == []
+    (record,) = caplog.records
+    assert "key join 'join' dropped key <Unprintable " in record.getMessage()
+
+
 def test_a_failing_key_function_names_the_join_and_the_item() -> None:
     def key(pair: tuple[int, str]) -> int:
         if pair[0] == 2:

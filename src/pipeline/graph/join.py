@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final, Literal, Self, TypeVar
 
 from pipeline._checks import positive_int
+from pipeline.errors import short_repr
 from pipeline.stage import ItemFailed, PipelineStage
 
 __all__ = [
@@ -371,7 +372,7 @@ class KeyJoin(JoinStage[Out]):
             other_edge, other = waiting
             if other_edge == edge:
                 raise ValueError(
-                    f"key {key!r} came twice from input {self.inputs[edge]!r} before "
+                    f"key {short_repr(key)} came twice from input {self.inputs[edge]!r} before "
                     "its partner; a key join expects each key once per input"
                 )
             return [self._pair(other, item) if edge == 1 else self._pair(item, other)]
@@ -401,7 +402,7 @@ class KeyJoin(JoinStage[Out]):
         edge, item = self._pending.pop(key)
         if self.incomplete == "fail":
             raise LookupError(
-                f"key {key!r} from input {self.inputs[edge]!r} never met its partner "
+                f"key {short_repr(key)} from input {self.inputs[edge]!r} never met its partner "
                 f"from input {self.inputs[1 - edge]!r} ({why})"
             )
         if self.incomplete == "drop":
@@ -409,10 +410,10 @@ class KeyJoin(JoinStage[Out]):
             if not self._warned:
                 self._warned = True
                 logger.warning(
-                    "key join %r dropped key %r without a partner (%s); later drops are "
+                    "key join %r dropped key %s without a partner (%s); later drops are "
                     "counted in its statistics",
                     self.name,
-                    key,
+                    short_repr(key),
                     why,
                 )
             return []

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline._checks import number
-from pipeline.errors import ShutDown, StageError
+from pipeline.errors import ShutDown, StageError, short_repr
 from pipeline.graph.build import Graph, Node, Partition, Plan
 from pipeline.graph.errors import PipelineDeadlock
 from pipeline.graph.join import MISSING, JoinStage, KeyJoin, Numbered
@@ -378,7 +378,7 @@ class _FanOut:
                     target = partition.route(item)
                     if target not in self.successors:
                         raise ValueError(
-                            f"route returned {target!r}, which is not a successor of "
+                            f"route returned {short_repr(target)}, which is not a successor of "
                             f"{self.node.name!r} (successors: {list(self.successors)})"
                         )
                     index = self.successors.index(target)
