@@ -287,9 +287,12 @@ class Unprintable:
 
 
 def test_a_route_returning_an_unprintable_non_successor_still_says_so() -> None:
+    def route(item: int) -> Any:
+        return Unprintable()  # not a name: a routing function's mistake
+
     graph = (
         Graph()
-        .add(identity("split"), fan_out=Partition(route=lambda item: Unprintable()))
+        .add(identity("split"), fan_out=Partition(route=route))
         .add(identity("x"), after="split")
         .add(identity("y"), after="split")
     )
