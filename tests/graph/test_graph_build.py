@@ -236,3 +236,21 @@ def test_a_chain_adds_one_node_per_stage_each_after_the_one_before() -> None:
     ]
     assert graph.nodes[2].fan_out == "round_robin"
     assert graph.nodes[1].fan_out == "broadcast"
+
+
+@pytest.mark.parametrize(
+    ("chain_after", "fan_out", "error"),
+    [
+        ("a", "broadcast", GraphError),  # its last stage is named like a node already there
+        ("a", "bogus", TypeError),  # its last stage gets a fan_out that is no fan-out
+        (3, "broadcast", TypeError),  # its first stage's after is no name
+    ],
+)
+def test_a_chain_that_cannot_be_added_adds_none_of_its_stages(
+    chain_after: Any, fan_out: Any, error: type[Exception]
+) -> None:
+    graph = Graph().add(node("a"))
+    last = node("a") if error is GraphError else node("c")
+    with pytest.raises(error):
+        graph.add(node("b") >> node("x") >> last, after=chain_after, fan_out=fan_out)
+    assert [each.name for each in graph.nodes] == ["a"]

@@ -112,18 +112,23 @@ class Graph:
         """Add `stage` as a node reading from the nodes named in `after`; return the graph.
 
         A chain made with `>>` adds one node per stage, each reading from the one before
-        it; the first reads from `after`, and the last splits by `fan_out`.
+        it; the first reads from `after`, and the last splits by `fan_out`. A chain is
+        added whole or not at all: when one of its stages is refused, none is added.
 
         Raises:
             TypeError: `stage` is not a stage or chain, or `after`/`fan_out` has the wrong type.
             GraphError: a node of that name is already in the graph, or the stage is.
         """
         if isinstance(stage, StageChain):
+            trial = Graph()
+            trial._nodes = dict(self._nodes)
             *leading, last = stage.stages
             for link in leading:
-                self.add(link, after=after)
+                trial.add(link, after=after)
                 after = link.name
-            return self.add(last, after=after, fan_out=fan_out)
+            trial.add(last, after=after, fan_out=fan_out)
+            self._nodes = trial._nodes
+            return self
         if not isinstance(stage, PipelineStage):
             raise TypeError(
                 f"stage must be a PipelineStage or a chain of them, got {type(stage).__name__}"
