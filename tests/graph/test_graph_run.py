@@ -39,6 +39,7 @@ from pipeline.graph import (
     SequenceJoin,
 )
 from pipeline.observe.report import format_report
+from pipeline.safequeue import SafeQueue
 from pipeline.worker import current_stop_event
 
 
@@ -420,6 +421,30 @@ def test_the_watchdog_turns_a_blocked_stage_into_a_deadlock_error_naming_it() ->
     assert waits["node 'd' (worker 0)"] == "waits for items from the inbox of 'd'"
     assert str(caught.value).startswith("nothing moved for ")
     assert "node 'stuck' (worker 0) is inside its stage's code" in str(caught.value)
+
+
+def test_the_watchdog_says_a_source_waiting_in_its_own_next_is_reading_the_source() -> None:
+    stopped = threading.Event()
+
+    class Stopping(SafeQueue[Any]):
+        """An inbox that tells the source when the run shuts it down."""
+
+        def shutdown(self, immediate: bool = False) -> None:
+            stopped.set()
+            super().shutdown(immediate)
+
+    def source() -> Iterator[int]:
+        yield 1
+        stopped.wait(WAIT)  # a source waiting for its next item, until the run stops
+        yield 2
+
+    pipeline = (
+        Graph().add(identity("a")).build(deadlock_timeout=0.2, queue_factory=lambda *_: Stopping(8))
+    )
+    with pytest.raises(PipelineDeadlock) as caught:
+        pipeline.run(source())
+    assert caught.value.waits["the source"] == "is inside the source's next()"
+    assert caught.value.waits["node 'a' (worker 0)"] == "waits for items from the inbox of 'a'"
 
 
 def test_a_sub_graph_is_a_stage_in_a_chain() -> None:

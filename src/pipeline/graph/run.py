@@ -21,8 +21,8 @@ With `deadlock_timeout`, a watchdog thread fails the run with `PipelineDeadlock`
 nothing has been put into or taken from any queue for that long, naming what every
 thread waits on. Outputs waiting for a consumer that is busy with its own work (not
 waiting for them) do not count as a deadlock. The watchdog cannot tell a stuck stage
-from one that takes longer than the timeout for one batch, so choose a timeout well
-above the slowest batch.
+from one that takes longer than the timeout for one batch (nor a stuck source from a
+slow one), so choose a timeout well above the slowest batch.
 """
 
 from __future__ import annotations
@@ -472,11 +472,16 @@ class _GraphRun(_Run):
         self.board = _WaitBoard() if self.deadlock_timeout is not None else None
         self._watch_stopping = threading.Event()
         super().__init__(pipeline, source)
-        self.roles: dict[threading.Thread, str] = {self.threads[1]: "the source"}
+        # For the watchdog's message: each thread's role, and what it does when it is
+        # not waiting on a queue.
+        self.roles: dict[threading.Thread, tuple[str, str]] = {
+            self.threads[1]: ("the source", "is inside the source's next()")
+        }
         workers = iter(self.threads[2:])
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
-                self.roles[next(workers)] = f"node {stage_run.name!r} (worker {worker})"
+                role = f"node {stage_run.name!r} (worker {worker})"
+                self.roles[next(workers)] = (role, "is inside its stage's code")
         if self.board is not None:
             self.threads.append(self._thread(self._watch, "pipeline-watchdog"))
 
@@ -594,9 +599,9 @@ class _GraphRun(_Run):
 
     def _deadlock(self, still: float, waits: dict[threading.Thread, str]) -> PipelineDeadlock:
         described: dict[str, str] = {}
-        for thread, role in self.roles.items():
+        for thread, (role, busy) in self.roles.items():
             if thread.is_alive():
-                described[role] = waits.get(thread, "is inside its stage's code")
+                described[role] = waits.get(thread, busy)
         for thread, what in waits.items():
             if thread not in self.roles:
                 described[f"the consumer ({thread.name})"] = what
