@@ -254,3 +254,20 @@ def test_a_chain_that_cannot_be_added_adds_none_of_its_stages(
     with pytest.raises(error):
         graph.add(node("b") >> node("x") >> last, after=chain_after, fan_out=fan_out)
     assert [each.name for each in graph.nodes] == ["a"]
+
+
+def test_a_graph_that_runs_itself_through_a_sub_graph_is_refused() -> None:
+    outer = Graph().add(node("a"))
+    inner = Graph().add(node("b"))
+    inner.add(outer.as_stage("back_out"), after="b")
+    outer.add(inner.as_stage("inner"), after="a")
+    message = (
+        r"^node 'inner' runs the graph it is in, through 'inner' -> 'back_out': "
+        r"each batch would start a run of it again, without end$"
+    )
+    with pytest.raises(GraphError, match=message):
+        outer.build()
+    itself = Graph().add(node("c"))
+    itself.add(itself.as_stage("again"), after="c")
+    with pytest.raises(GraphError, match=r"^node 'again' runs the graph it is in, through 'again'"):
+        itself.plan()

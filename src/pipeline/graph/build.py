@@ -162,7 +162,8 @@ class Graph:
 
         Raises:
             GraphError: the graph is empty, names an unknown node, has a cycle, has a
-                node not connected to the others, or has a join its inputs cannot serve.
+                node not connected to the others, has a join its inputs cannot serve,
+                or runs itself through a sub-graph node (`as_stage`).
         """
         nodes = self._nodes
         if not nodes:
@@ -177,6 +178,7 @@ class Graph:
         successors = successors_of(after)
         order = topological_order(after, successors, "the graph")
         _check_connected(nodes, successors)
+        _check_not_inside_itself(self)
         for node in nodes.values():
             if not successors[node.name] and node.fan_out != "broadcast":
                 raise GraphError(
@@ -317,6 +319,30 @@ def _check_connected(nodes: dict[str, Node], successors: dict[str, list[str]]) -
             f"nodes {apart} are not connected to nodes {sorted(reached)}; a graph must be "
             "one connected piece (run separate graphs separately)"
         )
+
+
+def _check_not_inside_itself(graph: Graph) -> None:
+    """Refuse a graph that runs itself through its sub-graph nodes, which would never end."""
+    from pipeline.graph.compose import SubgraphStage
+
+    seen: set[int] = set()
+
+    def walk(current: Graph, path: list[str]) -> None:
+        seen.add(id(current))
+        for node in current.nodes:
+            if not isinstance(node.stage, SubgraphStage):
+                continue
+            through = [*path, node.name]
+            if node.stage.graph is graph:
+                shown = " -> ".join(repr(name) for name in through)
+                raise GraphError(
+                    f"node {through[0]!r} runs the graph it is in, through {shown}: each "
+                    "batch would start a run of it again, without end"
+                )
+            if id(node.stage.graph) not in seen:
+                walk(node.stage.graph, through)
+
+    walk(graph, [])
 
 
 def _check_join(join: Node, plan: Plan) -> None:
