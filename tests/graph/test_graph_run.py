@@ -304,6 +304,44 @@ def test_a_route_returning_an_unprintable_non_successor_still_says_so() -> None:
     assert "which is not a successor of 'split' (successors: ['x', 'y'])" in str(caught.value)
 
 
+class Mute(Exception):
+    """An exception whose str() raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() of a mute exception")
+
+
+def raise_mute(*_: Any) -> Any:
+    raise Mute
+
+
+def split_into(fan_out: Any, join: Any = None) -> Graph:
+    graph = Graph().add(identity("split"), fan_out=fan_out)
+    graph.add(identity("x"), after="split").add(identity("y"), after="split")
+    return graph if join is None else graph.add(join, after=["x", "y"])
+
+
+@pytest.mark.parametrize(
+    ("graph", "node"),
+    [
+        (split_into(Partition(key=raise_mute)), "split"),
+        (split_into(Partition(route=raise_mute)), "split"),
+        (split_into("broadcast", KeyJoin(raise_mute, name="join")), "join"),
+        (split_into("broadcast", SequenceJoin(raise_mute, name="join")), "join"),
+    ],
+    ids=["partition key", "route", "key join key", "sequence join combine"],
+)
+def test_a_function_raising_an_exception_whose_str_fails_still_names_node_and_item(
+    graph: Graph, node: str
+) -> None:
+    with pytest.raises(StageError) as caught:
+        graph.build().run(range(3))
+    assert caught.value.stage == node
+    assert caught.value.has_item
+    assert str(caught.value).endswith("Mute: <str() failed>")
+    assert isinstance(caught.value.__cause__, Mute)
+
+
 def test_a_failing_join_combine_names_the_join_and_the_item() -> None:
     def combine(left: int, right: int) -> int:
         if left == 3:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from support import WAIT, Boom, interrupt_when_ready, press_from_another_thread, sigint_setting
 
-from pipeline.graph import Criticality, GraphError, TaskGraph, TaskGraphFailed
+from pipeline.graph import Criticality, GraphError, TaskGraph, TaskGraphFailed, TaskGraphResult
 from pipeline.graph.metrics import register_task_metrics
 from pipeline.resilience import CircuitBreaker, CircuitOpen, RetryPolicy
 
@@ -218,6 +218,36 @@ def test_a_base_exception_in_a_task_fails_it_without_hanging() -> None:
     result = TaskGraph().add("exits", exits).add("ok", constant(1)).run(raise_on_failure=False)
     assert isinstance(result.failed["exits"], SystemExit)
     assert result.succeeded == {"ok": 1}
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+def test_a_task_raising_an_interrupt_or_exit_fails_once_and_is_raised_chained(
+    kind: type[BaseException],
+) -> None:
+    calls = 0
+
+    def stops() -> None:
+        nonlocal calls
+        calls += 1
+        raise kind()
+
+    breaker = CircuitBreaker(failure_threshold=1, name="service")
+    retry = RetryPolicy(max_attempts=3, base_delay=0, retry_on=kind)
+    graph = (
+        TaskGraph()
+        .add("stops", stops, retry=retry, breaker=breaker)
+        .add("after", constant(1), after="stops")
+        .add("apart", constant(2))
+    )
+    with pytest.raises(TaskGraphFailed) as caught:
+        graph.run(workers=1)
+    assert isinstance(caught.value.__cause__, kind)
+    assert calls == 1  # not the task's answer: never retried
+    result = caught.value.result
+    assert isinstance(result, TaskGraphResult)
+    assert result.succeeded == {"apart": 2}
+    assert result.skipped == {"after": "it depends on task 'stops', which failed"}
+    assert breaker.state.value == "closed"  # an interrupted call is no verdict on the service
 
 
 def test_statistics_and_metrics_show_active_tasks_and_latencies() -> None:
