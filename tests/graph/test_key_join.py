@@ -209,3 +209,17 @@ def test_bad_key_join_arguments_are_rejected(
 ) -> None:
     with pytest.raises(error, match=message):
         KeyJoin(**arguments)
+
+
+def test_a_stop_drops_the_keys_a_join_holds_without_failing_on_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    join: KeyJoin[Any] = KeyJoin(key_of, name="join")  # "fail": a key left would fail the run
+    pipeline = enrich(join, drop_right=True).build(queue_size=1, batch_size=1)
+    with caplog.at_level(logging.DEBUG):
+        for _ in pipeline.stream(range(10_000)):
+            break
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    stats = pipeline.stats()
+    assert isinstance(stats, GraphStatistics)
+    assert not stats.running
