@@ -79,7 +79,7 @@ def diamond(*, drop_every: int = 7) -> Graph:
 
 
 def test_a_diamond_with_a_dropping_branch_on_queues_of_one_gives_every_output() -> None:
-    # The naive per-branch zip join hangs here (FINDINGS: after 54 of 17,142 outputs).
+    # The naive per-branch zip join hangs here (measured: after 54 of 17,142 outputs).
     pipeline = diamond().build(queue_size=1, batch_size=1, deadlock_timeout=WAIT)
     outputs = pipeline.run(range(3000))
     expected = [(2 * item, item) for item in range(3000) if item % 7 != 0]
