@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import queue
 import random
 import textwrap
 import threading
@@ -753,6 +754,31 @@ def test_the_watchdog_waits_for_a_consumer_busy_with_its_own_work() -> None:
             pause.wait(0.3)  # the consumer's own work, longer than the timeout
         outputs.append(output)
     assert len(outputs) == 8
+
+
+def test_the_watchdog_waits_for_a_consumer_busy_while_the_source_waits_for_it() -> None:
+    # A request/response source: its next item is the answer to the consumer's last
+    # output, so while the consumer works nothing is queued anywhere, yet nothing is stuck.
+    answers: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def source() -> Iterator[int]:
+        yield 0
+        for _ in range(3):
+            yield answers.get(timeout=WAIT) + 1
+
+    pipeline = (
+        Graph()
+        .add(identity("a"))
+        .add(identity("b"), after="a")
+        .build(batch_size=1, deadlock_timeout=0.1)
+    )
+    pause = threading.Event()
+    outputs = []
+    for output in pipeline.stream(source()):
+        pause.wait(0.3)  # the consumer's own work, longer than the timeout
+        outputs.append(output)
+        answers.put(output)
+    assert outputs == [0, 1, 2, 3]
 
 
 def test_a_branch_of_several_nodes_keeps_each_items_number_to_the_join() -> None:

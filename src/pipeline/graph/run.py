@@ -19,8 +19,8 @@ the end of the input).
 
 With `deadlock_timeout`, a watchdog thread fails the run with `PipelineDeadlock` when
 nothing has been put into or taken from any queue for that long, naming what every
-thread waits on. Outputs waiting for a consumer that is busy with its own work (not
-waiting for them) do not count as a deadlock. The watchdog cannot tell a stuck stage
+thread waits on. A consumer busy with its own work (not waiting for outputs) pauses
+the run, however long: that does not count as a deadlock. The watchdog cannot tell a stuck stage
 from one that takes longer than the timeout for one batch (nor a stuck source from a
 slow one), so choose a timeout well above the slowest batch.
 """
@@ -591,11 +591,14 @@ class _GraphRun(_Run):
             return
 
     def _consumer_away(self, waits: dict[threading.Thread, str]) -> bool:
-        """Whether outputs wait for a consumer busy with its own work: a pause, not a deadlock."""
+        """Whether the consumer is busy with its own work, not waiting for outputs: a pause.
+
+        Whatever the run's threads wait on then (room in the results queue, or a source
+        whose next item answers the consumer's last output), they wait for the consumer;
+        a stuck stage is still found once the consumer waits for outputs again.
+        """
         taking = f"waits for items from {_RESULTS}"
-        if any(what == taking for what in waits.values()):
-            return False
-        return self.results.statistics().depth > 0
+        return not any(what == taking for what in waits.values())
 
     def _deadlock(self, still: float, waits: dict[threading.Thread, str]) -> PipelineDeadlock:
         described: dict[str, str] = {}
