@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import FunctionStage, PredicateStage
+from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
 from pipeline.graph import (
     Graph,
     GraphError,
@@ -271,3 +271,22 @@ def test_a_graph_that_runs_itself_through_a_sub_graph_is_refused() -> None:
     itself.add(itself.as_stage("again"), after="c")
     with pytest.raises(GraphError, match=r"^node 'again' runs the graph it is in, through 'again'"):
         itself.plan()
+
+
+def test_a_join_given_more_workers_is_refused_naming_it() -> None:
+    join: SequenceJoin[Any] = SequenceJoin(name="d")
+    join.workers = 2
+    graph = Graph().add(node("a")).add(node("b"), after="a").add(node("c"), after="a")
+    graph.add(join, after=["b", "c"])
+    with pytest.raises(GraphError, match=r"^join 'd' runs one worker \(its buffer is its "):
+        graph.build()
+
+
+def test_a_join_run_outside_a_graph_says_it_belongs_in_one() -> None:
+    with pytest.raises(StageError) as caught:
+        Pipeline(KeyJoin(lambda item: item, name="pair")).run([1, 2])
+    assert str(caught.value) == (
+        "stage 'pair' failed in setup(): worker 0: RuntimeError: join 'pair' is not a node "
+        "of a graph: its inputs are a graph's edges, so add it to a Graph and run "
+        "graph.build()"
+    )

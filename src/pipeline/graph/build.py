@@ -355,6 +355,11 @@ def _check_join(join: Node, plan: Plan) -> None:
     """
     stage = join.stage
     assert isinstance(stage, JoinStage)
+    if stage.workers != 1:
+        raise GraphError(
+            f"join {join.name!r} runs one worker (its buffer is its state), got "
+            f"workers={stage.workers}"
+        )
     if not stage.numbered:
         if isinstance(stage, KeyJoin) and len(join.after) != 2:
             raise GraphError(

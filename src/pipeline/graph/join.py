@@ -114,6 +114,11 @@ class JoinStage(PipelineStage[Any, Out]):
         return twin
 
     def setup(self) -> None:
+        if not self.inputs:
+            raise RuntimeError(
+                f"join {self.name!r} is not a node of a graph: its inputs are a graph's "
+                "edges, so add it to a Graph and run graph.build()"
+            )
         with self._figures:
             if self._in_use:
                 raise RuntimeError(
