@@ -1,9 +1,10 @@
 """Pictures of both kinds of graph under awkward names: valid DOT, valid Mermaid, the names kept.
 
 DOT is checked by Graphviz's `dot` itself (skipped where it is not installed): the
-picture must lay out, with one drawn node per node plus the two ends, each showing
-its name. Mermaid is checked by a strict grammar of the subset the pictures use, and
-each label is decoded back to the name it shows.
+picture must lay out without a warning, with one drawn node per node plus the two
+ends, each showing its name. Mermaid is checked by a strict grammar of the subset the
+pictures use, and each label is decoded back to the name it shows. A character that
+does not print is shown by its escape, as repr() writes it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import unicodedata
 import xml.etree.ElementTree as ElementTree
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import WAIT
 
 from pipeline import FunctionStage
@@ -35,6 +39,15 @@ AWKWARD = [
     "two\nlines",
     "ünïcode €",
 ]
+
+
+def shown(name: str) -> str:
+    """The name as a picture shows it: what does not print, as repr() escapes it."""
+    unprintable = {"Cc", "Cs", "Zl", "Zp"}
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in unprintable else char for char in name
+    )
+
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
 
@@ -121,18 +134,16 @@ def shown_names(lines: list[list[str]]) -> list[str]:
 @needs_dot
 def test_dot_draws_a_graph_with_awkward_names_one_node_each_named_as_given() -> None:
     nodes, edges = drawn_by_dot(awkward_graph().to_dot())
-    # Graphviz splits a label on the newline in "two\nlines"; joined back, each shows its name.
-    names = sorted("\n".join(text[:-1]) for text in nodes if text[-1] not in ("input", "output"))
-    ends = sorted(text[0] for text in nodes if text[-1] in ("input", "output"))
-    assert names == sorted(AWKWARD)
+    ends = sorted(text[0] for text in nodes if len(text) == 1)
     assert ends == ["input", "output"]
+    assert sorted(text[0] for text in nodes if len(text) == 2) == sorted(map(shown, AWKWARD))
     assert edges == 1 + 2 * (len(AWKWARD) - 2) + 1
 
 
 @needs_dot
 def test_dot_draws_a_task_graph_with_awkward_names() -> None:
     nodes, edges = drawn_by_dot(awkward_tasks().to_dot())
-    assert sorted("\n".join(text[:-1]) for text in nodes) == sorted(AWKWARD)
+    assert sorted(text[0] for text in nodes) == sorted(map(shown, AWKWARD))
     assert edges == len(AWKWARD) - 1
 
 
@@ -140,16 +151,40 @@ def test_mermaid_draws_a_graph_with_awkward_names_one_box_each_named_as_given() 
     boxes, arrows = parse_mermaid(awkward_graph().to_mermaid())
     ends = {box_id for box_id in boxes if not box_id.startswith("n")}
     assert ends == {"input", "output"}
-    assert sorted(lines[0] for box_id, lines in boxes.items() if box_id not in ends) == sorted(
-        AWKWARD
-    )
+    names = sorted(lines[0] for box_id, lines in boxes.items() if box_id not in ends)
+    assert names == sorted(map(shown, AWKWARD))
     assert len(arrows) == 1 + 2 * (len(AWKWARD) - 2) + 1
 
 
 def test_mermaid_draws_a_task_graph_with_awkward_names() -> None:
     boxes, arrows = parse_mermaid(awkward_tasks().to_mermaid())
-    assert shown_names(list(boxes.values())) == sorted(AWKWARD)
+    assert shown_names(list(boxes.values())) == sorted(map(shown, AWKWARD))
     assert len(arrows) == len(AWKWARD) - 1
+
+
+names = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4, unique=True)
+
+
+def task_graph_of(names: list[str]) -> TaskGraph:
+    graph = TaskGraph()
+    for name in names:
+        graph.add(name, lambda: None)
+    return graph
+
+
+@needs_dot
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names)
+def test_dot_draws_any_names(names: list[str]) -> None:
+    nodes, _ = drawn_by_dot(task_graph_of(names).to_dot())
+    assert sorted(text[0] for text in nodes) == sorted(map(shown, names))
+
+
+@settings(max_examples=200, deadline=None)
+@given(names)
+def test_mermaid_draws_any_names(names: list[str]) -> None:
+    boxes, _ = parse_mermaid(task_graph_of(names).to_mermaid())
+    assert shown_names(list(boxes.values())) == sorted(map(shown, names))
 
 
 @pytest.mark.parametrize("name", ["input", "output"])

@@ -8,15 +8,17 @@ A node named "input" is therefore drawn as a node of its own, and no name can cl
 with a word either language reserves (`node`, `graph`, `subgraph` in DOT; `end` in
 Mermaid).
 
+A character that does not print (a tab, a newline, any control character, a line or
+paragraph separator) is shown by its escape, as `repr()` writes it (`\\t`, `\\x7f`),
+the way error messages show names; then each language's own escaping applies:
 - DOT: a label is a double-quoted string in which Graphviz reads backslash escapes
   (`\\n`, `\\N`, ...) and HTML character references. A backslash and a double quote are
   escaped with a backslash (so a name can neither start an escape nor, with a trailing
-  backslash, swallow the closing quote), and `&` and control characters are written
-  as character references (`&amp;`, `&#9;`).
+  backslash, swallow the closing quote), and `&` is written `&amp;`.
 - Mermaid: a label is a double-quoted string in which Mermaid reads entity codes
-  (`#quot;`, `#35;`) and HTML. A double quote is `#quot;`; `#`, `&`, `<`, `>`, the
-  backtick (which would start a Markdown label) and control characters are written
-  as `#<code point>;`. Lines are joined with `<br/>`.
+  (`#quot;`, `#35;`) and HTML. A double quote is `#quot;`; `#`, `&`, `<`, `>` and the
+  backtick (which would start a Markdown label) are written as `#<code point>;`.
+  Lines are joined with `<br/>`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ __all__ = ["Picture"]
 Shape = Literal["box", "diamond"]
 End = Literal["input", "output"]
 
-# Characters that are neither printable nor a plain space: written as character codes.
-_CODED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# The characters that do not print: control characters, lone surrogates, separators.
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -108,28 +110,33 @@ class Picture:
         return "\n".join(lines) + "\n"
 
 
+def _shown(text: str) -> str:
+    """Return `text` with every character that does not print written as its escape."""
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in _UNPRINTABLE else char for char in text
+    )
+
+
 def _dot_text(text: str) -> str:
-    """Return `text` for a double-quoted DOT label, shown as it is."""
+    """Return `text` for a double-quoted DOT label."""
     out = []
-    for char in text:
+    for char in _shown(text):
         if char in '\\"':
             out.append("\\" + char)
         elif char == "&":
             out.append("&amp;")
-        elif unicodedata.category(char) in _CODED_CATEGORIES:
-            out.append(f"&#{ord(char)};")
         else:
             out.append(char)
     return "".join(out)
 
 
 def _mermaid_text(text: str) -> str:
-    """Return `text` for a double-quoted Mermaid label, shown as it is."""
+    """Return `text` for a double-quoted Mermaid label."""
     out = []
-    for char in text:
+    for char in _shown(text):
         if char == '"':
             out.append("#quot;")
-        elif char in "#&<>`" or unicodedata.category(char) in _CODED_CATEGORIES:
+        elif char in "#&<>`":
             out.append(f"#{ord(char)};")
         else:
             out.append(char)
