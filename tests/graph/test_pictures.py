@@ -9,11 +9,14 @@ does not print is shown by its escape, as repr() writes it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 import unicodedata
 import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -201,3 +204,44 @@ def test_a_node_named_like_an_end_is_drawn_apart_from_the_end(name: str) -> None
     if shutil.which("dot") is not None:
         nodes, edges = drawn_by_dot(graph.to_dot())
         assert (len(nodes), edges) == (3 + 2, 4)
+
+
+@needs_dot
+def test_to_png_sends_dot_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from pipeline import FunctionStage\n"
+        "from pipeline.graph import Graph\n"
+        "name = '\\u00fcn\\u00efcode \\u20ac'\n"
+        "graph = Graph().add(FunctionStage(lambda item: item, name=name))\n"
+        "print(graph.to_png(sys.argv[1]).stat().st_size > 0)\n"
+    )
+    environment = {
+        **os.environ,
+        "LC_ALL": "C",
+        "PYTHONUTF8": "0",
+        "PYTHONCOERCECLOCALE": "0",
+    }
+    finished = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "graph.png")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=WAIT * 6,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout == "True\n"
+
+
+def test_to_png_gives_up_on_a_dot_that_does_not_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hung = tmp_path / "dot"
+    hung.write_text("#!/bin/sh\nexec sleep 60\n")
+    hung.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    graph = Graph().add(FunctionStage(lambda item: item, name="a"))
+    with pytest.raises(RuntimeError, match=r"^dot did not finish within 0.2 s; "):
+        graph.to_png(tmp_path / "graph.png", timeout=0.2)

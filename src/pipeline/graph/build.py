@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipeline._checks import seconds
 from pipeline.graph.errors import GraphError
 from pipeline.graph.join import JoinStage, KeyJoin, SequenceJoin
 from pipeline.graph.order import successors_of, topological_order
@@ -238,27 +239,37 @@ class Graph:
         """Return the graph as a Mermaid flowchart (GitHub and many wikis draw these)."""
         return self._picture().to_mermaid()
 
-    def to_png(self, path: str | Path) -> Path:
+    def to_png(self, path: str | Path, *, timeout: float = 60.0) -> Path:
         """Draw the graph into a PNG file with Graphviz's `dot` program; return the path.
 
-        Blocks until `dot` has finished.
+        Blocks until `dot` has finished, at most `timeout` seconds (then it is killed).
+        The DOT text goes to `dot` in UTF-8, its own default, whatever the locale.
 
         Raises:
-            RuntimeError: Graphviz's `dot` is not installed (not on PATH), or it failed.
+            RuntimeError: Graphviz's `dot` is not installed (not on PATH), it failed, or
+                it did not finish within `timeout` seconds.
         """
+        limit = seconds("timeout", timeout)
         dot = shutil.which("dot")
         if dot is None:
             raise RuntimeError("to_png() needs Graphviz's dot program on PATH; install graphviz")
         target = Path(path)
-        finished = subprocess.run(
-            [dot, "-Tpng", "-o", str(target)],
-            input=self.to_dot(),
-            text=True,
-            capture_output=True,
-            check=False,
-        )
+        try:
+            finished = subprocess.run(
+                [dot, "-Tpng", "-o", str(target)],
+                input=self.to_dot().encode("utf-8"),
+                capture_output=True,
+                timeout=limit,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(
+                f"dot did not finish within {limit:g} s; draw a smaller graph or give "
+                "to_png() a longer timeout"
+            ) from exc
         if finished.returncode:
-            raise RuntimeError(f"dot failed ({finished.returncode}): {finished.stderr.strip()}")
+            problem = finished.stderr.decode("utf-8", errors="replace").strip()
+            raise RuntimeError(f"dot failed ({finished.returncode}): {problem}")
         return target
 
     def __repr__(self) -> str:
