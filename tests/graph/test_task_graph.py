@@ -289,6 +289,14 @@ def _sample(registry: CollectorRegistry, name: str) -> float:
     raise AssertionError(f"no sample {name}")
 
 
+def test_task_metrics_refuse_a_name_that_is_no_label_when_registered() -> None:
+    graph = TaskGraph().add("a", constant(1))
+    with pytest.raises(TypeError, match=r"^name must be a str, got int$"):
+        register_task_metrics(graph, CollectorRegistry(), name=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^name must not be empty$"):
+        register_task_metrics(graph, CollectorRegistry(), name="")
+
+
 def test_the_pictures_label_each_task_with_its_criticality() -> None:
     graph = TaskGraph().add("a", constant(1), criticality=Criticality.HIGH)
     graph.add("b", constant(1), after="a", criticality=9)
