@@ -119,6 +119,39 @@ def test_a_full_buffer_fails_the_run_naming_the_bound() -> None:
     assert str(caught.value).endswith("(the buffer is full: max_pending=3)")
 
 
+def never_partnered() -> Graph:
+    """Left answers every id, right none: every key waits, until the buffer is full."""
+    return (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: (item, "left"), name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+    )
+
+
+def combine_needing_a_partner(left: Any, right: Any) -> Any:
+    if right is MISSING:
+        raise Boom("no partner to combine with")
+    return (left, right)
+
+
+@pytest.mark.parametrize("incomplete", ["fail", "emit"])
+def test_a_key_pushed_out_of_a_full_buffer_is_the_item_a_failure_names(incomplete: Any) -> None:
+    join: KeyJoin[Any] = KeyJoin(
+        key_of,
+        max_pending=2,
+        incomplete=incomplete,
+        combine=combine_needing_a_partner,
+        name="join",
+    )
+    graph = never_partnered().add(join, after=["left", "right"])
+    with pytest.raises(StageError) as caught:
+        graph.build(batch_size=1).run(range(5))
+    assert caught.value.item == (0, "left")  # the oldest key, given up, not the arrival
+    kind = LookupError if incomplete == "fail" else Boom
+    assert isinstance(caught.value.__cause__, kind)
+
+
 def test_a_key_seen_twice_on_one_input_is_an_error() -> None:
     join: KeyJoin[Any] = KeyJoin(lambda item: 1, name="join")
     graph = (

@@ -160,6 +160,8 @@ class JoinStage(PipelineStage[Any, Out]):
         for index, (edge, item) in enumerate(items):
             try:
                 outputs.extend(self.accept(edge, item))
+            except _HeldItemFailed as failed:  # on an item the arrival pushed out
+                raise ItemFailed(failed.item, index, outputs) from failed.__cause__
             except BaseException as exc:
                 raise ItemFailed(item, index, outputs) from exc
         self._note_size()
@@ -317,6 +319,18 @@ class OrderedMerge(JoinStage[Any]):
 IncompletePolicy = Literal["fail", "drop", "emit"]
 
 
+class _HeldItemFailed(Exception):
+    """Raised by `accept` when a failure belongs to a held item the arrival pushed out.
+
+    `JoinStage.process_batch` turns it into the `ItemFailed` of that item, so the run's
+    error names the item that failed; the failure itself is its `__cause__`.
+    """
+
+    def __init__(self, item: object) -> None:
+        super().__init__(item)
+        self.item = item
+
+
 class KeyJoin(JoinStage[Out]):
     """Pair the items of two inputs that share a key, as an enrich-from-two-sources join.
 
@@ -384,8 +398,12 @@ class KeyJoin(JoinStage[Out]):
         outputs: list[Out] = []
         if self.max_pending is not None and len(self._pending) >= self.max_pending:
             oldest = next(iter(self._pending))
+            held = self._pending[oldest][1]
             full = f"the buffer is full: max_pending={self.max_pending}"
-            outputs.extend(self._give_up(oldest, full))
+            try:
+                outputs.extend(self._give_up(oldest, full))
+            except BaseException as exc:  # the failure is the given-up item's, not the arrival's
+                raise _HeldItemFailed(held) from exc
         self._pending[key] = (edge, item)
         return outputs
 
