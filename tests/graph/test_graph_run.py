@@ -588,6 +588,25 @@ def test_each_build_has_its_own_join_figures() -> None:
     assert (first_stats.joins[0].dropped, second_stats.joins[0].dropped) == (2, 1)
 
 
+def test_one_join_in_two_graphs_names_each_graphs_inputs() -> None:
+    # Building a graph binds the input names on the pipeline's copy of the join, never
+    # on the join itself, which two graphs being built at the same time may share.
+    join: KeyJoin[Any] = KeyJoin(lambda item: 1, name="pair")
+
+    def keeping_one_input(left: str, right: str) -> Graph:
+        graph = Graph().add(identity("a")).add(identity(left), after="a")
+        graph.add(PredicateStage(lambda item: False, name=right), after="a")
+        return graph.add(join, after=[left, right])
+
+    first_pipeline = keeping_one_input("b", "c").build(batch_size=4)
+    second_pipeline = keeping_one_input("x", "y").build(batch_size=4)
+    assert join.inputs == ()
+    with pytest.raises(StageError, match=r"came twice from input 'b'"):
+        first_pipeline.run(range(4))
+    with pytest.raises(StageError, match=r"came twice from input 'x'"):
+        second_pipeline.run(range(4))
+
+
 def test_one_pipeline_run_twice_at_once_says_it_is_already_running() -> None:
     pipeline = diamond().build(queue_size=1, batch_size=1)
     stream = pipeline.stream(itertools.count())

@@ -376,7 +376,6 @@ def _check_join(join: Node, plan: Plan) -> None:
             raise GraphError(
                 f"key join {join.name!r} needs exactly two inputs, got {list(join.after)}"
             )
-        stage.bind(join.after)
         return
     if len(join.after) < 2:
         raise GraphError(f"join {join.name!r} needs at least two inputs, got {list(join.after)}")
@@ -437,4 +436,3 @@ def _check_join(join: Node, plan: Plan) -> None:
     for _, path in found.values():
         for name in path:
             plan.branches[name] = split
-    stage.bind(join.after)

@@ -95,7 +95,7 @@ class JoinStage(PipelineStage[Any, Out]):
         self.dropped = 0
 
     def bind(self, inputs: tuple[str, ...]) -> None:
-        """Learn the names of the inputs, in edge order; called when the graph is built."""
+        """Learn the names of the inputs, in edge order; `GraphPipeline` binds its copy."""
         self.inputs = inputs
 
     def copy_for_pipeline(self) -> Self:

@@ -616,14 +616,19 @@ _RESULTS = "the results queue"
 
 
 def _with_own_joins(plan: Plan) -> Plan:
-    """Return `plan` with a copy of each join, for one pipeline alone."""
-    nodes = tuple(
-        replace(node, stage=node.stage.copy_for_pipeline())
-        if isinstance(node.stage, JoinStage)
-        else node
-        for node in plan.nodes
-    )
-    return replace(plan, nodes=nodes)
+    """Return `plan` with a copy of each join for one pipeline alone, bound to its inputs.
+
+    The graph's own join is never bound: two graphs built at the same time may share it.
+    """
+    nodes = []
+    for node in plan.nodes:
+        if not isinstance(node.stage, JoinStage):
+            nodes.append(node)
+            continue
+        join = node.stage.copy_for_pipeline()
+        join.bind(node.after)
+        nodes.append(replace(node, stage=join))
+    return replace(plan, nodes=tuple(nodes))
 
 
 def _join_input(successor: Node, name: str) -> int | None:
