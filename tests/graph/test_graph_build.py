@@ -290,3 +290,14 @@ def test_a_join_run_outside_a_graph_says_it_belongs_in_one() -> None:
         "of a graph: its inputs are a graph's edges, so add it to a Graph and run "
         "graph.build()"
     )
+
+
+@pytest.mark.parametrize(
+    ("after", "shown"),
+    [(node("a"), "FunctionStage 'a'; give its name, 'a'"), (None, "NoneType"), (3, "int")],
+)
+def test_an_after_that_is_no_name_is_refused_saying_what_it_got(after: Any, shown: str) -> None:
+    graph = Graph().add(node("a"))
+    message = f"^after must be a node name or a sequence of names, got {shown}$"
+    with pytest.raises(TypeError, match=message):
+        graph.add(node("b"), after=after)

@@ -211,6 +211,18 @@ def test_bad_task_arguments_name_the_parameter() -> None:
         TaskGraph().add("a", constant(1)).add("a", constant(1))
 
 
+def test_an_after_that_is_no_task_name_is_refused_saying_what_it_got() -> None:
+    def first() -> int:
+        return 1
+
+    graph = TaskGraph().add("first", first)
+    message = r"^after must be a task name or a sequence of names, got function$"
+    with pytest.raises(TypeError, match=message):
+        graph.add("second", constant(2), after=first)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got NoneType$"):
+        graph.add("second", constant(2), after=None)  # type: ignore[arg-type]
+
+
 def test_a_base_exception_in_a_task_fails_it_without_hanging() -> None:
     def exits() -> None:
         raise SystemExit(3)

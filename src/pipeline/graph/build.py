@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipeline._checks import seconds
 from pipeline.graph.errors import GraphError
 from pipeline.graph.join import JoinStage, KeyJoin, SequenceJoin
-from pipeline.graph.order import successors_of, topological_order
+from pipeline.graph.order import names_after, successors_of, topological_order
 from pipeline.graph.picture import Picture
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE
 from pipeline.stage import PipelineStage, StageChain
@@ -141,9 +141,7 @@ class Graph:
             )
         if any(node.stage is stage for node in self._nodes.values()):
             raise GraphError(f"stage {stage!r} is already a node of the graph")
-        names = (after,) if isinstance(after, str) else tuple(after)
-        if not all(isinstance(name, str) for name in names):
-            raise TypeError(f"after must be a node name or a sequence of names, got {after!r}")
+        names = names_after(after, "node")
         if len(set(names)) != len(names):
             raise GraphError(f"node {stage.name!r} names the same input twice: {list(names)}")
         if fan_out not in ("broadcast", "round_robin") and not isinstance(fan_out, Partition):

@@ -37,7 +37,7 @@ from pipeline._checks import non_empty_str, positive_int
 from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
-from pipeline.graph.order import successors_of, topological_order
+from pipeline.graph.order import names_after, successors_of, topological_order
 from pipeline.graph.picture import Picture
 from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
@@ -144,9 +144,7 @@ class TaskGraph:
             raise GraphError(f"a task named {name!r} is already in the graph")
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        names = (after,) if isinstance(after, str) else tuple(after)
-        if not all(isinstance(dependency, str) for dependency in names):
-            raise TypeError(f"after must be a task name or a sequence of names, got {after!r}")
+        names = names_after(after, "task")
         if len(set(names)) != len(names):
             raise GraphError(f"task {name!r} names the same dependency twice: {list(names)}")
         if not isinstance(criticality, int) or isinstance(criticality, bool):
