@@ -262,6 +262,26 @@ def test_a_task_raising_an_interrupt_or_exit_fails_once_and_is_raised_chained(
     assert breaker.state.value == "closed"  # an interrupted call is no verdict on the service
 
 
+def test_a_worker_failing_outside_any_task_is_raised_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.graph import tasks
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise Boom("the bookkeeping failed")
+
+    monkeypatch.setattr(tasks._TaskRun, "_settle", broken)
+    graph = TaskGraph().add("a", constant(1)).add("b", constant(2), after="a")
+    with pytest.raises(
+        TaskGraphFailed, match=r"^a worker of the task graph failed: Boom: the "
+    ) as caught:
+        graph.run(workers=2, raise_on_failure=False)
+    assert isinstance(caught.value.__cause__, Boom)
+    result = caught.value.result
+    assert isinstance(result, TaskGraphResult)
+    assert result.skipped == {"a": "a worker of the run failed", "b": "a worker of the run failed"}
+
+
 def test_statistics_and_metrics_show_active_tasks_and_latencies() -> None:
     inside = threading.Event()
     release = threading.Event()

@@ -200,7 +200,8 @@ class TaskGraph:
         Raises:
             GraphError: the graph is not valid (see `check`).
             TaskGraphFailed: a task failed and `raise_on_failure` is true; the first
-                failure is its `__cause__` and `result` holds the whole result.
+                failure is its `__cause__` and `result` holds the whole result. Also
+                when a worker failed outside any task, whatever `raise_on_failure`.
             TypeError, ValueError: `workers` or `on_failure` is out of range.
         """
         positive_int("workers", workers)
@@ -215,6 +216,12 @@ class TaskGraph:
         with self._lock:
             self._latest = run
         result = run.execute(workers)
+        if run.worker_failure is not None:
+            raise TaskGraphFailed(
+                f"a worker of the task graph failed: {describe(run.worker_failure)}; "
+                f"{len(result.skipped)} skipped, {len(result.succeeded)} succeeded",
+                result,
+            ) from run.worker_failure
         if result.failed and raise_on_failure:
             name, error = next(iter(result.failed.items()))
             others = len(result.failed) - 1
@@ -286,6 +293,7 @@ class _TaskRun:
         self.failed: dict[str, BaseException] = {}
         self.skipped: dict[str, str] = {}
         self.stop_reason: str | None = None
+        self.worker_failure: BaseException | None = None  # raised by run(), whatever the policy
         self.stopping = threading.Event()  # set on a stop; retry backoffs wait on it
         self.latency_counts = [0] * (len(LATENCY_BUCKET_BOUNDS) + 1)
         self.latency_sum = 0.0
@@ -400,8 +408,10 @@ class _TaskRun:
                     self._settle(name, started, error=exc)
                 else:
                     self._settle(name, started, value=value)
-        except BaseException:
-            logger.exception("a task graph worker failed; stopping the run")
+        except BaseException as exc:  # the run's own code failed, outside any task
+            with self.changed:
+                if self.worker_failure is None:
+                    self.worker_failure = exc
             self._stop("a worker of the run failed")
 
     def _call(self, task: Task, arguments: list[Any]) -> Any:
