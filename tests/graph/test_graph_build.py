@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import FunctionStage, PredicateStage
+from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
 from pipeline.graph import (
     Graph,
     GraphError,
@@ -161,11 +161,23 @@ def test_build_rejects_a_bad_deadlock_timeout() -> None:
 
 
 def test_to_dot_shows_nodes_joins_and_split_kinds() -> None:
-    dot = diamond().to_dot()
-    assert '"d" [shape=diamond, label="d\\nsequence join"];' in dot
-    assert '"a" -> "b" [label="broadcast"];' in dot
-    assert '"input" -> "a";' in dot
-    assert '"d" -> "output";' in dot
+    assert diamond().to_dot() == (
+        "digraph pipeline {\n"
+        "  rankdir=LR;\n"
+        '  input [shape=oval, label="input"];\n'
+        '  n0 [shape=box, label="a\\n1 worker"];\n'
+        '  n1 [shape=box, label="b\\n1 worker"];\n'
+        '  n2 [shape=box, label="c\\n1 worker"];\n'
+        '  n3 [shape=diamond, label="d\\nsequence join"];\n'
+        '  output [shape=oval, label="output"];\n'
+        "  input -> n0;\n"
+        '  n0 -> n1 [label="broadcast"];\n'
+        '  n0 -> n2 [label="broadcast"];\n'
+        "  n1 -> n3;\n"
+        "  n2 -> n3;\n"
+        "  n3 -> output;\n"
+        "}\n"
+    )
 
 
 def test_to_mermaid_draws_the_same_graph() -> None:
@@ -224,3 +236,68 @@ def test_a_chain_adds_one_node_per_stage_each_after_the_one_before() -> None:
     ]
     assert graph.nodes[2].fan_out == "round_robin"
     assert graph.nodes[1].fan_out == "broadcast"
+
+
+@pytest.mark.parametrize(
+    ("chain_after", "fan_out", "error"),
+    [
+        ("a", "broadcast", GraphError),  # its last stage is named like a node already there
+        ("a", "bogus", TypeError),  # its last stage gets a fan_out that is no fan-out
+        (3, "broadcast", TypeError),  # its first stage's after is no name
+    ],
+)
+def test_a_chain_that_cannot_be_added_adds_none_of_its_stages(
+    chain_after: Any, fan_out: Any, error: type[Exception]
+) -> None:
+    graph = Graph().add(node("a"))
+    last = node("a") if error is GraphError else node("c")
+    with pytest.raises(error):
+        graph.add(node("b") >> node("x") >> last, after=chain_after, fan_out=fan_out)
+    assert [each.name for each in graph.nodes] == ["a"]
+
+
+def test_a_graph_that_runs_itself_through_a_sub_graph_is_refused() -> None:
+    outer = Graph().add(node("a"))
+    inner = Graph().add(node("b"))
+    inner.add(outer.as_stage("back_out"), after="b")
+    outer.add(inner.as_stage("inner"), after="a")
+    message = (
+        r"^node 'inner' runs the graph it is in, through 'inner' -> 'back_out': "
+        r"each batch would start a run of it again, without end$"
+    )
+    with pytest.raises(GraphError, match=message):
+        outer.build()
+    itself = Graph().add(node("c"))
+    itself.add(itself.as_stage("again"), after="c")
+    with pytest.raises(GraphError, match=r"^node 'again' runs the graph it is in, through 'again'"):
+        itself.plan()
+
+
+def test_a_join_given_more_workers_is_refused_naming_it() -> None:
+    join: SequenceJoin[Any] = SequenceJoin(name="d")
+    join.workers = 2
+    graph = Graph().add(node("a")).add(node("b"), after="a").add(node("c"), after="a")
+    graph.add(join, after=["b", "c"])
+    with pytest.raises(GraphError, match=r"^join 'd' runs one worker \(its buffer is its "):
+        graph.build()
+
+
+def test_a_join_run_outside_a_graph_says_it_belongs_in_one() -> None:
+    with pytest.raises(StageError) as caught:
+        Pipeline(KeyJoin(lambda item: item, name="pair")).run([1, 2])
+    assert str(caught.value) == (
+        "stage 'pair' failed in setup(): worker 0: RuntimeError: join 'pair' is not a node "
+        "of a graph: its inputs are a graph's edges, so add it to a Graph and run "
+        "graph.build()"
+    )
+
+
+@pytest.mark.parametrize(
+    ("after", "shown"),
+    [(node("a"), "FunctionStage 'a'; give its name, 'a'"), (None, "NoneType"), (3, "int")],
+)
+def test_an_after_that_is_no_name_is_refused_saying_what_it_got(after: Any, shown: str) -> None:
+    graph = Graph().add(node("a"))
+    message = f"^after must be a node name or a sequence of names, got {shown}$"
+    with pytest.raises(TypeError, match=message):
+        graph.add(node("b"), after=after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import queue
 import random
 import textwrap
 import threading
@@ -24,6 +25,7 @@ from pipeline import (
     FunctionStage,
     Pipeline,
     PipelineClosed,
+    PipelineError,
     PipelineStage,
     PredicateStage,
     StageError,
@@ -38,6 +40,7 @@ from pipeline.graph import (
     SequenceJoin,
 )
 from pipeline.observe.report import format_report
+from pipeline.safequeue import SafeQueue
 from pipeline.worker import current_stop_event
 
 
@@ -77,7 +80,7 @@ def diamond(*, drop_every: int = 7) -> Graph:
 
 
 def test_a_diamond_with_a_dropping_branch_on_queues_of_one_gives_every_output() -> None:
-    # The naive per-branch zip join hangs here (FINDINGS: after 54 of 17,142 outputs).
+    # The naive per-branch zip join hangs here (measured: after 54 of 17,142 outputs).
     pipeline = diamond().build(queue_size=1, batch_size=1, deadlock_timeout=WAIT)
     outputs = pipeline.run(range(3000))
     expected = [(2 * item, item) for item in range(3000) if item % 7 != 0]
@@ -278,6 +281,68 @@ def test_a_route_to_an_unknown_successor_is_an_error_naming_it() -> None:
         graph.build().run(range(3))
 
 
+class Unprintable:
+    """A value whose repr() raises, as a half-built object's may."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr() of an unprintable value")
+
+
+def test_a_route_returning_an_unprintable_non_successor_still_says_so() -> None:
+    def route(item: int) -> Any:
+        return Unprintable()  # not a name: a routing function's mistake
+
+    graph = (
+        Graph()
+        .add(identity("split"), fan_out=Partition(route=route))
+        .add(identity("x"), after="split")
+        .add(identity("y"), after="split")
+    )
+    with pytest.raises(StageError) as caught:
+        graph.build().run(range(3))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert "route returned <Unprintable " in str(caught.value)
+    assert "which is not a successor of 'split' (successors: ['x', 'y'])" in str(caught.value)
+
+
+class Mute(Exception):
+    """An exception whose str() raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() of a mute exception")
+
+
+def raise_mute(*_: Any) -> Any:
+    raise Mute
+
+
+def split_into(fan_out: Any, join: Any = None) -> Graph:
+    graph = Graph().add(identity("split"), fan_out=fan_out)
+    graph.add(identity("x"), after="split").add(identity("y"), after="split")
+    return graph if join is None else graph.add(join, after=["x", "y"])
+
+
+@pytest.mark.parametrize(
+    ("graph", "node"),
+    [
+        (split_into(Partition(key=raise_mute)), "split"),
+        (split_into(Partition(route=raise_mute)), "split"),
+        (split_into("broadcast", KeyJoin(raise_mute, name="join")), "join"),
+        (split_into("broadcast", SequenceJoin(raise_mute, name="join")), "join"),
+    ],
+    ids=["partition key", "route", "key join key", "sequence join combine"],
+)
+def test_a_function_raising_an_exception_whose_str_fails_still_names_node_and_item(
+    graph: Graph, node: str
+) -> None:
+    with pytest.raises(StageError) as caught:
+        graph.build().run(range(3))
+    assert caught.value.stage == node
+    assert caught.value.has_item
+    assert str(caught.value).endswith("Mute: <str() failed>")
+    assert isinstance(caught.value.__cause__, Mute)
+
+
 def test_a_failing_join_combine_names_the_join_and_the_item() -> None:
     def combine(left: int, right: int) -> int:
         if left == 3:
@@ -397,6 +462,30 @@ def test_the_watchdog_turns_a_blocked_stage_into_a_deadlock_error_naming_it() ->
     assert "node 'stuck' (worker 0) is inside its stage's code" in str(caught.value)
 
 
+def test_the_watchdog_says_a_source_waiting_in_its_own_next_is_reading_the_source() -> None:
+    stopped = threading.Event()
+
+    class Stopping(SafeQueue[Any]):
+        """An inbox that tells the source when the run shuts it down."""
+
+        def shutdown(self, immediate: bool = False) -> None:
+            stopped.set()
+            super().shutdown(immediate)
+
+    def source() -> Iterator[int]:
+        yield 1
+        stopped.wait(WAIT)  # a source waiting for its next item, until the run stops
+        yield 2
+
+    pipeline = (
+        Graph().add(identity("a")).build(deadlock_timeout=0.2, queue_factory=lambda *_: Stopping(8))
+    )
+    with pytest.raises(PipelineDeadlock) as caught:
+        pipeline.run(source())
+    assert caught.value.waits["the source"] == "is inside the source's next()"
+    assert caught.value.waits["node 'a' (worker 0)"] == "waits for items from the inbox of 'a'"
+
+
 def test_a_sub_graph_is_a_stage_in_a_chain() -> None:
     inner = diamond(drop_every=2).as_stage("inner")
     pipeline: Pipeline[int, str] = Pipeline(
@@ -451,23 +540,120 @@ def test_ctrl_c_stops_a_graph_and_leaves_no_thread() -> None:
     assert stdout.strip() == "threads left: 0"
 
 
-def test_a_join_refuses_a_second_concurrent_run_instead_of_mixing_buffers() -> None:
+def test_two_builds_of_one_graph_run_at_the_same_time_each_with_its_own_joins() -> None:
+    # A server that builds the graph once and calls build() per request.
+    graph = (
+        diamond()
+        .add(FunctionStage(lambda pair: pair, name="key_a"), after="d")
+        .add(FunctionStage(lambda pair: pair, name="key_b"), after="d")
+        .add(KeyJoin(lambda pair: pair[1], name="by_key"), after=["key_a", "key_b"])
+    )
+    both_running = threading.Barrier(2, timeout=WAIT)
+    outputs: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+
+    def request(number: int) -> None:
+        pipeline = graph.build(queue_size=1, batch_size=1)
+        try:
+            with pipeline:
+                stream = pipeline.stream(range(number * 1000, number * 1000 + 100))
+                got = [next(stream)]
+                both_running.wait()  # both runs are under way, each at its first output
+                got.extend(stream)
+            outputs[number] = got
+        except BaseException as exc:
+            errors.append(exc)
+            both_running.abort()
+
+    threads = [threading.Thread(target=request, args=(number,)) for number in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+    assert not errors, errors
+    for number in (1, 2):
+        items = range(number * 1000, number * 1000 + 100)
+        pairs = [(2 * item, item) for item in items if item % 7]
+        assert sorted(outputs[number]) == sorted((pair, pair) for pair in pairs)
+
+
+def test_each_build_has_its_own_join_figures() -> None:
     graph = diamond()
-    first = graph.build(queue_size=1, batch_size=1)
-    second = graph.build()
-    stream = first.stream(itertools.count())
+    first, second = graph.build(), graph.build()
+    first.run(range(14))
+    second.run(range(7))
+    first_stats, second_stats = first.stats(), second.stats()
+    assert isinstance(first_stats, GraphStatistics)
+    assert isinstance(second_stats, GraphStatistics)
+    assert (first_stats.joins[0].dropped, second_stats.joins[0].dropped) == (2, 1)
+
+
+def test_one_join_in_two_graphs_names_each_graphs_inputs() -> None:
+    # Building a graph binds the input names on the pipeline's copy of the join, never
+    # on the join itself, which two graphs being built at the same time may share.
+    join: KeyJoin[Any] = KeyJoin(lambda item: 1, name="pair")
+
+    def keeping_one_input(left: str, right: str) -> Graph:
+        graph = Graph().add(identity("a")).add(identity(left), after="a")
+        graph.add(PredicateStage(lambda item: False, name=right), after="a")
+        return graph.add(join, after=[left, right])
+
+    first_pipeline = keeping_one_input("b", "c").build(batch_size=4)
+    second_pipeline = keeping_one_input("x", "y").build(batch_size=4)
+    assert join.inputs == ()
+    with pytest.raises(StageError, match=r"came twice from input 'b'"):
+        first_pipeline.run(range(4))
+    with pytest.raises(StageError, match=r"came twice from input 'x'"):
+        second_pipeline.run(range(4))
+
+
+def test_one_pipeline_run_twice_at_once_says_it_is_already_running() -> None:
+    pipeline = diamond().build(queue_size=1, batch_size=1)
+    stream = pipeline.stream(itertools.count())
     next(stream)
     try:
-        with pytest.raises(StageError, match=r"^stage 'd' failed in setup\(\): worker 0: "):
-            second.run(range(10))
+        with pytest.raises(PipelineError, match=r"^this pipeline is already running; wait for"):
+            pipeline.run(range(10))
     finally:
         stream.close()
-    assert len(first.run(range(14))) == 12  # the join is free again once the run ended
+    assert len(pipeline.run(range(14))) == 12  # free again once the run ended
 
 
-def test_a_sub_graph_with_a_join_runs_with_one_worker() -> None:
-    with pytest.raises(ValueError, match=r"^workers must be 1 for a graph with a join"):
-        diamond().as_stage(workers=2)
+def test_a_join_stage_run_by_two_pipelines_at_once_says_so_in_setup() -> None:
+    join: KeyJoin[Any] = KeyJoin(lambda item: item, name="pair")
+    join.bind(("left", "right"))
+    paired = threading.Event()
+    release = threading.Event()
+
+    def source() -> Iterator[tuple[int, int]]:
+        yield from [(0, 1), (1, 1)]
+        release.wait(WAIT)  # the join's input goes on: it stays set up
+
+    def note(pair: Any) -> Any:
+        paired.set()
+        return pair
+
+    first: Pipeline[Any, Any] = Pipeline([join, FunctionStage(note, name="note")], batch_size=1)
+    thread = threading.Thread(target=first.run, args=(source(),))
+    thread.start()
+    try:
+        assert paired.wait(WAIT)
+        with pytest.raises(StageError) as caught:
+            Pipeline([join]).run([(0, 2), (1, 2)])
+    finally:
+        release.set()
+        thread.join(WAIT)
+    assert str(caught.value).startswith(
+        "stage 'pair' failed in setup(): worker 0: RuntimeError: join 'pair' is already "
+        "running in another pipeline; a join's buffer serves one run at a time "
+        "(Graph.build() gives each pipeline its own copy of the graph's joins)"
+    )
+
+
+def test_a_sub_graph_with_a_join_runs_on_several_workers() -> None:
+    stage = diamond().as_stage("inner", workers=3)
+    outputs = Pipeline(stage, batch_size=8).run(range(200))
+    assert sorted(outputs) == [(2 * item, item) for item in range(200) if item % 7]
 
 
 def test_a_resilient_stage_on_a_branch_keeps_its_policy_per_item() -> None:
@@ -587,6 +773,31 @@ def test_the_watchdog_waits_for_a_consumer_busy_with_its_own_work() -> None:
             pause.wait(0.3)  # the consumer's own work, longer than the timeout
         outputs.append(output)
     assert len(outputs) == 8
+
+
+def test_the_watchdog_waits_for_a_consumer_busy_while_the_source_waits_for_it() -> None:
+    # A request/response source: its next item is the answer to the consumer's last
+    # output, so while the consumer works nothing is queued anywhere, yet nothing is stuck.
+    answers: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def source() -> Iterator[int]:
+        yield 0
+        for _ in range(3):
+            yield answers.get(timeout=WAIT) + 1
+
+    pipeline = (
+        Graph()
+        .add(identity("a"))
+        .add(identity("b"), after="a")
+        .build(batch_size=1, deadlock_timeout=0.1)
+    )
+    pause = threading.Event()
+    outputs = []
+    for output in pipeline.stream(source()):
+        pause.wait(0.3)  # the consumer's own work, longer than the timeout
+        outputs.append(output)
+        answers.put(output)
+    assert outputs == [0, 1, 2, 3]
 
 
 def test_a_branch_of_several_nodes_keeps_each_items_number_to_the_join() -> None:

@@ -119,6 +119,39 @@ def test_a_full_buffer_fails_the_run_naming_the_bound() -> None:
     assert str(caught.value).endswith("(the buffer is full: max_pending=3)")
 
 
+def never_partnered() -> Graph:
+    """Left answers every id, right none: every key waits, until the buffer is full."""
+    return (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: (item, "left"), name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+    )
+
+
+def combine_needing_a_partner(left: Any, right: Any) -> Any:
+    if right is MISSING:
+        raise Boom("no partner to combine with")
+    return (left, right)
+
+
+@pytest.mark.parametrize("incomplete", ["fail", "emit"])
+def test_a_key_pushed_out_of_a_full_buffer_is_the_item_a_failure_names(incomplete: Any) -> None:
+    join: KeyJoin[Any] = KeyJoin(
+        key_of,
+        max_pending=2,
+        incomplete=incomplete,
+        combine=combine_needing_a_partner,
+        name="join",
+    )
+    graph = never_partnered().add(join, after=["left", "right"])
+    with pytest.raises(StageError) as caught:
+        graph.build(batch_size=1).run(range(5))
+    assert caught.value.item == (0, "left")  # the oldest key, given up, not the arrival
+    kind = LookupError if incomplete == "fail" else Boom
+    assert isinstance(caught.value.__cause__, kind)
+
+
 def test_a_key_seen_twice_on_one_input_is_an_error() -> None:
     join: KeyJoin[Any] = KeyJoin(lambda item: 1, name="join")
     graph = (
@@ -130,6 +163,58 @@ def test_a_key_seen_twice_on_one_input_is_an_error() -> None:
     )
     with pytest.raises(StageError, match=r"key 1 came twice from input 'left' before its partner"):
         graph.build(batch_size=4).run(range(4))
+
+
+class Unprintable:
+    """A key whose repr() raises, as a half-built object's may."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr() of an unprintable key")
+
+
+def test_an_unprintable_key_without_a_partner_still_names_the_join_and_the_inputs() -> None:
+    join: KeyJoin[Any] = KeyJoin(lambda item: Unprintable(), name="join")
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: item, name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+        .add(join, after=["left", "right"])
+    )
+    with pytest.raises(StageError) as caught:
+        graph.build().run(range(1))
+    assert isinstance(caught.value.__cause__, LookupError)
+    assert "key <Unprintable " in str(caught.value)
+    assert "from input 'left' never met its partner from input 'right'" in str(caught.value)
+
+
+def test_an_unprintable_key_seen_twice_still_says_so() -> None:
+    key = Unprintable()
+    join: KeyJoin[Any] = KeyJoin(lambda item: key, name="join")
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: item, name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+        .add(join, after=["left", "right"])
+    )
+    with pytest.raises(StageError, match=r"came twice from input 'left' before its partner"):
+        graph.build(batch_size=4).run(range(4))
+
+
+def test_dropping_an_unprintable_key_logs_it(caplog: pytest.LogCaptureFixture) -> None:
+    join: KeyJoin[Any] = KeyJoin(lambda item: Unprintable(), name="join", incomplete="drop")
+    graph = (
+        Graph()
+        .add(FunctionStage(lambda item: item, name="ids"))
+        .add(FunctionStage(lambda item: item, name="left"), after="ids")
+        .add(PredicateStage(lambda item: False, name="right"), after="ids")
+        .add(join, after=["left", "right"])
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline.graph.join"):
+        assert graph.build().run(range(2)) == []
+    (record,) = caplog.records
+    assert "key join 'join' dropped key <Unprintable " in record.getMessage()
 
 
 def test_a_failing_key_function_names_the_join_and_the_item() -> None:
@@ -157,3 +242,17 @@ def test_bad_key_join_arguments_are_rejected(
 ) -> None:
     with pytest.raises(error, match=message):
         KeyJoin(**arguments)
+
+
+def test_a_stop_drops_the_keys_a_join_holds_without_failing_on_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    join: KeyJoin[Any] = KeyJoin(key_of, name="join")  # "fail": a key left would fail the run
+    pipeline = enrich(join, drop_right=True).build(queue_size=1, batch_size=1)
+    with caplog.at_level(logging.DEBUG):
+        for _ in pipeline.stream(range(10_000)):
+            break
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    stats = pipeline.stats()
+    assert isinstance(stats, GraphStatistics)
+    assert not stats.running

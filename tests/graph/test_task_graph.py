@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from support import WAIT, Boom, interrupt_when_ready, press_from_another_thread, sigint_setting
 
-from pipeline.graph import Criticality, GraphError, TaskGraph, TaskGraphFailed
+from pipeline.graph import Criticality, GraphError, TaskGraph, TaskGraphFailed, TaskGraphResult
 from pipeline.graph.metrics import register_task_metrics
 from pipeline.resilience import CircuitBreaker, CircuitOpen, RetryPolicy
 
@@ -152,6 +152,43 @@ def test_an_open_breaker_fails_a_task_fast_without_calling_it() -> None:
     assert isinstance(result.failed["second"], CircuitOpen)
 
 
+class CountingBreaker(CircuitBreaker):
+    """A breaker that counts how often it is asked to admit a call."""
+
+    def __init__(self) -> None:
+        super().__init__(failure_threshold=1, reset_timeout=60, name="service")
+        self.asked = 0
+
+    def try_admit(self) -> Any:
+        self.asked += 1
+        return super().try_admit()
+
+
+@pytest.mark.parametrize("retry_on", [Exception, (ConnectionError, CircuitOpen)])
+def test_an_open_breaker_is_never_retried_the_task_fails_at_once(retry_on: Any) -> None:
+    calls = 0
+
+    def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("down")
+
+    breaker = CountingBreaker()
+    retry = RetryPolicy(max_attempts=4, base_delay=0.001, retry_on=retry_on, rng=random.Random(1))
+    graph = (
+        TaskGraph()
+        .add("first", down, breaker=breaker, criticality=Criticality.BLOCKER)
+        .add("second", down, breaker=breaker, retry=retry)
+    )
+    result = graph.run(workers=1, raise_on_failure=False)
+    assert calls == 1  # "first" opened the circuit; "second" was never called
+    assert isinstance(result.failed["second"], CircuitOpen)
+    assert breaker.asked == 2  # once per task: an open circuit says "do not call", once
+    stats = graph.statistics()
+    assert stats is not None
+    assert stats.failed == 2
+
+
 def test_missing_dependencies_and_cycles_are_refused_when_checked() -> None:
     with pytest.raises(GraphError, match=r"^task 'b' depends on 'x', which is not in the graph$"):
         TaskGraph().add("a", constant(1)).add("b", constant(1), after="x").run()
@@ -174,6 +211,18 @@ def test_bad_task_arguments_name_the_parameter() -> None:
         TaskGraph().add("a", constant(1)).add("a", constant(1))
 
 
+def test_an_after_that_is_no_task_name_is_refused_saying_what_it_got() -> None:
+    def first() -> int:
+        return 1
+
+    graph = TaskGraph().add("first", first)
+    message = r"^after must be a task name or a sequence of names, got function$"
+    with pytest.raises(TypeError, match=message):
+        graph.add("second", constant(2), after=first)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got NoneType$"):
+        graph.add("second", constant(2), after=None)  # type: ignore[arg-type]
+
+
 def test_a_base_exception_in_a_task_fails_it_without_hanging() -> None:
     def exits() -> None:
         raise SystemExit(3)
@@ -181,6 +230,56 @@ def test_a_base_exception_in_a_task_fails_it_without_hanging() -> None:
     result = TaskGraph().add("exits", exits).add("ok", constant(1)).run(raise_on_failure=False)
     assert isinstance(result.failed["exits"], SystemExit)
     assert result.succeeded == {"ok": 1}
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+def test_a_task_raising_an_interrupt_or_exit_fails_once_and_is_raised_chained(
+    kind: type[BaseException],
+) -> None:
+    calls = 0
+
+    def stops() -> None:
+        nonlocal calls
+        calls += 1
+        raise kind()
+
+    breaker = CircuitBreaker(failure_threshold=1, name="service")
+    retry = RetryPolicy(max_attempts=3, base_delay=0, retry_on=kind)
+    graph = (
+        TaskGraph()
+        .add("stops", stops, retry=retry, breaker=breaker)
+        .add("after", constant(1), after="stops")
+        .add("apart", constant(2))
+    )
+    with pytest.raises(TaskGraphFailed) as caught:
+        graph.run(workers=1)
+    assert isinstance(caught.value.__cause__, kind)
+    assert calls == 1  # not the task's answer: never retried
+    result = caught.value.result
+    assert isinstance(result, TaskGraphResult)
+    assert result.succeeded == {"apart": 2}
+    assert result.skipped == {"after": "it depends on task 'stops', which failed"}
+    assert breaker.state.value == "closed"  # an interrupted call is no verdict on the service
+
+
+def test_a_worker_failing_outside_any_task_is_raised_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.graph import tasks
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise Boom("the bookkeeping failed")
+
+    monkeypatch.setattr(tasks._TaskRun, "_settle", broken)
+    graph = TaskGraph().add("a", constant(1)).add("b", constant(2), after="a")
+    with pytest.raises(
+        TaskGraphFailed, match=r"^a worker of the task graph failed: Boom: the "
+    ) as caught:
+        graph.run(workers=2, raise_on_failure=False)
+    assert isinstance(caught.value.__cause__, Boom)
+    result = caught.value.result
+    assert isinstance(result, TaskGraphResult)
+    assert result.skipped == {"a": "a worker of the run failed", "b": "a worker of the run failed"}
 
 
 def test_statistics_and_metrics_show_active_tasks_and_latencies() -> None:
@@ -222,13 +321,27 @@ def _sample(registry: CollectorRegistry, name: str) -> float:
     raise AssertionError(f"no sample {name}")
 
 
+def test_task_metrics_refuse_a_name_that_is_no_label_when_registered() -> None:
+    graph = TaskGraph().add("a", constant(1))
+    with pytest.raises(TypeError, match=r"^name must be a str, got int$"):
+        register_task_metrics(graph, CollectorRegistry(), name=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^name must not be empty$"):
+        register_task_metrics(graph, CollectorRegistry(), name="")
+
+
 def test_the_pictures_label_each_task_with_its_criticality() -> None:
     graph = TaskGraph().add("a", constant(1), criticality=Criticality.HIGH)
     graph.add("b", constant(1), after="a", criticality=9)
-    assert '"a" [shape=box, label="a\\nhigh"];' in graph.to_dot()
-    assert '"a" -> "b";' in graph.to_dot()
+    assert graph.to_dot() == (
+        "digraph tasks {\n"
+        "  rankdir=LR;\n"
+        '  n0 [shape=box, label="a\\nhigh"];\n'
+        '  n1 [shape=box, label="b\\ncriticality 9"];\n'
+        "  n0 -> n1;\n"
+        "}\n"
+    )
     assert graph.to_mermaid() == (
-        'flowchart LR\n  t0["a<br/>high"]\n  t1["b<br/>criticality 9"]\n  t0 --> t1\n'
+        'flowchart LR\n  n0["a<br/>high"]\n  n1["b<br/>criticality 9"]\n  n0 --> n1\n'
     )
 
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipeline._checks import seconds
 from pipeline.graph.errors import GraphError
 from pipeline.graph.join import JoinStage, KeyJoin, SequenceJoin
-from pipeline.graph.order import successors_of, topological_order
+from pipeline.graph.order import names_after, successors_of, topological_order
+from pipeline.graph.picture import Picture
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE
 from pipeline.stage import PipelineStage, StageChain
 
@@ -111,18 +113,23 @@ class Graph:
         """Add `stage` as a node reading from the nodes named in `after`; return the graph.
 
         A chain made with `>>` adds one node per stage, each reading from the one before
-        it; the first reads from `after`, and the last splits by `fan_out`.
+        it; the first reads from `after`, and the last splits by `fan_out`. A chain is
+        added whole or not at all: when one of its stages is refused, none is added.
 
         Raises:
             TypeError: `stage` is not a stage or chain, or `after`/`fan_out` has the wrong type.
             GraphError: a node of that name is already in the graph, or the stage is.
         """
         if isinstance(stage, StageChain):
+            trial = Graph()
+            trial._nodes = dict(self._nodes)
             *leading, last = stage.stages
             for link in leading:
-                self.add(link, after=after)
+                trial.add(link, after=after)
                 after = link.name
-            return self.add(last, after=after, fan_out=fan_out)
+            trial.add(last, after=after, fan_out=fan_out)
+            self._nodes = trial._nodes
+            return self
         if not isinstance(stage, PipelineStage):
             raise TypeError(
                 f"stage must be a PipelineStage or a chain of them, got {type(stage).__name__}"
@@ -134,9 +141,7 @@ class Graph:
             )
         if any(node.stage is stage for node in self._nodes.values()):
             raise GraphError(f"stage {stage!r} is already a node of the graph")
-        names = (after,) if isinstance(after, str) else tuple(after)
-        if not all(isinstance(name, str) for name in names):
-            raise TypeError(f"after must be a node name or a sequence of names, got {after!r}")
+        names = names_after(after, "node")
         if len(set(names)) != len(names):
             raise GraphError(f"node {stage.name!r} names the same input twice: {list(names)}")
         if fan_out not in ("broadcast", "round_robin") and not isinstance(fan_out, Partition):
@@ -156,7 +161,8 @@ class Graph:
 
         Raises:
             GraphError: the graph is empty, names an unknown node, has a cycle, has a
-                node not connected to the others, or has a join its inputs cannot serve.
+                node not connected to the others, has a join its inputs cannot serve,
+                or runs itself through a sub-graph node (`as_stage`).
         """
         nodes = self._nodes
         if not nodes:
@@ -171,6 +177,7 @@ class Graph:
         successors = successors_of(after)
         order = topological_order(after, successors, "the graph")
         _check_connected(nodes, successors)
+        _check_not_inside_itself(self)
         for node in nodes.values():
             if not successors[node.name] and node.fan_out != "broadcast":
                 raise GraphError(
@@ -219,81 +226,81 @@ class Graph:
         return SubgraphStage(self, name=name, workers=workers, **options)
 
     def to_dot(self) -> str:
-        """Return the graph in Graphviz's DOT language: nodes, edges, splits and joins."""
-        plan = self.plan()
-        lines = ["digraph pipeline {", "  rankdir=LR;", '  "input" [shape=oval];']
-        for node in plan.nodes:
-            shape = "diamond" if isinstance(node.stage, JoinStage) else "box"
-            lines.append(f'  "{node.name}" [shape={shape}, label="{_label(node)}"];')
-        lines.append('  "output" [shape=oval];')
-        for name in plan.entries:
-            lines.append(f'  "input" -> "{name}";')
-        for node in plan.nodes:
-            kind = _fan_out_label(node, plan)
-            for successor in plan.successors[node.name]:
-                label = f' [label="{kind}"]' if kind else ""
-                lines.append(f'  "{node.name}" -> "{successor}"{label};')
-        for name in plan.sinks:
-            lines.append(f'  "{name}" -> "output";')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        """Return the graph in Graphviz's DOT language: nodes, edges, splits and joins.
+
+        Each node is drawn with its name and its workers (or its kind of join); the
+        names are escaped, so any name gives valid DOT (see `pipeline.graph.picture`).
+        """
+        return self._picture().to_dot()
 
     def to_mermaid(self) -> str:
         """Return the graph as a Mermaid flowchart (GitHub and many wikis draw these)."""
-        plan = self.plan()
-        ids = {node.name: f"n{index}" for index, node in enumerate(plan.nodes)}
-        lines = ["flowchart LR", "  input([input])"]
-        for node in plan.nodes:
-            text = _label(node).replace("\\n", "<br/>")
-            if isinstance(node.stage, JoinStage):
-                lines.append(f'  {ids[node.name]}{{"{text}"}}')
-            else:
-                lines.append(f'  {ids[node.name]}["{text}"]')
-        lines.append("  output([output])")
-        for name in plan.entries:
-            lines.append(f"  input --> {ids[name]}")
-        for node in plan.nodes:
-            kind = _fan_out_label(node, plan)
-            arrow = f"-- {kind} -->" if kind else "-->"
-            for successor in plan.successors[node.name]:
-                lines.append(f"  {ids[node.name]} {arrow} {ids[successor]}")
-        for name in plan.sinks:
-            lines.append(f"  {ids[name]} --> output")
-        return "\n".join(lines) + "\n"
+        return self._picture().to_mermaid()
 
-    def to_png(self, path: str | Path) -> Path:
+    def to_png(self, path: str | Path, *, timeout: float = 60.0) -> Path:
         """Draw the graph into a PNG file with Graphviz's `dot` program; return the path.
 
-        Blocks until `dot` has finished.
+        Blocks until `dot` has finished, at most `timeout` seconds (then it is killed).
+        The DOT text goes to `dot` in UTF-8, its own default, whatever the locale.
 
         Raises:
-            RuntimeError: Graphviz's `dot` is not installed (not on PATH), or it failed.
+            RuntimeError: Graphviz's `dot` is not installed (not on PATH), it failed, or
+                it did not finish within `timeout` seconds.
         """
+        limit = seconds("timeout", timeout)
         dot = shutil.which("dot")
         if dot is None:
             raise RuntimeError("to_png() needs Graphviz's dot program on PATH; install graphviz")
         target = Path(path)
-        finished = subprocess.run(
-            [dot, "-Tpng", "-o", str(target)],
-            input=self.to_dot(),
-            text=True,
-            capture_output=True,
-            check=False,
-        )
+        try:
+            finished = subprocess.run(
+                [dot, "-Tpng", "-o", str(target)],
+                input=self.to_dot().encode("utf-8"),
+                capture_output=True,
+                timeout=limit,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(
+                f"dot did not finish within {limit:g} s; draw a smaller graph or give "
+                "to_png() a longer timeout"
+            ) from exc
         if finished.returncode:
-            raise RuntimeError(f"dot failed ({finished.returncode}): {finished.stderr.strip()}")
+            problem = finished.stderr.decode("utf-8", errors="replace").strip()
+            raise RuntimeError(f"dot failed ({finished.returncode}): {problem}")
         return target
 
     def __repr__(self) -> str:
         return f"Graph({', '.join(self._nodes)})"
 
+    def _picture(self) -> Picture:
+        """Check the graph and draw it: the run's input, the nodes, the run's output."""
+        plan = self.plan()
+        picture = Picture("pipeline")
+        start = picture.end("input")
+        ids = {
+            node.name: picture.box(
+                _label(node), "diamond" if isinstance(node.stage, JoinStage) else "box"
+            )
+            for node in plan.nodes
+        }
+        finish = picture.end("output")
+        for name in plan.entries:
+            picture.arrow(start, ids[name])
+        for node in plan.nodes:
+            kind = _fan_out_label(node, plan)
+            for successor in plan.successors[node.name]:
+                picture.arrow(ids[node.name], ids[successor], kind)
+        for name in plan.sinks:
+            picture.arrow(ids[name], finish)
+        return picture
 
-def _label(node: Node) -> str:
+
+def _label(node: Node) -> tuple[str, str]:
     stage = node.stage
     if isinstance(stage, JoinStage):
-        return f"{node.name}\\n{stage.kind}"
-    workers = "1 worker" if stage.workers == 1 else f"{stage.workers} workers"
-    return f"{node.name}\\n{workers}"
+        return (node.name, stage.kind)
+    return (node.name, "1 worker" if stage.workers == 1 else f"{stage.workers} workers")
 
 
 def _fan_out_label(node: Node, plan: Plan) -> str:
@@ -323,6 +330,30 @@ def _check_connected(nodes: dict[str, Node], successors: dict[str, list[str]]) -
         )
 
 
+def _check_not_inside_itself(graph: Graph) -> None:
+    """Refuse a graph that runs itself through its sub-graph nodes, which would never end."""
+    from pipeline.graph.compose import SubgraphStage
+
+    seen: set[int] = set()
+
+    def walk(current: Graph, path: list[str]) -> None:
+        seen.add(id(current))
+        for node in current.nodes:
+            if not isinstance(node.stage, SubgraphStage):
+                continue
+            through = [*path, node.name]
+            if node.stage.graph is graph:
+                shown = " -> ".join(repr(name) for name in through)
+                raise GraphError(
+                    f"node {through[0]!r} runs the graph it is in, through {shown}: each "
+                    "batch would start a run of it again, without end"
+                )
+            if id(node.stage.graph) not in seen:
+                walk(node.stage.graph, through)
+
+    walk(graph, [])
+
+
 def _check_join(join: Node, plan: Plan) -> None:
     """Check that a join's inputs can be paired; record the split and its branches.
 
@@ -333,12 +364,16 @@ def _check_join(join: Node, plan: Plan) -> None:
     """
     stage = join.stage
     assert isinstance(stage, JoinStage)
+    if stage.workers != 1:
+        raise GraphError(
+            f"join {join.name!r} runs one worker (its buffer is its state), got "
+            f"workers={stage.workers}"
+        )
     if not stage.numbered:
         if isinstance(stage, KeyJoin) and len(join.after) != 2:
             raise GraphError(
                 f"key join {join.name!r} needs exactly two inputs, got {list(join.after)}"
             )
-        stage.bind(join.after)
         return
     if len(join.after) < 2:
         raise GraphError(f"join {join.name!r} needs at least two inputs, got {list(join.after)}")
@@ -399,4 +434,3 @@ def _check_join(join: Node, plan: Plan) -> None:
     for _, path in found.values():
         for name in path:
             plan.branches[name] = split
-    stage.bind(join.after)

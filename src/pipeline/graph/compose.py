@@ -5,15 +5,15 @@ outputs are the stage's outputs for that batch; so `a >> graph.as_stage() >> c`
 chains with `>>` as any stage does. Each worker of the stage builds its own
 `GraphPipeline` in `setup` (a pipeline runs one run at a time), so a batch costs the
 start and join of the graph's threads: give the enclosing pipeline a large
-`batch_size`, or build the whole flow as one graph when that cost matters. A graph
-with a join runs with one worker: a join's buffer serves one run at a time.
+`batch_size`, or build the whole flow as one graph when that cost matters. Each
+worker's pipeline has its own copy of the graph's joins, so a graph with a join runs
+on several workers too.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.graph.join import JoinStage
 from pipeline.stage import PipelineStage
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ class SubgraphStage(PipelineStage[Any, Any]):
 
     Raises:
         GraphError: the graph cannot be run (see `Graph.plan`).
-        ValueError: `workers` > 1 for a graph with a join.
     """
 
     def __init__(
@@ -43,12 +42,7 @@ class SubgraphStage(PipelineStage[Any, Any]):
         super().__init__(name or "Subgraph", workers=workers)
         self.graph = graph
         self.options = options
-        built = graph.build(**options)  # check the graph and the options now, not in a worker
-        if workers > 1 and any(isinstance(stage, JoinStage) for stage in built.stages):
-            raise ValueError(
-                f"workers must be 1 for a graph with a join (got {workers}): a join's buffer "
-                "serves one run at a time"
-            )
+        graph.build(**options)  # check the graph and the options now, not in a worker
 
     def setup(self) -> None:
         self.local.pipeline = self.graph.build(**self.options)

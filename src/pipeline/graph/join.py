@@ -19,17 +19,20 @@ Every join runs one worker (its buffer is its state), receives `(edge, item)` pa
 from the graph (edge: the position of the input in the node's `after`; a numbered
 join gets `(edge, sequence, copies, value)`, see `Numbered`), and is told of
 the end of its input through `finish()` (called by the engine's `flush()`), which may
-emit what is left.
+emit what is left. Each `GraphPipeline` runs its own copy of the graph's joins
+(`JoinStage.copy_for_pipeline`), so pipelines built from one graph run side by side.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 from pipeline._checks import positive_int
+from pipeline.errors import short_repr
 from pipeline.stage import ItemFailed, PipelineStage
 
 __all__ = [
@@ -68,10 +71,12 @@ is made per item per branch."""
 class JoinStage(PipelineStage[Any, Out]):
     """A node that receives `(edge, item)` pairs and buffers them; runs one worker.
 
-    Subclasses fill in `accept` (one arrival, returning the outputs it completes) and
-    `finish` (the end of the input). The buffer lives on the join and is reset in
-    `setup`, so a join can be run again, but serves one run at a time: a second run
-    that starts while the first is going fails in `setup` instead of mixing buffers.
+    Subclasses fill in `accept` (one arrival, returning the outputs it completes),
+    `finish` (the end of the input) and `reset` (an empty buffer). The buffer lives on
+    the join and is reset in `setup`, so a join can be run again, but serves one run at
+    a time: `GraphPipeline` therefore runs a copy of each join of the graph, its own
+    (`copy_for_pipeline`), and a join object that is started in a second run while a
+    first is going fails in `setup` instead of mixing buffers.
     """
 
     kind: str = "join"
@@ -90,15 +95,36 @@ class JoinStage(PipelineStage[Any, Out]):
         self.dropped = 0
 
     def bind(self, inputs: tuple[str, ...]) -> None:
-        """Learn the names of the inputs, in edge order; called when the graph is built."""
+        """Learn the names of the inputs, in edge order; `GraphPipeline` binds its copy."""
         self.inputs = inputs
 
+    def copy_for_pipeline(self) -> Self:
+        """Return a copy of this join with an empty buffer and figures of its own.
+
+        `GraphPipeline` runs such a copy, so every pipeline built from one graph has its
+        own joins. The copy is shallow: it shares the join's functions and settings, and
+        gets its own buffer from `reset()`, which is where a subclass sets up its state.
+        """
+        twin = copy.copy(self)
+        twin.local = threading.local()
+        twin._figures = threading.Lock()
+        twin._in_use = False
+        twin.buffered = twin.high_water_mark = twin.dropped = 0
+        twin.reset()
+        return twin
+
     def setup(self) -> None:
+        if not self.inputs:
+            raise RuntimeError(
+                f"join {self.name!r} is not a node of a graph: its inputs are a graph's "
+                "edges, so add it to a Graph and run graph.build()"
+            )
         with self._figures:
             if self._in_use:
                 raise RuntimeError(
-                    f"join {self.name!r} is already in a running graph; its buffer serves "
-                    "one run at a time (build the graph again for another concurrent run)"
+                    f"join {self.name!r} is already running in another pipeline; a join's "
+                    "buffer serves one run at a time (Graph.build() gives each pipeline "
+                    "its own copy of the graph's joins)"
                 )
             self._in_use = True
             self.buffered = self.high_water_mark = self.dropped = 0
@@ -109,7 +135,7 @@ class JoinStage(PipelineStage[Any, Out]):
             self._in_use = False
 
     def reset(self) -> None:
-        """Empty the buffer before a run; runs in the join's worker thread."""
+        """Give the join an empty buffer of its own: when copied, and in the worker's setup."""
 
     def accept(self, edge: int, item: Any) -> list[Out]:
         """Take one arrival from input `edge`; return the outputs it completes."""
@@ -134,6 +160,8 @@ class JoinStage(PipelineStage[Any, Out]):
         for index, (edge, item) in enumerate(items):
             try:
                 outputs.extend(self.accept(edge, item))
+            except _HeldItemFailed as failed:  # on an item the arrival pushed out
+                raise ItemFailed(failed.item, index, outputs) from failed.__cause__
             except BaseException as exc:
                 raise ItemFailed(item, index, outputs) from exc
         self._note_size()
@@ -291,6 +319,18 @@ class OrderedMerge(JoinStage[Any]):
 IncompletePolicy = Literal["fail", "drop", "emit"]
 
 
+class _HeldItemFailed(Exception):
+    """Raised by `accept` when a failure belongs to a held item the arrival pushed out.
+
+    `JoinStage.process_batch` turns it into the `ItemFailed` of that item, so the run's
+    error names the item that failed; the failure itself is its `__cause__`.
+    """
+
+    def __init__(self, item: object) -> None:
+        super().__init__(item)
+        self.item = item
+
+
 class KeyJoin(JoinStage[Out]):
     """Pair the items of two inputs that share a key, as an enrich-from-two-sources join.
 
@@ -351,15 +391,19 @@ class KeyJoin(JoinStage[Out]):
             other_edge, other = waiting
             if other_edge == edge:
                 raise ValueError(
-                    f"key {key!r} came twice from input {self.inputs[edge]!r} before "
+                    f"key {short_repr(key)} came twice from input {self.inputs[edge]!r} before "
                     "its partner; a key join expects each key once per input"
                 )
             return [self._pair(other, item) if edge == 1 else self._pair(item, other)]
         outputs: list[Out] = []
         if self.max_pending is not None and len(self._pending) >= self.max_pending:
             oldest = next(iter(self._pending))
+            held = self._pending[oldest][1]
             full = f"the buffer is full: max_pending={self.max_pending}"
-            outputs.extend(self._give_up(oldest, full))
+            try:
+                outputs.extend(self._give_up(oldest, full))
+            except BaseException as exc:  # the failure is the given-up item's, not the arrival's
+                raise _HeldItemFailed(held) from exc
         self._pending[key] = (edge, item)
         return outputs
 
@@ -381,7 +425,7 @@ class KeyJoin(JoinStage[Out]):
         edge, item = self._pending.pop(key)
         if self.incomplete == "fail":
             raise LookupError(
-                f"key {key!r} from input {self.inputs[edge]!r} never met its partner "
+                f"key {short_repr(key)} from input {self.inputs[edge]!r} never met its partner "
                 f"from input {self.inputs[1 - edge]!r} ({why})"
             )
         if self.incomplete == "drop":
@@ -389,10 +433,10 @@ class KeyJoin(JoinStage[Out]):
             if not self._warned:
                 self._warned = True
                 logger.warning(
-                    "key join %r dropped key %r without a partner (%s); later drops are "
+                    "key join %r dropped key %s without a partner (%s); later drops are "
                     "counted in its statistics",
                     self.name,
-                    key,
+                    short_repr(key),
                     why,
                 )
             return []

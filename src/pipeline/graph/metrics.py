@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pipeline.graph.metrics needs prometheus_client: pip install 'threaded-pipeline[metrics]'"
     ) from exc
 
+from pipeline._checks import non_empty_str
 from pipeline.graph.tasks import TaskGraph, TaskStatistics
 from pipeline.stats import LATENCY_BUCKET_BOUNDS
 
@@ -42,7 +43,7 @@ class TaskGraphCollector(Collector):
         if not isinstance(task_graph, TaskGraph):
             raise TypeError(f"task_graph must be a TaskGraph, got {type(task_graph).__name__}")
         self.task_graph = task_graph
-        self.name = name
+        self.name = non_empty_str("name", name)  # a label value: refused now, not at a scrape
 
     def collect(self) -> Iterator[Metric]:
         """Return the metric families for the run in progress or the last; runs at scrape."""

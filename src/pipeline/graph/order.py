@@ -8,11 +8,38 @@ cycle by showing one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pipeline.graph.errors import GraphError
+from pipeline.stage import PipelineStage
 
-__all__ = ["successors_of", "topological_order"]
+__all__ = ["names_after", "successors_of", "topological_order"]
+
+
+def names_after(after: object, kind: str) -> tuple[str, ...]:
+    """Return `after`, one name or an iterable of names, as a tuple of names.
+
+    Args:
+        after: what `add(after=...)` was given.
+        kind: what the names name, for the message ("node", "task").
+
+    Raises:
+        TypeError: `after` is not a name nor an iterable of names; the message says
+            what it got (for a stage, to give its name instead).
+    """
+    if isinstance(after, str):
+        return (after,)
+    expected = f"after must be a {kind} name or a sequence of names, got"
+    if isinstance(after, PipelineStage):
+        raise TypeError(
+            f"{expected} {type(after).__name__} {after.name!r}; give its name, {after.name!r}"
+        )
+    if isinstance(after, bytes) or not isinstance(after, Iterable):
+        raise TypeError(f"{expected} {type(after).__name__}")
+    names = tuple(after)
+    if not all(isinstance(name, str) for name in names):
+        raise TypeError(f"{expected} {after!r}")
+    return names
 
 
 def successors_of(after: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:

@@ -19,10 +19,10 @@ the end of the input).
 
 With `deadlock_timeout`, a watchdog thread fails the run with `PipelineDeadlock` when
 nothing has been put into or taken from any queue for that long, naming what every
-thread waits on. Outputs waiting for a consumer that is busy with its own work (not
-waiting for them) do not count as a deadlock. The watchdog cannot tell a stuck stage
-from one that takes longer than the timeout for one batch, so choose a timeout well
-above the slowest batch.
+thread waits on. A consumer busy with its own work (not waiting for outputs) pauses
+the run, however long: that does not count as a deadlock. The watchdog cannot tell a stuck stage
+from one that takes longer than the timeout for one batch (nor a stuck source from a
+slow one), so choose a timeout well above the slowest batch.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline._checks import number
-from pipeline.errors import ShutDown, StageError
-from pipeline.graph.build import Graph, Node, Partition
+from pipeline.errors import ShutDown, StageError, short_repr
+from pipeline.graph.build import Graph, Node, Partition, Plan
 from pipeline.graph.errors import PipelineDeadlock
 from pipeline.graph.join import MISSING, JoinStage, KeyJoin, Numbered
 from pipeline.pipeline import (
@@ -86,7 +86,10 @@ class GraphPipeline(Pipeline[In, Out]):
     (`pipeline: GraphPipeline[int, str] = graph.build()`) to type what goes in and out.
 
     `stages` and `names` list the nodes in an order where each comes after its inputs,
-    so the observe extras (report, progress, metrics) show one line per node.
+    so the observe extras (report, progress, metrics) show one line per node. The joins
+    among them are this pipeline's own copies of the graph's (a join's buffer serves
+    one run at a time), so pipelines built from one graph can run at the same time;
+    the other stages are the graph's own objects, shared by every pipeline built.
 
     Args:
         graph: the graph; it is checked here (`Graph.plan`).
@@ -117,7 +120,7 @@ class GraphPipeline(Pipeline[In, Out]):
     ) -> None:
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a Graph, got {type(graph).__name__}")
-        plan = graph.plan()
+        plan = _with_own_joins(graph.plan())
         super().__init__(
             [node.stage for node in plan.nodes],
             queue_size=queue_size,
@@ -375,7 +378,7 @@ class _FanOut:
                     target = partition.route(item)
                     if target not in self.successors:
                         raise ValueError(
-                            f"route returned {target!r}, which is not a successor of "
+                            f"route returned {short_repr(target)}, which is not a successor of "
                             f"{self.node.name!r} (successors: {list(self.successors)})"
                         )
                     index = self.successors.index(target)
@@ -469,11 +472,16 @@ class _GraphRun(_Run):
         self.board = _WaitBoard() if self.deadlock_timeout is not None else None
         self._watch_stopping = threading.Event()
         super().__init__(pipeline, source)
-        self.roles: dict[threading.Thread, str] = {self.threads[1]: "the source"}
+        # For the watchdog's message: each thread's role, and what it does when it is
+        # not waiting on a queue.
+        self.roles: dict[threading.Thread, tuple[str, str]] = {
+            self.threads[1]: ("the source", "is inside the source's next()")
+        }
         workers = iter(self.threads[2:])
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
-                self.roles[next(workers)] = f"node {stage_run.name!r} (worker {worker})"
+                role = f"node {stage_run.name!r} (worker {worker})"
+                self.roles[next(workers)] = (role, "is inside its stage's code")
         if self.board is not None:
             self.threads.append(self._thread(self._watch, "pipeline-watchdog"))
 
@@ -583,17 +591,20 @@ class _GraphRun(_Run):
             return
 
     def _consumer_away(self, waits: dict[threading.Thread, str]) -> bool:
-        """Whether outputs wait for a consumer busy with its own work: a pause, not a deadlock."""
+        """Whether the consumer is busy with its own work, not waiting for outputs: a pause.
+
+        Whatever the run's threads wait on then (room in the results queue, or a source
+        whose next item answers the consumer's last output), they wait for the consumer;
+        a stuck stage is still found once the consumer waits for outputs again.
+        """
         taking = f"waits for items from {_RESULTS}"
-        if any(what == taking for what in waits.values()):
-            return False
-        return self.results.statistics().depth > 0
+        return not any(what == taking for what in waits.values())
 
     def _deadlock(self, still: float, waits: dict[threading.Thread, str]) -> PipelineDeadlock:
         described: dict[str, str] = {}
-        for thread, role in self.roles.items():
+        for thread, (role, busy) in self.roles.items():
             if thread.is_alive():
-                described[role] = waits.get(thread, "is inside its stage's code")
+                described[role] = waits.get(thread, busy)
         for thread, what in waits.items():
             if thread not in self.roles:
                 described[f"the consumer ({thread.name})"] = what
@@ -602,6 +613,22 @@ class _GraphRun(_Run):
 
 
 _RESULTS = "the results queue"
+
+
+def _with_own_joins(plan: Plan) -> Plan:
+    """Return `plan` with a copy of each join for one pipeline alone, bound to its inputs.
+
+    The graph's own join is never bound: two graphs built at the same time may share it.
+    """
+    nodes = []
+    for node in plan.nodes:
+        if not isinstance(node.stage, JoinStage):
+            nodes.append(node)
+            continue
+        join = node.stage.copy_for_pipeline()
+        join.bind(node.after)
+        nodes.append(replace(node, stage=join))
+    return replace(plan, nodes=tuple(nodes))
 
 
 def _join_input(successor: Node, name: str) -> int | None:

@@ -8,12 +8,13 @@ only for it. Independent branches therefore run side by side, and a critical tas
 that becomes ready later still goes before a less critical one that has been waiting.
 
 The ready set is a heap of `(criticality, sequence, name)`; the sequence number keeps
-equal criticalities in the order they became ready (measured in FINDINGS: without it,
-4,666 of 9,999 equal-priority pairs came out of order). It can move to the queues
+equal criticalities in the order they became ready (measured: without it, 4,666 of
+9,999 equal-priority pairs came out of order). It can move to the queues
 extra's priority queue once that is in the core's reach.
 
 A task may retry (`RetryPolicy`) and go through a circuit breaker (`CircuitBreaker`),
-both from the resilience extra; a retry's backoff returns at once when the run stops.
+both from the resilience extra; a retry's backoff returns at once when the run stops,
+and a `CircuitOpen` (the breaker refusing the call) is never retried.
 When a task fails, `on_failure="dependents"` (the default) skips every task that
 depends on it, directly or not, and lets independent branches finish;
 `on_failure="all"` starts nothing more. Either way the result lists what succeeded,
@@ -36,9 +37,11 @@ from pipeline._checks import non_empty_str, positive_int
 from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import describe
 from pipeline.graph.errors import GraphError, TaskGraphFailed
-from pipeline.graph.order import successors_of, topological_order
+from pipeline.graph.order import names_after, successors_of, topological_order
+from pipeline.graph.picture import Picture
 from pipeline.queues.priority import Priority
 from pipeline.resilience.breaker import CircuitBreaker
+from pipeline.resilience.errors import CircuitOpen
 from pipeline.resilience.retry import RetryPolicy
 from pipeline.stats import LATENCY_BUCKET_BOUNDS
 
@@ -141,9 +144,7 @@ class TaskGraph:
             raise GraphError(f"a task named {name!r} is already in the graph")
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
-        names = (after,) if isinstance(after, str) else tuple(after)
-        if not all(isinstance(dependency, str) for dependency in names):
-            raise TypeError(f"after must be a task name or a sequence of names, got {after!r}")
+        names = names_after(after, "task")
         if len(set(names)) != len(names):
             raise GraphError(f"task {name!r} names the same dependency twice: {list(names)}")
         if not isinstance(criticality, int) or isinstance(criticality, bool):
@@ -199,7 +200,8 @@ class TaskGraph:
         Raises:
             GraphError: the graph is not valid (see `check`).
             TaskGraphFailed: a task failed and `raise_on_failure` is true; the first
-                failure is its `__cause__` and `result` holds the whole result.
+                failure is its `__cause__` and `result` holds the whole result. Also
+                when a worker failed outside any task, whatever `raise_on_failure`.
             TypeError, ValueError: `workers` or `on_failure` is out of range.
         """
         positive_int("workers", workers)
@@ -214,6 +216,12 @@ class TaskGraph:
         with self._lock:
             self._latest = run
         result = run.execute(workers)
+        if run.worker_failure is not None:
+            raise TaskGraphFailed(
+                f"a worker of the task graph failed: {describe(run.worker_failure)}; "
+                f"{len(result.skipped)} skipped, {len(result.succeeded)} succeeded",
+                result,
+            ) from run.worker_failure
         if result.failed and raise_on_failure:
             name, error = next(iter(result.failed.items()))
             others = len(result.failed) - 1
@@ -232,28 +240,25 @@ class TaskGraph:
         return None if run is None else run.statistics()
 
     def to_dot(self) -> str:
-        """Return the task graph in Graphviz's DOT language, each task with its criticality."""
-        self.check()
-        lines = ["digraph tasks {", "  rankdir=LR;"]
-        for task in self._tasks.values():
-            lines.append(f'  "{task.name}" [shape=box, label="{task.name}\\n{_label(task)}"];')
-        for task in self._tasks.values():
-            for dependency in task.after:
-                lines.append(f'  "{dependency}" -> "{task.name}";')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        """Return the task graph in Graphviz's DOT language, each task with its criticality.
+
+        The names are escaped, so any name gives valid DOT (see `pipeline.graph.picture`).
+        """
+        return self._picture().to_dot()
 
     def to_mermaid(self) -> str:
         """Return the task graph as a Mermaid flowchart."""
+        return self._picture().to_mermaid()
+
+    def _picture(self) -> Picture:
+        """Check the graph and draw it: a box per task, an arrow from each dependency."""
         self.check()
-        ids = {name: f"t{index}" for index, name in enumerate(self._tasks)}
-        lines = ["flowchart LR"]
-        for task in self._tasks.values():
-            lines.append(f'  {ids[task.name]}["{task.name}<br/>{_label(task)}"]')
+        picture = Picture("tasks")
+        ids = {name: picture.box((name, _label(task))) for name, task in self._tasks.items()}
         for task in self._tasks.values():
             for dependency in task.after:
-                lines.append(f"  {ids[dependency]} --> {ids[task.name]}")
-        return "\n".join(lines) + "\n"
+                picture.arrow(ids[dependency], ids[task.name])
+        return picture
 
     def __repr__(self) -> str:
         return f"TaskGraph({', '.join(self._tasks)})"
@@ -288,6 +293,7 @@ class _TaskRun:
         self.failed: dict[str, BaseException] = {}
         self.skipped: dict[str, str] = {}
         self.stop_reason: str | None = None
+        self.worker_failure: BaseException | None = None  # raised by run(), whatever the policy
         self.stopping = threading.Event()  # set on a stop; retry backoffs wait on it
         self.latency_counts = [0] * (len(LATENCY_BUCKET_BOUNDS) + 1)
         self.latency_sum = 0.0
@@ -402,12 +408,17 @@ class _TaskRun:
                     self._settle(name, started, error=exc)
                 else:
                     self._settle(name, started, value=value)
-        except BaseException:
-            logger.exception("a task graph worker failed; stopping the run")
+        except BaseException as exc:  # the run's own code failed, outside any task
+            with self.changed:
+                if self.worker_failure is None:
+                    self.worker_failure = exc
             self._stop("a worker of the run failed")
 
     def _call(self, task: Task, arguments: list[Any]) -> Any:
-        """Call the task, through its breaker, as often as its retry policy allows."""
+        """Call the task, through its breaker, as often as its retry policy allows.
+
+        A `CircuitOpen` (the breaker refused the call) fails the task at once.
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -417,7 +428,12 @@ class _TaskRun:
                 return task.function(*arguments)
             except Exception as exc:
                 retry = task.retry
-                if retry is None or not retry.should_retry(exc, attempt):
+                # An open circuit says "do not call": never retried, as in a ResilientStage.
+                if (
+                    retry is None
+                    or isinstance(exc, CircuitOpen)
+                    or not retry.should_retry(exc, attempt)
+                ):
                     raise
                 if self.stopping.wait(retry.delay(attempt)):
                     raise
