@@ -1,13 +1,13 @@
 """Graphs against their baselines, measured in the same run.
 
-1. Overhead of a graph: the diamond of FINDINGS (split a -> b doubles, c drops the
+1. Overhead of a graph: a diamond (split a -> b doubles, c drops the
    multiples of 7 -> a sequence join pairs them) against the same work as a chain
    (a >> one stage computing the pair >> a filter), and a plain split-and-merge (no
    join) against the same chain. The join's branches run item by item (each item
    keeps its number), so the joined diamond pays a Python call per item per branch.
 2. A task graph of independent I/O-bound tasks (each waits `--task-ms` on an Event, as
    a network call would) against running them one after another, for several pool
-   sizes. The job optimizer this absorbs promises at least 40% less wall time.
+   sizes. The goal is at least 40% less wall time than one after another.
 
 With `--json PATH` (or the environment variable PIPELINE_BENCH_JSON, which
 `benchmarks/suite.py` sets) the figures are also written there as JSON.

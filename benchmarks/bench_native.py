@@ -15,7 +15,7 @@ one zeroed page at a time on first touch.
 The rows, and what each one isolates:
   C core, output reused         the loop alone: no allocation, no faults
   C core, zero-filled array     the output as native.transform() made it
-                                before issue 11: array('d', [0.0]) * n, which
+                                once did: array('d', [0.0]) * n, which
                                 writes every byte under the GIL, then the loop
   C core, fresh, 4 KiB pages    a private anonymous mapping, faulted in by the
                                 loop: one fault per 4 KiB of results
@@ -264,7 +264,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def print_targets(rows: list[Row]) -> None:
-    """Print the ratios issues 3 and 11 name as acceptance (a ratio > 1 means faster)."""
+    """Print the ratios the C stage is held to (a ratio > 1 means faster)."""
     by_name = {row.name: row for row in rows}
 
     def speedup(faster: str, slower: str) -> str:

@@ -4,7 +4,7 @@ Each scenario builds a random chain of `ResilientStage`s (1 to 4 stages, 1 to 4
 workers each, a random error policy, random faults, some healed by retries, some behind
 a circuit breaker or a per-item timeout), feeds it a random source (which may fail),
 and consumes it in a random way (`run`, `stream` with a `break`, or `close()` from
-another thread). Adversarial faults come on top (issue 9): exceptions whose `__str__`
+another thread). Adversarial faults come on top: exceptions whose `__str__`
 and `__repr__` raise, `BaseException` subclasses, `close()` called from inside a stage
 or from another thread at a random moment, a real SIGINT at a random moment (sent to
 the main thread, or to another thread, so that it wakes no wait: a lost wake-up, see

@@ -24,7 +24,7 @@ def simulate(
     return sizes
 
 
-def test_converges_under_the_objective_on_the_findings_workload() -> None:
+def test_converges_under_the_objective_on_a_fixed_cost_plus_per_item_workload() -> None:
     # 100 us + 2 us per item, a 1 ms objective: 450 items would meet it exactly, and
     # the batcher aims at 90% of it (400 items).
     batcher = AdaptiveBatcher(0.001)
@@ -44,7 +44,14 @@ def test_noisy_latencies_rarely_pass_the_objective() -> None:
     simulate(batcher, 100e-6, 2e-6, 400, noise=0.1)
     stats = batcher.statistics()
     assert 300 <= stats.mean_size <= 450
-    assert stats.over_target <= 0.15  # FINDINGS: 26% when aiming at the objective itself
+    assert stats.over_target <= 0.15  # aiming at the objective itself: see the next test
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_aiming_at_the_objective_itself_passes_it_a_quarter_of_the_time(noise: float) -> None:
+    batcher = AdaptiveBatcher(0.001, headroom=1.0)
+    simulate(batcher, 100e-6, 2e-6, 400, noise=noise)
+    assert batcher.statistics().over_target == pytest.approx(0.24)
 
 
 def test_aiming_at_the_objective_itself_passes_it_more_often() -> None:

@@ -1,6 +1,6 @@
 """User code that misbehaves must not hang a run, lose items silently, or leave a thread.
 
-Each test here failed on the engine before issue 9's fixes. Scenarios that could hang
+Each test here names a way user code can misbehave. Scenarios that could hang
 the interpreter itself run in a subprocess with a timeout.
 """
 

@@ -564,7 +564,7 @@ def test_behaves_like_a_bounded_deque(maxsize: int, script: list[tuple[str, Any]
         assert q.full() == (maxsize > 0 and len(model) >= maxsize)
 
 
-# Waiting putters are served in arrival order (issue 9): a batch waiting for room is
+# Waiting putters are served in arrival order: a batch waiting for room is
 # not starved by single items that keep taking the room it waits for, and every get
 # wakes the first in line as soon as it fits.
 

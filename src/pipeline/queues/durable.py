@@ -8,7 +8,7 @@ lapses: when it expires, or when the file is next opened and the process that he
 is gone. So a consumer killed at any moment loses nothing; what it had leased comes
 back, with no attempt counted (a lapse is counted apart, against `max_lapses`).
 
-How it uses SQLite, and why (figures in the project's FINDINGS):
+How it uses SQLite, and why:
 - WAL mode; `synchronous=NORMAL` survives a killed process, `FULL` also power loss.
 - One connection per thread, in autocommit mode with explicit transactions: a shared
   connection can return wrong results through its statement cache (cpython#118172).
