@@ -121,3 +121,19 @@ async def async_double(item: int) -> int:
 
 def key_of(item: object) -> object:
     return item
+
+
+def refuse_to_load() -> object:
+    """Called when an output of `breaks_on_load` is unpickled: here, in the parent."""
+    raise ValueError("this output cannot be rebuilt")
+
+
+class BreaksOnLoad:
+    """Pickles in the worker; unpickling it in the parent fails."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return refuse_to_load, ()
+
+
+def breaks_on_load(item: int) -> object:
+    return BreaksOnLoad() if item == 2 else item

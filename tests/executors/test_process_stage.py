@@ -10,12 +10,13 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+import process_work
 import pytest
 import remote_work
 from remote_work import RemoteBoom
 
 from pipeline import FunctionStage, Pipeline, StageError
-from pipeline.executors import NotPicklable, ProcessStage, RemoteTraceback
+from pipeline.executors import NotPicklable, ProcessStage, RemoteError, RemoteTraceback
 from pipeline.executors.process import default_start_method
 
 START_METHODS = [
@@ -166,6 +167,30 @@ def test_an_output_that_does_not_pickle_is_named() -> None:
     assert str(cause).startswith(
         "stage 'ReturnsALock': output 0 of the batch (lock) cannot be pickled: TypeError: "
     )
+
+
+def test_an_output_that_cannot_be_rebuilt_here_is_named() -> None:
+    stage = ProcessStage(FunctionStage(process_work.breaks_on_load))
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage, batch_size=1).run(range(5))
+    assert str(caught.value) == (
+        "stage 'breaks_on_load' failed in process_batch(): NotPicklable: stage "
+        "'breaks_on_load': the outputs of the batch came back but could not be unpickled "
+        "here: ValueError: this output cannot be rebuilt"
+    )
+    assert isinstance(caught.value.__cause__, NotPicklable)
+    assert isinstance(caught.value.__cause__.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_an_exception_that_cannot_be_rebuilt_comes_back_as_a_remote_error(
+    start_method: str,
+) -> None:
+    stage = ProcessStage(FunctionStage(remote_work.raise_unrebuildable), start_method=start_method)
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage).run(range(3))
+    assert type(caught.value.__cause__) is RemoteError
+    assert str(caught.value.__cause__).startswith("NeedsTwoArguments: odd (could not be sent back")
 
 
 def test_an_item_that_does_not_pickle_is_named() -> None:

@@ -46,7 +46,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, Generic, TypeVar
 
 from pipeline._checks import positive_int, seconds
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, describe
 from pipeline.executors.errors import NotPicklable
 from pipeline.executors.executor import (
     STOP_CHECK_SECONDS,
@@ -226,7 +226,13 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         return None
 
     def receive(self, result: Any) -> list[Out]:
-        outputs: list[Out] = pickle.loads(result)
+        try:
+            outputs: list[Out] = pickle.loads(result)
+        except Exception as exc:
+            raise NotPicklable(
+                f"stage {self.name!r}: the outputs of the batch came back but could not be "
+                f"unpickled here: {describe(exc)}"
+            ) from exc
         return outputs
 
     def abandon(self, future: Future[Any]) -> None:
@@ -300,6 +306,7 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
                 if give_up_at is None:
                     give_up_at = now + (0.0 if doing == "starting" else self.stop_timeout)
                 if now >= give_up_at:
+                    _kill(pool)
                     raise PipelineError(
                         f"stage {self.name!r}: the run stopped while its worker processes "
                         f"were {doing}; they were killed"
