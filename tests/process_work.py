@@ -8,6 +8,7 @@ and stage classes pickled by reference live here, on the tests' path, as in
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -137,3 +138,19 @@ class BreaksOnLoad:
 
 def breaks_on_load(item: int) -> object:
     return BreaksOnLoad() if item == 2 else item
+
+
+class KillsItsProcessOnThree(PipelineStage[int, int]):
+    """Notes its process in `folder` in setup; SIGKILLs its own process on item 3."""
+
+    def __init__(self, folder: str, *, workers: int = 2) -> None:
+        super().__init__(workers=workers)
+        self.folder = folder
+
+    def setup(self) -> None:
+        Path(self.folder, f"process-{os.getpid()}").touch()
+
+    def process(self, item: int) -> int:
+        if item == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item

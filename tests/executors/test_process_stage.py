@@ -214,6 +214,23 @@ def test_a_killed_worker_process_is_a_stage_error_not_a_hang(start_method: str) 
     assert caught.value.stage == "kill_own_process_on_three"
 
 
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_process_killed_mid_batch_leaves_no_sibling_behind(
+    start_method: str, tmp_path: Path
+) -> None:
+    stage = ProcessStage(
+        process_work.KillsItsProcessOnThree(str(tmp_path)), start_method=start_method
+    )
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage, batch_size=1).run(range(10))
+    assert isinstance(caught.value.__cause__, BrokenProcessPool)
+    pids = [int(path.name.split("-")[1]) for path in tmp_path.glob("process-*")]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_bad_arguments_are_named() -> None:
     stage = remote_work.SlowSquare(0.0)
     with pytest.raises(TypeError, match=r"^stage must be a PipelineStage, got int$"):
