@@ -223,6 +223,30 @@ def test_a_stop_cancels_the_pending_batches_and_leaves_the_callers_executor_runn
         assert executor.submit(remote_work.square, 4).result(timeout=WAIT) == 16
 
 
+def test_a_stop_gives_up_a_task_still_running_after_stop_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    running = threading.Event()
+
+    def never_ends_on_one(item: int) -> int:
+        if item == 1:
+            running.set()
+            release.wait(WAIT)  # stands for a task that never returns
+        return item
+
+    with ThreadPoolExecutor(2) as executor:
+        stage = ExecutorStage(never_ends_on_one, executor, max_inflight=2, stop_timeout=0.1)
+        outputs = Pipeline(stage, batch_size=1).stream([0, 1, 2])
+        assert next(outputs) == 0
+        assert running.wait(WAIT)
+        outputs.close()  # returns though the task of item 1 is still running
+        gave_up = not release.is_set()
+        release.set()
+    assert gave_up
+    assert "a task was still running 0.1 s after the run stopped" in caplog.text
+
+
 def test_bad_arguments_are_named(pool: ProcessPoolExecutor) -> None:
     with pytest.raises(TypeError, match=r"^function must be callable, got int$"):
         ExecutorStage(3, pool)  # type: ignore[arg-type]
@@ -232,3 +256,5 @@ def test_bad_arguments_are_named(pool: ProcessPoolExecutor) -> None:
         ExecutorStage(remote_work.square, "pool")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^max_inflight must be >= 1, got 0$"):
         ExecutorStage(remote_work.square, pool, max_inflight=0)
+    with pytest.raises(ValueError, match=r"^stop_timeout must be > 0 seconds and finite, got inf$"):
+        ExecutorStage(remote_work.square, pool, stop_timeout=float("inf"))

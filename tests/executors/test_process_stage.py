@@ -10,12 +10,14 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+import process_work
 import pytest
 import remote_work
 from remote_work import RemoteBoom
 
 from pipeline import FunctionStage, Pipeline, StageError
-from pipeline.executors import NotPicklable, ProcessStage, RemoteTraceback
+from pipeline.executors import NotPicklable, ProcessStage, RemoteError, RemoteTraceback
+from pipeline.executors.process import default_start_method
 
 START_METHODS = [
     method
@@ -49,10 +51,49 @@ def test_a_stage_runs_again_with_fresh_processes(tmp_path: Path) -> None:
     assert first != second
 
 
-def test_the_processes_default_to_the_stages_workers_and_the_window_to_four_each() -> None:
+def test_the_processes_default_to_the_stages_workers_with_one_batch_each() -> None:
     stage = ProcessStage(remote_work.SlowSquare(0.0, workers=3))
-    assert (stage.processes, stage.workers, stage.name) == (3, 12, "SlowSquare")
-    assert repr(stage) == "<ProcessStage name='SlowSquare' workers=12>"
+    assert (stage.processes, stage.workers, stage.name) == (3, 3, "SlowSquare")
+    assert repr(stage) == "<ProcessStage name='SlowSquare' workers=3>"
+
+
+def test_processes_is_the_parameter_and_workers_is_refused_naming_it() -> None:
+    assert ProcessStage(FunctionStage(remote_work.square), processes=2).processes == 2
+    with pytest.raises(TypeError) as caught:
+        ProcessStage(FunctionStage(remote_work.square), workers=2)
+    assert str(caught.value) == (
+        "ProcessStage counts worker processes, not threads: pass processes=2 "
+        "(it defaults to the stage's workers), not workers="
+    )
+
+
+def test_the_statistics_count_the_processes_as_the_workers() -> None:
+    pipeline = Pipeline(ProcessStage(FunctionStage(remote_work.square), processes=2))
+    assert pipeline.run(range(50)) == [item * item for item in range(50)]
+    statistics = pipeline.stats()
+    assert statistics is not None
+    figures = statistics.stage("square")
+    assert (figures.workers, figures.items_in, figures.items_out) == (2, 50, 50)
+
+
+def test_the_default_start_method_is_forkserver_where_there_is_one() -> None:
+    stage = ProcessStage(FunctionStage(remote_work.square))
+    expected = "forkserver" if "forkserver" in START_METHODS else "spawn"
+    assert stage.start_method == default_start_method() == expected
+    assert ProcessStage(FunctionStage(remote_work.square), start_method="fork").start_method == (
+        "fork"
+    )
+
+
+def test_the_inner_stages_latency_target_sizes_the_batches() -> None:
+    inner = FunctionStage(remote_work.square, latency_target=0.25)
+    assert ProcessStage(inner).latency_target == 0.25
+
+
+def test_a_stage_named_by_the_user_keeps_its_name_inside() -> None:
+    named = ProcessStage(FunctionStage(remote_work.square, name="squares"))
+    assert (named.name, named.named_by_user) == ("squares", True)
+    assert not ProcessStage(FunctionStage(remote_work.square)).named_by_user
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
@@ -128,6 +169,30 @@ def test_an_output_that_does_not_pickle_is_named() -> None:
     )
 
 
+def test_an_output_that_cannot_be_rebuilt_here_is_named() -> None:
+    stage = ProcessStage(FunctionStage(process_work.breaks_on_load))
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage, batch_size=1).run(range(5))
+    assert str(caught.value) == (
+        "stage 'breaks_on_load' failed in process_batch(): NotPicklable: stage "
+        "'breaks_on_load': the outputs of the batch came back but could not be unpickled "
+        "here: ValueError: this output cannot be rebuilt"
+    )
+    assert isinstance(caught.value.__cause__, NotPicklable)
+    assert isinstance(caught.value.__cause__.__cause__, ValueError)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_an_exception_that_cannot_be_rebuilt_comes_back_as_a_remote_error(
+    start_method: str,
+) -> None:
+    stage = ProcessStage(FunctionStage(remote_work.raise_unrebuildable), start_method=start_method)
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage).run(range(3))
+    assert type(caught.value.__cause__) is RemoteError
+    assert str(caught.value.__cause__).startswith("NeedsTwoArguments: odd (could not be sent back")
+
+
 def test_an_item_that_does_not_pickle_is_named() -> None:
     items: list[Any] = [threading.Event()]
     with pytest.raises(StageError) as caught:
@@ -149,6 +214,23 @@ def test_a_killed_worker_process_is_a_stage_error_not_a_hang(start_method: str) 
     assert caught.value.stage == "kill_own_process_on_three"
 
 
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_process_killed_mid_batch_leaves_no_sibling_behind(
+    start_method: str, tmp_path: Path
+) -> None:
+    stage = ProcessStage(
+        process_work.KillsItsProcessOnThree(str(tmp_path)), start_method=start_method
+    )
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage, batch_size=1).run(range(10))
+    assert isinstance(caught.value.__cause__, BrokenProcessPool)
+    pids = [int(path.name.split("-")[1]) for path in tmp_path.glob("process-*")]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_bad_arguments_are_named() -> None:
     stage = remote_work.SlowSquare(0.0)
     with pytest.raises(TypeError, match=r"^stage must be a PipelineStage, got int$"):
@@ -159,3 +241,5 @@ def test_bad_arguments_are_named() -> None:
         ProcessStage(stage, max_inflight=0)
     with pytest.raises(ValueError, match=r"^start_method must be one of .*, got 'vfork'$"):
         ProcessStage(stage, start_method="vfork")
+    with pytest.raises(ValueError, match=r"^stop_timeout must be > 0 seconds and finite, got nan$"):
+        ProcessStage(stage, stop_timeout=float("nan"))

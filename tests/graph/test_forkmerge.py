@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from typing import Any
 
@@ -74,6 +75,14 @@ def test_mix_pool_gives_each_worker_its_own_function_on_one_shared_input() -> No
     outputs = Pipeline(stage, batch_size=1, ordered=False).run(range(40))
     assert sorted(item for _, item in outputs) == list(range(40))
     assert {name for name, _ in outputs} <= {"gpu", "cpu"}
+
+
+def test_a_mix_pool_pickles_with_a_lock_of_its_own() -> None:
+    stage = mix_pool([abs, str], name="pool")
+    copy = pickle.loads(pickle.dumps(stage))
+    assert (copy.name, copy.functions, copy.workers) == ("pool", (abs, str), 2)
+    assert copy._lock is not stage._lock
+    assert sorted(Pipeline(copy, ordered=False).run([-1])) in ([1], ["-1"])
 
 
 @pytest.mark.parametrize("functions", [[], "ab", [1]])

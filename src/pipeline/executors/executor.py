@@ -16,8 +16,10 @@ and 11 ms on Dask here, so one task per item would cost more than most items' wo
 Stop: a worker waiting for its future wakes every `STOP_CHECK_SECONDS` to look at the
 run's stop event (an `Event` and a `Future` cannot be waited on together). Once the
 run stops it cancels its future if the executor has not started it, or waits for the
-task that is running to end, and drops the outputs: the run is over. A caller-owned
-executor is never shut down.
+task that is running to end, at most `stop_timeout` seconds, and drops the outputs:
+the run is over. A task still running then is the stage's to `abandon`: a process
+stage kills its processes; a caller-owned executor keeps the task (and is never shut
+down), and the stage logs that it left it running.
 
 Failures: the function runs remotely inside `run_batch`, which catches what it raises
 and sends back a `BatchFailure` with the item's index and the traceback as text. Here
@@ -28,6 +30,7 @@ the run stops with a `StageError` naming the stage and the item. A transport fai
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import traceback
@@ -35,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future, wait
 from typing import Any, Final, Generic, TypeVar
 
-from pipeline._checks import positive_int
+from pipeline._checks import positive_int, seconds
 from pipeline.errors import describe
 from pipeline.executors.errors import NotPicklable, RemoteError, RemoteTraceback
 from pipeline.executors.pickling import find_unpicklable
@@ -44,6 +47,7 @@ from pipeline.worker import current_stop_event
 
 __all__ = [
     "STOP_CHECK_SECONDS",
+    "STOP_TIMEOUT_SECONDS",
     "WINDOW_PER_WORKER",
     "BatchFailure",
     "ExecutorStage",
@@ -54,7 +58,10 @@ __all__ = [
 In = TypeVar("In")
 Out = TypeVar("Out")
 
+logger = logging.getLogger(__name__)
+
 STOP_CHECK_SECONDS: Final = 0.05
+STOP_TIMEOUT_SECONDS: Final = 10.0  # the default wait, after a stop, for a running task
 WINDOW_PER_WORKER: Final = 4
 
 
@@ -133,10 +140,14 @@ def default_window(executor: Executor) -> int:
 class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
     """A stage whose worker threads each run one batch at a time somewhere else.
 
-    Subclasses say how a batch is submitted (`submit`) and what must pickle for it to
-    travel (`unpicklable`); this class waits, watches the stop event and explains
-    failures. Runs in the stage's worker threads.
+    Subclasses say how a batch is submitted (`submit`), what must pickle for it to
+    travel (`unpicklable`) and what becomes of a task still running `stop_timeout`
+    seconds after a stop (`abandon`); this class waits, watches the stop event and
+    explains failures. Runs in the stage's worker threads.
     """
+
+    stop_timeout: float = STOP_TIMEOUT_SECONDS
+    """The most seconds a worker thread waits, once the run stops, for its running task."""
 
     def submit(self, items: list[In]) -> Future[Any]:
         """Start processing `items` elsewhere; return the future of what `receive` takes."""
@@ -151,10 +162,24 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
         outputs: list[Out] = result
         return outputs
 
+    def abandon(self, future: Future[Any]) -> None:
+        """Give up a task still running `stop_timeout` seconds after a stop (the default: log it).
+
+        The executor is the caller's, so its task is left to it: a thread cannot be killed.
+        """
+        logger.warning(
+            "stage %r: a task was still running %s s after the run stopped; it is left "
+            "to its executor, and its outputs are dropped",
+            self.name,
+            self.stop_timeout,
+        )
+
     def process_batch(self, items: list[In]) -> list[Out]:
         """Run `items` elsewhere and wait for the outputs; blocks until they come back.
 
-        Returns an empty list, without waiting for the outputs, once the run stops.
+        Returns an empty list once the run stops, without the outputs: a task not
+        started is cancelled; a running one is waited for at most `stop_timeout` seconds,
+        then handed to `abandon`.
 
         Raises:
             ItemFailed: the work raised for one item (the original is its `__cause__`).
@@ -167,8 +192,8 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
             while not wait((future,), timeout=STOP_CHECK_SECONDS).done:
                 if stop.is_set():
                     # A running task cannot be cancelled: wait for its end, not its outputs.
-                    if not future.cancel():
-                        wait((future,))
+                    if not future.cancel() and not wait((future,), self.stop_timeout).done:
+                        self.abandon(future)
                     return []
             if stop.is_set():
                 return []
@@ -202,6 +227,9 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
         max_inflight: the most batches submitted and not yet finished; defaults to
             `default_window(executor)`, 4 per executor worker.
         name: defaults to the function's name.
+        stop_timeout: once the run stops, the most seconds a worker thread waits for
+            its running task; a task still running then is left to the executor (a
+            thread cannot be killed), logged, and its outputs dropped.
         latency_target: the seconds a batch should take; without it a stage whose
             batches take more than a few milliseconds sends one item per task. Give a
             Dask stage, whose tasks cost tens of milliseconds each, a target well above
@@ -219,6 +247,7 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
         max_inflight: int | None = None,
         name: str | None = None,
         latency_target: float | None = None,
+        stop_timeout: float = STOP_TIMEOUT_SECONDS,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
@@ -235,6 +264,7 @@ class ExecutorStage(WindowedStage[In, Out], Generic[In, Out]):
         )
         self.function = function
         self.executor = executor
+        self.stop_timeout = seconds("stop_timeout", stop_timeout)
 
     @property
     def max_inflight(self) -> int:

@@ -7,7 +7,8 @@
 - `mix_pool(functions)`: a stage with one worker per function, reading one shared
   inbox; each item is handled by whichever worker takes it, with that worker's
   function. Good for spreading one stream over unlike resources (two API keys, a
-  GPU and a CPU path) that compute the same thing.
+  GPU and a CPU path) that compute the same thing. Inside a `ProcessStage` each
+  worker process takes the function of its number among the processes.
 """
 
 from __future__ import annotations
@@ -88,7 +89,12 @@ class ForkMergeStage(PipelineStage[Any, Any]):
 
 
 class MixPoolStage(PipelineStage[Any, Any]):
-    """Run one worker per function on a shared inbox; each item meets one of the functions."""
+    """Run one worker per function on a shared inbox; each item meets one of the functions.
+
+    In threads, each worker takes the next function in turn in `setup`; in the worker
+    processes of a `ProcessStage`, where each process holds its own copy of the stage,
+    each takes the function of its process number (`set_process_number`).
+    """
 
     def __init__(
         self, functions: Sequence[Callable[[Any], Any]], *, name: str | None = None
@@ -98,6 +104,19 @@ class MixPoolStage(PipelineStage[Any, Any]):
         # Guards _handed: how many workers have been given their function this run.
         self._lock = threading.Lock()
         self._handed = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Return the state to pickle: all but the lock and `local`, which belong to one process."""
+        return {key: value for key, value in vars(self).items() if key not in {"_lock", "local"}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self.local = threading.local()
+
+    def set_process_number(self, number: int) -> None:
+        """Take the function of worker process `number`; a `ProcessStage` calls it there."""
+        self._handed = number
 
     def setup(self) -> None:
         with self._lock:
