@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.queues.codecs import PickleCodec
+from pipeline.queues.codecs import JsonCodec, PickleCodec
 from pipeline.queues.durable import DurableQueue
 from pipeline.queues.errors import CodecError, TaskFailed
 from pipeline.queues.tasks import TaskQueue, TaskWorkers, import_path
@@ -481,3 +481,37 @@ def test_workers_that_cannot_all_start_leave_no_thread_behind(
     monkeypatch.setattr(threading.Thread, "start", start_one_only)
     with pytest.raises(RuntimeError, match="can't start new thread"):
         TaskWorkers(str(tmp_path / "tasks.db"), threads=3)
+
+
+class Unbindable(JsonCodec):
+    """JSON, but a result "unbindable" becomes something SQLite cannot store."""
+
+    name = "unbindable-json"
+
+    def encode(self, item: Any) -> bytes:
+        if item == "unbindable":
+            return [1]  # type: ignore[return-value]
+        return super().encode(item)
+
+
+def unbindable() -> str:
+    RUNS.append(time.time())
+    return "unbindable"
+
+
+def test_an_outcome_that_cannot_be_stored_is_logged_and_the_task_given_up_in_the_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "tasks.db")
+    RUNS.clear()
+    codec = Unbindable()
+    with (
+        TaskQueue(path, codec=codec) as tasks,
+        TaskWorkers(path, threads=1, codec=codec, max_attempts=2, lease_seconds=0.5),
+    ):
+        task = tasks.enqueue(unbindable)
+        with pytest.raises(TaskFailed, match="delivered 3 times without an outcome"):
+            tasks.result(task, timeout=WAIT)
+        assert tasks.result(tasks.enqueue(add, 2, 2), timeout=WAIT) == 4
+    assert len(RUNS) == 2
+    assert sum("could not be stored" in record.getMessage() for record in caplog.records) == 2

@@ -444,10 +444,18 @@ class TaskWorkers:
         with self._lock:
             self._finished += 1
 
-    def _lease_lost(self, task: Leased[dict[str, Any]], consequence: str) -> None:
-        """Count a lost lease and log it, once per task run."""
+    def _lease_lost(
+        self, task: Leased[dict[str, Any]], consequence: str, *, while_running: bool = False
+    ) -> None:
+        """Count a lost lease and log it, once per task run.
+
+        With `while_running` (the renewer), only if the worker has not taken the task
+        out of `_running` yet: once it has, a lease that is gone may be its own ack.
+        """
         with self._lock:
             first = task.lease_id not in self._lost
+            if while_running and task.lease_id not in self._running:
+                first = False
             if first:
                 self._lost.add(task.lease_id)
                 self._leases_lost += 1
@@ -468,10 +476,9 @@ class TaskWorkers:
                 try:
                     self.queue.renew([task], self.lease_seconds)
                 except LeaseLost:
-                    with self._lock:
-                        still_running = task.lease_id in self._running
-                    if still_running:  # not finished and acked meanwhile: lost indeed
-                        self._lease_lost(task, "while it ran; its outcome will not be stored")
+                    self._lease_lost(
+                        task, "while it ran; its outcome will not be stored", while_running=True
+                    )
                 except ShutDown:
                     return
                 except Exception:
