@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -515,3 +516,63 @@ def test_an_outcome_that_cannot_be_stored_is_logged_and_the_task_given_up_in_the
         assert tasks.result(tasks.enqueue(add, 2, 2), timeout=WAIT) == 4
     assert len(RUNS) == 2
     assert sum("could not be stored" in record.getMessage() for record in caplog.records) == 2
+
+
+PEER = """
+import sys
+sys.path[:0] = [{src!r}, {modules!r}]
+import threading
+from pipeline.queues.tasks import TaskWorkers
+with TaskWorkers({path!r}, threads=1):  # the default lease
+    threading.Event().wait(60)
+"""
+
+SLOW_IN_PEERS = """
+import os, threading
+
+def run(parent):
+    if os.getpid() != parent:
+        threading.Event().wait(60)  # the peer is killed meanwhile
+    return "taken over"
+"""
+
+
+def test_a_killed_peer_task_is_taken_over_by_a_live_worker_within_a_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "tasks.db")
+    (tmp_path / "slow_in_peers.py").write_text(SLOW_IN_PEERS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    STARTED.clear()
+    GO_ON.clear()
+    with TaskQueue(path) as tasks, TaskWorkers(path, threads=1):
+        busy = tasks.enqueue(waits_then, "ok")  # keeps the live worker away meanwhile
+        assert STARTED.wait(WAIT)
+        task = tasks.enqueue("slow_in_peers:run", os.getpid())
+        peer = subprocess.Popen(
+            [sys.executable, "-c", PEER.format(src=SRC, modules=str(tmp_path), path=path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            owner = None
+            while owner != f"{socket.gethostname()}:{peer.pid}" and time.monotonic() < deadline:
+                assert peer.poll() is None
+                tasks.queue.wait_for_change(0.05)
+                owner = (
+                    tasks.queue.connection()
+                    .execute("SELECT lease_owner FROM items WHERE id = ?", (task,))
+                    .fetchone()[0]
+                )
+            peer.kill()
+        finally:
+            if peer.poll() is None:
+                peer.kill()
+            peer.wait(WAIT)
+            assert peer.stderr is not None
+            peer.stderr.close()
+        assert owner == f"{socket.gethostname()}:{peer.pid}"  # the peer ran it when killed
+        GO_ON.set()
+        assert tasks.result(busy, timeout=WAIT) == "ok"
+        assert tasks.result(task, timeout=30) == "taken over"  # within the 10 s lease
