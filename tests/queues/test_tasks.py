@@ -121,6 +121,10 @@ def test_bad_targets_and_arguments_are_refused_before_storing(tmp_path: Path) ->
             tasks.enqueue("add")
         with pytest.raises(CodecError, match=r"cannot encode item 0 of the batch \(dict\)"):
             tasks.enqueue(add, {1}, 2)
+        with pytest.raises(TypeError, match=r"arguments must be a sequence \(a tuple or a list\)"):
+            tasks.enqueue_many(add, ["ab"])  # not split into add("a", "b")
+        with pytest.raises(TypeError, match="keyword arguments must be a mapping, got list"):
+            tasks.enqueue_call(add, (1, 2), [("times", 2)])  # type: ignore[arg-type]
         assert tasks.queue.qsize() == 0
     assert import_path(add) == f"{__name__}:add"
 

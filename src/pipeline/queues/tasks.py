@@ -541,6 +541,14 @@ def _call(
     path: str, args: Sequence[Any], kwargs: Mapping[str, Any], retry: RetryPolicy | None
 ) -> dict[str, Any]:
     """Return the stored form of one task: its target, arguments and own retry policy."""
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise TypeError(
+            f"a task's arguments must be a sequence (a tuple or a list), got {type(args).__name__}"
+        )
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"a task's keyword arguments must be a mapping, got {type(kwargs).__name__}"
+        )
     call: dict[str, Any] = {"target": path, "args": list(args), "kwargs": dict(kwargs)}
     if retry is not None:
         call["retry"] = _policy_record(retry)
