@@ -512,10 +512,10 @@ def test_an_outcome_that_cannot_be_stored_is_logged_and_the_task_given_up_in_the
     codec = Unbindable()
     with (
         TaskQueue(path, codec=codec) as tasks,
-        TaskWorkers(path, threads=1, codec=codec, max_attempts=2, lease_seconds=0.5),
+        TaskWorkers(path, threads=1, codec=codec, max_lapses=2, lease_seconds=0.5),
     ):
         task = tasks.enqueue(unbindable)
-        with pytest.raises(TaskFailed, match="delivered 3 times without an outcome"):
+        with pytest.raises(TaskFailed, match=f"task {task} was given up: lease lapsed 2 times"):
             tasks.result(task, timeout=WAIT)
         assert tasks.result(tasks.enqueue(add, 2, 2), timeout=WAIT) == 4
     assert len(RUNS) == 2

@@ -791,9 +791,8 @@ class DurableQueue(Generic[T]):
             candidates = [
                 row[0]
                 for row in connection.execute(
-                    f"SELECT id FROM items WHERE queue = ? AND state = 0 AND {_DUE}"
-                    " ORDER BY priority, id",
-                    (self.name, now),
+                    "SELECT id FROM items WHERE queue = ? AND state = 0 ORDER BY priority, id",
+                    (self.name,),
                 )
             ]
         leased: list[Leased[T]] = []
@@ -812,7 +811,7 @@ class DurableQueue(Generic[T]):
                 self._unreadable.add(row_id)
                 logger.error("item %d of %r cannot be read, left in place: %s", row_id, self, exc)
                 continue
-            if row is None:  # taken by another consumer meanwhile
+            if row is None:  # taken by another consumer meanwhile, or a retry not yet due
                 continue
             _, priority, attempts, payload = row
             try:

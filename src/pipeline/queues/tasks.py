@@ -210,10 +210,8 @@ class TaskQueue:
                     return queue.codec.decode(value)
                 after = "" if attempts is None else f" after {_attempts(attempts)}"
                 raise TaskFailed(f"task {task_id} failed{after}: {error}")
-            if dead_error is not None:
-                raise TaskFailed(
-                    f"task {task_id} was given up after {_attempts(attempts)}: {dead_error}"
-                )
+            if dead_error is not None:  # given up without a stored outcome: lapses, a corrupt row
+                raise TaskFailed(f"task {task_id} was given up: {dead_error}")
             if not pending:
                 raise KeyError(f"no task {task_id} in {queue!r}")
             wait = queue.poll_interval
@@ -256,6 +254,9 @@ class TaskWorkers:
             retried, how often, after which delays.
         lease_seconds: how long a task's lease lasts unrenewed: the longest a killed
             worker's task waits before a live worker takes it over.
+        max_lapses: runs of a task that ended without an outcome (its worker killed,
+            its lease lost, its outcome not storable) before it is given up (a task
+            that kills every worker it reaches); None: never. They are not attempts.
 
     Raises:
         Whatever `DurableQueue` raises for a bad file.
@@ -272,6 +273,7 @@ class TaskWorkers:
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        max_lapses: int | None = 20,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
     ) -> None:
         self.lease_seconds = seconds("lease_seconds", lease_seconds)
@@ -284,6 +286,7 @@ class TaskWorkers:
             non_empty_str("name", name),
             codec=codec,
             max_attempts=None,
+            max_lapses=max_lapses,
             visibility_timeout=self.lease_seconds,
             synchronous=synchronous,
         )
@@ -385,8 +388,6 @@ class TaskWorkers:
         try:
             call = task.item
             policy = _task_policy(call, self.retry)
-            if task.attempts > policy.max_attempts:
-                raise _Abandoned(task.attempts)
             target = self._target(call["target"])
             value = target(*call["args"], **call["kwargs"])
             encoded = self.queue.codec.encode(value)
@@ -428,9 +429,8 @@ class TaskWorkers:
         self, task: Leased[dict[str, Any]], failure: BaseException, policy: RetryPolicy
     ) -> None:
         error = _storable(_error_text(failure))
-        if not isinstance(failure, _Abandoned):
-            with self._lock:
-                self._failed += 1
+        with self._lock:
+            self._failed += 1
         if policy.should_retry(failure, task.attempts):
             self.queue.nack(task, error, delay=policy.delay(task.attempts))
             return
@@ -491,16 +491,6 @@ class TaskWorkers:
         if target is None:
             target = self._targets[path] = _resolve(path)
         return target
-
-
-class _Abandoned(Exception):
-    """A task delivered more often than its policy allows runs without an outcome."""
-
-    def __init__(self, deliveries: int) -> None:
-        super().__init__(
-            f"delivered {deliveries} times without an outcome (its worker was killed or "
-            "lost its lease each time); given up"
-        )
 
 
 # At exit, close the workers left open before the interpreter joins their threads.
@@ -607,8 +597,6 @@ def _workers_policy(max_attempts: int | None, retry: RetryPolicy | None) -> Retr
 
 def _error_text(failure: BaseException) -> str:
     """Return "Type: message" and the traceback; never raises, whatever the exception."""
-    if isinstance(failure, _Abandoned):
-        return describe(failure)
     try:
         trace = "".join(traceback.format_exception(failure))
     except BaseException:
