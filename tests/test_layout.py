@@ -40,6 +40,10 @@ ALLOWED_BETWEEN_EXTRAS: dict[tuple[str, str], str] = {
         "task graphs retry tasks and guard them with circuit breakers: the issue asks to "
         "reuse RetryPolicy and CircuitBreaker rather than write them again"
     ),
+    ("queues", "resilience"): (
+        "a task queue's retries back off as the rest of the package does: RetryPolicy, "
+        "not a second backoff written again"
+    ),
 }
 
 

@@ -92,7 +92,8 @@ _SCHEMA = (
     "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,"
     " priority INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, lease_id TEXT,"
     " lease_owner TEXT, lease_expires REAL, attempts INTEGER NOT NULL DEFAULT 0,"
-    " enqueued REAL NOT NULL, payload BLOB NOT NULL, lapses INTEGER NOT NULL DEFAULT 0)",
+    " enqueued REAL NOT NULL, payload BLOB NOT NULL, lapses INTEGER NOT NULL DEFAULT 0,"
+    " not_before REAL)",  # a nacked item's retry time (wall clock); NULL: at once
     "CREATE INDEX items_order ON items (queue, state, priority, id)",
     "CREATE TABLE dead (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL,"
     " attempts INTEGER NOT NULL, enqueued REAL NOT NULL, died REAL NOT NULL,"
@@ -100,14 +101,16 @@ _SCHEMA = (
     "CREATE TABLE results (task_id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
     " ok INTEGER NOT NULL, value BLOB, error TEXT, finished REAL NOT NULL)",
 )
+_DUE = "(not_before IS NULL OR not_before <= ?)"  # a ready row whose retry time has come
 _CLAIM = (
     "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
     " attempts = attempts + 1 WHERE id IN (SELECT id FROM items WHERE queue = ? AND state = 0"
-    " ORDER BY priority, id LIMIT ?) RETURNING id, priority, attempts, payload"
+    f" AND {_DUE} ORDER BY priority, id LIMIT ?) RETURNING id, priority, attempts, payload"
 )
 _CLAIM_ONE = (  # the claim of one row, around a damaged page
     "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
-    " attempts = attempts + 1 WHERE id = ? AND state = 0 RETURNING id, priority, attempts, payload"
+    f" attempts = attempts + 1 WHERE id = ? AND state = 0 AND {_DUE}"
+    " RETURNING id, priority, attempts, payload"
 )
 _TO_DEAD = (
     "INSERT INTO dead (id, queue, priority, attempts, enqueued, died, error, payload)"
@@ -358,15 +361,55 @@ class DurableQueue(Generic[T]):
         """Delete one leased item; see `ack_many`."""
         self.ack_many([leased])
 
-    def nack(self, leased: Leased[T], error: str = "nacked") -> None:
+    def nack(self, leased: Leased[T], error: str = "nacked", *, delay: float = 0.0) -> None:
         """Return a leased item to the queue, or to the dead-letter table after `max_attempts`.
+
+        With a `delay` (seconds), the item is handed out again only once that time has
+        passed: the time is stored in the file, so it holds for every consumer of the
+        file and across a restart (timed by the wall clock, as leases are).
 
         Raises:
             LeaseLost: the lease expired and the item went to another consumer.
+            TypeError, ValueError: `delay` is not a finite number of seconds >= 0.
         """
+        seconds("delay", delay, zero_allowed=True)
         with self._transaction() as connection:
-            self.nack_in(connection, leased, error)
+            self.nack_in(connection, leased, error, delay=delay)
         self._notify()
+
+    def renew(self, leased: Iterable[Leased[T]], seconds: float | None = None) -> None:
+        """Extend leases to `seconds` from now (default: `visibility_timeout`), in one transaction.
+
+        A consumer working on items longer than a lease calls it now and then (a
+        heartbeat), so that nobody else takes them over while it works. A lease that
+        lapsed but whose item nobody has claimed since is taken back, as a late ack
+        would count.
+
+        Raises:
+            LeaseLost: a lease is no longer held (another consumer claimed the item, or
+                it was acked); nothing of this call was renewed.
+            TypeError, ValueError: `seconds` is not a finite number of seconds > 0.
+        """
+        length = self.visibility_timeout if seconds is None else _lease_length(seconds)
+        expires = time.time() + length
+        entries = [
+            (item.lease_id, self.owner, expires, item.id, item.lease_id, _LAPSED + item.lease_id)
+            for item in leased
+        ]
+        with self._transaction() as connection:
+            before = connection.total_changes
+            connection.executemany(
+                "UPDATE items SET lease_id = ?, lease_owner = ?, lease_expires = ?,"
+                " attempts = attempts + 1 - state, lapses = lapses - 1 + state, state = 1"
+                " WHERE id = ? AND lease_id IN (?, ?)",
+                entries,
+            )
+            renewed = connection.total_changes - before
+            if renewed != len(entries):
+                raise LeaseLost(
+                    f"{len(entries) - renewed} of {len(entries)} leases in queue {self.name!r} "
+                    f"of {str(self.path)!r} are no longer held; nothing was renewed"
+                )
 
     def shutdown(self, immediate: bool = False) -> None:
         """Refuse further puts here; gets raise `ShutDown` once nothing is ready.
@@ -586,18 +629,44 @@ class DurableQueue(Generic[T]):
                 f"of {str(self.path)!r} expired and went to another consumer; nothing was acked"
             )
 
-    def nack_in(self, connection: sqlite3.Connection, leased: Leased[Any], error: str) -> None:
+    def nack_in(
+        self,
+        connection: sqlite3.Connection,
+        leased: Leased[Any],
+        error: str,
+        *,
+        delay: float = 0.0,
+    ) -> None:
         """Return a leased item (or bury it after `max_attempts`) inside the caller's transaction.
+
+        With a `delay`, it is handed out again only after that many seconds (see `nack`).
 
         Raises:
             LeaseLost: the lease is no longer held; the caller's transaction must roll back.
         """
+        ready_at = time.time() + seconds("delay", delay, zero_allowed=True) if delay else None
+        self._check_held(connection, leased)
+        self._return_rows(connection, [leased.id], error, ready_at)
+
+    def bury_in(self, connection: sqlite3.Connection, leased: Leased[Any], error: str) -> None:
+        """Move a leased item to the dead-letter table now, inside the caller's transaction.
+
+        For a consumer that decides itself when an item is given up on (a task queue's
+        retry policy), whatever `max_attempts` says.
+
+        Raises:
+            LeaseLost: the lease is no longer held; the caller's transaction must roll back.
+        """
+        self._check_held(connection, leased)
+        connection.execute(_TO_DEAD, (time.time(), error, leased.id))
+        connection.execute("DELETE FROM items WHERE id = ?", (leased.id,))
+
+    def _check_held(self, connection: sqlite3.Connection, leased: Leased[Any]) -> None:
         owned = connection.execute(
             "SELECT 1 FROM items WHERE id = ? AND lease_id = ?", (leased.id, leased.lease_id)
         ).fetchone()
         if owned is None:
             raise LeaseLost(f"item {leased.id}: lease {leased.lease_id} is no longer held")
-        self._return_rows(connection, [leased.id], error)
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until this object commits a change or shuts down, or `timeout` seconds pass.
@@ -688,7 +757,10 @@ class DurableQueue(Generic[T]):
                     self._release(connection, "lease_expires < ?", (now,))
                 rows = connection.execute(
                     _CLAIM,
-                    (lease_id, self.owner, now + self.visibility_timeout, self.name, max_items),
+                    (
+                        *(lease_id, self.owner, now + self.visibility_timeout),
+                        *(self.name, now, max_items),
+                    ),
                 ).fetchall()
                 rows.sort(key=lambda row: (row[1], row[0]))
                 decode = self.codec.decode
@@ -732,13 +804,14 @@ class DurableQueue(Generic[T]):
             try:
                 with self._transaction() as claiming:
                     row = claiming.execute(
-                        _CLAIM_ONE, (lease_id, self.owner, now + self.visibility_timeout, row_id)
+                        _CLAIM_ONE,
+                        (lease_id, self.owner, now + self.visibility_timeout, row_id, now),
                     ).fetchone()
             except QueueDamaged as exc:
                 self._unreadable.add(row_id)
                 logger.error("item %d of %r cannot be read, left in place: %s", row_id, self, exc)
                 continue
-            if row is None:  # taken by another consumer meanwhile
+            if row is None:  # taken by another consumer meanwhile, or a retry not yet due
                 continue
             _, priority, attempts, payload = row
             try:
@@ -797,7 +870,13 @@ class DurableQueue(Generic[T]):
             connection.executemany("DELETE FROM items WHERE id = ?", doomed)
         return len(ids)
 
-    def _return_rows(self, connection: sqlite3.Connection, ids: list[int], error: str) -> None:
+    def _return_rows(
+        self,
+        connection: sqlite3.Connection,
+        ids: list[int],
+        error: str,
+        ready_at: float | None = None,
+    ) -> None:
         limit = self.max_attempts
         if limit is not None:
             doomed = [
@@ -811,9 +890,9 @@ class DurableQueue(Generic[T]):
             connection.executemany(_TO_DEAD, [(now, error, row_id) for (row_id,) in doomed])
             connection.executemany("DELETE FROM items WHERE id = ?", doomed)
         connection.executemany(
-            "UPDATE items SET state = 0, lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
-            " WHERE id = ?",
-            [(row_id,) for row_id in ids],
+            "UPDATE items SET state = 0, lease_id = NULL, lease_owner = NULL, lease_expires = NULL,"
+            " not_before = ? WHERE id = ?",
+            [(ready_at, row_id) for row_id in ids],
         )
 
     def _wait_until(
@@ -968,6 +1047,8 @@ class DurableQueue(Generic[T]):
                 registering.execute(
                     "ALTER TABLE items ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0"
                 )
+            if "not_before" not in columns:  # a file from before retries could wait
+                registering.execute("ALTER TABLE items ADD COLUMN not_before REAL")
             released = self._release_dead_owners(registering)
         if released:
             logger.info("%r: %d items leased by stopped processes are ready again", self, released)
@@ -1186,3 +1267,7 @@ def _encodes(encode: Callable[[Any], bytes], item: Any) -> bool:
     except Exception:
         return False
     return True
+
+
+def _lease_length(value: object) -> float:
+    return seconds("seconds", value)  # renew's parameter shadows the check's name there
