@@ -1,4 +1,4 @@
-"""Fork-merge and mixed pools: two stage shapes from the async pipeline library this absorbs.
+"""Fork-merge and mixed pools: two stage shapes that asyncio pipeline libraries offer.
 
 - `fork_merge(functions, merge)`: every item goes to each of N functions, which run
   side by side on a batch (one thread per function, per worker), and `merge` turns the
