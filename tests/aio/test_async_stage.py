@@ -447,3 +447,27 @@ def test_a_function_that_returns_no_awaitable_fails_its_item_saying_so() -> None
         "stage 'not_async' failed on item 0: TypeError: function 'not_async' must return an "
         "awaitable (an async def function returns a coroutine), got int"
     )
+
+
+def test_async_generator_functions_are_refused_when_the_stage_is_built() -> None:
+    async def pages(item: int) -> AsyncIterator[int]:
+        yield item
+
+    with pytest.raises(
+        TypeError,
+        match=r"^function must be an async def function that returns one output per item; "
+        r"'test_async_generator_functions_are_refused_when_the_stage_is_built.<locals>.pages' "
+        r"uses yield, so it makes an async generator$",
+    ):
+        AsyncFunctionStage(pages)  # type: ignore[arg-type]
+
+    class Yielding(AsyncStage[int, int]):
+        async def process_async(self, item: int) -> AsyncIterator[int]:  # type: ignore[override]
+            yield item
+
+    with pytest.raises(
+        TypeError,
+        match=r"^Yielding.process_async\(\) uses yield, so it is an async generator, not a "
+        r"coroutine: it must return one output per item$",
+    ):
+        Yielding()

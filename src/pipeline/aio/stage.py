@@ -121,6 +121,11 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
                 f"{cls.__name__} must override process_async(), an async def: an "
                 "AsyncStage never calls process()"
             )
+        if inspect.isasyncgenfunction(cls.process_async):
+            raise TypeError(
+                f"{cls.__name__}.process_async() uses yield, so it is an async generator, "
+                "not a coroutine: it must return one output per item"
+            )
         self.concurrency = positive_int("concurrency", concurrency)
         self.stop_timeout = seconds("stop_timeout", stop_timeout)
         default = min(self.concurrency, DEFAULT_WORKERS)
@@ -424,6 +429,12 @@ class AsyncFunctionStage(AsyncStage[In, Out], Generic[In, Out]):
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
+        if inspect.isasyncgenfunction(function):
+            raise TypeError(
+                "function must be an async def function that returns one output per "
+                f"item; {getattr(function, '__qualname__', function)!r} uses yield, so it "
+                "makes an async generator"
+            )
         default = getattr(function, "__name__", None)
         super().__init__(
             name or default,
