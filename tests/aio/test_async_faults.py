@@ -210,3 +210,44 @@ def test_a_close_that_never_ends_after_a_stop_fails_the_teardown_after_stop_time
         "stream: StageError teardown PipelineError (\"stage 'NeverCloses': close() did not "
         'end within stop_timeout=0.2 s of the stop",)'
     ]
+
+
+def test_a_stop_cancels_an_async_source_waiting_for_its_next_item() -> None:
+    lines = run_alone("""
+        from pipeline.aio import iterate_async
+
+        closed = []
+
+        async def two_then_silence():
+            try:
+                yield 1
+                yield 2
+                await asyncio.sleep(3600)  # a socket with nothing more to say
+                yield 3
+            finally:
+                await asyncio.sleep(0)
+                closed.append(threading.current_thread().name)
+
+        def check(item):
+            if item == 2:
+                raise ValueError("two")
+            return item
+
+        def broken_off():
+            for item in Pipeline(FunctionStage(check), batch_size=1).stream(
+                iterate_async(two_then_silence())
+            ):
+                return item
+
+        report("break", broken_off)
+        print(closed, flush=True)
+        source = iterate_async(two_then_silence())
+        report("failure", lambda: Pipeline(FunctionStage(check), batch_size=1).run(source))
+        print(closed, flush=True)
+        """)
+    assert lines == [
+        "break: returned 1",
+        "['pipeline-source']",
+        "failure: StageError process ValueError ('two',)",
+        "['pipeline-source', 'pipeline-source']",
+    ]

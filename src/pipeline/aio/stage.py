@@ -462,7 +462,9 @@ def iterate_async(source: AsyncIterable[T]) -> Iterator[T]:
     `next()` (the pipeline's source thread). Closing the iterator closes the async
     iterator too, on that loop (`aclose()`, so an async generator's `finally` runs):
     a run closes its source in the source thread however it ends, before `run()` or
-    `stream()` returns or raises.
+    `stream()` returns or raises. A wait for the next item looks at the run's stop
+    every `STOP_CHECK_SECONDS`: once the run stops, the wait is cancelled (the async
+    generator gets `CancelledError` at its `await`) and the iterator ends.
     """
     if not isinstance(source, AsyncIterable):
         raise TypeError(f"source must be an async iterable, got {type(source).__name__}")
@@ -472,21 +474,50 @@ def iterate_async(source: AsyncIterable[T]) -> Iterator[T]:
 def _iterate(source: AsyncIterable[T]) -> Iterator[T]:
     loop = asyncio.new_event_loop()
     iterator = aiter(source)
+    stop = current_stop_event()  # the run's, in its source thread, where this body runs
+    # steps holds the wait for the next item in progress, for the watcher to cancel.
+    steps: list[asyncio.Future[T]] = []
+    watcher = None if stop is None else loop.create_task(_cancel_at_stop(stop, steps))
     try:
-        while True:
+        while stop is None or not stop.is_set():
+            step = asyncio.ensure_future(anext(iterator), loop=loop)
+            steps[:] = [step]
             try:
-                item = loop.run_until_complete(anext(iterator))
+                item = loop.run_until_complete(step)
             except StopAsyncIteration:
                 return
+            except asyncio.CancelledError:
+                if stop is not None and stop.is_set():
+                    return  # the run stopped: nothing reads this source any more
+                raise
+            except BaseException:
+                if step.done() and not step.cancelled():
+                    step.exception()  # raised here: asyncio need not log it as unseen
+                raise
             yield item
     finally:
         close = getattr(iterator, "aclose", None)
         try:
+            if watcher is not None:
+                watcher.cancel()
+                loop.run_until_complete(asyncio.gather(watcher, return_exceptions=True))
             if close is not None:
                 loop.run_until_complete(close())
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+
+async def _cancel_at_stop(stop: threading.Event, steps: list[asyncio.Future[T]]) -> None:
+    """Cancel the wait for a source's next item once the run stops; runs on its loop.
+
+    It runs only while the loop does, that is while a wait is in progress, and cancels
+    that wait once, so that the generator's own cleanup may await in peace.
+    """
+    while not stop.is_set():
+        await asyncio.sleep(STOP_CHECK_SECONDS)
+    for step in steps:
+        step.cancel()
 
 
 class _Abandoned(Exception):
