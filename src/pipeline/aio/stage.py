@@ -44,7 +44,6 @@ raises it at its next wait.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import threading
@@ -55,7 +54,8 @@ from typing import Any, Final, Generic, TypeVar
 
 from pipeline._checks import positive_int, seconds
 from pipeline._interrupts import wait_slice
-from pipeline.errors import PipelineError, describe
+from pipeline.aio.loop import STOP_CHECK_SECONDS, LoopThread
+from pipeline.errors import PipelineError
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.worker import current_stop_event
 
@@ -71,8 +71,6 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 T = TypeVar("T")
 
-STOP_CHECK_SECONDS: Final = 0.05
-"""How often a worker thread waiting for the loop looks at the run's stop event."""
 DEFAULT_WORKERS: Final = 64
 DEFAULT_STOP_TIMEOUT: Final = 5.0
 """Seconds a stop waits for cancelled coroutines to end, for `close()`, and for each
@@ -139,7 +137,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         # pipeline). _tasks (the batch tasks running, and open()) and _cancelled (the
         # stop's one cancellation of them has been done) are touched only on the loop.
         self._lock = threading.Lock()
-        self._runner: _LoopThread | None = None
+        self._runner: LoopThread | None = None
         self._opened = False
         self._left = 0
         self._open_failed = False
@@ -239,7 +237,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             )
             return []
 
-    def _wait(self, runner: _LoopThread, future: Future[T], *, cancel: bool) -> T:
+    def _wait(self, runner: LoopThread, future: Future[T], *, cancel: bool) -> T:
         """Wait in a worker thread for `future`, a call on the loop; return its result.
 
         Wakes every `STOP_CHECK_SECONDS` (or each slice, on the main thread): once the
@@ -384,7 +382,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         self._tasks = set()
         self._cancelled = False
         self._opened = False
-        runner = _LoopThread(f"pipeline-{self.name}-loop")
+        runner = LoopThread(f"pipeline-{self.name}-loop")
         try:
             self._limit = asyncio.Semaphore(self.concurrency)
             try:
@@ -403,7 +401,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             raise
         self._runner = runner
 
-    def _leave(self) -> _LoopThread | None:
+    def _leave(self) -> LoopThread | None:
         """Count one worker thread out (under `_lock`); return the loop if it was the last."""
         self._left += 1
         if self._left < self.workers:
@@ -548,104 +546,3 @@ async def _guarded(call: Coroutine[Any, Any, T]) -> T:
         return await call
     except (KeyboardInterrupt, SystemExit) as exc:
         raise _Escaping(exc) from exc
-
-
-class _LoopThread:
-    """An event loop running in a thread of its own until `stop()`; one per stage per run.
-
-    asyncio lets a `SystemExit` or `KeyboardInterrupt` raised by a task or a callback
-    out of `run_forever()`, and `loop.stop()` called by code on the loop ends it too:
-    here the loop then runs on, so that every call waiting on it still ends and the
-    stop can still cancel what runs, and the first such exception is kept in `escaped`
-    for the stage to raise. `ended` is set as the thread's last act.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        # escaped is written on the loop's thread only; escape_raised (a worker has
-        # raised it) by worker threads, where raising it twice would only be repeated.
-        self.escaped: BaseException | None = None
-        self.escape_raised = False
-        self.ended = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._serve, name=name)
-        self._thread.start()
-
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
-        """Schedule `coroutine` on the loop; return the future of its outcome."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def raise_escape(self) -> None:
-        """Raise what code on the loop raised out of it, the first time it is asked."""
-        escaped = self.escaped
-        if escaped is not None and not self.escape_raised:
-            self.escape_raised = True
-            raise escaped
-
-    def stop(self, timeout: float) -> None:
-        """Shut the loop down, stop it, join its thread and close it.
-
-        Cancels the tasks left on it, closes its async generators and its default
-        executor, each step bounded by `timeout`; then waits for the thread, which a
-        coroutine blocking the loop holds until it returns.
-        """
-        shutdown = self.call(_shut_down(timeout))
-        slice_seconds = wait_slice() or STOP_CHECK_SECONDS
-        while not (wait((shutdown,), timeout=slice_seconds).done or self.ended.is_set()):
-            pass
-        self._stopping = True
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        while not self.ended.wait(wait_slice()):
-            pass
-        self._thread.join()
-        self.loop.close()
-
-    def _serve(self) -> None:
-        """Run the loop until `stop()`; the loop thread's target."""
-        try:
-            while True:
-                try:
-                    self.loop.run_forever()
-                except BaseException as exc:  # noqa: BLE001 - kept, raised by the stage
-                    # A SystemExit or KeyboardInterrupt from a task or callback.
-                    self._escape(exc)
-                    continue
-                if self._stopping:
-                    return
-                self._escape(
-                    PipelineError(
-                        "code on an asyncio stage's event loop called loop.stop(); "
-                        "the stage stops its loop itself"
-                    )
-                )
-        finally:
-            self.ended.set()
-
-    def _escape(self, exc: BaseException) -> None:
-        if self.escaped is None:
-            self.escaped = exc
-        else:
-            logger.error(
-                "more code on an asyncio stage's event loop raised out of it: %s", describe(exc)
-            )
-
-
-async def _shut_down(timeout: float) -> None:
-    """Cancel the loop's other tasks, close its async generators and default executor."""
-    loop = asyncio.get_running_loop()
-    this = asyncio.current_task()
-    left = [task for task in asyncio.all_tasks(loop) if task is not this]
-    for task in left:
-        task.cancel()
-    if left:
-        _, stuck = await asyncio.wait(left, timeout=timeout)
-        if stuck:
-            logger.warning(
-                "%d tasks on an asyncio stage's event loop did not end within %s s of "
-                "being cancelled at its shutdown; they are left unfinished",
-                len(stuck),
-                timeout,
-            )
-    for step in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(step(), timeout)
