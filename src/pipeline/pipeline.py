@@ -51,6 +51,7 @@ from pipeline.worker import (
     StageRun,
     ToQueue,
     UpstreamFailed,
+    adopt_run_context,
     current_run_owner,
     is_end_marker,
     put_all,
@@ -719,7 +720,12 @@ class _Run:
         before the run's threads are joined: a generator's `finally` (a file, a cursor)
         runs before `run()` or `stream()` returns or raises, not when the pipeline is
         collected. A `close()` that raises is the source failing.
+
+        In this thread `current_stop_event()` is the source's stop event, so that a
+        source that waits on its own (an async source, `iterate_async`) can end its wait
+        when the run stops.
         """
+        adopt_run_context((self.source_stopping, self))
         try:
             self._read_source()
         finally:

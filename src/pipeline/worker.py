@@ -102,6 +102,7 @@ def is_end_marker(item: object) -> bool:
 def current_stop_event() -> threading.Event | None:
     """Return the stop event of the stage this worker thread runs; None in other threads.
 
+    In a run's source thread it is the source's stop event, for a source that waits.
     It is set when the stage must stop (a failure, an early stop, Ctrl-C). Stage code
     that waits on its own, such as a retry backoff, should wait on this event instead of
     sleeping, so that it returns at once when the pipeline stops.

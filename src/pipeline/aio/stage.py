@@ -18,34 +18,65 @@ workers. Past a few dozen threads that stops paying (`benchmarks/bench_executors
 beyond that counts when batches carry several items (quick items, or a source that is
 faster than the stage).
 
-Stop: one watcher coroutine on the loop looks at the run's stop event every
-`STOP_CHECK_SECONDS` (a thread's `Event` cannot be awaited); once the run stops it
-cancels every batch task, and every batch that starts later, so each coroutine gets
-`CancelledError` at its current `await` and its `finally` blocks run before its
-worker thread returns. The worker threads themselves just wait on their futures.
+Stop: a worker thread waiting for the loop wakes every `STOP_CHECK_SECONDS` to look
+at the run's stop event (a thread cannot wait on an `Event` and a `Future` at once;
+a watcher on the loop itself would wait behind a coroutine that blocks it). Once the
+run stops, nothing new starts: a batch or a coroutine reads the stop event itself
+before it starts. The first worker to see the stop cancels every batch running (and
+`open()`, if it still runs), once, so each coroutine gets `CancelledError` at its
+current `await` and its `finally` blocks run; each worker then waits at most
+`stop_timeout` for its batch to end, and leaves a coroutine that ignores the
+cancellation to the loop's shutdown. The last worker's `teardown()` runs `close()`,
+then cancels the tasks still on the loop, closes its async generators and its default
+executor (each step bounded by `stop_timeout`), stops the loop and joins its thread.
+A coroutine that blocks the loop (a `time.sleep`, a CPU-bound loop) holds all of this
+until it returns: no thread can be killed.
+
+User code on the loop that raises `SystemExit` or `KeyboardInterrupt`: asyncio lets
+those two out of `run_forever()`, which would end the loop's thread with every wait on
+it unanswered. A coroutine's, `open()`'s or `close()`'s is caught where it is raised
+and re-raised in the worker thread, so the run fails with a `StageError` whose
+`__cause__` is the original; one from a task or callback of the user's own goes out
+of `run_forever()`, and the loop's thread keeps it, runs the loop on, and the stage
+raises it at its next wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
-from concurrent.futures import CancelledError, Future
-from typing import Final, Generic, TypeVar
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import CancelledError, Future, wait
+from typing import Any, Final, Generic, TypeVar
 
-from pipeline._checks import positive_int
+from pipeline._checks import positive_int, seconds
+from pipeline._interrupts import wait_slice
+from pipeline.aio.loop import STOP_CHECK_SECONDS, LoopThread
 from pipeline.errors import PipelineError
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.worker import current_stop_event
 
-__all__ = ["STOP_CHECK_SECONDS", "AsyncFunctionStage", "AsyncStage", "iterate_async"]
+__all__ = [
+    "DEFAULT_STOP_TIMEOUT",
+    "STOP_CHECK_SECONDS",
+    "AsyncFunctionStage",
+    "AsyncStage",
+    "iterate_async",
+]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 T = TypeVar("T")
 
-STOP_CHECK_SECONDS: Final = 0.05
 DEFAULT_WORKERS: Final = 64
+DEFAULT_STOP_TIMEOUT: Final = 5.0
+"""Seconds a stop waits for cancelled coroutines to end, for `close()`, and for each
+step of the loop's shutdown, before it leaves them."""
+
+logger = logging.getLogger(__name__)
 
 
 class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
@@ -63,9 +94,14 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             `benchmarks/bench_executors.py --only async` (1,000 items awaiting 10 ms):
             0.114 s on 2 threads with `latency_target=0.05`, 0.204 s on 64 threads
             without, 0.647 s for a thread stage of 16 workers.
+        stop_timeout: once the run stops, the seconds a worker waits for its cancelled
+            coroutines to end (their `finally` blocks), and the seconds given to
+            `close()` and to each step of the loop's shutdown; what outlives it is left
+            to the loop, with a warning in the log.
 
     Raises:
-        TypeError, ValueError: an argument is of the wrong type or out of range.
+        TypeError, ValueError: an argument is of the wrong type or out of range, or the
+            subclass does not override `process_async`.
     """
 
     def __init__(
@@ -75,26 +111,40 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         concurrency: int = 16,
         workers: int | None = None,
         latency_target: float | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
+        cls = type(self)
+        if cls.process_async is AsyncStage.process_async:
+            raise TypeError(
+                f"{cls.__name__} must override process_async(), an async def: an "
+                "AsyncStage never calls process()"
+            )
+        if inspect.isasyncgenfunction(cls.process_async):
+            raise TypeError(
+                f"{cls.__name__}.process_async() uses yield, so it is an async generator, "
+                "not a coroutine: it must return one output per item"
+            )
         self.concurrency = positive_int("concurrency", concurrency)
+        self.stop_timeout = seconds("stop_timeout", stop_timeout)
         default = min(self.concurrency, DEFAULT_WORKERS)
         super().__init__(
             name, workers=default if workers is None else workers, latency_target=latency_target
         )
-        # _lock guards _loop and _thread (the run's event loop and the thread running
-        # it, started by the first worker thread to arrive), _left (worker threads done
+        # _lock guards _runner (the run's event loop and its thread, started by the first
+        # worker thread to arrive), _opened (open() returned), _left (worker threads done
         # with the run) and _open_failed; the last to leave stops the loop and resets.
-        # _tasks (the batch tasks running) is touched only on the loop's thread; _stopped
-        # (the run stopped: cancel every batch) is set there, read by the worker threads.
+        # _stop is the run's stop event, read from any thread (a private one outside a
+        # pipeline). _tasks (the batch tasks running, and open()) and _cancelled (the
+        # stop's one cancellation of them has been done) are touched only on the loop.
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
+        self._opened = False
         self._left = 0
         self._open_failed = False
-        self._tasks: set[asyncio.Task[list[Out]]] = set()
+        self._stop = threading.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cancelled = False
         self._limit: asyncio.Semaphore | None = None
-        self._stopped = False
-        self._watcher: Future[None] | None = None
 
     async def process_async(self, item: In) -> Out:
         """Return the output for one item; runs as a coroutine on the stage's event loop.
@@ -111,9 +161,13 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         """Release what `open` acquired; runs once on the loop, after the last batch."""
 
     def setup(self) -> None:
-        """Start the stage's event loop if this is the first worker thread; then `open()`."""
+        """Start the stage's event loop if this is the first worker thread; then `open()`.
+
+        A stop while `open()` runs cancels it; then setup returns without `open()`
+        having completed, and `close()` is not called.
+        """
         with self._lock:
-            if self._loop is not None:
+            if self._runner is not None:
                 return
             if not self._open_failed:
                 try:
@@ -127,18 +181,30 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         raise PipelineError(f"stage {self.name!r}: the event loop did not start")
 
     def teardown(self) -> None:
-        """Run `close()` and stop the loop if this is the last worker thread out."""
+        """Run `close()` and stop the loop if this is the last worker thread out.
+
+        Raises:
+            BaseException: what `close()` raised, or what code on the loop raised out of
+                it (`SystemExit`, `KeyboardInterrupt`) and no batch has raised yet.
+        """
         with self._lock:
-            running = self._leave()
-        if running is not None:
-            loop, thread = running
-            watcher, self._watcher = self._watcher, None
-            try:
-                if watcher is not None:
-                    loop.call_soon_threadsafe(watcher.cancel)
-                asyncio.run_coroutine_threadsafe(self.close(), loop).result()
-            finally:
-                _stop_loop(loop, thread)
+            opened = self._opened
+            runner = self._leave()
+        if runner is None:
+            return
+        try:
+            if opened:
+                try:
+                    self._wait(runner, runner.call(_guarded(self.close())), cancel=False)
+                except _Abandoned:
+                    raise PipelineError(
+                        f"stage {self.name!r}: close() did not end within "
+                        f"stop_timeout={self.stop_timeout} s of the stop"
+                    ) from None
+        finally:
+            runner.stop(self.stop_timeout)
+        if runner.escaped is not None and not runner.escape_raised:
+            raise runner.escaped
 
     def process_batch(self, items: list[In]) -> list[Out]:
         """Run one coroutine per item on the loop and wait for all; blocks until they end.
@@ -147,21 +213,84 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
 
         Raises:
             ItemFailed: a coroutine raised (the original is its `__cause__`).
+            BaseException: code on the loop outside any item raised `SystemExit` or
+                `KeyboardInterrupt` out of it (a task of its own, a callback).
         """
-        loop = self._loop
-        if loop is None:
+        runner = self._runner
+        if runner is None:
             raise PipelineError(f"stage {self.name!r}: process_batch() before setup()")
-        future = asyncio.run_coroutine_threadsafe(self._run_batch(items), loop)
+        if self._stop.is_set():  # nothing new starts once the run stops
+            return []
+        future = runner.call(self._run_batch(items))
         try:
-            return future.result()
+            return self._wait(runner, future, cancel=True)
         except CancelledError:
-            if self._stopped:
+            if self._stop.is_set():
                 return []
             raise
+        except _Abandoned:
+            logger.warning(
+                "stage %r: coroutines of a batch did not end within stop_timeout=%s s of "
+                "the stop; they are left to the event loop's shutdown",
+                self.name,
+                self.stop_timeout,
+            )
+            return []
+
+    def _wait(self, runner: LoopThread, future: Future[T], *, cancel: bool) -> T:
+        """Wait in a worker thread for `future`, a call on the loop; return its result.
+
+        Wakes every `STOP_CHECK_SECONDS` (or each slice, on the main thread): once the
+        run has stopped, it has the loop cancel the stage's batches and `open()` if
+        `cancel`, and waits at most `stop_timeout` more; if the loop's thread has ended,
+        nothing will answer, and it stops waiting at once.
+
+        Raises:
+            _Abandoned: the call outlived the stop by `stop_timeout`.
+            PipelineError: the loop's thread ended first (its cause is what ended it).
+            BaseException: what the call raised; a `SystemExit` or `KeyboardInterrupt`
+                raised on the loop, once, if the call itself did not fail.
+        """
+        slice_seconds = wait_slice() or STOP_CHECK_SECONDS
+        deadline: float | None = None
+        while not wait((future,), timeout=slice_seconds).done:
+            if runner.ended.is_set():
+                raise PipelineError(
+                    f"stage {self.name!r}: its event loop ended while a call waited on it"
+                ) from runner.escaped
+            if not self._stop.is_set():
+                continue
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.stop_timeout
+                if cancel:
+                    runner.loop.call_soon_threadsafe(self._cancel_all)
+            elif now >= deadline:
+                raise _Abandoned
+        try:
+            result = future.result()
+        except _Escaping as escaping:
+            original = escaping.original
+        else:
+            runner.raise_escape()
+            return result
+        raise original
+
+    def _cancel_all(self) -> None:
+        """Cancel every batch running (and `open()`), once; runs on the loop after the stop.
+
+        Each is cancelled once, so that its `finally` can wait for its coroutines' own
+        `finally` blocks uninterrupted; those starting later see the stop themselves.
+        """
+        if self._cancelled:
+            return
+        self._cancelled = True
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _run_batch(self, items: list[In]) -> list[Out]:
         """Run the batch's coroutines; on the first failure cancel the others, then raise it."""
-        if self._stopped:
+        if self._stop.is_set():
             raise asyncio.CancelledError
         batch = asyncio.current_task()
         assert batch is not None
@@ -170,8 +299,10 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             if len(items) == 1:  # the common case for slow items: no task of its own
                 try:
                     return [await self._limited(items[0])]
-                except Exception as exc:
-                    raise ItemFailed(items[0], 0) from exc
+                except (asyncio.CancelledError, GeneratorExit):  # the task's, or its closing
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - the item's failure, chained
+                    raise ItemFailed(items[0], 0) from _original(exc)
             return await self._run_concurrently(items)
         finally:
             self._tasks.discard(batch)
@@ -186,6 +317,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         tasks = [asyncio.ensure_future(self._limited(item)) for item in items]
         place: dict[asyncio.Future[Out], int] = {task: index for index, task in enumerate(tasks)}
         failed_at: int | None = None
+        closing = False
         try:
             pending: set[asyncio.Future[Out]] = set(tasks)
             while pending:
@@ -198,58 +330,86 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
                     for task in tasks[failed_at + 1 :]:
                         task.cancel()
                     pending = {task for task in pending if place[task] < failed_at}
+        except GeneratorExit:  # a batch left after a stop is being closed: no more awaits
+            closing = True
+            raise
         finally:
             for task in tasks:
                 task.cancel()
             # The cancelled coroutines' finally blocks run before the batch ends.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if not closing:
+                await asyncio.gather(*tasks, return_exceptions=True)
         if failed_at is not None:
             outputs = [task.result() for task in tasks[:failed_at]]
-            cause = tasks[failed_at].exception()
+            cause = _original(tasks[failed_at].exception())
             raise ItemFailed(items[failed_at], failed_at, outputs) from cause
         return [task.result() for task in tasks]
 
-    async def _watch(self, stop: threading.Event) -> None:
-        """Cancel every batch, running or to come, once the run stops; runs on the loop."""
-        while not stop.is_set():
-            await asyncio.sleep(STOP_CHECK_SECONDS)
-        self._stopped = True
-        # Each batch task is cancelled once, so that its `finally` can wait for its
-        # coroutines' own `finally` blocks uninterrupted.
-        for task in list(self._tasks):
-            task.cancel()
-
     async def _limited(self, item: In) -> Out:
+        """Run one item's coroutine once there is room, unless the run has stopped."""
         assert self._limit is not None
         async with self._limit:
-            return await self.process_async(item)
+            if self._stop.is_set():
+                raise asyncio.CancelledError
+            task = asyncio.current_task()
+            try:
+                return await self.process_async(item)
+            except asyncio.CancelledError as exc:
+                if task is not None and task.cancelling():
+                    raise
+                # Nobody cancelled this task: the coroutine raised it on its own (it
+                # awaited a future someone else cancelled), so it fails its item.
+                raise _Escaping(exc) from exc
+            except (KeyboardInterrupt, SystemExit) as exc:
+                raise _Escaping(exc) from exc
+
+    async def _open(self) -> None:
+        """Run `open()` as a task the stop can cancel; a stop before it starts skips it."""
+        if self._stop.is_set():
+            raise asyncio.CancelledError
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await _guarded(self.open())
+        finally:
+            self._tasks.discard(task)
 
     def _start(self) -> None:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"pipeline-{self.name}-loop")
-        thread.start()
-        self._stopped = False
+        """Start the loop and run `open()`; called by the first worker, under `_lock`."""
+        self._stop = current_stop_event() or threading.Event()
+        # The loop is new and runs nothing yet; a task the last run left is not ours.
+        self._tasks = set()
+        self._cancelled = False
+        self._opened = False
+        runner = LoopThread(f"pipeline-{self.name}-loop")
         try:
             self._limit = asyncio.Semaphore(self.concurrency)
-            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
-            stop = current_stop_event()
-            if stop is not None:
-                self._watcher = asyncio.run_coroutine_threadsafe(self._watch(stop), loop)
+            try:
+                self._wait(runner, runner.call(self._open()), cancel=True)
+                self._opened = True
+            except CancelledError:
+                if not self._stop.is_set():
+                    raise
+            except _Abandoned:
+                raise PipelineError(
+                    f"stage {self.name!r}: open() did not end within "
+                    f"stop_timeout={self.stop_timeout} s of the stop"
+                ) from None
         except BaseException:
-            _stop_loop(loop, thread)
+            runner.stop(self.stop_timeout)
             raise
-        self._loop, self._thread = loop, thread
+        self._runner = runner
 
-    def _leave(self) -> tuple[asyncio.AbstractEventLoop, threading.Thread] | None:
+    def _leave(self) -> LoopThread | None:
         """Count one worker thread out (under `_lock`); return the loop if it was the last."""
         self._left += 1
         if self._left < self.workers:
             return None
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
+        runner, self._runner = self._runner, None
         self._left = 0
         self._open_failed = False
-        return None if loop is None or thread is None else (loop, thread)
+        return runner
 
 
 class AsyncFunctionStage(AsyncStage[In, Out], Generic[In, Out]):
@@ -263,28 +423,46 @@ class AsyncFunctionStage(AsyncStage[In, Out], Generic[In, Out]):
         concurrency: int = 16,
         workers: int | None = None,
         latency_target: float | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
+        if inspect.isasyncgenfunction(function):
+            raise TypeError(
+                "function must be an async def function that returns one output per "
+                f"item; {getattr(function, '__qualname__', function)!r} uses yield, so it "
+                "makes an async generator"
+            )
         default = getattr(function, "__name__", None)
         super().__init__(
             name or default,
             concurrency=concurrency,
             workers=workers,
             latency_target=latency_target,
+            stop_timeout=stop_timeout,
         )
         self.function = function
 
     async def process_async(self, item: In) -> Out:
-        return await self.function(item)
+        awaitable = self.function(item)
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(
+                f"function {self.name!r} must return an awaitable (an async def function "
+                f"returns a coroutine), got {type(awaitable).__name__}"
+            )
+        return await awaitable
 
 
 def iterate_async(source: AsyncIterable[T]) -> Iterator[T]:
     """Return an iterator over an async iterable, so a pipeline can read it as its source.
 
     It runs the async iterator on an event loop of its own, in the thread that calls
-    `next()` (the pipeline's source thread). Closing the iterator (the run stopped)
-    closes the async iterator too, so an async generator's `finally` runs.
+    `next()` (the pipeline's source thread). Closing the iterator closes the async
+    iterator too, on that loop (`aclose()`, so an async generator's `finally` runs):
+    a run closes its source in the source thread however it ends, before `run()` or
+    `stream()` returns or raises. A wait for the next item looks at the run's stop
+    every `STOP_CHECK_SECONDS`: once the run stops, the wait is cancelled (the async
+    generator gets `CancelledError` at its `await`) and the iterator ends.
     """
     if not isinstance(source, AsyncIterable):
         raise TypeError(f"source must be an async iterable, got {type(source).__name__}")
@@ -294,16 +472,33 @@ def iterate_async(source: AsyncIterable[T]) -> Iterator[T]:
 def _iterate(source: AsyncIterable[T]) -> Iterator[T]:
     loop = asyncio.new_event_loop()
     iterator = aiter(source)
+    stop = current_stop_event()  # the run's, in its source thread, where this body runs
+    # steps holds the wait for the next item in progress, for the watcher to cancel.
+    steps: list[asyncio.Future[T]] = []
+    watcher = None if stop is None else loop.create_task(_cancel_at_stop(stop, steps))
     try:
-        while True:
+        while stop is None or not stop.is_set():
+            step = asyncio.ensure_future(anext(iterator), loop=loop)
+            steps[:] = [step]
             try:
-                item = loop.run_until_complete(anext(iterator))
+                item = loop.run_until_complete(step)
             except StopAsyncIteration:
                 return
+            except asyncio.CancelledError:
+                if stop is not None and stop.is_set():
+                    return  # the run stopped: nothing reads this source any more
+                raise
+            except BaseException:
+                if step.done() and not step.cancelled():
+                    step.exception()  # raised here: asyncio need not log it as unseen
+                raise
             yield item
     finally:
         close = getattr(iterator, "aclose", None)
         try:
+            if watcher is not None:
+                watcher.cancel()
+                loop.run_until_complete(asyncio.gather(watcher, return_exceptions=True))
             if close is not None:
                 loop.run_until_complete(close())
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -311,11 +506,43 @@ def _iterate(source: AsyncIterable[T]) -> Iterator[T]:
             loop.close()
 
 
-def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    """Stop `loop` running in `thread`, join the thread and close the loop."""
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join()
+async def _cancel_at_stop(stop: threading.Event, steps: list[asyncio.Future[T]]) -> None:
+    """Cancel the wait for a source's next item once the run stops; runs on its loop.
+
+    It runs only while the loop does, that is while a wait is in progress, and cancels
+    that wait once, so that the generator's own cleanup may await in peace.
+    """
+    while not stop.is_set():
+        await asyncio.sleep(STOP_CHECK_SECONDS)
+    for step in steps:
+        step.cancel()
+
+
+class _Abandoned(Exception):
+    """A call on the loop outlived the stop by `stop_timeout`; the worker stops waiting."""
+
+
+class _Escaping(Exception):
+    """Carries a `SystemExit`, `KeyboardInterrupt` or stray `CancelledError` off the loop.
+
+    asyncio stops its loop for the first two and treats the third as the task being
+    cancelled; carried in an ordinary exception they reach the worker thread, which
+    raises the original.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(type(original).__name__)
+        self.original = original
+
+
+def _original(exc: BaseException | None) -> BaseException | None:
+    """Return what `exc` carries if it is an `_Escaping`, else `exc`."""
+    return exc.original if isinstance(exc, _Escaping) else exc
+
+
+async def _guarded(call: Coroutine[Any, Any, T]) -> T:
+    """Await a user's coroutine (`open()`, `close()`), carrying off what would stop the loop."""
     try:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
+        return await call
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise _Escaping(exc) from exc
