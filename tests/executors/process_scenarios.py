@@ -19,9 +19,17 @@ if __name__ == "__mp_main__" and os.environ.get("DIE_WHILE_STARTING"):
     # A spawned worker imports this script as __mp_main__ while it starts: the second
     # to get here in each run dies, as a terminal's Ctrl-C can kill it then. Whether
     # the pool itself notices is a race it often loses, so the script runs three times.
-    earlier = len(list(Path(FOLDER).glob("process-*")))
+    # Each worker takes the next start number by creating its file exclusively, so two
+    # workers starting at once never take the same one.
     Path(FOLDER, f"process-{os.getpid()}").touch()
-    if earlier % 2 == 1:
+    start = 0
+    while True:
+        try:
+            os.close(os.open(Path(FOLDER, f"start-{start}"), os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            start += 1
+    if start % 2 == 1:
         os._exit(3)
 
 import process_work  # noqa: E402
