@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = [
+    "DEBUG_LOG_FORMAT",
     "EXIT_BROKEN_PIPE",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -79,7 +80,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` leaves `yes` with
 
-LOG_FORMAT = "%(threadName)s %(name)s: %(message)s"
+# -v: the level and the message, as the classic pipeline example prints them; -vv also
+# names the thread and the logger of every record.
+LOG_FORMAT = "[%(levelname)s] %(message)s"
+DEBUG_LOG_FORMAT = "[%(levelname)s] %(threadName)s %(name)s: %(message)s"
 
 PROG = "pipeline"
 DEFAULT_COMMAND = "demo"
@@ -182,7 +186,8 @@ def add_demo(commands: Commands) -> None:
         help="the classic MultiplyStage -> AddStage -> FilterStage over 1..N (the default)",
         description="Run x*2 -> x+10 -> keep evens over 1..N and print a summary, then the "
         "same with x*3, whose odd results the filter drops.",
-        verbose="-v the runs, -vv also every item in every stage, with its thread",
+        verbose="-v the runs, each stage processing each item and each final output; -vv "
+        "also the thread and the logger of each record",
         observing=True,
     )
     demo.add_argument(
@@ -613,7 +618,9 @@ def logging_to_stderr(level: int) -> Iterator[None]:
     can call `main` again and again and read what it logged from stderr.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(
+        logging.Formatter(DEBUG_LOG_FORMAT if level <= logging.DEBUG else LOG_FORMAT)
+    )
     root = logging.getLogger()
     saved_level = root.level
     root.addHandler(handler)

@@ -113,8 +113,17 @@ def test_demo_logs_nothing_by_default(capsys: pytest.CaptureFixture[str]) -> Non
 def test_verbose_logs_the_run_at_info(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "-v"]) == 0
     err = capsys.readouterr().err
-    assert "MainThread pipeline.demos.classic: running Pipeline(MultiplyStage >> AddStage" in err
-    assert "MultiplyStage: 1 -> 2" not in err  # per-item lines are debug
+    lines = err.splitlines()
+    assert lines[0].startswith("[INFO] running Pipeline(MultiplyStage >> AddStage")
+    # As the classic example prints them: each stage processing each item, each output.
+    assert lines[1:6] == [
+        f"[INFO] MultiplyStage processing item: {n} -> {2 * n}" for n in range(1, 6)
+    ]
+    assert "[INFO] AddStage processing item: 2 -> 12" in lines
+    assert "[INFO] FilterStage processing item: 12 kept" in lines
+    assert [line for line in lines if "Final output" in line] == [
+        f"[INFO] Final output: {2 * n + 10}" for n in range(1, 6)
+    ]
 
 
 def test_very_verbose_logs_each_item_with_its_stage_and_thread(
@@ -122,9 +131,10 @@ def test_very_verbose_logs_each_item_with_its_stage_and_thread(
 ) -> None:
     assert main(["demo", "-vv"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert "pipeline-MultiplyStage-0 pipeline.demos.classic: MultiplyStage: 1 -> 2" in err
-    assert "pipeline-AddStage-0 pipeline.demos.classic: AddStage: 2 -> 12" in err
-    assert "pipeline-FilterStage-0 pipeline.demos.classic: FilterStage: 20 kept" in err
+    prefix = "[INFO] pipeline-{}-0 pipeline.demos.classic: {} processing item: "
+    assert prefix.format("MultiplyStage", "MultiplyStage") + "1 -> 2" in err
+    assert prefix.format("AddStage", "AddStage") + "2 -> 12" in err
+    assert prefix.format("FilterStage", "FilterStage") + "20 kept" in err
 
 
 def test_main_leaves_the_logging_configuration_as_it_found_it(
@@ -493,15 +503,19 @@ def verbose_help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
 def test_demo_very_verbose_logs_every_item_in_every_stage_as_its_help_says(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert "-vv also every item in every stage, with its thread" in verbose_help("demo", capsys)
+    assert verbose_help("demo", capsys) == (
+        "-v the runs, each stage processing each item and each final output; -vv also the "
+        "thread and the logger of each record"
+    )
     assert main(["demo", "-vv", "--items", "3"]) == 0
     err = capsys.readouterr().err.splitlines()
     for stage, line in [
-        ("MultiplyStage", "MultiplyStage: 3 -> 6"),
-        ("AddStage", "AddStage: 6 -> 16"),
-        ("FilterStage", "FilterStage: 16 kept"),
+        ("MultiplyStage", "MultiplyStage processing item: 3 -> 6"),
+        ("AddStage", "AddStage processing item: 6 -> 16"),
+        ("FilterStage", "FilterStage processing item: 16 kept"),
     ]:
-        assert f"pipeline-{stage}-0 pipeline.demos.classic: {line}" in err
+        assert f"[INFO] pipeline-{stage}-0 pipeline.demos.classic: {line}" in err
+    assert "[INFO] MainThread pipeline.demos.classic: Final output: 16" in err
 
 
 def test_custom_very_verbose_logs_every_line_in_every_stage_as_its_help_says(
@@ -518,7 +532,7 @@ def test_custom_very_verbose_logs_every_line_in_every_stage_as_its_help_says(
         ("MinimumLength", "MinimumLength: 'A B' dropped"),
         ("MinimumLength", "MinimumLength: 'Longer Line' kept"),
     ]:
-        assert f"pipeline-{stage}-0 pipeline.demos.text: {line}" in err
+        assert f"[DEBUG] pipeline-{stage}-0 pipeline.demos.text: {line}" in err
 
 
 def test_data_verbose_logs_each_step_as_its_help_says(
@@ -529,10 +543,10 @@ def test_data_verbose_logs_each_step_as_its_help_says(
     argv = ["data", "--count", "10", "--output", str(output), "--implementation", "reference"]
     assert main([*argv, "-vv"]) == 0
     assert capsys.readouterr().err.splitlines() == [
-        "MainThread pipeline.demos.sensors: generating 10 readings",
-        "MainThread pipeline.demos.sensors: transforming with reference on 2 threads",
-        f"MainThread pipeline.demos.sensors: writing the results to {output}",
-        "MainThread pipeline.demos.sensors: transforming with the pure-Python reference "
+        "[INFO] MainThread pipeline.demos.sensors: generating 10 readings",
+        "[INFO] MainThread pipeline.demos.sensors: transforming with reference on 2 threads",
+        f"[INFO] MainThread pipeline.demos.sensors: writing the results to {output}",
+        "[INFO] MainThread pipeline.demos.sensors: transforming with the pure-Python reference "
         "on 1 thread",
     ]
 
@@ -728,7 +742,7 @@ def test_a_registered_subcommand_gets_the_shared_options_and_checks(
     assert main(["echo", "hey", "-vv"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "hey hey\n"
-    assert captured.err == "MainThread echo: echoed 'hey'\n"
+    assert captured.err == "[DEBUG] MainThread echo: echoed 'hey'\n"
     with pytest.raises(SystemExit) as exit_info:
         main(["echo", "hey", "--times", "0"])
     assert exit_info.value.code == 2
@@ -771,8 +785,8 @@ def test_etl_very_verbose_logs_the_library_records_as_its_help_says(
         _, err = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 130
     assert re.search(
-        r"^pipeline-windows-0 pipeline\.stages\.windows: windows: the run stopped with \d+ "
-        r"window\(s\) open$",
+        r"^\[DEBUG\] pipeline-windows-0 pipeline\.stages\.windows: windows: the run stopped "
+        r"with \d+ window\(s\) open$",
         err.decode(),
         re.MULTILINE,
     )

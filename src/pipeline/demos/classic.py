@@ -7,7 +7,9 @@ x*3, whose odd results the filter drops, so that every stage is seen doing its j
 The classic stages override `process_batch` with a list comprehension that inlines
 their work, the fastest batch loop Python has; their `process` (or `keep`) shows the
 same work one item at a time, and a subclass that overrides it gets the per-item path
-instead. With debug logging on, they log what happened to every item.
+instead. With info logging on (`pipeline demo -v`), they log what happened to every item
+and `run` logs every final output, as the classic pipeline example prints them:
+`[INFO] MultiplyStage processing item: 1 -> 2` ... `[INFO] Final output: 12`.
 """
 
 from __future__ import annotations
@@ -89,9 +91,10 @@ class FilterStage(FilteringStage[int]):
             outputs = [item for item in pending if item % 2 == 0]
         except Exception as exc:
             raise item_failure(items, pending) from exc
-        if logger.isEnabledFor(logging.DEBUG):
+        if logger.isEnabledFor(logging.INFO):
             for item in items:
-                logger.debug("%s: %r %s", self.name, item, "kept" if item % 2 == 0 else "dropped")
+                kept = "kept" if item % 2 == 0 else "dropped"
+                logger.info("%s processing item: %r %s", self.name, item, kept)
         return outputs
 
 
@@ -137,6 +140,8 @@ def run(
         outputs = pipeline.run(range(1, items + 1))
     elapsed = time.perf_counter() - started
     logger.info("finished in %.6f s", elapsed)
+    for output in outputs:
+        logger.info("Final output: %r", output)
     if quiet:
         print(outputs, file=out)
     else:
@@ -189,7 +194,7 @@ def _shortened(outputs: list[int]) -> str:
 
 
 def _log_pairs(stage: str, items: list[int], outputs: list[int]) -> None:
-    """Log which stage turned which item into what, when debug logging is on."""
-    if logger.isEnabledFor(logging.DEBUG):
+    """Log which stage turned which item into what, when info logging is on."""
+    if logger.isEnabledFor(logging.INFO):
         for item, output in zip(items, outputs, strict=True):
-            logger.debug("%s: %r -> %r", stage, item, output)
+            logger.info("%s processing item: %r -> %r", stage, item, output)
