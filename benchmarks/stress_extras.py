@@ -1829,7 +1829,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self.log,
             env=environment,
-            start_new_session=True,
+            process_group=0,  # killed as a group, with every process it started
         )
         assert self.process.stdout is not None
         self.stdout = self.process.stdout
