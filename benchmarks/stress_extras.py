@@ -1899,47 +1899,61 @@ def summarize_stacks(text: str) -> str:
             blocks.append([line.strip().removesuffix(" (most recent call first):")])
         elif blocks and line.strip().startswith("File"):
             blocks[-1].append(line.strip())
-    kept = []
+    stacks: Counter[tuple[str, ...]] = Counter()
     for block in blocks:
         frames = block[1:]
         if not frames or any(word in frame for frame in frames for word in IDLE):
             continue
         ours = [frame for frame in frames if "/pipeline/" in frame or "stress_extras" in frame]
-        shown = [frames[0], *[frame for frame in ours[:5] if frame != frames[0]]]
-        kept.append("\n      ".join([block[0], *shown]))
-    return "\n    ".join(kept[:6]) or "(no busy thread)"
+        where = "the main thread" if block[0].startswith("Current") else "thread"
+        stacks[(where, frames[0], *[frame for frame in ours[:5] if frame != frames[0]])] += 1
+    kept = [
+        "\n      ".join([f"{count} x {where}" if count > 1 else where, *frames])
+        for (where, *frames), count in stacks.items()
+    ]
+    return "\n    ".join(kept[:5]) or "(no busy thread)"
 
 
 def coordinate(
-    seed: int, indexes: list[int], workers: int, bound: float, verbose: bool
-) -> tuple[Counter[str], list[str], int, float, tuple[float, str]]:
-    """Run the scenarios on `workers` worker processes; return the counts and the failures."""
+    seed: int, indexes: list[int], workers: int, bound: float, verbose: bool, time_limit: float
+) -> tuple[Counter[str], list[str], Counter[str], float, tuple[float, str]]:
+    """Run the scenarios on `workers` worker processes; return counts, failures, kinds run.
+
+    No scenario starts after `time_limit` seconds; those left are not run.
+    """
     counts: Counter[str] = Counter()
     failures: list[str] = []
     logs = Path(tempfile.mkdtemp(prefix="stress-extras-logs-"))
     pending = list(reversed(indexes))
     pool: list[Worker] = []
     selector = selectors.DefaultSelector()
-    done = 0
+    ran: Counter[str] = Counter()  # scenarios run, by kind
     slowest = (0.0, "")
     started = time.perf_counter()
     spawned = 0
+    spawned_pids: list[int] = []
 
     def spawn() -> Worker:
         nonlocal spawned
         spawned += 1
         worker = Worker(logs, spawned)
+        spawned_pids.append(worker.process.pid)
         selector.register(worker.stdout, selectors.EVENT_READ, worker)
         pool.append(worker)
         return worker
+
+    def next_index() -> int | None:
+        if not pending or time.perf_counter() - started > time_limit:
+            return None
+        return pending.pop()
 
     def retire(worker: Worker) -> None:
         selector.unregister(worker.stdout)
         pool.remove(worker)
 
     def record(index: int, report: dict[str, Any]) -> None:
-        nonlocal done, slowest
-        done += 1
+        nonlocal slowest
+        ran[SCHEDULE[index % len(SCHEDULE)]] += 1
         slowest = max(slowest, (report["seconds"], f"{seed}:{index}"))
         kinds = Counter(kind for kind, _ in report["problems"])
         for kind in kinds:
@@ -1954,8 +1968,9 @@ def coordinate(
 
     try:
         for _ in range(min(workers, len(pending))):
-            worker = spawn()
-            worker.send(seed, pending.pop(), bound)
+            first = next_index()
+            if first is not None:
+                spawn().send(seed, first, bound)
         while pool:
             timeout = max(0.0, min(worker.deadline for worker in pool) - time.monotonic())
             for key, _ in selector.select(timeout):
@@ -1984,18 +1999,20 @@ def coordinate(
                         worker.description = report["description"]
                         continue
                     record(index, report)
-                    if report["retire"]:
+                    following = next_index()
+                    if report["retire"] or following is None:
                         retire(worker)
                         worker.stop()
-                    elif pending:
-                        worker.send(seed, pending.pop(), bound)
-                        continue
+                        if following is None:
+                            continue
                     else:
-                        retire(worker)
-                        worker.stop()
+                        worker.send(seed, following, bound)
                         continue
-                if pending:
-                    spawn().send(seed, pending.pop(), bound)
+                    spawn().send(seed, following, bound)
+                    continue
+                following = next_index()
+                if following is not None:
+                    spawn().send(seed, following, bound)
             now = time.monotonic()
             for worker in [w for w in pool if w.deadline <= now]:
                 index = worker.current
@@ -2003,19 +2020,33 @@ def coordinate(
                 stacks = summarize_stacks(worker.stacks())
                 retire(worker)
                 worker.kill()
-                done += 1
+                ran[SCHEDULE[index % len(SCHEDULE)]] += 1
                 counts["hangs"] += 1
                 failures.append(
                     f"--replay {seed}:{index}  {worker.description}\n"
                     f"    hang: ran past {bound} s; the threads that were not idle:\n    {stacks}"
                 )
-                if pending:
-                    spawn().send(seed, pending.pop(), bound)
+                following = next_index()
+                if following is not None:
+                    spawn().send(seed, following, bound)
     finally:
         for worker in list(pool):
             worker.kill()
         shutil.rmtree(logs, ignore_errors=True)
-    return counts, failures, done, time.perf_counter() - started, slowest
+        left = [pid for pid in spawned_pids if _alive(pid)]
+        if left:
+            counts["leaked processes"] += 1
+            failures.append(f"worker processes of the fuzzer left running: {left}")
+    return counts, failures, ran, time.perf_counter() - started, slowest
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2030,31 +2061,41 @@ def main(argv: list[str] | None = None) -> int:
         help=f"the preset of `make check`: {QUICK['scenarios']} scenarios, every kind "
         f"{QUICK['scenarios'] // len(SCHEDULE)}+ times, bound {QUICK['bound']} s",
     )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=float("inf"),
+        help="start no scenario after this many seconds; those left count as not run",
+    )
     parser.add_argument("--replay", metavar="SEED:INDEX", help="run one scenario, in full")
     parser.add_argument("--show", type=int, default=12, help="failures shown (default 12)")
     parser.add_argument("--verbose", action="store_true", help="a line per scenario")
     args = parser.parse_args(argv)
+    # A SIGTERM (a test's timeout) ends the run through the `finally` that kills the workers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("stopped by SIGTERM"))
     if args.quick:
         args.scenarios, args.seed, args.bound = QUICK["scenarios"], QUICK["seed"], QUICK["bound"]
     indexes = list(range(args.scenarios))
     if args.replay:
         seed_text, _, index_text = args.replay.partition(":")
         args.seed, indexes, args.show, args.verbose = int(seed_text), [int(index_text)], 1, True
-    counts, failures, done, elapsed, slowest = coordinate(
-        args.seed, indexes, args.workers, args.bound, args.verbose
+    counts, failures, ran, elapsed, slowest = coordinate(
+        args.seed, indexes, args.workers, args.bound, args.verbose, args.time_limit
     )
-    kinds = Counter(SCHEDULE[index % len(SCHEDULE)] for index in indexes)
+    done = sum(ran.values())
+    not_run = len(indexes) - done
     print(
         f"scenarios: {done}  "
         + "  ".join(f"{name}: {counts[name]}" for name in COUNTS)
+        + (f"  not run: {not_run}" if not_run else "")
         + f"  ({elapsed:.1f} s; slowest scenario {slowest[0]:.2f} s, --replay {slowest[1]})"
     )
-    print("kinds: " + ", ".join(f"{kind} {kinds[kind]}" for kind in WEIGHTS))
+    print("kinds run: " + ", ".join(f"{kind} {ran[kind]}" for kind in WEIGHTS))
     for failure in failures[: args.show]:
         print(failure)
     if len(failures) > args.show:
         print(f"... and {len(failures) - args.show} more failing scenarios")
-    return 1 if sum(counts.values()) else 0
+    return 1 if sum(counts.values()) or not_run else 0
 
 
 if __name__ == "__main__":
