@@ -1905,6 +1905,8 @@ def summarize_stacks(text: str) -> str:
         if not frames or any(word in frame for frame in frames for word in IDLE):
             continue
         ours = [frame for frame in frames if "/pipeline/" in frame or "stress_extras" in frame]
+        if not ours:
+            continue  # not the package's (a Dask thread, a pool's idle worker)
         where = "the main thread" if block[0].startswith("Current") else "thread"
         stacks[(where, frames[0], *[frame for frame in ours[:5] if frame != frames[0]])] += 1
     kept = [
