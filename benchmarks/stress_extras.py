@@ -1959,6 +1959,7 @@ def coordinate(
     selector = selectors.DefaultSelector()
     ran: Counter[str] = Counter()  # scenarios run, by kind
     slowest = (0.0, "")
+    busy = 0.0  # seconds the scenarios that ended took, summed
     started = time.perf_counter()
     spawned = 0
     spawned_pids: list[int] = []
@@ -1983,8 +1984,9 @@ def coordinate(
         pool.remove(worker)
 
     def record(index: int, report: dict[str, Any]) -> None:
-        nonlocal slowest
+        nonlocal slowest, busy
         ran[SCHEDULE[index % len(SCHEDULE)]] += 1
+        busy += report["seconds"]
         slowest = max(slowest, (report["seconds"], f"{seed}:{index}"))
         kinds = Counter(kind for kind, _ in report["problems"])
         for kind in kinds:
@@ -2070,6 +2072,7 @@ def coordinate(
         if left:
             counts["leaked processes"] += 1
             failures.append(f"worker processes of the fuzzer left running: {left}")
+    counts["busy seconds"] = round(busy)  # not a problem: taken out by main()
     return counts, failures, ran, time.perf_counter() - started, slowest
 
 
@@ -2126,13 +2129,15 @@ def main(argv: list[str] | None = None) -> int:
     counts, failures, ran, elapsed, slowest = coordinate(
         args.seed, indexes, args.workers, args.bound, args.verbose, args.time_limit
     )
+    busy = counts.pop("busy seconds")
     done = sum(ran.values())
     not_run = len(indexes) - done
     print(
         f"scenarios: {done}  "
         + "  ".join(f"{name}: {counts[name]}" for name in COUNTS)
         + (f"  not run: {not_run}" if not_run else "")
-        + f"  ({elapsed:.1f} s; slowest scenario {slowest[0]:.2f} s, --replay {slowest[1]})"
+        + f"  ({elapsed:.1f} s, {busy} s in scenarios that ended; slowest "
+        + f"{slowest[0]:.2f} s, --replay {slowest[1]})"
     )
     print("kinds run: " + ", ".join(f"{kind} {ran[kind]}" for kind in WEIGHTS))
     for failure in failures[: args.show]:
