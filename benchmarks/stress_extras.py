@@ -1417,28 +1417,34 @@ def durable_locked(long: bool, path: Path, result: Result, open_queues: Callable
 def durable_corrupt(
     rng: random.Random, path: Path, result: Result, open_queues: Callable[..., Any]
 ) -> Result:
-    """Damage the closed file; every error met from then on must be the package's, naming it."""
-    size = path.stat().st_size
+    """Damage the closed file; every error met from then on must be the package's, naming it.
+
+    A queue of filler rows first spreads the file over many pages, so that the damage
+    is met by a get after the file opened, as well as by the open itself.
+    """
+    with DurableQueue[str](path, "filler") as filler:
+        filler.put_many(["x" * 200] * rng.choice([50, 300]))
+    pages = path.stat().st_size // 4096
     with path.open("r+b") as file:
-        where = rng.choice(["header", "pages"])
-        offset = (
-            rng.randrange(16, 100) if where == "header" else rng.randrange(4096, max(size, 4097))
-        )
+        if rng.random() < 0.2 or pages < 3:
+            offset, length = rng.randrange(16, 100), rng.choice([4, 16])  # the header
+        else:
+            offset, length = 4096 * rng.randrange(1, pages), 4096  # a whole page
         file.seek(offset)
-        file.write(bytes(rng.randrange(256) for _ in range(rng.choice([8, 512, 4096]))))
-    result.description += f" (damaged at byte {offset})"
+        file.write(bytes(rng.randrange(256) for _ in range(length)))
+    result.description += f" (damaged: {length} bytes at byte {offset} of {pages} pages)"
     try:
         source, sink = open_queues()
         try:
-            while True:
-                batch = source.get_many(100, block=False)
-                source.ack_many(batch)
+            with DurableQueue[str](path, "filler") as filler:
+                for queue in (source, filler):
+                    with contextlib.suppress(Empty):
+                        while True:
+                            queue.ack_many(queue.get_many(100, block=False))
         finally:
             source.close()
             if isinstance(sink, DurableQueue):
                 sink.close()
-    except Empty:
-        pass
     except PipelineError as exc:
         if str(path) not in str(exc) and path.name not in str(exc):
             result.problems.append(("wrong", f"a damaged file's error does not name it: {exc}"))
