@@ -600,6 +600,7 @@ class Env:
         self.infrastructure: set[threading.Thread] = set()
         self.announce: Callable[[str], None] | None = None
         self.dask_files: set[int] = set()  # opened by the cluster as it started
+        self.description = ""  # of the scenario drawn last
         threading.excepthook = self._excepthook
 
     def _excepthook(self, args: threading.ExceptHookArgs) -> None:
@@ -626,6 +627,7 @@ class Env:
 
     def result(self, description: str) -> Result:
         """Return the result of the scenario drawn, announced before it runs (for hangs)."""
+        self.description = description
         if self.announce is not None:
             self.announce(description)
         return Result(description)
@@ -1737,12 +1739,14 @@ def checked_scenario(seed: int, index: int, env: Env) -> dict[str, Any]:
     threads_before = set(threading.enumerate())
     files_before = open_files()
     env.thread_errors.clear()
+    env.description = ""
     began = time.perf_counter()
     try:
         result = run_scenario(seed, index, env)
     except BaseException as exc:  # noqa: BLE001 - a scenario that raised is reported as wrong
         text = "".join(traceback.format_exception(exc)[-10:])
-        result = Result(f"{SCHEDULE[index % len(SCHEDULE)]} (not drawn)")
+        drawn = env.description or f"{SCHEDULE[index % len(SCHEDULE)]} (not drawn)"
+        result = Result(drawn)
         result.problems.append(("wrong", f"the scenario raised {describe(exc)}\n{text}"))
     seconds = time.perf_counter() - began
     retire = False
@@ -1915,7 +1919,7 @@ class Worker:
     def finish(self) -> None:
         """Wait for a stopped worker to end (its Dask cluster closes); kill it if it does not."""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(30)
+            self.process.wait(5)
         self.kill()
 
     def has_output(self) -> bool:
