@@ -573,13 +573,28 @@ class Interrupts:
         if self.armed:
             raise KeyboardInterrupt
 
-    def press_later(self, seconds: float, done: threading.Event) -> threading.Thread:
+    def press_later(
+        self, seconds: float, done: threading.Event, *, to: str = "main"
+    ) -> threading.Thread:
+        """Send SIGINT to the main thread after `seconds`, unless `done` is set first.
+
+        `to` "group": to the whole process group, as a terminal's Ctrl-C does, so worker
+        processes still starting get it too; "children": to this process's descendants
+        only (a Ctrl-C meant for a child, or a child's start cut short).
+        """
         main = threading.main_thread().ident or 0
         started = threading.Event()
 
         def press() -> None:
             if started.wait() and not done.wait(seconds):
-                signal.pthread_kill(main, signal.SIGINT)
+                if to == "group":
+                    os.killpg(os.getpgrp(), signal.SIGINT)
+                elif to == "children":
+                    for pid in descendants(os.getpid()):
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGINT)
+                else:
+                    signal.pthread_kill(main, signal.SIGINT)
 
         thread = threading.Thread(target=press, name="stress-ctrl-c")
         thread.start()
@@ -835,14 +850,20 @@ def consume(
     outputs: list[Any] = []
     done = threading.Event()
     helper: threading.Thread | None = None
-    stopped = consumer in ("close-anytime", "close-inside", "interrupt")
+    stopped = consumer in ("close-anytime", "close-inside", "interrupt", "interrupt-group")
+    if consumer == "interrupt-children":  # the run goes on, or fails with a broken pool
+        consumer, to = "run", "children"
+    else:
+        to = "group" if consumer == "interrupt-group" else "main"
     error: BaseException | None = None
     with Calls.lock:
         running_before = Calls.running
     try:
-        if consumer == "interrupt":
+        if to == "children":
+            helper = env.interrupts.press_later(delay, done, to=to)
+        elif consumer.startswith("interrupt"):
             env.interrupts.armed = True
-            helper = env.interrupts.press_later(delay, done)
+            helper = env.interrupts.press_later(delay, done, to=to)
         elif consumer == "close-anytime":
 
             def close_later() -> None:
@@ -851,7 +872,7 @@ def consume(
 
             helper = threading.Thread(target=close_later, name="stress-closer")
             helper.start()
-        if consumer in ("run", "close-anytime", "close-inside", "interrupt"):
+        if consumer in ("run", "close-anytime", "close-inside", "interrupt", "interrupt-group"):
             try:
                 outputs = pipeline.run(source)
             finally:
@@ -1027,6 +1048,10 @@ def fuzz_chain(rng: random.Random, env: Env, folder: Path, flavour: str) -> Resu
     consumer = draw_consumer(rng, never)
     if flavour == "dask" and rng.random() < 0.5:
         consumer = rng.choice(["break", "close-anytime", "interrupt"])
+    group_delay = rng.choice([0.0, 0.005, 0.02, 0.1])
+    if flavour == "process" and not never and rng.random() < 0.3:
+        # A terminal's Ctrl-C, or a SIGINT to the worker processes only, while they start.
+        consumer = rng.choice(["interrupt-group", "interrupt-children"])
     if consumer == "close-inside":
         thread_links = [link for link in links if link.kind == "thread"]
         if thread_links and items:
@@ -1052,6 +1077,10 @@ def fuzz_chain(rng: random.Random, env: Env, folder: Path, flavour: str) -> Resu
     if closing is not None:
         closing.pipeline = pipeline
     expected = expect_chain(links, items, source_fails_at)
+    if consumer == "interrupt-children":  # a worker process may die of it: a broken pool
+        expected.run_failures += [
+            (link.step.name, "kill") for link in links if link.kind == "process"
+        ]
     stop_after = rng.randint(0, max(items - 1, 0))
     delay = rng.choice([0.0, 0.001, 0.01, 0.05])
     description = (
@@ -1060,6 +1089,7 @@ def fuzz_chain(rng: random.Random, env: Env, folder: Path, flavour: str) -> Resu
         + f" ordered={ordered} fail_fast={fail_fast} consumer={consumer}"
         + (f" after {stop_after}" if consumer == "break" else "")
         + (f" delay={delay}" if consumer in ("close-anytime", "interrupt") else "")
+        + (f" delay={group_delay}" if consumer.startswith("interrupt-") else "")
         + (f" close at {closing.close_at}" if closing is not None else "")
         + ": "
         + " >> ".join(finish_description(link) for link in links)
@@ -1067,6 +1097,8 @@ def fuzz_chain(rng: random.Random, env: Env, folder: Path, flavour: str) -> Resu
     result = env.result(description)
     try:
         source, log = make_source(source_kind, items, source_fails_at)
+        if consumer.startswith("interrupt-"):
+            delay = group_delay
         outcome = consume(pipeline, source, consumer, env, stop_after=stop_after, delay=delay)
         check_source(log, result.problems)
         result.problems += check_outcome(
@@ -2147,7 +2179,7 @@ def main(argv: list[str] | None = None) -> int:
         + "  ".join(f"{name}: {counts[name]}" for name in COUNTS)
         + (f"  not run: {not_run}" if not_run else "")
         + f"  ({elapsed:.1f} s, {busy} s in scenarios that ended; slowest "
-        + f"{slowest[0]:.2f} s, --replay {slowest[1]})"
+        + f"{slowest[0]:.2f} s, --replay {slowest[1] or '-'})"
     )
     print("kinds run: " + ", ".join(f"{kind} {ran[kind]}" for kind in WEIGHTS))
     for failure in failures[: args.show]:
