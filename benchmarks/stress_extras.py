@@ -28,7 +28,9 @@ Faults injected into user code: exceptions, `BaseException`s, `SystemExit` and
 pickle. Sources are lists, generators, iterators with a `close()`, and async
 generators (through `iterate_async`), which may fail; each run is consumed by `run`,
 `stream`, a `break`, `close()` from another thread or from inside a stage at a random
-moment, or a real SIGINT at a random moment.
+moment, or a real SIGINT at a random moment: to the main thread, to the whole process
+group as a terminal's Ctrl-C does (worker processes still starting get it too), or to
+the worker processes alone.
 
 What is expected of each scenario is computed apart, by a plain loop over the same
 functions and the same fault table, and each run is checked against it:
@@ -53,8 +55,10 @@ functions and the same fault table, and each run is checked against it:
     python benchmarks/stress_extras.py --scenarios 1000 --seed 1
     python benchmarks/stress_extras.py --quick          # what `make check` runs
     python benchmarks/stress_extras.py --replay 1:17    # one scenario again, in full
+    python benchmarks/stress_extras.py --only aio process --scenarios 200
 
-Exit status 0 when every count is zero.
+Exit status 0 when every count is zero and every scenario ran (`--time-limit` may
+leave some unrun). Without Dask installed (3.13t), the Dask scenarios run as chains.
 """
 
 from __future__ import annotations
@@ -675,6 +679,7 @@ class Expected:
     stalls: set[int] = field(default_factory=set)
     run_failures: list[tuple[str, str]] = field(default_factory=list)  # no item: setup, ...
     also: set[tuple[str, str]] = field(default_factory=set)  # more failures (other branches)
+    allowed: set[tuple[str, str]] = field(default_factory=set)  # may fail so, need not
     order: list[int] = field(default_factory=list)  # the indexes of outputs, in input order
 
 
@@ -932,6 +937,7 @@ def check_outcome(
         )
     error = outcome.error
     failures = {*expected.failures.values(), *expected.run_failures, *expected.also}
+    possible = failures | expected.allowed
     if error is None:
         if outcome.stopped:
             return problems
@@ -955,7 +961,7 @@ def check_outcome(
         problems.append(("wrong", f"unexpected {type(error).__name__}: {describe(error)}\n{where}"))
         return problems
     cause = error.__cause__
-    allowed = [fault for stage, fault in failures if stage == error.stage]
+    allowed = [fault for stage, fault in possible if stage == error.stage]
     if not allowed:
         detail = f"{error} (cause {type(cause).__name__}); the plain loop fails with {failures}"
         problems.append(("wrong", f"unexpected error: {detail}"))
@@ -1078,9 +1084,7 @@ def fuzz_chain(rng: random.Random, env: Env, folder: Path, flavour: str) -> Resu
         closing.pipeline = pipeline
     expected = expect_chain(links, items, source_fails_at)
     if consumer == "interrupt-children":  # a worker process may die of it: a broken pool
-        expected.run_failures += [
-            (link.step.name, "kill") for link in links if link.kind == "process"
-        ]
+        expected.allowed |= {(link.step.name, "kill") for link in links if link.kind == "process"}
     stop_after = rng.randint(0, max(items - 1, 0))
     delay = rng.choice([0.0, 0.001, 0.01, 0.05])
     description = (
