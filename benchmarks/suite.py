@@ -54,6 +54,7 @@ PRESETS: dict[str, list[str]] = {
     "bench_graph.py": ["--items", "50000", "--repeats", "2", "--pools", "1", "2", "4", "8"],
     "ctrl_c_backoff.py": ["--measure", "5"],
     "stress_faults.py": ["--scenarios", "100"],
+    "stress_extras.py": ["--quick"],
     "stress_order.py": ["--runs", "300"],
     "bench_queues.py": ["--quick"],
     "crash_queues.py": ["--kills", "5", "--items", "5000"],
@@ -144,9 +145,10 @@ def skewed_figures(output: str) -> Figures:
 
 
 def stress_figures(output: str) -> Figures:
-    """stress_faults.py: every count of problems (all should stay 0)."""
+    """stress_faults.py and stress_extras.py: every count of problems (all should stay 0)."""
     figures: Figures = {}
-    for name in ("hangs", "leaked threads", "lost", "duplicated", "wrong"):
+    names = ("hangs", "leaked threads", "leaked processes", "leaked files", "lost", "duplicated")
+    for name in (*names, "wrong"):
         match = re.search(rf"\b{name}: (\d+)", output)
         if match:
             figures[name] = _figure(float(match[1]), "lower")
@@ -166,6 +168,7 @@ EXTRACTORS: dict[str, Callable[[str], Figures]] = {
     "bench_skewed.py": skewed_figures,
     "ctrl_c_backoff.py": ctrl_c_figures,
     "stress_faults.py": stress_figures,
+    "stress_extras.py": stress_figures,
     "stress_order.py": order_figures,
 }
 
