@@ -1695,7 +1695,7 @@ def fuzz_tasks(rng: random.Random, env: Env, folder: Path) -> Result:
                     continue
                 if value != n * 2:
                     result.problems.append(("wrong", f"task {n} returned {value!r}"))
-            alive = sum(thread.is_alive() for thread in workers._threads)
+            alive = sum(thread.is_alive() for thread in workers._workers)
             if alive < 2:
                 result.problems.append(("wrong", f"{2 - alive} of 2 task workers died"))
         finally:

@@ -41,8 +41,31 @@ BOUNDED: dict[tuple[str, str, str], str] = {
         "in a run the loop above waited for the future, so it is done; outside a run "
         "there is no stop signal to watch and the caller waits for its own call"
     ),
-    ("executors/process.py", "_everywhere", "future.result()"): (
-        "after wait(futures) just above: every future is done"
+    ("executors/process.py", "ProcessStage._everywhere", "future.result()"): (
+        "after the loop just above, which ends once every future is done (or kills the "
+        "pool and raises once a stop has waited stop_timeout)"
+    ),
+    ("aio/loop.py", "LoopThread.stop", "self._thread.join()"): (
+        "after the loop on `ended` just above: the loop thread has left its loop"
+    ),
+    ("aio/stage.py", "AsyncStage._wait", "future.result()"): (
+        "after the loop just above, which ends once the future is done (or raises once "
+        "the loop thread ended or a stop waited stop_timeout)"
+    ),
+    ("queues/tasks.py", "TaskWorkers.close", "self._renewer.join()"): (
+        "the renewer waits on _stopping, set just above, between renewals, and a "
+        "renewal is one SQLite transaction bounded by the queue's timeout"
+    ),
+    ("observe/dashboard.py", "Dashboard.close", "server.server_close()"): (
+        "it joins the request threads, which run no user code (panels are read in "
+        "threads of their own) and whose reads are bounded by request_timeout"
+    ),
+    ("observe/dashboard.py", "_PanelReader.join", "self._thread.join()"): (
+        "after the loop on _ended just above: the panel thread has left its loop"
+    ),
+    ("observe/dashboard.py", "_PanelReader._run", "self._changed.wait()"): (
+        "a loop re-checking _stopping and the readings asked for; notified by every "
+        "request and by stop()"
     ),
     ("queues/resumable.py", "run_resumable", "source.get_many(batch_size, block=wait)"): (
         "with wait=True the run waits for input until the source is shut down, as "
@@ -73,11 +96,10 @@ BOUNDED: dict[tuple[str, str, str], str] = {
         "server.shutdown() just above returns once serve_forever, the thread's only "
         "work, has returned"
     ),
-    ("observe/sampler.py", "_Sampler.leave", "self._thread.join()"): (
-        "the monitor thread returns once it sees _stopping, set and notified just "
-        "above, after the callback in progress (the subscriber's own code), if any"
+    ("observe/sampler.py", "_Sampler._wait_ended", "self._thread.join()"): (
+        "after the loop on _ended just above: the monitor thread has left its loop"
     ),
-    ("observe/sampler.py", "_Sampler._run", "self._changed.wait()"): (
+    ("observe/sampler.py", "_Sampler._sample_until_stopped", "self._changed.wait()"): (
         "a loop re-checking _stopping and the subscribers; notified by every "
         "subscription and by the stop"
     ),

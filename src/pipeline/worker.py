@@ -26,6 +26,7 @@ does not idle the others. A stage holds at most `workers + window` batches.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ __all__ = [
     "reorder_window",
     "run_context",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class _EndOfStream(Marker):
@@ -267,7 +270,13 @@ class StageRun:
         try:
             stage.setup()
         except BaseException as exc:
-            self.on_failure(StageError.caused_by(exc, self.name, "setup", worker=worker))
+            error = StageError.caused_by(exc, self.name, "setup", worker=worker)
+            if self.stopping.is_set():
+                # A setup the stop cut short (worker processes killed while they
+                # started, say) is a consequence of the stop, not a failure of its own.
+                logger.debug("%s, after the stage was told to stop", error, exc_info=exc)
+            else:
+                self.on_failure(error)
             return
         try:
             self._process_until_end(worker, counters)

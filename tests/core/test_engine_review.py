@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import Pipeline, PipelineClosed, PipelineStage, StageError
 from pipeline.safequeue import LinkQueue, Marker, SafeQueue
-from pipeline.worker import StageRun, ToQueue
+from pipeline.worker import StageRun, ToQueue, current_stop_event
 
 
 class _Passing(PipelineStage[Any, Any]):
@@ -237,3 +237,34 @@ def test_a_teardown_failing_after_a_failure_at_its_position_keeps_the_outputs_be
     with pytest.raises(StageError, match="ValueError: 5"):
         delivered.extend(outputs)
     assert delivered == [0, 1, 2, 3, 4]
+
+
+class SetupWaitingForTheStop(PipelineStage[int, int]):
+    """A setup that waits until the run stops, then fails because it was cut short."""
+
+    def __init__(self) -> None:
+        super().__init__(name="slow-setup")
+        self.in_setup = threading.Event()
+
+    def setup(self) -> None:
+        self.in_setup.set()
+        stop = current_stop_event()
+        assert stop is not None
+        if stop.wait(5):
+            raise ConnectionAbortedError("the run stopped while this stage was starting")
+
+    def process(self, item: int) -> int:
+        return item
+
+
+def test_a_setup_cut_short_by_a_close_is_the_close_not_a_failure() -> None:
+    stage = SetupWaitingForTheStop()
+    pipeline = Pipeline([stage])
+    stream = pipeline.stream(range(10))
+    closer = threading.Thread(target=lambda: (stage.in_setup.wait(5), pipeline.close()))
+    closer.start()
+    try:
+        with pytest.raises(PipelineClosed):
+            list(stream)
+    finally:
+        closer.join(5)
