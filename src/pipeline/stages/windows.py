@@ -48,8 +48,11 @@ open windows are discarded with the run.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import math
+import operator
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -87,6 +90,9 @@ DEFAULT_MAX_WINDOW_ITEMS: Final = 1_000_000
 MAX_WINDOWS_PER_ITEM: Final = 10_000
 """The most windows one item may fall in, ceil(size / step): each costs a step per item."""
 LOG_LATE_EVERY: Final = 1000
+MIN_BLOCK: Final = 8
+"""Sliding count windows of `summarize` share blocks of gcd(size, step) items at least this
+long; below it, combining so many blocks per window costs more than summing the window."""
 
 LatePolicy = Literal["drop", "raise"] | Callable[[Any], object]
 
@@ -261,42 +267,87 @@ class CountWindows(_WindowStage[T, R]):
     def setup(self) -> None:
         self.local.failed = False  # a batch or the flush raised
         self.local.seen = 0  # items seen this run
-        self.local.open = {}  # window number -> its items, for windows started, not emitted
+        self.local.next = 0  # the number of the first window not yet emitted
+        self.local.held = []  # the items from number `base` on: those of the open windows
+        self.local.base = 0
+        self.local.blocks = {}  # block number -> its figures, for `summarize` when sliding
+        block = math.gcd(self.size, self.step)
+        blocked = isinstance(self.function, _Summary) and MIN_BLOCK <= block < self.size
+        self.local.block = block if blocked else 0  # items per block; 0: windows whole
 
     def _process(self, items: list[T]) -> list[R]:
-        size, step = self.size, self.step
-        windows: dict[int, list[T]] = self.local.open
+        if not _may_hold_watermark(items):
+            return self._take(items)
         outputs: list[R] = []
-        seen: int = self.local.seen
+        run: list[T] = []
         for item in items:
             if isinstance(item, Watermark):
+                outputs.extend(self._take(run))
+                run = []
                 if item.time == math.inf:  # the end of the stream: emit what is open
-                    self.local.seen = seen
                     outputs.extend(self.flush())
-                continue
-            if seen % step == 0:
-                windows[seen // step] = []
-            for number, held in list(windows.items()):
-                held.append(item)
-                if len(held) == size:
-                    del windows[number]
-                    start = number * step
-                    outputs.append(self.function(Window(start, start + size, held)))
-            seen += 1
-        self.local.seen = seen
+            else:
+                run.append(item)
+        outputs.extend(self._take(run))
         return outputs
 
+    def _take(self, items: list[T]) -> list[R]:
+        """Take items into the windows; return the results of the windows they complete."""
+        local, size, step = self.local, self.size, self.step
+        held: list[T] = local.held
+        held += items
+        local.seen += len(items)
+        outputs: list[R] = []
+        number: int = local.next
+        while number * step + size <= local.seen:
+            outputs.append(self._emit(number * step, number * step + size, True))
+            number += 1
+        local.next = number
+        # Items before the next window's start belong to no open window.
+        drop = min(number * step, local.seen) - local.base
+        if drop > 0:
+            del held[:drop]
+            local.base += drop
+        return outputs
+
+    def _emit(self, start: int, stop: int, complete: bool) -> R:
+        """Return the result of the window from item `start`, holding items up to `stop`."""
+        local = self.local
+        held: list[T] = local.held
+        if not local.block:
+            items = held[start - local.base : stop - local.base]
+            return self.function(Window(start, start + self.size, items, complete))
+        summary: _Summary = self.function  # type: ignore[assignment]
+        size, blocks = local.block, local.blocks
+        parts = []
+        for first in range(start, stop, size):
+            part = blocks.get(first)
+            if part is None:
+                end = min(first + size, stop)
+                part = summary.block(held[first - local.base : end - local.base], shared=True)
+                if end == first + size:  # whole: the next windows share it
+                    blocks[first] = part
+            parts.append(part)
+        for first in [first for first in blocks if first < start + self.step]:
+            del blocks[first]  # the windows still to come start later
+        return summary.combine(start, start + self.size, complete, parts)  # type: ignore[return-value]
+
     def _flush(self) -> list[R]:
-        windows: dict[int, list[T]] = self.local.open
+        local, step = self.local, self.step
         outputs = []
-        for number in sorted(windows):
-            start = number * self.step
-            outputs.append(self.function(Window(start, start + self.size, windows[number], False)))
-        windows.clear()
+        number: int = local.next
+        while number * step < local.seen:
+            outputs.append(self._emit(number * step, local.seen, False))
+            number += 1
+        local.next = -(-local.seen // step)  # windows from here on start after the flush
+        local.held.clear()
+        local.base = local.seen
+        local.blocks.clear()
         return outputs
 
     def _open_count(self) -> int:
-        return len(getattr(self.local, "open", ()))
+        seen = getattr(self.local, "seen", 0)
+        return max(0, -(-seen // self.step) - getattr(self.local, "next", 0))
 
 
 class TimeWindows(_WindowStage[T, R]):
@@ -545,6 +596,13 @@ def summarize(
 ) -> Callable[[Window[Any]], WindowSummary]:
     """Return a window function giving count, mean, std, min, max, percentiles, key counts.
 
+    The figures are exact to rounding: the mean is `math.fsum` of the values over their
+    count, the variance the sum of squared differences from that mean (two passes, so
+    an offset like 1e9 + noise costs no digits), as `statistics.fmean` and `pstdev`
+    give them. Values are sorted only for the percentiles asked, none for `()`. Given
+    to `CountWindows` with sliding windows, each value is read and summed once, in
+    blocks that the overlapping windows share (see `CountWindows`).
+
     Args:
         value: the number to summarise in each item; the item itself by default.
         percentiles: which percentiles to give (each in [0, 100]).
@@ -560,34 +618,125 @@ def summarize(
     for percent in wanted:
         if not 0 <= percent <= 100:
             raise ValueError(f"percentiles must be in [0, 100], got {percent:g}")
+    return _Summary(value, wanted, key)
 
-    def summary(window: Window[Any]) -> WindowSummary:
-        readings = _readings(window, value)
-        values = [reading for reading in readings if math.isfinite(reading)]
-        stats = RunningStats(values)
-        ordered = sorted(values)
+
+class _Block:
+    """The figures of a run of consecutive items, from which windows' figures combine."""
+
+    __slots__ = (
+        "count",
+        "high",
+        "keys",
+        "low",
+        "mean",
+        "non_finite",
+        "ordered",
+        "residual",
+        "squares",
+        "total",
+    )
+
+    def __init__(
+        self,
+        items: list[Any],
+        value: Callable[[Any], float] | None,
+        *,
+        ordered: bool,
+        shared: bool,
+        keys: dict[Hashable, int] | None,
+    ) -> None:
+        readings = items if value is None else list(map(value, items))
+        values, self.total = _finite(items, readings)
+        self.non_finite = len(readings) - len(values)
+        figures = _figures(values, self.total, shared)
+        self.count, self.mean, self.squares, self.residual, self.low, self.high = figures
+        self.ordered = sorted(map(float, values)) if ordered else None
+        self.keys = keys
+
+
+class _Summary:
+    """What `summarize` returns: a window function that also combines blocks of a window.
+
+    `CountWindows` calls `block` once per block of items that its windows share, and
+    `combine` per window; called on a `Window`, it is one block's figures.
+    """
+
+    __slots__ = ("key", "value", "wanted")
+
+    def __init__(
+        self,
+        value: Callable[[Any], float] | None,
+        wanted: tuple[float, ...],
+        key: Callable[[Any], Hashable] | None,
+    ) -> None:
+        self.value = value
+        self.wanted = wanted
+        self.key = key
+
+    def __call__(self, window: Window[Any]) -> WindowSummary:
+        block = self.block(window.items)
+        return self.combine(window.start, window.end, window.complete, [block])
+
+    def block(self, items: list[Any], shared: bool = False) -> _Block:
+        """Return the figures of `items`: each read once, and sorted only for percentiles.
+
+        `shared`: windows will combine it with other blocks (which needs one more figure).
+        """
+        keys = None if self.key is None else dict(collections.Counter(map(self.key, items)))
+        return _Block(items, self.value, ordered=bool(self.wanted), shared=shared, keys=keys)
+
+    def combine(
+        self, start: float, end: float, complete: bool, blocks: Sequence[_Block]
+    ) -> WindowSummary:
+        """Return the summary of the window made of `blocks`, consecutive and in order."""
+        filled = [block for block in blocks if block.count]
+        if len(filled) == 1:
+            (block,) = filled
+            count, mean, squares = block.count, block.mean, block.squares
+            low, high, ordered = block.low, block.high, block.ordered
+        elif filled:
+            count = sum([block.count for block in filled])
+            mean = math.fsum([block.total for block in filled]) / count
+            # The squares about the window's mean from those about each block's (rounded)
+            # mean: sum (x - m)^2 = sum (x - b)^2 + 2 (b - m) sum (x - b) + n (b - m)^2.
+            squares = math.fsum(
+                [
+                    block.squares
+                    + (block.mean - mean) * (2 * block.residual + block.count * (block.mean - mean))
+                    for block in filled
+                ]
+            )
+            low = min([block.low for block in filled])
+            high = max([block.high for block in filled])
+            ordered = None
+            if self.wanted:
+                ordered = []
+                for block in filled:
+                    ordered += block.ordered or ()
+                ordered = sorted(ordered)  # a merge of sorted runs
+        else:
+            count, mean, squares, low, high, ordered = 0, 0.0, 0.0, math.inf, -math.inf, None
         counts: dict[Hashable, int] = {}
-        if key is not None:
-            for item in window.items:
-                name = key(item)
-                counts[name] = counts.get(name, 0) + 1
+        if self.key is not None:
+            for block in blocks:
+                for name, number in (block.keys or {}).items():
+                    counts[name] = counts.get(name, 0) + number
         return WindowSummary(
-            start=window.start,
-            end=window.end,
-            complete=window.complete,
-            count=stats.count,
-            mean=stats.mean,
-            std=stats.std,
-            min=stats.min,
-            max=stats.max,
-            percentiles={percent: percentile(ordered, percent) for percent in wanted}
+            start=start,
+            end=end,
+            complete=complete,
+            count=count,
+            mean=mean,
+            std=math.sqrt(squares / count) if count > 1 else 0.0,
+            min=low,
+            max=high,
+            percentiles={percent: percentile(ordered, percent) for percent in self.wanted}
             if ordered
             else {},
             key_counts=counts,
-            non_finite=len(readings) - len(values),
+            non_finite=sum([block.non_finite for block in blocks]),
         )
-
-    return summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +774,7 @@ def anomalies(
 ) -> Callable[[Window[Any]], WindowAnomalies]:
     """Return a window function flagging values more than `k` standard deviations out.
 
-    Mean and standard deviation are the window's own (population, Welford). In a window
+    Mean and standard deviation are the window's own (population, as `summarize`). In a window
     of n values, no value can lie more than sqrt(n - 1) deviations out, so with k = 3
     a window needs at least 11 values to flag anything: size windows accordingly. A
     window whose values are all equal flags nothing. A NaN or infinite value is always
@@ -642,47 +791,120 @@ def anomalies(
         raise ValueError(f"k must be > 0, got {k}")
 
     def detect(window: Window[Any]) -> WindowAnomalies:
-        readings = _readings(window, value)
-        stats = RunningStats(reading for reading in readings if math.isfinite(reading))
-        std = stats.std
+        readings = _readings(window.items, value)
+        values, total = _finite(window.items, readings)
+        count, mean, squares, _, _, _ = _figures(values, total, False)
+        std = math.sqrt(squares / count) if count > 1 else 0.0
         found: list[Anomaly] = []
         for item, observed in zip(window.items, readings, strict=True):
             if not math.isfinite(observed):
                 found.append(Anomaly(item, observed, observed))  # NaN, or a signed infinity
             elif std > 0:
-                deviations = (observed - stats.mean) / std
+                deviations = (observed - mean) / std
                 if abs(deviations) > threshold:
                     found.append(Anomaly(item, observed, deviations))
         return WindowAnomalies(
             window.start,
             window.end,
             window.complete,
-            stats.count,
-            stats.mean,
+            count,
+            mean,
             std,
             tuple(found),
-            len(readings) - stats.count,
+            len(readings) - count,
         )
 
     return detect
 
 
-def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list[float]:
-    """Return the number of each item of `window`: the item itself, or `value(item)`.
+def _readings(items: list[Any], value: Callable[[Any], float] | None) -> list[float]:
+    """Return the number of each item: the item itself, or `value(item)`, as a float.
 
     Raises:
         TypeError: one is not a number; the message names the item.
     """
-    readings = []
-    for item in window.items:
-        returned = item if value is None else value(item)
+    return _floats(items, items if value is None else list(map(value, items)))
+
+
+def _floats(items: list[Any], readings: list[Any]) -> list[float]:
+    """Return `readings` (those of `items`) as floats, naming the item of one that is none."""
+    try:
+        return list(map(float, readings))
+    except (TypeError, ValueError):
+        pass  # find which item, below
+    for item, number in zip(items, readings, strict=True):
         try:
-            readings.append(float(returned))
+            float(number)
         except (TypeError, ValueError) as exc:
             raise TypeError(
-                f"the value of item {short_repr(item)} is {short_repr(returned)}, not a number"
+                f"the value of item {short_repr(item)} is {short_repr(number)}, not a number"
             ) from exc
-    return readings
+    raise AssertionError("unreachable: float() failed on no item")  # pragma: no cover
+
+
+def _finite(items: list[Any], readings: list[Any]) -> tuple[list[Any], float]:
+    """Return the finite readings and their `math.fsum` (inf if that overflows).
+
+    Numbers (int, float, any with `__float__`) are taken as they are, as `float()` would
+    read them; anything else (a numeric string) is read with `float()`.
+
+    Raises:
+        TypeError: a reading is not a number; the message names the item.
+    """
+    try:
+        total = math.fsum(readings)  # NaN or infinite (or raising) when a reading is
+    except TypeError:  # not a number as it is: read each with float(), or say which
+        readings = _floats(items, readings)
+        return _finite(readings, readings)
+    except ValueError:  # inf + -inf
+        total = math.nan
+    except OverflowError:  # finite readings whose sum is not
+        total = math.inf
+    if math.isfinite(total):
+        return readings, total
+    values = list(filter(math.isfinite, readings))
+    try:
+        return values, math.fsum(values)
+    except OverflowError:
+        return values, math.inf
+
+
+def _figures(
+    values: list[Any], total: float, residual: bool
+) -> tuple[int, float, float, float, float, float]:
+    """Return count, mean, the sum of squared differences from it, the sum of the
+    differences (with `residual`; not quite 0: the mean is rounded), min and max.
+
+    Two passes: the differences from the mean are exact where the values are close to
+    it (x - mean, same magnitude), so no digit is lost to a large common offset, and
+    `math.dist` sums their squares in one C loop, without rounding each.
+    """
+    count = len(values)
+    if not count:
+        return 0, 0.0, 0.0, 0.0, math.inf, -math.inf
+    if math.isinf(total):  # a finite sum overflowed: Welford keeps to the values' scale
+        stats = RunningStats(map(float, values))
+        return count, stats.mean, stats.variance * count, 0.0, stats.min, stats.max
+    mean = total / count
+    squares = math.dist(values, [mean] * count) ** 2
+    differences = math.fsum(map(operator.sub, values, itertools.repeat(mean))) if residual else 0.0
+    return count, mean, squares, differences, float(min(values)), float(max(values))
+
+
+def _may_hold_watermark(items: list[Any]) -> bool:
+    """Return whether `items` may hold a `Watermark`, cheaply for a batch of numbers.
+
+    Numbers sum in one C loop, a few nanoseconds each, and a Watermark is no number:
+    an int or float total says there is none. Other items are scanned by type.
+    """
+    try:
+        total = sum(items)
+    except TypeError:
+        pass
+    else:
+        if type(total) in (int, float):
+            return False
+    return any(issubclass(kind, Watermark) for kind in set(map(type, items)))
 
 
 def _check_windows_per_item(size: float, step: float) -> None:
