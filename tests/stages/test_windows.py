@@ -625,3 +625,11 @@ def test_sliding_windows_read_each_reading_once_not_once_per_window() -> None:
     assert len(results) == 100
     assert calls == len(readings)
     assert results[0].mean == statistics.fmean(readings[:1000])
+
+
+@pytest.mark.parametrize("spread", [1, 2, 5])
+def test_values_a_few_units_in_the_last_place_apart_at_a_large_offset(spread: int) -> None:
+    values = [1e9 + math.ulp(1e9) * (index % (spread + 1)) for index in range(99)]
+    summary = summarize(percentiles=())(Window(0, 99, values))
+    assert math.isclose(summary.mean, statistics.fmean(values), rel_tol=1e-15)
+    assert math.isclose(summary.std, statistics.pstdev(values), rel_tol=1e-9)

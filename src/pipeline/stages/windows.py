@@ -49,10 +49,8 @@ open windows are discarded with the run.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import math
-import operator
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -324,7 +322,7 @@ class CountWindows(_WindowStage[T, R]):
             part = blocks.get(first)
             if part is None:
                 end = min(first + size, stop)
-                part = summary.block(held[first - local.base : end - local.base], shared=True)
+                part = summary.block(held[first - local.base : end - local.base])
                 if end == first + size:  # whole: the next windows share it
                     blocks[first] = part
             parts.append(part)
@@ -622,7 +620,11 @@ def summarize(
 
 
 class _Block:
-    """The figures of a run of consecutive items, from which windows' figures combine."""
+    """The figures of a run of consecutive items, from which windows' figures combine.
+
+    `squares` and `residual` are the sums of (x - mean)^2 and of x - mean about `mean`,
+    a point near the values' mean (not quite it: the residual says how far).
+    """
 
     __slots__ = (
         "count",
@@ -634,7 +636,6 @@ class _Block:
         "ordered",
         "residual",
         "squares",
-        "total",
     )
 
     def __init__(
@@ -643,13 +644,12 @@ class _Block:
         value: Callable[[Any], float] | None,
         *,
         ordered: bool,
-        shared: bool,
         keys: dict[Hashable, int] | None,
     ) -> None:
         readings = items if value is None else list(map(value, items))
-        values, self.total = _finite(items, readings)
+        values, total = _finite(items, readings)
         self.non_finite = len(readings) - len(values)
-        figures = _figures(values, self.total, shared)
+        figures = _figures(values, total)
         self.count, self.mean, self.squares, self.residual, self.low, self.high = figures
         self.ordered = sorted(map(float, values)) if ordered else None
         self.keys = keys
@@ -678,35 +678,39 @@ class _Summary:
         block = self.block(window.items)
         return self.combine(window.start, window.end, window.complete, [block])
 
-    def block(self, items: list[Any], shared: bool = False) -> _Block:
-        """Return the figures of `items`: each read once, and sorted only for percentiles.
-
-        `shared`: windows will combine it with other blocks (which needs one more figure).
-        """
+    def block(self, items: list[Any]) -> _Block:
+        """Return the figures of `items`: each read once, and sorted only for percentiles."""
         keys = None if self.key is None else dict(collections.Counter(map(self.key, items)))
-        return _Block(items, self.value, ordered=bool(self.wanted), shared=shared, keys=keys)
+        return _Block(items, self.value, ordered=bool(self.wanted), keys=keys)
 
     def combine(
         self, start: float, end: float, complete: bool, blocks: Sequence[_Block]
     ) -> WindowSummary:
         """Return the summary of the window made of `blocks`, consecutive and in order."""
         filled = [block for block in blocks if block.count]
+        count = sum([block.count for block in filled])
         if len(filled) == 1:
             (block,) = filled
-            count, mean, squares = block.count, block.mean, block.squares
+            mean, squares = _about_the_mean(count, block.mean, block.squares, block.residual)
             low, high, ordered = block.low, block.high, block.ordered
         elif filled:
-            count = sum([block.count for block in filled])
-            mean = math.fsum([block.total for block in filled]) / count
-            # The squares about the window's mean from those about each block's (rounded)
-            # mean: sum (x - m)^2 = sum (x - b)^2 + 2 (b - m) sum (x - b) + n (b - m)^2.
+            # Move each block's sums to one point near the window's mean, m:
+            # sum (x - m)^2 = sum (x - b)^2 + 2 (b - m) sum (x - b) + n (b - m)^2.
+            point = sum([block.count * block.mean for block in filled]) / count
+            offsets = [block.mean - point for block in filled]
             squares = math.fsum(
                 [
-                    block.squares
-                    + (block.mean - mean) * (2 * block.residual + block.count * (block.mean - mean))
-                    for block in filled
+                    block.squares + offset * (2 * block.residual + block.count * offset)
+                    for block, offset in zip(filled, offsets, strict=True)
                 ]
             )
+            residual = math.fsum(
+                [
+                    block.residual + block.count * offset
+                    for block, offset in zip(filled, offsets, strict=True)
+                ]
+            )
+            mean, squares = _about_the_mean(count, point, squares, residual)
             low = min([block.low for block in filled])
             high = max([block.high for block in filled])
             ordered = None
@@ -716,7 +720,7 @@ class _Summary:
                     ordered += block.ordered or ()
                 ordered = sorted(ordered)  # a merge of sorted runs
         else:
-            count, mean, squares, low, high, ordered = 0, 0.0, 0.0, math.inf, -math.inf, None
+            mean, squares, low, high, ordered = 0.0, 0.0, math.inf, -math.inf, None
         counts: dict[Hashable, int] = {}
         if self.key is not None:
             for block in blocks:
@@ -793,7 +797,8 @@ def anomalies(
     def detect(window: Window[Any]) -> WindowAnomalies:
         readings = _readings(window.items, value)
         values, total = _finite(window.items, readings)
-        count, mean, squares, _, _, _ = _figures(values, total, False)
+        count, point, squares, residual, _, _ = _figures(values, total)
+        mean, squares = _about_the_mean(count, point, squares, residual) if count else (0.0, 0.0)
         std = math.sqrt(squares / count) if count > 1 else 0.0
         found: list[Anomaly] = []
         for item, observed in zip(window.items, readings, strict=True):
@@ -843,7 +848,7 @@ def _floats(items: list[Any], readings: list[Any]) -> list[float]:
 
 
 def _finite(items: list[Any], readings: list[Any]) -> tuple[list[Any], float]:
-    """Return the finite readings and their `math.fsum` (inf if that overflows).
+    """Return the finite readings and their sum (inf if it overflows).
 
     Numbers (int, float, any with `__float__`) are taken as they are, as `float()` would
     read them; anything else (a numeric string) is read with `float()`.
@@ -852,32 +857,30 @@ def _finite(items: list[Any], readings: list[Any]) -> tuple[list[Any], float]:
         TypeError: a reading is not a number; the message names the item.
     """
     try:
-        total = math.fsum(readings)  # NaN or infinite (or raising) when a reading is
+        total = float(sum(readings))  # NaN or infinite when a reading is
     except TypeError:  # not a number as it is: read each with float(), or say which
         readings = _floats(items, readings)
         return _finite(readings, readings)
-    except ValueError:  # inf + -inf
-        total = math.nan
-    except OverflowError:  # finite readings whose sum is not
+    except OverflowError:  # integers beyond floats
         total = math.inf
     if math.isfinite(total):
         return readings, total
     values = list(filter(math.isfinite, readings))
     try:
-        return values, math.fsum(values)
+        return values, float(sum(values))
     except OverflowError:
         return values, math.inf
 
 
-def _figures(
-    values: list[Any], total: float, residual: bool
-) -> tuple[int, float, float, float, float, float]:
-    """Return count, mean, the sum of squared differences from it, the sum of the
-    differences (with `residual`; not quite 0: the mean is rounded), min and max.
+def _figures(values: list[Any], total: float) -> tuple[int, float, float, float, float, float]:
+    """Return count, a point b near the mean, the sums of (x - b)^2 and of x - b, min, max.
 
-    Two passes: the differences from the mean are exact where the values are close to
-    it (x - mean, same magnitude), so no digit is lost to a large common offset, and
-    `math.dist` sums their squares in one C loop, without rounding each.
+    No digit is lost to a large common offset (1e9 + noise): the differences from b are
+    exact where the values are close to it, and `math.dist` sums their squares in one
+    C loop without rounding each. The plain sum that gives b may be off by a few units
+    in the last place of the offset; the sum of the differences, x - b, says by how
+    much: it follows from the squares about b and about a second point b + h,
+    sum (x - b - h)^2 = sum (x - b)^2 - 2 h sum (x - b) + n h^2.
     """
     count = len(values)
     if not count:
@@ -885,10 +888,24 @@ def _figures(
     if math.isinf(total):  # a finite sum overflowed: Welford keeps to the values' scale
         stats = RunningStats(map(float, values))
         return count, stats.mean, stats.variance * count, 0.0, stats.min, stats.max
-    mean = total / count
-    squares = math.dist(values, [mean] * count) ** 2
-    differences = math.fsum(map(operator.sub, values, itertools.repeat(mean))) if residual else 0.0
-    return count, mean, squares, differences, float(min(values)), float(max(values))
+    points = tuple(values)
+    point = total / count
+    squares = math.dist(points, (point,) * count) ** 2
+    residual = 0.0
+    if squares > 0:
+        # A standard deviation or so away, and at least one unit in the last place.
+        other = point + max(math.sqrt(squares / count), math.ulp(point))
+        shift = other - point
+        shifted = math.dist(points, (other,) * count) ** 2
+        residual = (squares - shifted + count * shift * shift) / (2 * shift)
+    return count, point, squares, residual, float(min(points)), float(max(points))
+
+
+def _about_the_mean(
+    count: int, point: float, squares: float, residual: float
+) -> tuple[float, float]:
+    """Return the mean and the sum of squared differences from it, given those about `point`."""
+    return point + residual / count, max(0.0, squares - residual * residual / count)
 
 
 def _may_hold_watermark(items: list[Any]) -> bool:
