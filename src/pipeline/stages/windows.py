@@ -28,9 +28,11 @@ receives the item (for example a dead-letter list's `append`). An item that stil
 an open window goes into the open ones only. A `Watermark(t)` in the stream says no
 item earlier than t follows: it closes the windows ending by t (see `Watermark`).
 
-Memory. An open window holds its items (a count window at most `size`); an item is
-held once per window it belongs to, `ceil(size / step)` windows, at most
-`MAX_WINDOWS_PER_ITEM` (10,000: denser windows are refused when the stage is made).
+Memory. A count window stage holds the items of its open windows once (at most
+`size` plus a batch). A time window holds its items, and an item is held once per
+window it belongs to, `ceil(size / step)` windows. That is at most
+`MAX_WINDOWS_PER_ITEM` (10,000: denser windows are refused when the stage is made,
+count windows too: each window is a slice of `size` items).
 Time windows open at once span `size + allowed_lateness` seconds of the stream, and
 `max_window_items` (default 1,000,000) bounds each one: an item beyond it stops the run with a
 `WindowFull` error, rather than memory growing without bound or items being dropped.
@@ -244,6 +246,12 @@ class CountWindows(_WindowStage[T, R]):
             sliding windows, larger to sample.
         name, workers: as for any stage; workers must be 1.
 
+    The stage keeps the items of its open windows once, in one list, and cuts each
+    window out of it by slicing when its last item arrives. With `summarize` and
+    sliding windows, the windows share blocks of gcd(size, step) items (when that is at
+    least `MIN_BLOCK`): each block's figures are made once, and each window combines
+    those of its blocks, instead of reading each item once per window it falls in.
+
     Raises:
         TypeError, ValueError: an argument has the wrong type or is out of range.
     """
@@ -268,7 +276,7 @@ class CountWindows(_WindowStage[T, R]):
         self.local.next = 0  # the number of the first window not yet emitted
         self.local.held = []  # the items from number `base` on: those of the open windows
         self.local.base = 0
-        self.local.blocks = {}  # block number -> its figures, for `summarize` when sliding
+        self.local.blocks = {}  # a block's first item number -> its figures (`summarize`)
         block = math.gcd(self.size, self.step)
         blocked = isinstance(self.function, _Summary) and MIN_BLOCK <= block < self.size
         self.local.block = block if blocked else 0  # items per block; 0: windows whole
@@ -911,16 +919,19 @@ def _about_the_mean(
 def _may_hold_watermark(items: list[Any]) -> bool:
     """Return whether `items` may hold a `Watermark`, cheaply for a batch of numbers.
 
-    Numbers sum in one C loop, a few nanoseconds each, and a Watermark is no number:
-    an int or float total says there is none. Other items are scanned by type.
+    Plain numbers sum in one C loop, a few nanoseconds each, and a Watermark is no
+    number (adding one raises TypeError): an int or float total says there is none.
+    Other batches (the first item not a plain number) are scanned by type, so that no
+    item's own `__add__` runs.
     """
-    try:
-        total = sum(items)
-    except TypeError:
-        pass
-    else:
-        if type(total) in (int, float):
-            return False
+    if items and type(items[0]) in (float, int):
+        try:
+            total = sum(items)
+        except TypeError:
+            pass
+        else:
+            if type(total) in (float, int):
+                return False
     return any(issubclass(kind, Watermark) for kind in set(map(type, items)))
 
 
