@@ -604,12 +604,12 @@ def summarize(
 ) -> Callable[[Window[Any]], WindowSummary]:
     """Return a window function giving count, mean, std, min, max, percentiles, key counts.
 
-    The figures are exact to rounding: the mean is `math.fsum` of the values over their
-    count, the variance the sum of squared differences from that mean (two passes, so
-    an offset like 1e9 + noise costs no digits), as `statistics.fmean` and `pstdev`
-    give them. Values are sorted only for the percentiles asked, none for `()`. Given
-    to `CountWindows` with sliding windows, each value is read and summed once, in
-    blocks that the overlapping windows share (see `CountWindows`).
+    The figures are those of `statistics.fmean` and `statistics.pstdev` to rounding,
+    min and max exactly: the squares of the values' differences from the mean are
+    summed with `math.dist` (two passes, so an offset like 1e9 + noise costs no
+    digits). Values are sorted only for the percentiles asked, none for `()`.
+    Given to `CountWindows` with sliding windows, each value is read and summed once,
+    in blocks that the overlapping windows share (see `CountWindows`).
 
     Args:
         value: the number to summarise in each item; the item itself by default.
