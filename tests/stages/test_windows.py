@@ -523,3 +523,113 @@ def test_summarize_leaves_non_finite_readings_out_and_counts_them() -> None:
     assert (summary.count, summary.non_finite) == (3, 2)
     assert (summary.mean, summary.min, summary.max) == (2.0, 1.0, 3.0)
     assert summary.percentiles == {50.0: 2.0, 90.0: pytest.approx(2.8), 99.0: pytest.approx(2.98)}
+
+
+# what keeps window statistics fast, and exact all the same
+
+
+def windows_of(values: list[Any], size: int, step: int) -> list[list[Any]]:
+    """The items of each window that received one, as the module defines them."""
+    starts = range(0, len(values), step)
+    return [values[start : start + size] for start in starts]
+
+
+def exact_figures(values: list[Any]) -> tuple[int, float, float, float, float]:
+    finite = [float(value) for value in values if math.isfinite(value)]
+    if not finite:
+        return (0, 0.0, 0.0, math.inf, -math.inf)
+    std = statistics.pstdev(finite) if len(finite) > 1 else 0.0
+    return (len(finite), statistics.fmean(finite), std, min(finite), max(finite))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e9])
+@pytest.mark.parametrize(("size", "step"), [(100, 100), (100, 10), (100, 30), (50, 1), (10, 25)])
+def test_window_statistics_match_statistics_on_seeded_streams(
+    offset: float, size: int, step: int
+) -> None:
+    rng = random.Random(f"{offset} {size} {step}")
+    values: list[Any] = [offset + rng.gauss(0, 1) for _ in range(1234)]
+    for index in rng.sample(range(len(values)), 12):
+        values[index] = rng.choice([math.nan, math.inf, -math.inf])
+    values[200:300] = [math.nan] * 100  # windows with no finite reading at all
+    batches = [values[start : start + 97] for start in range(0, len(values), 97)]
+    results = drive(CountWindows(summarize(percentiles=(0, 50, 100)), size, step), *batches)
+    expected = windows_of(values, size, step)
+    assert len(results) == len(expected)
+    for result, items in zip(results, expected, strict=True):
+        count, mean, std, low, high = exact_figures(items)
+        assert (result.count, result.non_finite) == (count, len(items) - count)
+        assert math.isclose(result.mean, mean, rel_tol=1e-9)
+        assert math.isclose(result.std, std, rel_tol=1e-9)
+        assert (result.min, result.max) == (low, high)
+        ordered = sorted(value for value in items if math.isfinite(value))
+        assert result.percentiles == (
+            {0.0: ordered[0], 50.0: percentile(ordered, 50), 100.0: ordered[-1]} if ordered else {}
+        )
+
+
+def test_sliding_windows_give_what_the_window_function_gives_each_window() -> None:
+    rng = random.Random(7)
+    readings = [(rng.choice("abc"), rng.uniform(-5, 5)) for _ in range(777)]
+    summary = summarize(lambda item: item[1], key=lambda item: item[0])
+    stage = CountWindows(summary, 60, 20)
+    results = Pipeline(stage, batch_size=50).run(readings)
+    expected = [
+        summary(Window(start, start + 60, items, start + 60 <= len(readings)))
+        for start, items in zip(range(0, 777, 20), windows_of(readings, 60, 20), strict=True)
+    ]
+    assert [(r.start, r.end, r.complete, r.count, r.key_counts) for r in results] == [
+        (e.start, e.end, e.complete, e.count, e.key_counts) for e in expected
+    ]
+    for result, reference in zip(results, expected, strict=True):
+        assert math.isclose(result.mean, reference.mean, rel_tol=1e-12, abs_tol=1e-12)
+        assert math.isclose(result.std, reference.std, rel_tol=1e-12)
+        assert (result.min, result.max) == (reference.min, reference.max)
+        assert result.percentiles == pytest.approx(reference.percentiles, rel=1e-12)
+
+
+def test_summarize_sorts_nothing_when_no_percentile_is_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Percentiles are the only figures that need a window's values in order.
+    from pipeline.stages import windows
+
+    sorts = 0
+
+    def counting_sorted(values: Any, **options: Any) -> list[Any]:
+        nonlocal sorts
+        sorts += 1
+        return sorted(values, **options)
+
+    monkeypatch.setattr(windows, "sorted", counting_sorted, raising=False)
+    readings = [float(index % 17) for index in range(5000)]
+    for step in (1000, 100):
+        drive(CountWindows(summarize(percentiles=()), 1000, step), readings)
+    assert sorts == 0
+    drive(CountWindows(summarize(percentiles=(50,)), 1000), readings)
+    assert sorts > 0  # the hook does see the sorts that percentiles need
+
+
+def test_sliding_windows_read_each_reading_once_not_once_per_window() -> None:
+    # A window of 1,000 every 100 shares 900 readings with the one before: they are
+    # summed once, in blocks of 100, and the blocks' figures combined per window.
+    calls = 0
+
+    def reading(item: float) -> float:
+        nonlocal calls
+        calls += 1
+        return item
+
+    readings = [float(index) for index in range(10_000)]
+    results = drive(CountWindows(summarize(reading, percentiles=()), 1000, 100), readings)
+    assert len(results) == 100
+    assert calls == len(readings)
+    assert results[0].mean == statistics.fmean(readings[:1000])
+
+
+@pytest.mark.parametrize("spread", [1, 2, 5])
+def test_values_a_few_units_in_the_last_place_apart_at_a_large_offset(spread: int) -> None:
+    values = [1e9 + math.ulp(1e9) * (index % (spread + 1)) for index in range(99)]
+    summary = summarize(percentiles=())(Window(0, 99, values))
+    assert math.isclose(summary.mean, statistics.fmean(values), rel_tol=1e-15)
+    assert math.isclose(summary.std, statistics.pstdev(values), rel_tol=1e-9)

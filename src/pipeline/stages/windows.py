@@ -28,9 +28,11 @@ receives the item (for example a dead-letter list's `append`). An item that stil
 an open window goes into the open ones only. A `Watermark(t)` in the stream says no
 item earlier than t follows: it closes the windows ending by t (see `Watermark`).
 
-Memory. An open window holds its items (a count window at most `size`); an item is
-held once per window it belongs to, `ceil(size / step)` windows, at most
-`MAX_WINDOWS_PER_ITEM` (10,000: denser windows are refused when the stage is made).
+Memory. A count window stage holds the items of its open windows once (at most
+`size` plus a batch). A time window holds its items, and an item is held once per
+window it belongs to, `ceil(size / step)` windows. That is at most
+`MAX_WINDOWS_PER_ITEM` (10,000: denser windows are refused when the stage is made,
+count windows too: each window is a slice of `size` items).
 Time windows open at once span `size + allowed_lateness` seconds of the stream, and
 `max_window_items` (default 1,000,000) bounds each one: an item beyond it stops the run with a
 `WindowFull` error, rather than memory growing without bound or items being dropped.
@@ -48,8 +50,10 @@ open windows are discarded with the run.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import sys
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -87,6 +91,10 @@ DEFAULT_MAX_WINDOW_ITEMS: Final = 1_000_000
 MAX_WINDOWS_PER_ITEM: Final = 10_000
 """The most windows one item may fall in, ceil(size / step): each costs a step per item."""
 LOG_LATE_EVERY: Final = 1000
+_UNIT_ROUNDOFF: Final = sys.float_info.epsilon / 2
+MIN_BLOCK: Final = 8
+"""Sliding count windows of `summarize` share blocks of gcd(size, step) items at least this
+long; below it, combining so many blocks per window costs more than summing the window."""
 
 LatePolicy = Literal["drop", "raise"] | Callable[[Any], object]
 
@@ -240,6 +248,12 @@ class CountWindows(_WindowStage[T, R]):
             sliding windows, larger to sample.
         name, workers: as for any stage; workers must be 1.
 
+    The stage keeps the items of its open windows once, in one list, and cuts each
+    window out of it by slicing when its last item arrives. With `summarize` and
+    sliding windows, the windows share blocks of gcd(size, step) items (when that is at
+    least `MIN_BLOCK`): each block's figures are made once, and each window combines
+    those of its blocks, instead of reading each item once per window it falls in.
+
     Raises:
         TypeError, ValueError: an argument has the wrong type or is out of range.
     """
@@ -261,42 +275,87 @@ class CountWindows(_WindowStage[T, R]):
     def setup(self) -> None:
         self.local.failed = False  # a batch or the flush raised
         self.local.seen = 0  # items seen this run
-        self.local.open = {}  # window number -> its items, for windows started, not emitted
+        self.local.next = 0  # the number of the first window not yet emitted
+        self.local.held = []  # the items from number `base` on: those of the open windows
+        self.local.base = 0
+        self.local.blocks = {}  # a block's first item number -> its figures (`summarize`)
+        block = math.gcd(self.size, self.step)
+        blocked = isinstance(self.function, _Summary) and MIN_BLOCK <= block < self.size
+        self.local.block = block if blocked else 0  # items per block; 0: windows whole
 
     def _process(self, items: list[T]) -> list[R]:
-        size, step = self.size, self.step
-        windows: dict[int, list[T]] = self.local.open
+        if not _may_hold_watermark(items):
+            return self._take(items)
         outputs: list[R] = []
-        seen: int = self.local.seen
+        run: list[T] = []
         for item in items:
             if isinstance(item, Watermark):
+                outputs.extend(self._take(run))
+                run = []
                 if item.time == math.inf:  # the end of the stream: emit what is open
-                    self.local.seen = seen
                     outputs.extend(self.flush())
-                continue
-            if seen % step == 0:
-                windows[seen // step] = []
-            for number, held in list(windows.items()):
-                held.append(item)
-                if len(held) == size:
-                    del windows[number]
-                    start = number * step
-                    outputs.append(self.function(Window(start, start + size, held)))
-            seen += 1
-        self.local.seen = seen
+            else:
+                run.append(item)
+        outputs.extend(self._take(run))
         return outputs
 
+    def _take(self, items: list[T]) -> list[R]:
+        """Take items into the windows; return the results of the windows they complete."""
+        local, size, step = self.local, self.size, self.step
+        held: list[T] = local.held
+        held += items
+        local.seen += len(items)
+        outputs: list[R] = []
+        number: int = local.next
+        while number * step + size <= local.seen:
+            outputs.append(self._emit(number * step, number * step + size, True))
+            number += 1
+        local.next = number
+        # Items before the next window's start belong to no open window.
+        drop = min(number * step, local.seen) - local.base
+        if drop > 0:
+            del held[:drop]
+            local.base += drop
+        return outputs
+
+    def _emit(self, start: int, stop: int, complete: bool) -> R:
+        """Return the result of the window from item `start`, holding items up to `stop`."""
+        local = self.local
+        held: list[T] = local.held
+        if not local.block:
+            items = held[start - local.base : stop - local.base]
+            return self.function(Window(start, start + self.size, items, complete))
+        summary: _Summary = self.function  # type: ignore[assignment]
+        size, blocks = local.block, local.blocks
+        parts = []
+        for first in range(start, stop, size):
+            part = blocks.get(first)
+            if part is None:
+                end = min(first + size, stop)
+                part = summary.block(held[first - local.base : end - local.base], shared=True)
+                if end == first + size:  # whole: the next windows share it
+                    blocks[first] = part
+            parts.append(part)
+        for first in [first for first in blocks if first < start + self.step]:
+            del blocks[first]  # the windows still to come start later
+        return summary.combine(start, start + self.size, complete, parts)  # type: ignore[return-value]
+
     def _flush(self) -> list[R]:
-        windows: dict[int, list[T]] = self.local.open
+        local, step = self.local, self.step
         outputs = []
-        for number in sorted(windows):
-            start = number * self.step
-            outputs.append(self.function(Window(start, start + self.size, windows[number], False)))
-        windows.clear()
+        number: int = local.next
+        while number * step < local.seen:
+            outputs.append(self._emit(number * step, local.seen, False))
+            number += 1
+        local.next = -(-local.seen // step)  # windows from here on start after the flush
+        local.held.clear()
+        local.base = local.seen
+        local.blocks.clear()
         return outputs
 
     def _open_count(self) -> int:
-        return len(getattr(self.local, "open", ()))
+        seen = getattr(self.local, "seen", 0)
+        return max(0, -(-seen // self.step) - getattr(self.local, "next", 0))
 
 
 class TimeWindows(_WindowStage[T, R]):
@@ -545,6 +604,13 @@ def summarize(
 ) -> Callable[[Window[Any]], WindowSummary]:
     """Return a window function giving count, mean, std, min, max, percentiles, key counts.
 
+    The figures are those of `statistics.fmean` and `statistics.pstdev` to rounding,
+    min and max exactly: the squares of the values' differences from the mean are
+    summed with `math.dist` (two passes, so an offset like 1e9 + noise costs no
+    digits). Values are sorted only for the percentiles asked, none for `()`.
+    Given to `CountWindows` with sliding windows, each value is read and summed once,
+    in blocks that the overlapping windows share (see `CountWindows`).
+
     Args:
         value: the number to summarise in each item; the item itself by default.
         percentiles: which percentiles to give (each in [0, 100]).
@@ -560,34 +626,158 @@ def summarize(
     for percent in wanted:
         if not 0 <= percent <= 100:
             raise ValueError(f"percentiles must be in [0, 100], got {percent:g}")
+    return _Summary(value, wanted, key)
 
-    def summary(window: Window[Any]) -> WindowSummary:
-        readings = _readings(window, value)
-        values = [reading for reading in readings if math.isfinite(reading)]
-        stats = RunningStats(values)
-        ordered = sorted(values)
-        counts: dict[Hashable, int] = {}
-        if key is not None:
-            for item in window.items:
-                name = key(item)
-                counts[name] = counts.get(name, 0) + 1
+
+class _Block:
+    """The figures of a run of consecutive items, from which windows' figures combine.
+
+    `squares` and `residual` are the sums of (x - mean)^2 and of x - mean about `mean`,
+    a point near the values' mean (not quite it: the residual says how far).
+    """
+
+    __slots__ = (
+        "count",
+        "high",
+        "keys",
+        "low",
+        "mean",
+        "non_finite",
+        "ordered",
+        "residual",
+        "squares",
+    )
+
+    def __init__(
+        self,
+        items: list[Any],
+        value: Callable[[Any], float] | None,
+        *,
+        ordered: bool,
+        shared: bool,
+        keys: dict[Hashable, int] | None,
+    ) -> None:
+        readings = items if value is None else list(map(value, items))
+        values, total = _finite(items, readings)
+        self.non_finite = len(readings) - len(values)
+        figures = _figures(values, total, shared)
+        self.count, self.mean, self.squares, self.residual, self.low, self.high = figures
+        self.ordered = sorted(map(float, values)) if ordered else None
+        self.keys = keys
+
+
+class _Summary:
+    """What `summarize` returns: a window function that also combines blocks of a window.
+
+    `CountWindows` calls `block` once per block of items that its windows share, and
+    `combine` per window; called on a `Window`, it is one block's figures.
+    """
+
+    __slots__ = ("key", "value", "wanted")
+
+    def __init__(
+        self,
+        value: Callable[[Any], float] | None,
+        wanted: tuple[float, ...],
+        key: Callable[[Any], Hashable] | None,
+    ) -> None:
+        self.value = value
+        self.wanted = wanted
+        self.key = key
+
+    def __call__(self, window: Window[Any]) -> WindowSummary:
+        # The figures of one block, as `combine` would give them, with fewer steps.
+        items = window.items
+        readings = items if self.value is None else list(map(self.value, items))
+        values, total = _finite(items, readings)
+        count, point, squares, residual, low, high = _figures(values, total, False)
+        ordered = sorted(map(float, values)) if self.wanted else None
+        counts = {} if self.key is None else dict(collections.Counter(map(self.key, items)))
+        mean, std = _mean_and_std(count, point, squares, residual)
         return WindowSummary(
             start=window.start,
             end=window.end,
             complete=window.complete,
-            count=stats.count,
-            mean=stats.mean,
-            std=stats.std,
-            min=stats.min,
-            max=stats.max,
-            percentiles={percent: percentile(ordered, percent) for percent in wanted}
-            if ordered
-            else {},
+            count=count,
+            mean=mean,
+            std=std,
+            min=low,
+            max=high,
+            percentiles=self._percentiles(ordered),
             key_counts=counts,
-            non_finite=len(readings) - len(values),
+            non_finite=len(readings) - count,
         )
 
-    return summary
+    def block(self, items: list[Any], shared: bool = False) -> _Block:
+        """Return the figures of `items`: each read once, and sorted only for percentiles.
+
+        `shared`: windows will combine it with other blocks, which needs its residual.
+        """
+        keys = None if self.key is None else dict(collections.Counter(map(self.key, items)))
+        return _Block(items, self.value, ordered=bool(self.wanted), shared=shared, keys=keys)
+
+    def combine(
+        self, start: float, end: float, complete: bool, blocks: Sequence[_Block]
+    ) -> WindowSummary:
+        """Return the summary of the window made of `blocks`, consecutive and in order."""
+        filled = [block for block in blocks if block.count]
+        count = sum([block.count for block in filled])
+        if len(filled) == 1:
+            (block,) = filled
+            point, squares, residual = block.mean, block.squares, block.residual
+            low, high, ordered = block.low, block.high, block.ordered
+        elif filled:
+            # Move each block's sums to one point near the window's mean, m:
+            # sum (x - m)^2 = sum (x - b)^2 + 2 (b - m) sum (x - b) + n (b - m)^2.
+            point = sum([block.count * block.mean for block in filled]) / count
+            offsets = [block.mean - point for block in filled]
+            squares = math.fsum(
+                [
+                    block.squares + offset * (2 * block.residual + block.count * offset)
+                    for block, offset in zip(filled, offsets, strict=True)
+                ]
+            )
+            residual = math.fsum(
+                [
+                    block.residual + block.count * offset
+                    for block, offset in zip(filled, offsets, strict=True)
+                ]
+            )
+            low = min([block.low for block in filled])
+            high = max([block.high for block in filled])
+            ordered = None
+            if self.wanted:
+                ordered = []
+                for block in filled:
+                    ordered += block.ordered or ()
+                ordered = sorted(ordered)  # a merge of sorted runs
+        else:
+            point = squares = residual = 0.0
+            low, high, ordered = math.inf, -math.inf, None
+        counts: dict[Hashable, int] = {}
+        if self.key is not None:
+            for block in blocks:
+                for name, number in (block.keys or {}).items():
+                    counts[name] = counts.get(name, 0) + number
+        mean, std = _mean_and_std(count, point, squares, residual)
+        return WindowSummary(
+            start=start,
+            end=end,
+            complete=complete,
+            count=count,
+            mean=mean,
+            std=std,
+            min=low,
+            max=high,
+            percentiles=self._percentiles(ordered),
+            key_counts=counts,
+            non_finite=sum([block.non_finite for block in blocks]),
+        )
+
+    def _percentiles(self, ordered: list[float] | None) -> dict[float, float]:
+        if not ordered:
+            return {}
+        return {percent: percentile(ordered, percent) for percent in self.wanted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +815,7 @@ def anomalies(
 ) -> Callable[[Window[Any]], WindowAnomalies]:
     """Return a window function flagging values more than `k` standard deviations out.
 
-    Mean and standard deviation are the window's own (population, Welford). In a window
+    Mean and standard deviation are the window's own (population, as `summarize`). In a window
     of n values, no value can lie more than sqrt(n - 1) deviations out, so with k = 3
     a window needs at least 11 values to flag anything: size windows accordingly. A
     window whose values are all equal flags nothing. A NaN or infinite value is always
@@ -642,47 +832,151 @@ def anomalies(
         raise ValueError(f"k must be > 0, got {k}")
 
     def detect(window: Window[Any]) -> WindowAnomalies:
-        readings = _readings(window, value)
-        stats = RunningStats(reading for reading in readings if math.isfinite(reading))
-        std = stats.std
+        readings = _readings(window.items, value)
+        values, total = _finite(window.items, readings)
+        count, point, squares, residual, _, _ = _figures(values, total, False)
+        mean, std = _mean_and_std(count, point, squares, residual)
         found: list[Anomaly] = []
         for item, observed in zip(window.items, readings, strict=True):
             if not math.isfinite(observed):
                 found.append(Anomaly(item, observed, observed))  # NaN, or a signed infinity
             elif std > 0:
-                deviations = (observed - stats.mean) / std
+                deviations = (observed - mean) / std
                 if abs(deviations) > threshold:
                     found.append(Anomaly(item, observed, deviations))
         return WindowAnomalies(
             window.start,
             window.end,
             window.complete,
-            stats.count,
-            stats.mean,
+            count,
+            mean,
             std,
             tuple(found),
-            len(readings) - stats.count,
+            len(readings) - count,
         )
 
     return detect
 
 
-def _readings(window: Window[Any], value: Callable[[Any], float] | None) -> list[float]:
-    """Return the number of each item of `window`: the item itself, or `value(item)`.
+def _readings(items: list[Any], value: Callable[[Any], float] | None) -> list[float]:
+    """Return the number of each item: the item itself, or `value(item)`, as a float.
 
     Raises:
         TypeError: one is not a number; the message names the item.
     """
-    readings = []
-    for item in window.items:
-        returned = item if value is None else value(item)
+    return _floats(items, items if value is None else list(map(value, items)))
+
+
+def _floats(items: list[Any], readings: list[Any]) -> list[float]:
+    """Return `readings` (those of `items`) as floats, naming the item of one that is none."""
+    try:
+        return list(map(float, readings))
+    except (TypeError, ValueError):
+        pass  # find which item, below
+    for item, number in zip(items, readings, strict=True):
         try:
-            readings.append(float(returned))
+            float(number)
         except (TypeError, ValueError) as exc:
             raise TypeError(
-                f"the value of item {short_repr(item)} is {short_repr(returned)}, not a number"
+                f"the value of item {short_repr(item)} is {short_repr(number)}, not a number"
             ) from exc
-    return readings
+    raise AssertionError("unreachable: float() failed on no item")  # pragma: no cover
+
+
+def _finite(items: list[Any], readings: list[Any]) -> tuple[list[Any], float]:
+    """Return the finite readings and their sum (inf if it overflows).
+
+    Numbers (int, float, any with `__float__`) are taken as they are, as `float()` would
+    read them; anything else (a numeric string) is read with `float()`.
+
+    Raises:
+        TypeError: a reading is not a number; the message names the item.
+    """
+    try:
+        total = float(sum(readings))  # NaN or infinite when a reading is
+    except TypeError:  # not a number as it is: read each with float(), or say which
+        readings = _floats(items, readings)
+        return _finite(readings, readings)
+    except OverflowError:  # integers beyond floats
+        total = math.inf
+    if math.isfinite(total):
+        return readings, total
+    values = list(filter(math.isfinite, readings))
+    try:
+        return values, float(sum(values))
+    except OverflowError:
+        return values, math.inf
+
+
+def _figures(
+    values: list[Any], total: float, shared: bool
+) -> tuple[int, float, float, float, float, float]:
+    """Return count, a point b near the mean, the sums of (x - b)^2 and of x - b, min, max.
+
+    No digit is lost to a large common offset (1e9 + noise): the differences from b are
+    exact where the values are close to it, and `math.dist` sums their squares in one
+    C loop without rounding each. The plain sum that gives b may be off by a few units
+    in the last place of the offset; the sum of the differences, x - b, says by how
+    much: it follows from the squares about b and about a second point b + h,
+    sum (x - b - h)^2 = sum (x - b)^2 - 2 h sum (x - b) + n h^2.
+    That second pass is skipped for a block no other combines with (`shared` False)
+    when the sum's rounding cannot matter: |sum (x - b)| is at most n (n + 1) u max|x|
+    (u the unit roundoff), which moves the mean by at most that over n and the squares
+    by its square over n; both must stay below 1e-11 of the mean and 1e-12 of the
+    squares.
+    """
+    count = len(values)
+    if not count:
+        return 0, 0.0, 0.0, 0.0, math.inf, -math.inf
+    if math.isinf(total):  # a finite sum overflowed: Welford keeps to the values' scale
+        stats = RunningStats(map(float, values))
+        return count, stats.mean, stats.variance * count, 0.0, stats.min, stats.max
+    points = tuple(values)
+    point = total / count
+    squares = math.dist(points, (point,) * count) ** 2
+    low, high = float(min(points)), float(max(points))
+    residual = 0.0
+    rounding = count * (count + 1) * _UNIT_ROUNDOFF * max(-low, high)
+    negligible = rounding <= 1e-11 * count * abs(point) and rounding <= 1e-6 * math.sqrt(
+        count * squares
+    )
+    if squares > 0 and (shared or not negligible):
+        # A standard deviation or so away, and at least one unit in the last place.
+        other = point + max(math.sqrt(squares / count), math.ulp(point))
+        shift = other - point
+        shifted = math.dist(points, (other,) * count) ** 2
+        residual = (squares - shifted + count * shift * shift) / (2 * shift)
+    return count, point, squares, residual, low, high
+
+
+def _mean_and_std(count: int, point: float, squares: float, residual: float) -> tuple[float, float]:
+    """Return the mean and the population std, from the sums about `point` (see `_figures`).
+
+    0.0 and 0.0 without values; a std of 0.0 for one value.
+    """
+    if not count:
+        return 0.0, 0.0
+    variance = (squares - residual * residual / count) / count if count > 1 else 0.0
+    return point + residual / count, math.sqrt(max(0.0, variance))
+
+
+def _may_hold_watermark(items: list[Any]) -> bool:
+    """Return whether `items` may hold a `Watermark`, cheaply for a batch of numbers.
+
+    Plain numbers sum in one C loop, a few nanoseconds each, and a Watermark is no
+    number (adding one raises TypeError): an int or float total says there is none.
+    Other batches (the first item not a plain number) are scanned by type, so that no
+    item's own `__add__` runs.
+    """
+    if items and type(items[0]) in (float, int):
+        try:
+            total = sum(items)
+        except TypeError:
+            pass
+        else:
+            if type(total) in (float, int):
+                return False
+    return any(issubclass(kind, Watermark) for kind in set(map(type, items)))
 
 
 def _check_windows_per_item(size: float, step: float) -> None:
