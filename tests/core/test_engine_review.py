@@ -261,7 +261,12 @@ def test_a_setup_cut_short_by_a_close_is_the_close_not_a_failure() -> None:
     stage = SetupWaitingForTheStop()
     pipeline = Pipeline([stage])
     stream = pipeline.stream(range(10))
-    closer = threading.Thread(target=lambda: (stage.in_setup.wait(5), pipeline.close()))
+
+    def close_once_in_setup() -> None:
+        if stage.in_setup.wait(5):
+            pipeline.close()
+
+    closer = threading.Thread(target=close_once_in_setup)
     closer.start()
     try:
         with pytest.raises(PipelineClosed):
