@@ -1,4 +1,4 @@
-"""Dask: a stage on a loopback LocalCluster, a remote failure, and a worker killed mid-task.
+"""Dask: a stage on a loopback LocalCluster, failures, stops, memory, a worker killed mid-task.
 
 The scenarios run once, in a subprocess on one shared cluster (`dask_scenarios.py`);
 each test checks one thing they saw. Skipped when the `dask` extra is not installed.
@@ -7,6 +7,7 @@ each test checks one thing they saw. Skipped when the `dask` extra is not instal
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -63,3 +64,74 @@ def test_a_worker_killed_mid_task_has_its_task_run_again_elsewhere(seen: dict[st
     assert seen["rerun_output"] == [1]
     first, second = seen["attempt_pids"]
     assert first != second
+
+
+def test_an_item_that_does_not_pickle_is_named(seen: dict[str, Any]) -> None:
+    assert seen["unpicklable_item"] == {
+        "message": "stage 'square' failed in process_batch(): NotPicklable: stage 'square': "
+        "item 0 of the batch (lock) cannot be pickled: TypeError: cannot pickle "
+        "'_thread.lock' object; a lock or event belongs to one process: create it in "
+        "setup(), in the worker",
+        "cause": "NotPicklable",
+        "original": "TypeError",
+    }
+
+
+def test_an_output_that_does_not_pickle_is_named(seen: dict[str, Any]) -> None:
+    assert seen["unpicklable_output"] == {
+        "message": "stage 'a_lock' failed in process_batch(): NotPicklable: stage 'a_lock': "
+        "output 0 of the batch (lock) cannot be pickled: TypeError: cannot pickle "
+        "'_thread.lock' object; a lock or event belongs to one process: create it in "
+        "setup(), in the worker",
+        "cause": "NotPicklable",
+        "original": "RemoteTraceback",
+    }
+
+
+def test_an_exception_whose_message_cannot_be_read_still_fails_the_run(
+    seen: dict[str, Any],
+) -> None:
+    assert seen["unprintable"] == {
+        "message": "stage 'unprintable_on_three' failed on item 3: Unprintable: <str() failed>",
+        "cause": "Unprintable",
+        "original": "RemoteTraceback",
+    }
+
+
+@pytest.mark.parametrize("kind", ["break", "failure", "ctrl_c"])
+def test_a_stopped_run_leaves_no_call_running_and_starts_none(
+    seen: dict[str, Any], kind: str
+) -> None:
+    started, ended = seen[f"{kind}_calls_when_stopped"]
+    assert started == ended
+    assert seen[f"{kind}_calls_later"] == [started, ended]
+    assert 0 < started < 1_000
+
+
+def test_a_stop_raises_what_stopped_the_run(seen: dict[str, Any]) -> None:
+    assert "break_raised" not in seen
+    assert seen["failure_raised"] == "StageError"
+    assert seen["ctrl_c_raised"] == "KeyboardInterrupt"
+
+
+def test_memory_does_not_grow_with_the_stream(seen: dict[str, Any]) -> None:
+    # 2,500 items of 20 KB streamed through (50 MB), with queues of 16 batches of 8.
+    assert seen["memory_growth_mb"] < 25  # every batch kept: +100 MB
+
+
+def test_a_task_carries_more_than_one_item_by_default(seen: dict[str, Any]) -> None:
+    # latency_target=0.5 s by default: batches grow toward half a second of work.
+    assert seen["tasks_for_200_items"] < 50
+
+
+def test_a_stage_given_as_the_function_is_refused_saying_why() -> None:
+    from pipeline import FunctionStage
+    from pipeline.executors.dask_cluster import DaskStage
+
+    message = (
+        "function must be a function, got the stage 'abs': DaskStage maps a function and "
+        "runs no stage's setup() or teardown(); pass the function, or wrap the stage in "
+        "ProcessStage"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        DaskStage(FunctionStage(abs), None)  # type: ignore[arg-type]

@@ -146,6 +146,12 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
         """Return what in the work for `items` does not pickle, and why; None if all does."""
         return None
 
+    def abandon(self, future: Future[Any]) -> None:
+        """Once the run stops: cancel `future` if its task has not started, else wait for it."""
+        # A running task cannot be cancelled: wait for its end, not its outputs.
+        if not future.cancel():
+            wait((future,))
+
     def receive(self, result: Any) -> list[Out]:
         """Turn what the future returned into the batch's outputs (the default: as it is)."""
         outputs: list[Out] = result
@@ -166,9 +172,7 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
         if stop is not None:
             while not wait((future,), timeout=STOP_CHECK_SECONDS).done:
                 if stop.is_set():
-                    # A running task cannot be cancelled: wait for its end, not its outputs.
-                    if not future.cancel():
-                        wait((future,))
+                    self.abandon(future)
                     return []
             if stop.is_set():
                 return []
