@@ -7,8 +7,8 @@ each test checks one thing they saw. Skipped when the `dask` extra is not instal
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path

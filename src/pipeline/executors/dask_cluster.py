@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import signal
 import threading
 import uuid
 from collections import OrderedDict
@@ -235,7 +236,8 @@ def local_cluster(
         workers: how many Dask workers.
         threads_per_worker: threads in each worker.
         processes: workers in processes of their own (killable, restarted by their
-            nanny) or in threads of this process.
+            nanny, and deaf to Ctrl-C, which the client's process handles) or in
+            threads of this process.
         options: passed on to `distributed.LocalCluster`.
     """
     positive_int("workers", workers)
@@ -247,9 +249,13 @@ def local_cluster(
         "host": "127.0.0.1",
         "dashboard_address": "127.0.0.1:0",
     }
-    if not processes:
+    if processes:
+        settings["preload"] = [__name__]  # runs dask_setup() in each worker process
+    else:
         settings["protocol"] = "tcp://"
+    preload = list(options.pop("preload", []))
     settings.update(options)
+    settings["preload"] = settings.get("preload", []) + preload
     with dask.config.set({"distributed.admin.low-level-log-length": MESSAGE_LOG_LENGTH}):
         cluster = LocalCluster(**settings)  # type: ignore[no-untyped-call]
         with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
@@ -257,6 +263,19 @@ def local_cluster(
 
 
 # What runs in a Dask worker's process.
+
+
+def dask_setup(worker: Any) -> None:
+    """Leave Ctrl-C to the client: `local_cluster()`'s worker processes ignore SIGINT.
+
+    Dask calls this in each worker process as it starts (its preload hook), on the
+    process's main thread. A terminal sends Ctrl-C to the whole process group; the
+    client's process stops the run (which ends the running batches) and closes the
+    cluster, and a worker that died of the same SIGINT would only lose its work.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 
 _STOPPED_KEPT: Final = 1_024  # stopped runs remembered per worker process: the recent ones
 
