@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sys
 import threading
@@ -48,6 +49,7 @@ def main(folder: str) -> dict[str, Any]:
         with get_task_stream(client) as tasks:
             Pipeline(DaskStage(remote_work.nap, client)).run(range(200))
         seen["tasks_for_200_items"] = len(tasks.data)
+        seen.update(stop_timeout(client))
         killer = DaskStage(remote_work.record_and_kill_first_attempt, client)
         seen["rerun_output"] = Pipeline(killer).run([folder])
         attempts = sorted(path.name for path in Path(folder).glob("attempt-*"))
@@ -98,6 +100,37 @@ def stops(client: Client, folder: Path) -> dict[str, Any]:
         seen[f"{kind}_calls_when_stopped"] = dask_work.calls(str(calls))
         threading.Event().wait(AFTER_STOP_SECONDS)
         seen[f"{kind}_calls_later"] = dask_work.calls(str(calls))
+    return seen
+
+
+class Recording(logging.Handler):
+    """Keeps the log records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def stop_timeout(client: Client) -> dict[str, Any]:
+    """What a stop says of a call that outlasts `stop_timeout`, and a bad `stop_timeout`."""
+    seen: dict[str, Any] = {}
+    try:
+        DaskStage(remote_work.square, client, stop_timeout=0)
+    except ValueError as error:
+        seen["bad_stop_timeout"] = str(error)
+    handler = Recording()
+    logger = logging.getLogger("pipeline.executors.dask_cluster")
+    logger.addHandler(handler)
+    try:
+        Pipeline(DaskStage(dask_work.interrupt_and_hold, client, stop_timeout=0.1)).run([0])
+    except KeyboardInterrupt:
+        seen["outlasted_raised"] = "KeyboardInterrupt"
+    finally:
+        logger.removeHandler(handler)
+    seen["outlasted_warnings"] = [record.getMessage() for record in handler.records]
     return seen
 
 

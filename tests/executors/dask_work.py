@@ -70,3 +70,13 @@ def record_call_interrupting_on_three(item: tuple[str, int]) -> int:
     if item[1] == 3:
         os.kill(os.getppid(), signal.SIGINT)
     return record_call(item)
+
+
+HOLD_SECONDS = 1.0  # the call of `interrupt_and_hold`: longer than the stop waits for it
+
+
+def interrupt_and_hold(item: int) -> int:
+    """Send SIGINT to the client's process, then work HOLD_SECONDS: a call a stop outlasts."""
+    os.kill(os.getppid(), signal.SIGINT)
+    threading.Event().wait(HOLD_SECONDS)
+    return item

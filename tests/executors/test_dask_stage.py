@@ -135,3 +135,19 @@ def test_a_stage_given_as_the_function_is_refused_saying_why() -> None:
     )
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         DaskStage(FunctionStage(abs), None)  # type: ignore[arg-type]
+
+
+def test_a_call_that_outlasts_the_stop_timeout_is_named_in_a_warning(
+    seen: dict[str, Any],
+) -> None:
+    assert seen["outlasted_raised"] == "KeyboardInterrupt"
+    [warning] = seen["outlasted_warnings"]
+    assert re.fullmatch(
+        r"stage 'interrupt_and_hold': stop_timeout=0\.1 s passed with 1 batch still running "
+        r"on worker tcp://127\.0\.0\.1:\d+; left to finish on its own",
+        warning,
+    )
+
+
+def test_a_bad_stop_timeout_is_named(seen: dict[str, Any]) -> None:
+    assert seen["bad_stop_timeout"] == "stop_timeout must be > 0 seconds and finite, got 0"

@@ -212,11 +212,13 @@ class _Run:
                     )
                 elif running:
                     _log.warning(
-                        "stage %r: %d batches still running on worker %s after %s s",
+                        "stage %r: stop_timeout=%s s passed with %d %s still running on "
+                        "worker %s; left to finish on its own",
                         stage,
-                        running,
-                        worker,
                         timeout,
+                        running,
+                        "batch" if running == 1 else "batches",
+                        worker,
                     )
 
 
