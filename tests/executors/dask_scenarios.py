@@ -32,6 +32,7 @@ PAYLOADS = 2_500  # items of 20 KB through the memory scenario: 50 MB in all
 def main(folder: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     with local_cluster(2) as client:
+        worker_pids = sorted(client.run(os.getpid).values())
         seen["dashboard"] = client.dashboard_link
         seen["scheduler"] = client.scheduler_info()["address"]
         stage = DaskStage(remote_work.square, client)
@@ -54,7 +55,20 @@ def main(folder: str) -> dict[str, Any]:
         seen["rerun_output"] = Pipeline(killer).run([folder])
         attempts = sorted(path.name for path in Path(folder).glob("attempt-*"))
         seen["attempt_pids"] = [int(name.split("-")[2]) for name in attempts]
+        worker_pids += sorted(client.run(os.getpid).values())
+    # Dask keeps a thread of its own for good: its offload pool, a module global.
+    threads = [thread.name for thread in threading.enumerate()]
+    seen["threads_left"] = [name for name in threads if not name.startswith("Dask-Offload")]
+    seen["workers_left"] = [pid for pid in worker_pids if alive(pid)]
     return seen
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def transport_failures(client: Client) -> dict[str, Any]:

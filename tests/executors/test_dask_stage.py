@@ -151,3 +151,10 @@ def test_a_call_that_outlasts_the_stop_timeout_is_named_in_a_warning(
 
 def test_a_bad_stop_timeout_is_named(seen: dict[str, Any]) -> None:
     assert seen["bad_stop_timeout"] == "stop_timeout must be > 0 seconds and finite, got 0"
+
+
+def test_no_thread_and_no_worker_process_is_left_once_the_cluster_closes(
+    seen: dict[str, Any],
+) -> None:
+    assert seen["threads_left"] == ["MainThread"]
+    assert seen["workers_left"] == []
