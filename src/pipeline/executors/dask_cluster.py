@@ -9,7 +9,8 @@ loopback only, dashboard included (Dask's default dashboard listens on every int
 Memory: a batch travels inside its task, and Dask keeps the last messages of each
 connection for its own debugging (`distributed.admin.low-level-log-length`, 1,000 by
 default, each message under 1 MB): a client holds its last 1,000 batches, whatever
-the queues bound. `local_cluster()` therefore keeps 16 while it is open. (Sending a
+the queues bound. `local_cluster()` therefore keeps 16 while it is open (for a client
+of your own, make it under `dask.config.set` of that setting). (Sending a
 batch ahead with `client.scatter` would avoid the log, but scattered data dies with
 its worker, and the task could not run again elsewhere.) The worker pickles the
 outputs itself, so an output that does not pickle is named instead of stalling the
@@ -21,6 +22,9 @@ a running batch ends after the item it is on, a batch that starts later calls
 nothing, and the request returns once no batch of the run is running there, or after
 `stop_timeout` seconds. So when `close()` or `run()` returns, no call of the function
 is running and none starts. Each run has its own token, which its tasks carry.
+The worker processes of `local_cluster()` ignore SIGINT (`dask_setup`, Dask's preload
+hook), so that a terminal's Ctrl-C, sent to the whole process group, reaches the
+client's process only, and it stops the run this way.
 
 A worker lost mid-task (its process killed, its machine gone) does not fail the run:
 the scheduler runs the task again on another worker, so the batch's side effects can
