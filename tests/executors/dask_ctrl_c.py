@@ -23,10 +23,15 @@ def main(folder: str) -> dict[str, Any]:
         with local_cluster(2) as client:
             seen["pids"] = sorted(client.run(os.getpid).values())
             items = [(folder, number) for number in range(10_000)]
-            stream = Pipeline(DaskStage(dask_work.record_call, client)).stream(items)
-            for count, _ in enumerate(stream):
-                if count == 2:
-                    print(json.dumps(seen["pids"]), flush=True)
+            pipeline = Pipeline(DaskStage(dask_work.record_call, client))
+            try:
+                for count, _ in enumerate(pipeline.stream(items)):
+                    if count == 2:
+                        print(json.dumps(seen["pids"]), flush=True)
+            finally:
+                # The press may land in this loop's body, outside the run's own waits:
+                # stop the run before the cluster closes under it.
+                pipeline.close()
     except KeyboardInterrupt:
         seen["raised"] = "KeyboardInterrupt"
     seen["calls"] = dask_work.calls(folder)

@@ -2,7 +2,7 @@
 
 The script runs in a session of its own, and SIGINT goes to its whole process group,
 as a terminal sends it: the client's process stops the run, no call is left running,
-no worker process is left, and the workers print no traceback of their own.
+no worker process is left, and no worker dies of the SIGINT.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def test_ctrl_c_to_the_process_group_stops_the_run_and_its_workers(tmp_path: Pat
     assert seen["raised"] == "KeyboardInterrupt"
     started, ended = seen["calls"]
     assert started == ended
-    assert "Traceback" not in stderr
+    # A worker process that got the SIGINT would die of it, printing its traceback.
+    assert "KeyboardInterrupt" not in stderr
     for pid in worker_pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
