@@ -80,3 +80,14 @@ def interrupt_and_hold(item: int) -> int:
     os.kill(os.getppid(), signal.SIGINT)
     threading.Event().wait(HOLD_SECONDS)
     return item
+
+
+def cancel_own_task(item: int) -> int:
+    """Cancel, from the worker, the task this call runs in: as a client closing would."""
+    from distributed import Future, get_client, get_worker
+
+    client = get_client()
+    task: Future[int] = Future(get_worker().get_current_task(), client)
+    client.cancel([task], force=True)  # type: ignore[no-untyped-call]
+    threading.Event().wait(CALL_SECONDS)
+    return item

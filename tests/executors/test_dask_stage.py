@@ -158,3 +158,13 @@ def test_no_thread_and_no_worker_process_is_left_once_the_cluster_closes(
 ) -> None:
     assert seen["threads_left"] == ["MainThread"]
     assert seen["workers_left"] == []
+
+
+def test_a_task_cancelled_from_elsewhere_says_so(seen: dict[str, Any]) -> None:
+    assert seen["cancelled_elsewhere"] == {
+        "message": "stage 'cancel_own_task' failed in process_batch(): CancelledError: "
+        "stage 'cancel_own_task': the Dask task of a batch was cancelled, not by the "
+        "stage: the client or the cluster closed during the run, or a client cancelled it",
+        "cause": "CancelledError",
+        "original": "CancelledError",
+    }

@@ -45,7 +45,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from typing import Any, Final, Generic, TypeVar
 
@@ -148,6 +148,21 @@ class DaskStage(ExecutorStage[In, Out], Generic[In, Out]):
             self._joined -= 1
             if self._joined == 0:
                 self._run = None
+
+    def process_batch(self, items: list[In]) -> list[Out]:
+        """Run `items` on the cluster and wait for the outputs (see `WindowedStage`).
+
+        Raises:
+            CancelledError: the batch's task was cancelled, not by this stage.
+        """
+        try:
+            return super().process_batch(items)
+        except CancelledError as exc:
+            raise CancelledError(
+                f"stage {self.name!r}: the Dask task of a batch was cancelled, not by the "
+                "stage: the client or the cluster closed during the run, or a client "
+                "cancelled it"
+            ) from exc
 
     def submit(self, items: list[In]) -> Future[Any]:
         run = self._run
