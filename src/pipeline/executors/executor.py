@@ -157,6 +157,16 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
         """Return what in the work for `items` does not pickle, and why; None if all does."""
         return None
 
+    def stop_task(self, future: Future[Any]) -> None:
+        """Once the run stops: cancel `future` if its task has not started, else wait for it.
+
+        A running task is waited for at most `stop_timeout` seconds, then handed to
+        `abandon`. `DaskStage` stops its tasks its own way.
+        """
+        # A running task cannot be cancelled: wait for its end, not its outputs.
+        if not future.cancel() and not wait((future,), self.stop_timeout).done:
+            self.abandon(future)
+
     def receive(self, result: Any) -> list[Out]:
         """Turn what the future returned into the batch's outputs (the default: as it is)."""
         outputs: list[Out] = result
@@ -191,9 +201,7 @@ class WindowedStage(PipelineStage[In, Out], Generic[In, Out]):
         if stop is not None:
             while not wait((future,), timeout=STOP_CHECK_SECONDS).done:
                 if stop.is_set():
-                    # A running task cannot be cancelled: wait for its end, not its outputs.
-                    if not future.cancel() and not wait((future,), self.stop_timeout).done:
-                        self.abandon(future)
+                    self.stop_task(future)
                     return []
             if stop.is_set():
                 return []
