@@ -302,3 +302,113 @@ def test_priorities_decide_what_a_waiting_stage_takes_first() -> None:
     pipeline.run(source())
     assert taken[0] == -1
     assert taken[1:] == sorted(taken[1:])
+
+
+def test_one_item_at_a_time_takes_the_inlined_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counting(name: str, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+    for name in ("_batch", "_put_chunk", "_put_many", "_get", "_get_many", "_wait_for_items"):
+        monkeypatch.setattr(PriorityQueue, name, counting(name, getattr(PriorityQueue, name)))
+    queue: PriorityQueue[int] = PriorityQueue(maxsize=8)
+    for name in ("not_empty", "not_full"):
+        condition = getattr(queue, name)
+        monkeypatch.setattr(condition, "notify", counting(f"{name}.notify", condition.notify))
+        monkeypatch.setattr(
+            condition, "notify_all", counting(f"{name}.notify_all", condition.notify_all)
+        )
+    for n, priority in enumerate([3, 1, Priority.HIGH, 1]):
+        queue.put(n, priority=priority)
+    queue.put_nowait(4)
+    assert [queue.get(), queue.get(timeout=5), queue.get_nowait()] == [1, 3, 2]
+    assert [queue.get(), queue.get()] == [0, 4]
+    # No batch object, no hook call, no wake-up call while nobody waits.
+    assert calls == []
+    assert queue.statistics().high_water_mark == 5
+    assert queue.unfinished_tasks == 5
+
+
+def test_a_waiting_getter_is_woken_by_a_single_put() -> None:
+    queue: PriorityQueue[int] = PriorityQueue()
+    waiting = threading.Event()
+    got: list[int] = []
+    wait_for_items = queue._wait_for_items
+
+    def announced_wait(block: bool, timeout: float | None) -> None:
+        waiting.set()  # the mutex is held: the put below comes once the getter waits
+        wait_for_items(block, timeout)
+
+    queue._wait_for_items = announced_wait  # type: ignore[method-assign]
+
+    def getter() -> None:
+        got.append(queue.get(timeout=10))
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    assert waiting.wait(5)
+    queue.put(7, priority=Priority.LOW)
+    thread.join(10)
+    assert got == [7]
+    assert queue._waiting_getters == 0
+    assert queue.statistics().get_waited_seconds > 0
+
+
+def test_single_puts_and_gets_keep_every_rule_of_safequeue() -> None:
+    queue: PriorityQueue[Any] = PriorityQueue(maxsize=3)
+    queue.put("low", priority=Priority.LOW)
+    queue.put(END_OF_STREAM)  # a marker sorts after every priority
+    queue.put("high", priority=Priority.HIGH)
+    with pytest.raises(Full):
+        queue.put_nowait("no room")
+    with pytest.raises(Full):
+        queue.put("no room", timeout=0)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        queue.get(timeout=-1)
+    assert [queue.get(), queue.get(), queue.get()] == ["high", "low", END_OF_STREAM]
+    assert queue.statistics().high_water_mark == 3  # as SafeQueue counts: the marker held room
+    for _ in range(3):
+        queue.task_done()
+    queue.join()  # every put counted once, every task_done matched
+    queue.put("left", priority=0)
+    queue.shutdown()
+    with pytest.raises(ShutDown):
+        queue.put("late", priority=0)
+    assert queue.get() == "left"
+    with pytest.raises(ShutDown):
+        queue.get(timeout=5)
+
+
+def test_a_subclass_with_its_own_storage_hook_is_served_through_it() -> None:
+    class Counting(PriorityQueue[int]):
+        def _get(self) -> int:
+            self.gets = getattr(self, "gets", 0) + 1
+            return super()._get()
+
+    queue = Counting(priority_of=lambda n: n)
+    queue.put(2)
+    queue.put(1)
+    assert [queue.get(), queue.get()] == [1, 2]
+    assert queue.gets == 2
+    assert PriorityQueue._storage_is_ours
+    assert not Counting._storage_is_ours
+
+
+def test_single_gets_with_aging_serve_the_smallest_key() -> None:
+    clock = FakeClock()
+    queue: PriorityQueue[str] = PriorityQueue(aging_seconds=1.0, clock=clock)
+    queue.put("deferred at 100", priority=Priority.DEFERRED)  # key 105
+    clock.now = 104.5
+    queue.put("blocker at 104.5", priority=Priority.BLOCKER)  # key 104.5
+    clock.now = 106.0
+    queue.put("blocker at 106", priority=Priority.BLOCKER)  # key 106
+    assert [queue.get(), queue.get(), queue.get()] == [
+        "blocker at 104.5",
+        "deferred at 100",
+        "blocker at 106",
+    ]
