@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import WAIT, press_from_another_thread, sigint_setting
 
 from pipeline import Full, LinkQueue, Pipeline, ShutDown, StageError
 from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
@@ -412,3 +413,37 @@ def test_single_gets_with_aging_serve_the_smallest_key() -> None:
         "deferred at 100",
         "blocker at 106",
     ]
+
+
+@pytest.mark.parametrize("operation", ["put", "get"])
+def test_a_ctrl_c_that_wakes_no_wait_still_ends_a_single_put_or_get(operation: str) -> None:
+    queue: PriorityQueue[int] = PriorityQueue(maxsize=1)
+    if operation == "put":
+        queue.put(1, priority=0)
+    waiting, pressed = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        if operation == "put":
+            queue.put(2, priority=0, timeout=WAIT)
+        else:
+            queue.get(timeout=WAIT)
+
+    for name in ("_wait_for_room", "_wait_for_items"):
+        wait = getattr(queue, name)
+
+        def announced(*args: Any, wait: Any = wait) -> None:
+            waiting.set()
+            wait(*args)
+
+        setattr(queue, name, announced)
+    with sigint_setting(pressed):
+        presser = press_from_another_thread(waiting)  # the deterministic lost wake-up
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                blocking()
+        finally:
+            presser.join(WAIT)
+    assert pressed.is_set()
+    assert not queue.mutex.locked()
+    assert queue._waiting_getters == 0
+    assert not queue._waiting_putters

@@ -204,7 +204,8 @@ class PriorityQueue(SafeQueue[T]):
                     self._wait_for_room(1, timeout)
             level = self._levels.get(priority)
             if level is None:
-                level = self._new_level(priority)
+                level = self._levels[priority] = _Level()
+                bisect.insort(self._priorities, priority)
             level.chunks.append((self.clock(), [item]))
             level.size += 1
             self._size += 1
@@ -236,7 +237,11 @@ class PriorityQueue(SafeQueue[T]):
             else:
                 priority = priorities[0]
                 level = self._levels[priority]
-                item = level.take_one()
+                if level.head or len(level.chunks[0][1]) > 1:
+                    item = level.take_one()
+                else:  # a chunk of one item: what single puts store
+                    item = level.chunks.popleft()[1][0]
+                    level.size -= 1
                 if not level.size:
                     del self._levels[priority]
                     del priorities[0]
@@ -393,15 +398,11 @@ class PriorityQueue(SafeQueue[T]):
     def _store(self, priority: int, now: float, items: list[T]) -> None:
         level = self._levels.get(priority)
         if level is None:
-            level = self._new_level(priority)
+            level = self._levels[priority] = _Level()
+            bisect.insort(self._priorities, priority)
         level.chunks.append((now, items))
         level.size += len(items)
         self._size += len(items)
-
-    def _new_level(self, priority: int) -> _Level:
-        level = self._levels[priority] = _Level()
-        bisect.insort(self._priorities, priority)
-        return level
 
     def _wait_for_items(self, block: bool, timeout: float | None) -> None:
         self._waiting_getters += 1
