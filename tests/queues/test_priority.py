@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -400,7 +401,8 @@ def test_a_subclass_with_its_own_storage_hook_is_served_through_it() -> None:
     assert not Counting._storage_is_ours
 
 
-def test_single_gets_with_aging_serve_the_smallest_key() -> None:
+@pytest.mark.parametrize("take", ["get", "get_many"])
+def test_single_puts_with_aging_are_served_by_the_smallest_key(take: str) -> None:
     clock = FakeClock()
     queue: PriorityQueue[str] = PriorityQueue(aging_seconds=1.0, clock=clock)
     queue.put("deferred at 100", priority=Priority.DEFERRED)  # key 105
@@ -408,11 +410,8 @@ def test_single_gets_with_aging_serve_the_smallest_key() -> None:
     queue.put("blocker at 104.5", priority=Priority.BLOCKER)  # key 104.5
     clock.now = 106.0
     queue.put("blocker at 106", priority=Priority.BLOCKER)  # key 106
-    assert [queue.get(), queue.get(), queue.get()] == [
-        "blocker at 104.5",
-        "deferred at 100",
-        "blocker at 106",
-    ]
+    got = [queue.get() for _ in range(3)] if take == "get" else queue.get_many(3)
+    assert got == ["blocker at 104.5", "deferred at 100", "blocker at 106"]
 
 
 @pytest.mark.parametrize("operation", ["put", "get"])
@@ -447,3 +446,49 @@ def test_a_ctrl_c_that_wakes_no_wait_still_ends_a_single_put_or_get(operation: s
     assert not queue.mutex.locked()
     assert queue._waiting_getters == 0
     assert not queue._waiting_putters
+
+
+def test_a_backlog_of_single_puts_leaves_the_garbage_collector_nothing_to_walk() -> None:
+    queue: PriorityQueue[int] = PriorityQueue()
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(2000):
+        queue.put(n, priority=n % 6)
+    gc.collect()  # an entry holding no container leaves the collector's lists
+    assert len(gc.get_objects()) - before < 100  # not a list (nor a tuple) per item
+    assert [queue.get() for _ in range(4)] == [0, 6, 12, 18]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.integers(0, 3), st.integers(1, 4)),
+            st.tuples(st.just("get"), st.integers(1, 5), st.just(0)),
+        ),
+        max_size=40,
+    )
+)
+def test_single_and_batch_puts_and_gets_mix_in_priority_order(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    queue: PriorityQueue[int] = PriorityQueue()
+    model: list[tuple[int, int]] = []  # (priority, number), kept as a stable sort
+    got: list[int] = []
+    expected: list[int] = []
+    number = 0
+    for kind, first, second in steps:
+        if kind == "put":
+            batch = list(range(number, number + second))
+            number += second
+            if second == 1:
+                queue.put(batch[0], priority=first)
+            else:
+                queue.put_many(batch, priority=first)
+            model = sorted([*model, *((first, n) for n in batch)], key=lambda entry: entry[0])
+        elif model:
+            got.extend([queue.get()] if first == 1 else queue.get_many(first))
+            expected.extend(n for _, n in model[:first])
+            model = model[first:]
+    assert got == expected
+    assert drain(queue) == [n for _, n in model]
