@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from support import WAIT, press_from_another_thread, sigint_setting
 
 from pipeline import Full, LinkQueue, Pipeline, ShutDown, StageError
+from pipeline.queues import priority as priority_module
 from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
 from pipeline.stages.functions import FunctionStage
 from pipeline.worker import END_OF_STREAM, UpstreamFailed
@@ -492,3 +493,22 @@ def test_single_and_batch_puts_and_gets_mix_in_priority_order(
             model = model[first:]
     assert got == expected
     assert drain(queue) == [n for _, n in model]
+
+
+def test_one_put_one_get_reuses_the_emptied_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[object] = []
+
+    class CountedLevel(priority_module._Level):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            made.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(priority_module, "_Level", CountedLevel)
+    queue: PriorityQueue[int] = PriorityQueue()
+    for n in range(100):  # a link at steady state: each item is taken before the next comes
+        queue.put(n, priority=n % 6)
+        assert queue.get() == n
+    assert len(made) == 1
+    assert queue.levels() == []

@@ -155,6 +155,7 @@ class PriorityQueue(SafeQueue[T]):
 
     _storage_is_ours = True
     """Whether put and get may skip the storage hooks: not in a subclass that replaces one."""
+    _spare_level: _Level | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -224,7 +225,8 @@ class PriorityQueue(SafeQueue[T]):
                     self._wait_for_room(1, timeout)
             level = self._levels.get(priority)
             if level is None:
-                level = self._levels[priority] = _Level()
+                level = self._levels[priority] = self._spare_level or _Level()
+                self._spare_level = None
                 bisect.insort(self._priorities, priority)
             level.chunks.append((self.clock(), item, None))
             level.size += 1
@@ -265,6 +267,7 @@ class PriorityQueue(SafeQueue[T]):
                 if not level.size:
                     del self._levels[priority]
                     del priorities[0]
+                    self._spare_level = level  # one put, one get: no new level each time
                 self._size -= 1
             if self._waiting_putters:  # each putter waiting on not_full holds a ticket there
                 self.not_full.notify_all()
@@ -342,6 +345,7 @@ class PriorityQueue(SafeQueue[T]):
         self._levels: dict[int, _Level] = {}
         self._priorities: list[int] = []
         self._after_all: deque[Any] = deque()
+        self._spare_level = None  # an empty level, kept for reuse
         self._size = 0
 
     def _qsize(self) -> int:
