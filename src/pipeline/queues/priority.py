@@ -10,6 +10,9 @@ priority is one chunk, handed out again without touching each item in Python cod
 plus a sorted list of the levels that hold items. That is a heap whose keys are the
 few distinct priorities instead of every item: FIFO among equals comes from each
 level being a FIFO (the global order of arrival), and the items are never compared.
+One item at a time, `put` and `get` work on the levels directly: no batch object, no
+hook call, and a wake-up call only when a getter or putter waits; their waits are
+`SafeQueue`'s own. A subclass that replaces a storage hook is served through the hooks.
 
 The priority of an item put without one: `priority=` given to `put`/`put_many` wins;
 else `priority_of(item)` if the queue has that function; else `default_priority`
@@ -191,7 +194,7 @@ class PriorityQueue(SafeQueue[T]):
     # One item at a time, put and get work on the storage directly, in one method each:
     # through `SafeQueue` they cost a batch object, four hook calls and two wake-up
     # calls per item, and ran at 0.59x a `queue.PriorityQueue`. The waits, the fair
-    # putters' line and Ctrl-C are still `SafeQueue`'s, by the helpers it uses itself.
+    # putters' line and Ctrl-C are still `SafeQueue`'s, through the methods it waits with itself.
 
     def put(
         self,
