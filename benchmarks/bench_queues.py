@@ -4,25 +4,32 @@
    synchronous=NORMAL and FULL, against a bare sqlite3 loop running the same statements
    on the same schema (BEGIN IMMEDIATE; INSERT; COMMIT / the claiming UPDATE ...
    RETURNING; DELETE; COMMIT), JSON-encoding the same items. Goal: within 20% in batches.
-2. PriorityQueue put+get against queue.PriorityQueue, single items and batches, and how
-   many equal-priority neighbours each hands out of order (FIFO among equals).
+2. PriorityQueue put+get, one item at a time and in batches of 100, against
+   queue.PriorityQueue of (priority, seq, item) tuples and heapq under a threading.Lock,
+   taking turns in each round, every output checked for priority order and FIFO among
+   equals; and how many equal-priority neighbours a queue.PriorityQueue of
+   (priority, job) hands out of put order.
 3. The file's size under a steady put/ack load (--size-items, 1,000,000 by default in
    the full run), and what compact() gives back afterwards.
 
 Run: .venv/bin/python benchmarks/bench_queues.py            (about a minute or two)
      .venv/bin/python benchmarks/bench_queues.py --quick    (small sizes, a few seconds)
+     .venv/bin/python benchmarks/bench_queues.py --part 2   (only the priority queue)
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import itertools
 import json
 import os
 import queue
 import random
 import sqlite3
+import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,10 +42,6 @@ from pipeline.queues.priority import PriorityQueue
 FIGURES: dict[str, dict[str, Any]] = {}
 
 ITEM = {"id": 0, "name": "sensor-17", "values": [1.5, 2.25, 3.0], "ok": True, "note": "x" * 30}
-
-
-def best_of(repeats: int, run: Callable[[], float]) -> float:
-    return min(run() for _ in range(repeats))
 
 
 # 1. Durable queue against a bare sqlite3 loop.
@@ -146,49 +149,84 @@ def bench_priority(items: int, repeats: int) -> None:
     rng = random.Random(7)
     priorities = [rng.randrange(6) for _ in range(items)]
 
-    def stdlib_single() -> float:
-        q: queue.PriorityQueue[tuple[int, int]] = queue.PriorityQueue()
+    def stdlib_single() -> tuple[float, list[int]]:
+        q: queue.PriorityQueue[tuple[int, int, int]] = queue.PriorityQueue()
+        sequence = itertools.count()
         started = time.perf_counter()
         for n, p in enumerate(priorities):
-            q.put((p, n))
-        for _ in range(items):
-            q.get()
-        return time.perf_counter() - started
+            q.put((p, next(sequence), n))
+        out = [q.get()[2] for _ in range(items)]
+        return time.perf_counter() - started, out
 
-    def ours_single() -> float:
+    def heapq_single() -> tuple[float, list[int]]:
+        heap: list[tuple[int, int, int]] = []
+        lock = threading.Lock()
+        sequence = itertools.count()
+        started = time.perf_counter()
+        for n, p in enumerate(priorities):
+            with lock:
+                heapq.heappush(heap, (p, next(sequence), n))
+        out = []
+        for _ in range(items):
+            with lock:
+                out.append(heapq.heappop(heap)[2])
+        return time.perf_counter() - started, out
+
+    def ours_single() -> tuple[float, list[int]]:
         q: PriorityQueue[int] = PriorityQueue()
         started = time.perf_counter()
         for n, p in enumerate(priorities):
             q.put(n, priority=p)
-        for _ in range(items):
-            q.get()
-        return time.perf_counter() - started
+        out = [q.get() for _ in range(items)]
+        return time.perf_counter() - started, out
 
     runs = 100
     groups: list[tuple[int, list[int]]] = [
-        (rng.randrange(6), list(range(start, start + runs))) for start in range(0, items, runs)
+        (rng.randrange(6), list(range(start, min(items, start + runs))))
+        for start in range(0, items, runs)
     ]
 
-    def ours_batches() -> float:
+    def ours_batches() -> tuple[float, list[int]]:
         q: PriorityQueue[int] = PriorityQueue()
         started = time.perf_counter()
         for p, chunk in groups:
             q.put_many(chunk, priority=p)
-        got = 0
-        while got < items:
-            got += len(q.get_many(100))
-        return time.perf_counter() - started
+        out: list[int] = []
+        while len(out) < items:
+            out.extend(q.get_many(100))
+        return time.perf_counter() - started, out
 
-    stdlib = best_of(repeats, stdlib_single)
-    rows = [
-        ("queue.PriorityQueue, (priority, seq) tuples", stdlib),
-        ("PriorityQueue, put/get", best_of(repeats, ours_single)),
-        ("PriorityQueue, put_many/get_many of 100", best_of(repeats, ours_batches)),
+    # Priority order with FIFO among equals is exactly a stable sort by priority.
+    one_at_a_time = sorted(range(items), key=priorities.__getitem__)
+    in_batches = [n for _, chunk in sorted(groups, key=lambda group: group[0]) for n in chunk]
+    rows: list[tuple[str, Callable[[], tuple[float, list[int]]], list[int]]] = [
+        ("queue.PriorityQueue, (priority, seq, item)", stdlib_single, one_at_a_time),
+        ("heapq + threading.Lock, (priority, seq, item)", heapq_single, one_at_a_time),
+        ("PriorityQueue, put/get", ours_single, one_at_a_time),
+        ("PriorityQueue, put_many/get_many of 100", ours_batches, in_batches),
     ]
-    print(f"{'queue':<45} {'ops/s (put+get)':>16} {'vs stdlib':>10}")
-    for name, seconds in rows:
-        print(f"{name:<45} {2 * items / seconds:>16,.0f} {stdlib / seconds:>9.2f}x")
-        FIGURES[f"{name} vs queue.PriorityQueue"] = {"value": stdlib / seconds, "better": "higher"}
+    # The rows take turns in each round, so the machine's load hits all of them alike.
+    seconds: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    for _ in range(repeats):
+        for name, run, expected in rows:
+            elapsed, out = run()
+            if out != expected:
+                raise SystemExit(f"{name}: wrong order (not by priority, FIFO among equals)")
+            seconds[name].append(elapsed)
+    stdlib = seconds[rows[0][0]]
+    print(f"load average {os.getloadavg()[0]:.1f}; {repeats} rounds; every output checked")
+    print(f"{'queue':<46} {'put+get ops/s: min':>19} {'median':>10} {'max':>10} {'vs stdlib':>10}")
+    for name, _, _ in rows:
+        rates = sorted(2 * items / elapsed for elapsed in seconds[name])
+        ratio = statistics.median(s / o for s, o in zip(stdlib, seconds[name], strict=True))
+        print(
+            f"{name:<46} {rates[0]:>19,.0f} {statistics.median(rates):>10,.0f} "
+            f"{rates[-1]:>10,.0f} {ratio:>9.2f}x"
+        )
+        FIGURES[f"{name} vs queue.PriorityQueue"] = {"value": ratio, "better": "higher"}
+    single, batches = (seconds[name] for name, _, _ in rows[2:])
+    ratio = statistics.median(s / b for s, b in zip(single, batches, strict=True))
+    print(f"batches against one at a time: {ratio:.1f}x")
 
     class Job:
         def __init__(self, n: int) -> None:
@@ -255,15 +293,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--size-items", type=int, default=None, help="items for part 3")
+    parser.add_argument(
+        "--part", type=int, choices=(1, 2, 3), action="append", help="run only these parts"
+    )
     args = parser.parse_args(argv)
+    parts = set(args.part or (1, 2, 3))
     if args.quick:
-        bench_durable(items_single=500, items_batch=5_000, repeats=1)
-        bench_priority(items=20_000, repeats=1)
-        bench_size(items=args.size_items or 20_000, backlog=1_000)
+        if 1 in parts:
+            bench_durable(items_single=500, items_batch=5_000, repeats=1)
+        if 2 in parts:
+            bench_priority(items=20_000, repeats=3)
+        if 3 in parts:
+            bench_size(items=args.size_items or 20_000, backlog=1_000)
     else:
-        bench_durable(items_single=3_000, items_batch=50_000, repeats=3)
-        bench_priority(items=200_000, repeats=3)
-        bench_size(items=args.size_items or 1_000_000, backlog=10_000)
+        if 1 in parts:
+            bench_durable(items_single=3_000, items_batch=50_000, repeats=3)
+        if 2 in parts:
+            bench_priority(items=200_000, repeats=3)
+        if 3 in parts:
+            bench_size(items=args.size_items or 1_000_000, backlog=10_000)
     if "PIPELINE_BENCH_JSON" in os.environ:
         Path(os.environ["PIPELINE_BENCH_JSON"]).write_text(json.dumps(FIGURES), encoding="utf-8")
     return 0

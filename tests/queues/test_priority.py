@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import WAIT, press_from_another_thread, sigint_setting
 
 from pipeline import Full, LinkQueue, Pipeline, ShutDown, StageError
+from pipeline.queues import priority as priority_module
 from pipeline.queues.priority import LevelStatistics, Priority, PriorityQueue
 from pipeline.stages.functions import FunctionStage
 from pipeline.worker import END_OF_STREAM, UpstreamFailed
@@ -302,3 +305,210 @@ def test_priorities_decide_what_a_waiting_stage_takes_first() -> None:
     pipeline.run(source())
     assert taken[0] == -1
     assert taken[1:] == sorted(taken[1:])
+
+
+def test_one_item_at_a_time_takes_the_inlined_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counting(name: str, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+    for name in ("_batch", "_put_chunk", "_put_many", "_get", "_get_many", "_wait_for_items"):
+        monkeypatch.setattr(PriorityQueue, name, counting(name, getattr(PriorityQueue, name)))
+    queue: PriorityQueue[int] = PriorityQueue(maxsize=8)
+    for name in ("not_empty", "not_full"):
+        condition = getattr(queue, name)
+        monkeypatch.setattr(condition, "notify", counting(f"{name}.notify", condition.notify))
+        monkeypatch.setattr(
+            condition, "notify_all", counting(f"{name}.notify_all", condition.notify_all)
+        )
+    for n, priority in enumerate([3, 1, Priority.HIGH, 1]):
+        queue.put(n, priority=priority)
+    queue.put_nowait(4)
+    assert [queue.get(), queue.get(timeout=5), queue.get_nowait()] == [1, 3, 2]
+    assert [queue.get(), queue.get()] == [0, 4]
+    # No batch object, no hook call, no wake-up call while nobody waits.
+    assert calls == []
+    assert queue.statistics().high_water_mark == 5
+    assert queue.unfinished_tasks == 5
+
+
+def test_a_waiting_getter_is_woken_by_a_single_put() -> None:
+    queue: PriorityQueue[int] = PriorityQueue()
+    waiting = threading.Event()
+    got: list[int] = []
+    wait_for_items = queue._wait_for_items
+
+    def announced_wait(block: bool, timeout: float | None) -> None:
+        waiting.set()  # the mutex is held: the put below comes once the getter waits
+        wait_for_items(block, timeout)
+
+    queue._wait_for_items = announced_wait  # type: ignore[method-assign]
+
+    def getter() -> None:
+        got.append(queue.get(timeout=10))
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    assert waiting.wait(5)
+    queue.put(7, priority=Priority.LOW)
+    thread.join(10)
+    assert got == [7]
+    assert queue._waiting_getters == 0
+    assert queue.statistics().get_waited_seconds > 0
+
+
+def test_single_puts_and_gets_keep_every_rule_of_safequeue() -> None:
+    queue: PriorityQueue[Any] = PriorityQueue(maxsize=3)
+    queue.put("low", priority=Priority.LOW)
+    queue.put(END_OF_STREAM)  # a marker sorts after every priority
+    queue.put("high", priority=Priority.HIGH)
+    with pytest.raises(Full):
+        queue.put_nowait("no room")
+    with pytest.raises(Full):
+        queue.put("no room", timeout=0)
+    with pytest.raises(ValueError, match="'timeout' must be a non-negative number"):
+        queue.get(timeout=-1)
+    assert [queue.get(), queue.get(), queue.get()] == ["high", "low", END_OF_STREAM]
+    assert queue.statistics().high_water_mark == 3  # as SafeQueue counts: the marker held room
+    for _ in range(3):
+        queue.task_done()
+    queue.join()  # every put counted once, every task_done matched
+    queue.put("left", priority=0)
+    queue.shutdown()
+    with pytest.raises(ShutDown):
+        queue.put("late", priority=0)
+    assert queue.get() == "left"
+    with pytest.raises(ShutDown):
+        queue.get(timeout=5)
+
+
+def test_a_subclass_with_its_own_storage_hook_is_served_through_it() -> None:
+    class Counting(PriorityQueue[int]):
+        def _get(self) -> int:
+            self.gets = getattr(self, "gets", 0) + 1
+            return super()._get()
+
+    queue = Counting(priority_of=lambda n: n)
+    queue.put(2)
+    queue.put(1)
+    assert [queue.get(), queue.get()] == [1, 2]
+    assert queue.gets == 2
+    assert PriorityQueue._storage_is_ours
+    assert not Counting._storage_is_ours
+
+
+@pytest.mark.parametrize("take", ["get", "get_many"])
+def test_single_puts_with_aging_are_served_by_the_smallest_key(take: str) -> None:
+    clock = FakeClock()
+    queue: PriorityQueue[str] = PriorityQueue(aging_seconds=1.0, clock=clock)
+    queue.put("deferred at 100", priority=Priority.DEFERRED)  # key 105
+    clock.now = 104.5
+    queue.put("blocker at 104.5", priority=Priority.BLOCKER)  # key 104.5
+    clock.now = 106.0
+    queue.put("blocker at 106", priority=Priority.BLOCKER)  # key 106
+    got = [queue.get() for _ in range(3)] if take == "get" else queue.get_many(3)
+    assert got == ["blocker at 104.5", "deferred at 100", "blocker at 106"]
+
+
+@pytest.mark.parametrize("operation", ["put", "get"])
+def test_a_ctrl_c_that_wakes_no_wait_still_ends_a_single_put_or_get(operation: str) -> None:
+    queue: PriorityQueue[int] = PriorityQueue(maxsize=1)
+    if operation == "put":
+        queue.put(1, priority=0)
+    waiting, pressed = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        if operation == "put":
+            queue.put(2, priority=0, timeout=WAIT)
+        else:
+            queue.get(timeout=WAIT)
+
+    for name in ("_wait_for_room", "_wait_for_items"):
+        wait = getattr(queue, name)
+
+        def announced(*args: Any, wait: Any = wait) -> None:
+            waiting.set()
+            wait(*args)
+
+        setattr(queue, name, announced)
+    with sigint_setting(pressed):
+        presser = press_from_another_thread(waiting)  # the deterministic lost wake-up
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                blocking()
+        finally:
+            presser.join(WAIT)
+    assert pressed.is_set()
+    assert not queue.mutex.locked()
+    assert queue._waiting_getters == 0
+    assert not queue._waiting_putters
+
+
+def test_a_backlog_of_single_puts_leaves_the_garbage_collector_nothing_to_walk() -> None:
+    queue: PriorityQueue[int] = PriorityQueue()
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(2000):
+        queue.put(n, priority=n % 6)
+    gc.collect()  # an entry holding no container leaves the collector's lists
+    assert len(gc.get_objects()) - before < 100  # not a list (nor a tuple) per item
+    assert [queue.get() for _ in range(4)] == [0, 6, 12, 18]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.integers(0, 3), st.integers(1, 4)),
+            st.tuples(st.just("get"), st.integers(1, 5), st.just(0)),
+        ),
+        max_size=40,
+    )
+)
+def test_single_and_batch_puts_and_gets_mix_in_priority_order(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    queue: PriorityQueue[int] = PriorityQueue()
+    model: list[tuple[int, int]] = []  # (priority, number), kept as a stable sort
+    got: list[int] = []
+    expected: list[int] = []
+    number = 0
+    for kind, first, second in steps:
+        if kind == "put":
+            batch = list(range(number, number + second))
+            number += second
+            if second == 1:
+                queue.put(batch[0], priority=first)
+            else:
+                queue.put_many(batch, priority=first)
+            model = sorted([*model, *((first, n) for n in batch)], key=lambda entry: entry[0])
+        elif model:
+            got.extend([queue.get()] if first == 1 else queue.get_many(first))
+            expected.extend(n for _, n in model[:first])
+            model = model[first:]
+    assert got == expected
+    assert drain(queue) == [n for _, n in model]
+
+
+def test_one_put_one_get_reuses_the_emptied_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[object] = []
+
+    class CountedLevel(priority_module._Level):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            made.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(priority_module, "_Level", CountedLevel)
+    queue: PriorityQueue[int] = PriorityQueue()
+    for n in range(100):  # a link at steady state: each item is taken before the next comes
+        queue.put(n, priority=n % 6)
+        assert queue.get() == n
+    assert len(made) == 1
+    assert queue.levels() == []
