@@ -45,6 +45,9 @@ BOUNDED: dict[tuple[str, str, str], str] = {
         "after the loop just above, which ends once every future is done (or kills the "
         "pool and raises once a stop has waited stop_timeout)"
     ),
+    ("executors/dask_cluster.py", "_WorkerRuns.stop", "ended.wait()"): (
+        "awaited inside asyncio.wait_for(..., timeout), the stop's stop_timeout"
+    ),
     ("aio/loop.py", "LoopThread.stop", "self._thread.join()"): (
         "after the loop on `ended` just above: the loop thread has left its loop"
     ),

@@ -38,6 +38,7 @@ sending: Dask pays for work that is heavy per item, or for more machines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import signal
@@ -305,12 +306,13 @@ class _WorkerRuns:
     """The runs a worker process serves: their batches running, and the runs stopped."""
 
     def __init__(self) -> None:
-        # _lock guards both fields; `ended` announces that a run's last running batch
-        # ended (its count went to zero), for a stop waiting on it.
+        # _lock guards the three fields. A stop waiting for a run's running batches
+        # waits on an asyncio event of its own, in `_waiting`, which `leave` sets (on
+        # the stop's loop) when the run's last running batch ends.
         self._lock = threading.Lock()
-        self.ended = threading.Condition(self._lock)
         self._running: dict[str, int] = {}
         self._stopped: OrderedDict[str, None] = OrderedDict()
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
     def enter(self, token: str) -> bool:
         """Count a batch of run `token` in; False (and not counted) if the run was stopped."""
@@ -328,19 +330,35 @@ class _WorkerRuns:
                 self._running[token] = left
             else:
                 del self._running[token]
-                self.ended.notify_all()
+                for loop, ended in self._waiting.pop(token, []):
+                    with contextlib.suppress(RuntimeError):  # that loop has closed
+                        loop.call_soon_threadsafe(ended.set)
 
     def is_stopped(self, token: str) -> bool:
         """Whether run `token` was stopped; read between items, so without the lock."""
         return token in self._stopped
 
-    def stop(self, token: str, timeout: float) -> int:
-        """Stop run `token`; wait up to `timeout` s for its running batches; return those left."""
+    async def stop(self, token: str, timeout: float) -> int:
+        """Stop run `token`; wait up to `timeout` s for its running batches; return those left.
+
+        Runs on the worker's event loop, which it never blocks: it awaits an event that
+        the last of the run's batches sets as it ends.
+        """
+        ended = asyncio.Event()
         with self._lock:
             self._stopped[token] = None
             while len(self._stopped) > _STOPPED_KEPT:
                 self._stopped.popitem(last=False)
-            self.ended.wait_for(lambda: token not in self._running, timeout)
+            if token not in self._running:
+                return 0
+            self._waiting.setdefault(token, []).append((asyncio.get_running_loop(), ended))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), timeout)
+        with self._lock:
+            waiting = self._waiting.get(token, [])
+            self._waiting[token] = [entry for entry in waiting if entry[1] is not ended]
+            if not self._waiting[token]:
+                del self._waiting[token]
             return self._running.get(token, 0)
 
 
@@ -381,8 +399,7 @@ def _run_on_worker(
 async def _stop_on_worker(token: str, timeout: float) -> int:
     """Stop run `token` in this worker; return its batches still running after `timeout` s.
 
-    Runs on the worker's event loop (by `client.run`), which must not block: the wait
-    runs in a thread of the loop's default executor.
+    Runs on the worker's event loop (by `client.run`), which must not block, nor start
+    a thread that outlives the call: it awaits the run's batches (`_WorkerRuns.stop`).
     """
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, _worker_runs.stop, token, timeout)
+    return await _worker_runs.stop(token, timeout)
