@@ -154,13 +154,16 @@ def test_make_install_without_a_compiler_stops_before_building(tmp_path: Path) -
 
 
 def build(tmp_path: Path, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m build ARGUMENTS --outdir tmp_path/dist` on the checkout, no isolation.
+    """Run `python -m build ARGUMENTS --outdir tmp_path/dist` on a copy of the checkout.
 
     Without build isolation the build uses this environment's setuptools and cffi, so it
-    needs no network; the sdist step writes its egg-info under src/, which git ignores.
+    needs no network. The copy leaves out what a build or a venv wrote, so that nothing
+    compiled before (a `build/` folder, an in-place extension) can stand in for a build.
     """
     pytest.importorskip("build", reason="the dev extra installs build")
-    where = ["--outdir", str(tmp_path / "dist"), str(ROOT)]
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=UNBUILT)
+    where = ["--outdir", str(tmp_path / "dist"), str(source)]
     return subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", *arguments, *where],
         env={**os.environ, **environment},
@@ -169,6 +172,22 @@ def build(tmp_path: Path, *arguments: str, **environment: str) -> subprocess.Com
         timeout=300,
         check=False,
     )
+
+
+UNBUILT = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+    "*.so",
+    "*.o",
+    "_native.c",
+    "results",
+)
 
 
 def wheel_of(tmp_path: Path) -> zipfile.ZipFile:
