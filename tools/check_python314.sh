@@ -21,7 +21,8 @@ root="$cache/debian-forky"
 venv="${PY314_VENV:-.venv-314}"
 checkout=$PWD
 packages=python3.14,python3.14-venv,python3.14-dev,gcc
-step_started=$SECONDS
+# The run goes on in a private mount namespace (below): the first step's time carries over.
+step_started=$((SECONDS - ${CHECK_314_STEP_SECONDS:-0}))
 
 step() {
     echo
@@ -54,7 +55,8 @@ if [ -z "${CHECK_314_IN_NAMESPACE:-}" ]; then
         chroot "$root" python3.14 -VV >"$root/.made-by-pipeline"
     fi
     exec 9>&-
-    exec unshare --mount --propagation private env CHECK_314_IN_NAMESPACE=1 bash "$0" "$@"
+    exec unshare --mount --propagation private \
+        env CHECK_314_IN_NAMESPACE=1 CHECK_314_STEP_SECONDS=$((SECONDS - step_started)) bash "$0" "$@"
 fi
 
 mount -t proc proc "$root/proc"
