@@ -4,7 +4,7 @@
 #
 # Debian ships CPython 3.14 as binary packages of its next release (forky). They need that
 # release's C library, newer than this machine's, so they run in a minimal forky root:
-# debootstrap makes it once (python3.14, its venv and headers, gcc) from the machine's own
+# debootstrap makes it once (python3.14, its venv, headers and tests, gcc) from the machine's own
 # Debian mirror, verified with its keyring, under the cache directory outside the clone,
 # so a second run reuses it. Each run enters it in a private mount namespace: the checkout
 # is bind-mounted at its own path, and the machine's CA certificates over the root's (pip
@@ -20,7 +20,9 @@ cache="${PIPELINE_FT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipeline-ft}"
 root="$cache/debian-forky"
 venv="${PY314_VENV:-.venv-314}"
 checkout=$PWD
-packages=python3.14,python3.14-venv,python3.14-dev,gcc
+# CPython's test package (its queue tests run against SafeQueue), make and git for the tests
+# of the Makefile; the root is made again when this list changes.
+packages=python3.14,python3.14-venv,python3.14-dev,libpython3.14-testsuite,gcc,make,git
 # The run goes on in a private mount namespace (below): the first step's time carries over.
 step_started=$((SECONDS - ${CHECK_314_STEP_SECONDS:-0}))
 
@@ -39,7 +41,7 @@ if [ -z "${CHECK_314_IN_NAMESPACE:-}" ]; then
     mkdir -p "$cache"
     exec 9>"$cache/.lock-debian-forky"
     flock 9
-    if [ ! -f "$root/.made-by-pipeline" ]; then
+    if [ "$(cat "$root/.made-by-pipeline" 2>/dev/null)" != "$packages" ]; then
         # shellcheck source=tools/debian_mirror.sh
         source tools/debian_mirror.sh
         echo "debootstrap forky from $mirror, verified with $keyring"
@@ -52,7 +54,7 @@ if [ -z "${CHECK_314_IN_NAMESPACE:-}" ]; then
             exit 1
         }
         mv "$root.partial" "$root"
-        chroot "$root" python3.14 -VV >"$root/.made-by-pipeline"
+        echo "$packages" >"$root/.made-by-pipeline"
     fi
     exec 9>&-
     exec unshare --mount --propagation private \
@@ -63,6 +65,12 @@ mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mkdir -p "$root$checkout"
 mount --bind "$checkout" "$root$checkout"
+# A worktree's git directory lies outside it: it is mounted at its own path too.
+git_dir=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+if [ -n "$git_dir" ] && [ "${git_dir#"$checkout"/}" = "$git_dir" ]; then
+    mkdir -p "$root$git_dir"
+    mount --bind "$git_dir" "$root$git_dir"
+fi
 mkdir -p "$root/etc/ssl/certs"
 mount --bind -o ro /etc/ssl/certs "$root/etc/ssl/certs"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
