@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo check check-ft check-release lint typecheck test sanitize bench clean
+.PHONY: install demo check check-ft check-314 check-release lint typecheck test sanitize bench clean
 
 install: $(INSTALLED)
 
@@ -38,6 +38,12 @@ test: install
 check-ft: install
 	PYTHON=$(BIN)/python bash tools/check_freethreaded.sh
 
+# make check's test suite on CPython 3.14 (Debian's python3.14, in a minimal forky root made
+# once and cached in ~/.cache/pipeline-ft), with the C stage; run by .ci/run. See
+# tools/check_python314.sh.
+check-314:
+	bash tools/check_python314.sh
+
 # What a user installs, installed as a user would: the sdist without a C compiler, the one
 # abi3 wheel on every CPython 3.11+ under pyenv; run by .ci/run. See tools/check_release.sh.
 check-release: install
@@ -52,4 +58,4 @@ bench: install
 	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-ft build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-ft .venv-314 build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis

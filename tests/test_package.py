@@ -225,7 +225,7 @@ SDIST_MUST_HOLD = [
     "launcher.py",
 ]
 SDIST_MUST_NOT_HOLD = re.compile(
-    r"(^|/)(\.venv|\.venv-ft|__pycache__|\.mypy_cache|\.ruff_cache|\.pytest_cache|build|dist"
+    r"(^|/)(\.venv|\.venv-ft|\.venv-314|__pycache__|\.mypy_cache|\.ruff_cache|\.pytest_cache|build|dist"
     r"|results)/|\.(so|o|pyc)$|src/pipeline/native/_native\.c$|\.git(/|$)"
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
@@ -40,7 +41,8 @@ def test_every_valid_row_is_loaded_once_and_every_invalid_one_rejected_with_its_
     assert result.rejected == len(generated.expected_rejects)
     assert result.loaded == ROWS - result.rejected
     assert result.reconciled
-    with sqlite3.connect(result.database) as connection:
+    # closing(): a connection used as a context manager commits but stays open.
+    with contextlib.closing(sqlite3.connect(result.database)) as connection:
         ids = [row[0] for row in connection.execute("SELECT order_id FROM orders")]
         totals = connection.execute("SELECT SUM(orders) FROM category_totals").fetchone()[0]
         countries = {row[0] for row in connection.execute("SELECT DISTINCT country FROM orders")}
