@@ -60,7 +60,12 @@ except ImportError as exc:
 
 from pipeline._checks import positive_int, seconds
 from pipeline.executors.errors import NotPicklable
-from pipeline.executors.executor import WINDOW_PER_WORKER, BatchFailure, ExecutorStage
+from pipeline.executors.executor import (
+    WINDOW_PER_WORKER,
+    BatchFailure,
+    ExecutorStage,
+    pickled_outputs,
+)
 from pipeline.executors.pickling import find_unpicklable
 from pipeline.stage import PipelineStage
 
@@ -385,15 +390,7 @@ def _run_on_worker(
                     raise BatchFailure.of(exc, index, outputs) from None
         finally:
             _worker_runs.leave(token)
-    try:
-        return pickle.dumps(outputs, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        found = None
-        for index, output in enumerate(outputs):
-            found = found or find_unpicklable(output, f"output {index} of the batch")
-        error = NotPicklable(f"stage {stage!r}: {found or exc}")
-        error.__cause__ = exc
-        raise BatchFailure.of(error, None) from None
+    return pickled_outputs(stage, outputs)
 
 
 async def _stop_on_worker(token: str, timeout: float) -> int:

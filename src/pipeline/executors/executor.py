@@ -52,6 +52,7 @@ __all__ = [
     "BatchFailure",
     "ExecutorStage",
     "default_window",
+    "pickled_outputs",
     "run_batch",
 ]
 
@@ -123,6 +124,23 @@ def run_batch(function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return map_items(function, items)
     except ItemFailed as failed:
         raise BatchFailure.of_item(failed) from None
+
+
+def pickled_outputs(stage: str, outputs: list[Any]) -> bytes:
+    """Return `outputs` pickled, in the worker; a `BatchFailure` names one that does not pickle.
+
+    Pickled there rather than by the executor, so that the output to blame is named
+    before anything is sent, and nothing the worker made can break the executor.
+    """
+    try:
+        return pickle.dumps(outputs, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        found = None
+        for index, output in enumerate(outputs):
+            found = found or find_unpicklable(output, f"output {index} of the batch")
+        error = NotPicklable(f"stage {stage!r}: {found or exc}")
+        error.__cause__ = exc
+        raise BatchFailure.of(error, None) from None
 
 
 def default_window(executor: Executor) -> int:

@@ -53,6 +53,7 @@ from pipeline.executors.executor import (
     STOP_TIMEOUT_SECONDS,
     BatchFailure,
     WindowedStage,
+    pickled_outputs,
 )
 from pipeline.executors.pickling import find_unpicklable
 from pipeline.stage import ItemFailed, PipelineStage
@@ -511,12 +512,4 @@ def _pickled_outputs(stage: PipelineStage[Any, Any], outputs: object, method: st
     if not isinstance(outputs, list):
         problem = f"{method}() must return a list, got {type(outputs).__name__}"
         raise BatchFailure.of(TypeError(f"{type(stage).__name__}.{problem}"), None)
-    try:
-        return pickle.dumps(outputs, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        found = None
-        for index, output in enumerate(outputs):
-            found = found or find_unpicklable(output, f"output {index} of the batch")
-        error = NotPicklable(f"stage {stage.name!r}: {found or exc}")
-        error.__cause__ = exc
-        raise BatchFailure.of(error, None) from None
+    return pickled_outputs(stage.name, outputs)
