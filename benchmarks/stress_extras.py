@@ -872,8 +872,14 @@ def consume(
         elif consumer == "close-anytime":
 
             def close_later() -> None:
-                if not done.wait(delay):
-                    pipeline.close()
+                if done.wait(delay):
+                    return
+                # close() stops the run in progress; a run that has not started yet is
+                # not stopped (and a stage that never ends would then hold it), so the
+                # closer waits for the run to start, bounded by the run's end.
+                while pipeline.stats() is None and not done.wait(0.001):
+                    pass
+                pipeline.close()
 
             helper = threading.Thread(target=close_later, name="stress-closer")
             helper.start()

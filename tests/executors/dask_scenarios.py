@@ -78,6 +78,8 @@ def transport_failures(client: Client) -> dict[str, Any]:
         ("unpicklable_item", remote_work.square, [threading.Lock()]),
         ("unpicklable_output", dask_work.a_lock, [1]),
         ("unprintable", dask_work.unprintable_on_three, list(range(6))),
+        ("broken_repr", dask_work.broken_repr_on_two, list(range(4))),
+        ("unpicklable_failure", dask_work.unpicklable_failure_on_two, list(range(4))),
         ("cancelled_elsewhere", dask_work.cancel_own_task, [1]),
     ]
     for key, function, items in cases:

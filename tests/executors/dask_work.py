@@ -57,6 +57,33 @@ def unprintable_on_three(item: int) -> int:
     return item
 
 
+class BrokenRepr(Exception):
+    """An exception whose `__repr__` raises (Dask's worker prints what it sends back)."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ is broken")
+
+
+def broken_repr_on_two(item: int) -> int:
+    if item == 2:
+        raise BrokenRepr("no 2")
+    return item
+
+
+class HoldsALock(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def unpicklable_failure_on_two(item: int) -> int:
+    if item == 2:
+        raise HoldsALock("no 2")
+    return item
+
+
 def payload_size(item: bytes) -> int:
     return len(item)
 

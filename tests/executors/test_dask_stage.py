@@ -88,6 +88,26 @@ def test_an_output_that_does_not_pickle_is_named(seen: dict[str, Any]) -> None:
     }
 
 
+def test_an_exception_whose_repr_raises_is_the_cause_not_dasks_error(
+    seen: dict[str, Any],
+) -> None:
+    assert seen["broken_repr"] == {
+        "message": "stage 'broken_repr_on_two' failed on item 2: BrokenRepr: no 2",
+        "cause": "BrokenRepr",
+        "original": "RemoteTraceback",
+    }
+
+
+def test_an_exception_that_cannot_be_pickled_comes_back_as_a_remote_error(
+    seen: dict[str, Any],
+) -> None:
+    assert seen["unpicklable_failure"]["cause"] == "RemoteError"
+    assert seen["unpicklable_failure"]["message"].startswith(
+        "stage 'unpicklable_failure_on_two' failed on item 2: RemoteError: HoldsALock: no 2 "
+        "(could not be sent back: TypeError: cannot pickle '_thread.lock' object)"
+    )
+
+
 def test_an_exception_whose_message_cannot_be_read_still_fails_the_run(
     seen: dict[str, Any],
 ) -> None:

@@ -379,6 +379,7 @@ def _run_on_worker(
     a `NotPicklable` naming the output that cannot be sent back.
     """
     outputs: list[Any] = []
+    failure: BatchFailure | None = None
     if _worker_runs.enter(token):
         try:
             for index, item in enumerate(items):
@@ -387,9 +388,14 @@ def _run_on_worker(
                 try:
                     outputs.append(function(item))
                 except BaseException as exc:
-                    raise BatchFailure.of(exc, index, outputs) from None
+                    failure = BatchFailure.of(exc, index, outputs)
+                    break
         finally:
             _worker_runs.leave(token)
+    if failure is not None:
+        # Raised here, outside the handler, so that the user's exception is not its
+        # context: Dask pickles a failure's whole chain, which need not pickle.
+        raise failure
     return pickled_outputs(stage, outputs)
 
 

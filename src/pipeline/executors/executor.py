@@ -101,6 +101,15 @@ class BatchFailure(Exception):
             error = RemoteError(f"{describe(error)} (could not be sent back: {describe(problem)})")
         return cls(error, index, text, outputs)
 
+    def __str__(self) -> str:
+        # Never the error's own repr(), which user code may break: the executor (Dask's
+        # worker, say) prints the failure it sends back.
+        where = "the batch" if self.index is None else f"item {self.index} of the batch"
+        return f"{describe(self.error)}, at {where}"
+
+    def __repr__(self) -> str:
+        return f"BatchFailure({self})"
+
     @classmethod
     def of_item(cls, failed: ItemFailed) -> BatchFailure:
         """Return the failure to send back for an `ItemFailed` raised by a batch loop."""
