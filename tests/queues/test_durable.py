@@ -861,3 +861,36 @@ def test_a_lapse_of_more_leases_than_sqlite_takes_variables_returns_them_all(
         assert queue.release_expired() == 2000
         assert len(queue.dead_letters(5000)) == 2000  # max_lapses=1
         assert queue.counts().ready == 1000
+
+
+class _CtrlCAfterBegin(sqlite3.Connection):
+    """A connection whose next `BEGIN IMMEDIATE` is followed by a Ctrl-C, once armed."""
+
+    armed = False
+
+    def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        cursor = super().execute(sql, *parameters)
+        if sql == "BEGIN IMMEDIATE" and _CtrlCAfterBegin.armed:
+            _CtrlCAfterBegin.armed = False
+            raise KeyboardInterrupt  # as a Ctrl-C right after the BEGIN returned
+        return cursor
+
+
+def test_a_ctrl_c_between_begin_and_commit_leaves_the_next_call_working(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect = sqlite3.connect
+
+    def connect_interrupting(*arguments: Any, **options: Any) -> sqlite3.Connection:
+        return connect(*arguments, **options, factory=_CtrlCAfterBegin)
+
+    monkeypatch.setattr(sqlite3, "connect", connect_interrupting)
+    with DurableQueue[int](path) as queue:
+        queue.put(1)
+        _CtrlCAfterBegin.armed = True
+        with pytest.raises(KeyboardInterrupt):
+            queue.put(2)
+        queue.put(3)  # the interrupted transaction was never committed: rolled back
+        taken = queue.get_many(10)
+        assert [leased.item for leased in taken] == [1, 3]
+        queue.ack_many(taken)

@@ -950,15 +950,25 @@ class DurableQueue(Generic[T]):
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self.connection()
+        held: _ThreadConnection = self._local.held
         with self._file_errors():
-            connection.execute("BEGIN IMMEDIATE")
+            if connection.in_transaction and not held.depth:
+                # A Ctrl-C between this thread's BEGIN and the block that ends it (two
+                # calls) left a transaction open that nothing of ours is in: none of it
+                # was committed, so it is rolled back, as it would have been.
+                connection.rollback()
+            held.depth += 1
             try:
-                yield connection
-            except BaseException:
-                if connection.in_transaction:
-                    connection.rollback()
-                raise
-            connection.execute("COMMIT")
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.rollback()
+                    raise
+                connection.execute("COMMIT")
+            finally:
+                held.depth -= 1
 
     @contextlib.contextmanager
     def _file_errors(self, *, opening: bool = False) -> Iterator[None]:
@@ -1129,11 +1139,12 @@ if hasattr(os, "register_at_fork"):
 class _ThreadConnection:
     """One thread's connection, held by the thread's `threading.local` entry only."""
 
-    __slots__ = ("__weakref__", "connection", "pid")
+    __slots__ = ("__weakref__", "connection", "depth", "pid")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
         self.pid = os.getpid()
+        self.depth = 0  # the transactions of this package open on it (nested: an error)
 
 
 # Connections a forked child inherited: never used there, and not closed there either
