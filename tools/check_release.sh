@@ -78,6 +78,8 @@ step "the abi3 wheel on every CPython 3.11+ under pyenv"
 found=0
 for interpreter in "$HOME"/.pyenv/versions/3.1[1-9].*/bin/python3; do
     [ -x "$interpreter" ] || continue
+    # Final releases with the GIL only: the stable ABI is not for free-threaded builds.
+    [[ "$(basename "$(dirname "$(dirname "$interpreter")")")" =~ ^3\.1[1-9]\.[0-9]+$ ]] || continue
     version=$("$interpreter" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
     venv="$scratch/venv-$version"
     "$interpreter" -m venv "$venv"

@@ -258,7 +258,8 @@ class Pipeline(Generic[In, Out]):
         A stop waits for calls already running to return: a stage's `process_batch`, and
         the source's `next()`, which runs in a thread of the run (so a source bound to
         its thread, such as a sqlite3 cursor, cannot be used). That thread then closes
-        the source, if it has a `close()`, before the stop returns. Stop a loop with
+        the source, if it has a `close()` (a file too: pass `(line for line in file)`
+        to keep one open), before the stop returns. Stop a loop with
         `with pipeline:` or `contextlib.closing(...)` rather than a bare `break` if a
         Ctrl-C during that wait must reach you: after a bare `break` the stop runs
         while the iterator is being collected, where Python can only print an exception.

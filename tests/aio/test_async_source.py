@@ -112,3 +112,32 @@ def test_a_run_stopped_by_ctrl_c_has_closed_its_async_source() -> None:
             presser.join(WAIT)
     assert pressed.is_set()
     assert source.closed_once_on_its_loop()
+
+
+def test_a_ctrl_c_while_iterate_async_waits_is_a_keyboard_interrupt_and_closes_the_source() -> None:
+    closed: list[bool] = []
+    waiting = threading.Event()
+
+    async def waits_for_ever() -> AsyncIterator[int]:
+        try:
+            yield 1
+            waiting.set()
+            await asyncio.Event().wait()
+        finally:
+            closed.append(True)
+
+    def press_once_waiting() -> None:
+        if waiting.wait(WAIT):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    pressed = threading.Event()
+    presser = threading.Thread(target=press_once_waiting, name="presser")
+    with sigint_setting(pressed):
+        presser.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                for _ in iterate_async(waits_for_ever()):
+                    pass
+        finally:
+            presser.join(WAIT)
+    assert closed == [True]

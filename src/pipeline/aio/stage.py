@@ -496,6 +496,12 @@ def _iterate(source: AsyncIterable[T]) -> Iterator[T]:
     finally:
         close = getattr(iterator, "aclose", None)
         try:
+            # A wait cut short (a Ctrl-C in the thread that runs this, stopping its loop)
+            # is cancelled first: an async generator cannot be closed while it runs.
+            for pending in steps:
+                if not pending.done():
+                    pending.cancel()
+                    loop.run_until_complete(asyncio.gather(pending, return_exceptions=True))
             if watcher is not None:
                 watcher.cancel()
                 loop.run_until_complete(asyncio.gather(watcher, return_exceptions=True))

@@ -280,7 +280,8 @@ def local_cluster(
         settings["preload"] = [__name__]  # runs dask_setup() in each worker process
     else:
         settings["protocol"] = "tcp://"
-    preload = list(options.pop("preload", []))
+    given = options.pop("preload", [])
+    preload = [given] if isinstance(given, str) else list(given)  # Dask takes one name too
     settings.update(options)
     settings["preload"] = settings.get("preload", []) + preload
     with dask.config.set({"distributed.admin.low-level-log-length": MESSAGE_LOG_LENGTH}):

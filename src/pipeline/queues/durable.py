@@ -662,11 +662,20 @@ class DurableQueue(Generic[T]):
         connection.execute("DELETE FROM items WHERE id = ?", (leased.id,))
 
     def _check_held(self, connection: sqlite3.Connection, leased: Leased[Any]) -> None:
+        """Raise `LeaseLost` unless `leased` is held, or lapsed with nobody holding it since.
+
+        As for a late ack: the outcome of work that was done stands while no other
+        consumer has taken the item.
+        """
         owned = connection.execute(
-            "SELECT 1 FROM items WHERE id = ? AND lease_id = ?", (leased.id, leased.lease_id)
+            "SELECT 1 FROM items WHERE id = ? AND lease_id IN (?, ?)",
+            (leased.id, leased.lease_id, _LAPSED + leased.lease_id),
         ).fetchone()
         if owned is None:
-            raise LeaseLost(f"item {leased.id}: lease {leased.lease_id} is no longer held")
+            raise LeaseLost(
+                f"item {leased.id} of queue {self.name!r} in {str(self.path)!r}: lease "
+                f"{leased.lease_id} expired and the item went to another consumer"
+            )
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until this object commits a change or shuts down, or `timeout` seconds pass.
