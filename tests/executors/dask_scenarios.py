@@ -56,7 +56,12 @@ def main(folder: str) -> dict[str, Any]:
         attempts = sorted(path.name for path in Path(folder).glob("attempt-*"))
         seen["attempt_pids"] = [int(name.split("-")[2]) for name in attempts]
         worker_pids += sorted(client.run(os.getpid).values())
-    # Dask keeps a thread of its own for good: its offload pool, a module global.
+    # Dask keeps a thread of its own for good: its offload pool, a module global. Its
+    # threads that watch a worker process end once they see it gone: a moment after the
+    # cluster closes, on a loaded machine, so they are given a few seconds to.
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.name.startswith("Dask-Offload"):
+            thread.join(5)
     threads = [thread.name for thread in threading.enumerate()]
     seen["threads_left"] = [name for name in threads if not name.startswith("Dask-Offload")]
     seen["workers_left"] = [pid for pid in worker_pids if alive(pid)]
