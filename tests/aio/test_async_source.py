@@ -116,28 +116,20 @@ def test_a_run_stopped_by_ctrl_c_has_closed_its_async_source() -> None:
 
 def test_a_ctrl_c_while_iterate_async_waits_is_a_keyboard_interrupt_and_closes_the_source() -> None:
     closed: list[bool] = []
-    waiting = threading.Event()
 
     async def waits_for_ever() -> AsyncIterator[int]:
         try:
             yield 1
-            waiting.set()
+            # The press comes once this wait has begun: the loop runs the callback next,
+            # and its KeyboardInterrupt leaves the wait for the next item pending.
+            asyncio.get_running_loop().call_soon(signal.raise_signal, signal.SIGINT)
             await asyncio.Event().wait()
         finally:
             closed.append(True)
 
-    def press_once_waiting() -> None:
-        if waiting.wait(WAIT):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
     pressed = threading.Event()
-    presser = threading.Thread(target=press_once_waiting, name="presser")
-    with sigint_setting(pressed):
-        presser.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                for _ in iterate_async(waits_for_ever()):
-                    pass
-        finally:
-            presser.join(WAIT)
+    with sigint_setting(pressed), pytest.raises(KeyboardInterrupt):
+        for _ in iterate_async(waits_for_ever()):
+            pass
+    assert pressed.is_set()
     assert closed == [True]
