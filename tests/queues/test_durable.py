@@ -781,7 +781,9 @@ def test_a_late_nack_counts_while_nobody_else_took_the_item(path: Path) -> None:
 
 
 FORKED_WHILE_LOCKED = """
-import os, signal, sys, threading
+import os, signal, sys, threading, warnings
+# Forking beside another thread is the point here (Python 3.12+ warns of it).
+warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
 sys.path.insert(0, {src!r})
 from pipeline.queues.durable import DurableQueue
 queue = DurableQueue({path!r})

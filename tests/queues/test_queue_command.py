@@ -176,6 +176,7 @@ import os, sys
 sys.path.insert(0, {src!r})
 from pipeline.cli import build_parser, main
 import pipeline.queues.command, pipeline.queues.durable
+import urllib.parse  # Path.as_uri() imports it on first use (3.13), from where nobody may read
 build_parser().parse_args(["queue", {path!r}, "status"])  # imports all before giving up root
 if os.geteuid() == 0:  # root may write anything: look as nobody
     os.setgid(65534)
