@@ -75,6 +75,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import select
 import selectors
 import shutil
@@ -1571,7 +1572,11 @@ def open_files() -> dict[int, str]:
     found = {}
     for entry in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):
-            found[int(entry)] = os.readlink(f"/proc/self/fd/{entry}")
+            target = os.readlink(f"/proc/self/fd/{entry}")
+            # A shared library the dynamic loader holds open while another thread loads
+            # it (Dask's threads import ctypes lazily on 3.14) is not a file of the run.
+            if not re.search(r"\.so(\.\d+)*$", target):
+                found[int(entry)] = target
     return found
 
 
