@@ -132,7 +132,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         )
         # _lock guards _runner (the run's event loop and its thread, started by the first
         # worker thread to arrive), _opened (open() returned), _left (worker threads done
-        # with the run) and _open_failed; the last to leave stops the loop and resets.
+        # with the run) and _open_error; the last to leave stops the loop and resets.
         # _stop is the run's stop event, read from any thread (a private one outside a
         # pipeline). _tasks (the batch tasks running, and open()) and _cancelled (the
         # stop's one cancellation of them has been done) are touched only on the loop.
@@ -140,7 +140,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         self._runner: LoopThread | None = None
         self._opened = False
         self._left = 0
-        self._open_failed = False
+        self._open_error: BaseException | None = None
         self._stop = threading.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancelled = False
@@ -169,16 +169,19 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         with self._lock:
             if self._runner is not None:
                 return
-            if not self._open_failed:
+            if self._open_error is None:
                 try:
                     self._start()
                     return
-                except BaseException:
-                    self._open_failed = True
+                except BaseException as exc:
+                    self._open_error = exc
                     self._leave()
                     raise
+            failed = self._open_error
             self._leave()
-        raise PipelineError(f"stage {self.name!r}: the event loop did not start")
+        # The other workers fail with the same error, so that whichever of them reports
+        # first, the run's failure is what `open()` (or the loop's start) raised.
+        raise failed
 
     def teardown(self) -> None:
         """Run `close()` and stop the loop if this is the last worker thread out.
@@ -408,7 +411,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             return None
         runner, self._runner = self._runner, None
         self._left = 0
-        self._open_failed = False
+        self._open_error = None
         return runner
 
 
