@@ -152,14 +152,14 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         self.stop_timeout = seconds("stop_timeout", stop_timeout)
         # _lock guards _pool (the run's processes, started by the first worker thread
         # to arrive), _left (worker threads done with the run: torn down, or failed to
-        # set up), _flushed (worker threads at the end of the stream), _setup_failed and
+        # set up), _flushed (worker threads at the end of the stream), _setup_error and
         # _killed (the processes were killed after a stop). The last to leave shuts
         # the pool down and resets them.
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._left = 0
         self._flushed = 0
-        self._setup_failed = False
+        self._setup_error: BaseException | None = None
         self._killed = False
 
     def setup(self) -> None:
@@ -174,16 +174,19 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         with self._lock:
             if self._pool is not None:
                 return
-            if not self._setup_failed:
+            if self._setup_error is None:
                 try:
                     self._pool = self._start()
                     return
-                except BaseException:
-                    self._setup_failed = True
+                except BaseException as exc:
+                    self._setup_error = exc
                     self._leave()
                     raise
+            failed = self._setup_error
             self._leave()
-        raise PipelineError(f"stage {self.name!r}: the worker processes did not start")
+        # The other workers fail with the same error, so that whichever of them reports
+        # first, the run's failure is what starting the processes raised.
+        raise failed
 
     def flush(self) -> list[Out]:
         """Flush the stage in every process, if this is the last worker thread at the end."""
@@ -258,7 +261,7 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         pool, self._pool = self._pool, None
         self._left = 0
         self._flushed = 0
-        self._setup_failed = False
+        self._setup_error = None
         self._killed = False
         return pool
 
