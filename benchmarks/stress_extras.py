@@ -1573,9 +1573,9 @@ def open_files() -> dict[int, str]:
     for entry in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):
             target = os.readlink(f"/proc/self/fd/{entry}")
-            # A shared library the dynamic loader holds open while another thread loads
-            # it (Dask's threads import ctypes lazily on 3.14) is not a file of the run.
-            if not re.search(r"\.so(\.\d+)*$", target):
+            # A module or shared library that another thread is importing at that moment
+            # (Dask's threads import lazily on 3.14) is the import system's, not the run's.
+            if not re.search(r"\.(py|pyc|so(\.\d+)*)$", target):
                 found[int(entry)] = target
     return found
 
