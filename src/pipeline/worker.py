@@ -309,18 +309,17 @@ class StageRun:
                 self._fail(number, outputs, failure)
                 return
             # Counted before the hand-off: downstream owns the list from then on (a
-            # consumer may take it uncopied and extend it with the next batch).
-            produced = len(outputs)
+            # consumer may take it uncopied and extend it with the next batch), and a
+            # stage may hand its input list on as its outputs.
+            took, produced = len(items), len(outputs)
             if not self._emit(number, outputs, None):
                 return
             handed_on = clock()
-            self._record(
-                worker, counters, len(items), produced, waited_from, started, finished, handed_on
-            )
+            self._record(worker, counters, took, produced, waited_from, started, finished, handed_on)
             if batcher is None:
-                size = next_batch_size(size, len(items), finished - started, self.max_batch)
-            elif items:
-                batcher.record_batch(len(items), finished - started)
+                size = next_batch_size(size, took, finished - started, self.max_batch)
+            elif took:
+                batcher.record_batch(took, finished - started)
 
     def _flush(self, worker: int, counters: WorkerCounters) -> None:
         """Emit what the stage's `flush()` returns, once its input has really ended.

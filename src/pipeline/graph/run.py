@@ -253,8 +253,8 @@ class _Inlet:
         *,
         copy: bool = True,
     ) -> None:
-        for index, queue in enumerate(self.queues):
-            put_all(queue, items if index == 0 else list(items))
+        for queue, share in zip(self.queues, _shares(items, len(self.queues)), strict=True):
+            put_all(queue, share)
 
     def get_many(
         self, max_items: int, block: bool = True, timeout: float | None = None
@@ -345,8 +345,8 @@ class _FanOut:
                 self._next_number += len(outputs)
             outputs = [(sequence, copies, value) for sequence, value in enumerate(outputs, first)]
         if self.broadcast:
-            for index, edge in enumerate(self.edges):
-                edge.put(outputs if index == 0 else list(outputs))
+            for edge, share in zip(self.edges, _shares(outputs, len(self.edges)), strict=True):
+                edge.put(share)
             return
         if self.partition is not None:
             shares = self._partition(outputs, self.partition)
@@ -613,6 +613,16 @@ class _GraphRun(_Run):
 
 
 _RESULTS = "the results queue"
+
+
+def _shares(items: list[Any], count: int) -> list[list[Any]]:
+    """Return `items` and `count - 1` copies of it, all made before any is handed over.
+
+    A queue owns the list it is given (`SafeQueue` hands chunks on uncopied, and the
+    consumer that takes one may extend it with the next), so a copy taken after the
+    first hand-over could copy that consumer's next items too.
+    """
+    return [items, *(list(items) for _ in range(count - 1))]
 
 
 def _with_own_joins(plan: Plan) -> Plan:
