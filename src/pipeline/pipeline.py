@@ -328,12 +328,17 @@ class Pipeline(Generic[In, Out]):
         With `holding_ctrl_c` (for `run`, whose caller runs no code between batches), a
         Ctrl-C asks the supervisor to stop the run and is raised once it has ended.
         """
-        run = self._new_run(source)
-        if not holding_ctrl_c:
-            yield from self._run_batches(run, None)
-            return
-        with ctrl_c_held(on_press=run.request_stop) as presses:
-            yield from self._run_batches(run, presses)
+        run: _Run | None = None
+        try:
+            run = self._new_run(source)
+            if not holding_ctrl_c:
+                yield from self._run_batches(run, None)
+                return
+            with ctrl_c_held(on_press=run.request_stop) as presses:
+                yield from self._run_batches(run, presses)
+        finally:
+            if run is None or not run.source_thread_started:
+                _close_unread(source)
 
     def _run_batches(self, run: _Run, presses: Presses | None) -> Generator[list[Out]]:
         """The body of `_batches`; `presses` are those of the hold around it, if any.
@@ -526,10 +531,8 @@ class _Run:
         self.at_position = False
         self.queues, self.stage_runs = self._wire(pipeline)
         self.results = self.queues[-1]
-        self.threads = [
-            self._thread(self._supervise, "pipeline-supervisor"),
-            self._thread(self._feed, "pipeline-source"),
-        ]
+        self.source_thread = self._thread(self._feed, "pipeline-source")
+        self.threads = [self._thread(self._supervise, "pipeline-supervisor"), self.source_thread]
         for stage_run in self.stage_runs:
             for worker in range(stage_run.stage.workers):
                 name = f"pipeline-{stage_run.name}-{worker}"
@@ -586,6 +589,11 @@ class _Run:
             for thread in self.threads:
                 self._starting.append(thread)
                 thread.start()
+
+    @property
+    def source_thread_started(self) -> bool:
+        """Whether the thread that reads (and then closes) the source was started."""
+        return self.source_thread.ident is not None
 
     def owns_current_thread(self) -> bool:
         """Return whether the calling thread is one of this run's, or a helper acting for it."""
@@ -792,6 +800,21 @@ class _Run:
         except BaseException as exc:
             return StageError.caused_by(exc, "source", "source")
         return None
+
+
+def _close_unread(source: Iterator[Any]) -> None:
+    """Close a source no thread of a run read (the run ended before it started one).
+
+    The call is already ending with an exception (a Ctrl-C or a failure while the run
+    was wired or started), so a `close()` that fails too is logged, not raised over it.
+    """
+    close = getattr(source, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except BaseException:
+        logger.warning("closing the source of a run that never started failed", exc_info=True)
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:

@@ -315,7 +315,9 @@ class StageRun:
             if not self._emit(number, outputs, None):
                 return
             handed_on = clock()
-            self._record(worker, counters, took, produced, waited_from, started, finished, handed_on)
+            self._record(
+                worker, counters, took, produced, waited_from, started, finished, handed_on
+            )
             if batcher is None:
                 size = next_batch_size(size, took, finished - started, self.max_batch)
             elif took:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 import pytest
 from support import WAIT, Boom, sigint_setting
 
 from pipeline import FunctionStage, Pipeline, PipelineClosed, StageError
 from pipeline.graph import Graph
+from pipeline.safequeue import SafeQueue
 
 
 class Source:
@@ -181,3 +183,36 @@ def test_a_source_whose_close_raises_fails_the_run_as_the_sources_failure() -> N
 
 def test_a_list_source_needs_no_closing() -> None:
     assert doubling().run([1, 2, 3]) == [2, 4, 6]
+
+
+class CtrlCWhileWiring:
+    """A queue factory pressed by Ctrl-C (or failing) while the run is being wired."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, name: str, size: int) -> SafeQueue[Any]:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), Boom("no queue today")])
+@pytest.mark.parametrize("kind", ["chain", "graph"])
+def test_a_run_ended_before_its_source_thread_started_has_closed_its_source(
+    kind: str, error: BaseException
+) -> None:
+    factory = CtrlCWhileWiring(error)
+    pipeline: Pipeline[int, int]
+    if kind == "chain":
+        pipeline = Pipeline([FunctionStage(lambda x: x * 2, name="double")], queue_factory=factory)
+    else:
+        pipeline = (
+            Graph().add(FunctionStage(lambda x: x * 2, name="double")).build(queue_factory=factory)
+        )
+    source = ClosingIterator(5)
+    with pytest.raises(type(error)):
+        pipeline.run(source)
+    assert source.closes == [threading.current_thread().name]
+    stream = ClosingIterator(5)
+    with pytest.raises(type(error)):
+        next(pipeline.stream(stream))
+    assert stream.closes == [threading.current_thread().name]

@@ -475,7 +475,7 @@ class _GraphRun(_Run):
         # For the watchdog's message: each thread's role, and what it does when it is
         # not waiting on a queue.
         self.roles: dict[threading.Thread, tuple[str, str]] = {
-            self.threads[1]: ("the source", "is inside the source's next()")
+            self.source_thread: ("the source", "is inside the source's next()")
         }
         workers = iter(self.threads[2:])
         for stage_run in self.stage_runs:
