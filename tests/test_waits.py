@@ -70,10 +70,6 @@ BOUNDED: dict[tuple[str, str, str], str] = {
         "a loop re-checking _stopping and the readings asked for; notified by every "
         "request and by stop()"
     ),
-    ("queues/resumable.py", "run_resumable", "source.get_many(batch_size, block=wait)"): (
-        "with wait=True the run waits for input until the source is shut down, as "
-        "documented; the get looks for other processes' puts every poll_interval"
-    ),
     ("queues/tasks.py", "TaskWorkers._work", "self.queue.get_many(1)"): (
         "close() shuts the queue down immediately, which wakes the get with ShutDown"
     ),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import sigint_setting
 
 from pipeline import Pipeline, PipelineStage, StageError
 from pipeline.queues.durable import DurableQueue
@@ -276,3 +277,62 @@ def test_a_bad_source_sink_or_callback_is_refused_before_anything_is_leased(
         with pytest.raises(TypeError, match="on_commit must be callable or None, got int"):
             run_resumable(pipeline, source, print, on_commit=1)  # type: ignore[arg-type]
         assert source.counts().ready == 2  # nothing leased, nothing run
+
+
+class PressedAfterClaims(DurableQueue[int]):
+    """A source whose user presses Ctrl-C just as a claim returns (a real SIGINT)."""
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> Any:
+        leased = super().get_many(max_items, block, timeout)
+        signal.raise_signal(signal.SIGINT)
+        return leased
+
+
+class PressedWhileReleasing(DurableQueue[int]):
+    """A source whose user presses Ctrl-C again while a stopped batch is given back."""
+
+    def release(self, leased: Any) -> None:
+        signal.raise_signal(signal.SIGINT)
+        super().release(leased)
+
+
+class PressedWhileNacking(DurableQueue[int]):
+    """A source whose user presses Ctrl-C while a failed batch is nacked."""
+
+    def nack(self, leased: Any, error: str = "nacked", *, delay: float = 0.0) -> None:
+        signal.raise_signal(signal.SIGINT)
+        super().nack(leased, error, delay=delay)
+
+
+def failing(n: int) -> int:
+    raise ValueError(f"cannot take {n}")
+
+
+@pytest.mark.parametrize(
+    ("kind", "function"),
+    [(PressedAfterClaims, twice), (PressedWhileReleasing, twice), (PressedWhileNacking, failing)],
+)
+def test_a_ctrl_c_at_any_step_leaves_no_item_leased(
+    tmp_path: Path, kind: type[DurableQueue[int]], function: Any
+) -> None:
+    pressed = threading.Event()
+    with sigint_setting(pressed), kind(tmp_path / "run.db", "in") as source:
+        source.put_many(list(range(10)))
+        if kind is PressedWhileReleasing:  # the first press stops the run in the stage
+            function = pressing_once(function)
+        with pytest.raises(KeyboardInterrupt):
+            run_resumable(Pipeline(FunctionStage(function)), source, lambda _: None)
+        counts = source.counts()
+    assert pressed.is_set()
+    assert (counts.ready, counts.leased) == (10, 0)
+    if kind is PressedWhileNacking:  # the batch failed: each item's failure is counted
+        with DurableQueue[int](tmp_path / "run.db", "in") as again:
+            assert {item.attempts for item in again.get_many(10)} == {2}
+
+
+def pressing_once(function: Any) -> Any:
+    def press_then_run(n: int) -> Any:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        return function(n)
+
+    return press_then_run

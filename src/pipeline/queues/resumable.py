@@ -33,9 +33,10 @@ from queue import Empty
 from typing import Any, TypeVar
 
 from pipeline._checks import positive_int
+from pipeline._interrupts import ctrl_c_held
 from pipeline.errors import ShutDown, StageError, describe
 from pipeline.pipeline import Pipeline
-from pipeline.queues.durable import DurableQueue
+from pipeline.queues.durable import DurableQueue, Leased
 from pipeline.queues.errors import CodecError, LeaseLost
 
 __all__ = ["ResumableRun", "run_resumable"]
@@ -100,10 +101,22 @@ def run_resumable(
     same_file = isinstance(sink, DurableQueue) and _same_file(source, sink)
     batches = items_in = items_out = 0
     while True:
+        batch: list[Leased[In]] = []
         try:
-            batch = source.get_many(batch_size, block=wait)
-        except (Empty, ShutDown):
+            # Held, so that a Ctrl-C during the claim is raised here, with the batch in
+            # hand to give back, and not between the commit of its leases and the return.
+            with ctrl_c_held():
+                batch = source.get_many(batch_size, block=False)
+        except Empty:
+            if not wait:
+                break
+            source.wait_for_change(source.poll_interval)
+            continue
+        except ShutDown:
             break
+        except BaseException:
+            _give_back(source, batch)
+            raise
         try:
             outputs = pipeline.run([leased.item for leased in batch])
             if isinstance(sink, DurableQueue):
@@ -118,28 +131,11 @@ def run_resumable(
                 sink(outputs)
                 source.ack_many(batch)
         except (StageError, CodecError) as exc:
-            lapsed = 0
-            for leased in batch:
-                try:
-                    source.nack(leased, describe(exc))
-                except LeaseLost:  # the lease lapsed while the batch ran: it is back already
-                    lapsed += 1
-            if lapsed:
-                logger.warning(
-                    "%d of the failed batch's %d leases had lapsed; those items were back already",
-                    lapsed,
-                    len(batch),
-                )
+            with ctrl_c_held():  # every lease is given back, even if Ctrl-C comes meanwhile
+                _fail(source, batch, describe(exc))
             raise
         except BaseException:
-            # Not the items' fault (Ctrl-C, a lost lease, a sink error): give them back
-            # uncounted. If even that fails, the leases lapse on their own.
-            try:
-                source.release(batch)
-            except Exception:
-                logger.exception(
-                    "could not release %d leased items; they return on expiry", len(batch)
-                )
+            _give_back(source, batch)
             raise
         batches += 1
         items_in += len(batch)
@@ -148,6 +144,37 @@ def run_resumable(
             on_commit(ResumableRun(batches, items_in, items_out, exactly_once=same_file))
     logger.info("resumable run: %d batches, %d in, %d out", batches, items_in, items_out)
     return ResumableRun(batches, items_in, items_out, exactly_once=same_file)
+
+
+def _fail(source: DurableQueue[Any], batch: list[Leased[Any]], error: str) -> None:
+    """Nack every item of a failed batch: it comes back, or goes dead after `max_attempts`."""
+    lapsed = 0
+    for leased in batch:
+        try:
+            source.nack(leased, error)
+        except LeaseLost:  # the lease lapsed while the batch ran: it is back already
+            lapsed += 1
+    if lapsed:
+        logger.warning(
+            "%d of the failed batch's %d leases had lapsed; those items were back already",
+            lapsed,
+            len(batch),
+        )
+
+
+def _give_back(source: DurableQueue[Any], batch: list[Leased[Any]]) -> None:
+    """Release a batch stopped by no fault of its items (Ctrl-C, a lost lease, a sink error).
+
+    Uncounted, and held against a second Ctrl-C. If even that fails, the leases lapse
+    on their own.
+    """
+    if not batch:
+        return
+    try:
+        with ctrl_c_held():
+            source.release(batch)
+    except Exception:
+        logger.exception("could not release %d leased items; they return on expiry", len(batch))
 
 
 def _same_file(source: DurableQueue[Any], sink: DurableQueue[Any]) -> bool:
