@@ -698,14 +698,18 @@ def run_chain(steps: list[Step], value: int) -> int | str | tuple[str, str]:
     return value
 
 
+def stage_failures(links: list[Link]) -> list[tuple[str, str]]:
+    """The (stage, fault) failures of stages that fail on no item: in open(), setup(), close()."""
+    failures = []
+    for link in links:
+        if link.stage_fault:
+            failures.append((link.step.name, link.stage_fault.split(":")[-1]))
+    return failures
+
+
 def expect_chain(links: list[Link], items: int, source_fails_at: int | None) -> Expected:
     expected = Expected()
-    for link in links:
-        if link.stage_fault and link.stage_fault.startswith(("open:", "setup-die")):
-            fault = link.stage_fault.split(":")[-1]
-            expected.run_failures.append((link.step.name, fault))
-        elif link.stage_fault and link.stage_fault.startswith("close:"):
-            expected.run_failures.append((link.step.name, link.stage_fault.split(":")[1]))
+    expected.run_failures.extend(stage_failures(links))
     steps = [link.step for link in links]
     for index in range(items if source_fails_at is None else min(items, source_fails_at)):
         outcome = run_chain(steps, index)
@@ -1175,6 +1179,8 @@ def fuzz_graph(rng: random.Random, env: Env, folder: Path) -> Result:
     if tail is not None:
         graph.add(tail.stage, after="join")
     expected = Expected()
+    every_link = [split, *(link for branch in branches for link in branch)]
+    expected.run_failures.extend(stage_failures(every_link + ([tail] if tail else [])))
     for index in range(items):
         value = split.step.reference(index)
         failure: tuple[str, str] | None = None
