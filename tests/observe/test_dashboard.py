@@ -85,11 +85,10 @@ def test_it_serves_metrics_stats_and_the_page_over_a_socket() -> None:
 def test_stats_follow_a_run_in_progress() -> None:
     pipeline = Pipeline(FunctionStage[int, int](lambda item: item, name="copy"), batch_size=1)
     with Dashboard(pipeline) as dashboard:
-        assert json.loads(fetch(dashboard.url + "stats")[2]) == {
-            "pipeline": "pipeline",
-            "stats": None,
-            "panels": {},
-        }
+        before = json.loads(fetch(dashboard.url + "stats")[2])
+        assert (before["pipeline"], before["panels"]) == ("pipeline", {})
+        assert (before["stats"]["running"], before["stats"]["elapsed_seconds"]) == (False, 0.0)
+        assert before["stats"]["stages"][0]["items_in"] == 0
         with pipeline:  # leaving the block stops the run, even if an assert fails
             outputs = pipeline.stream(range(ITEMS))
             next(outputs)  # the run is going, and waits for this consumer
