@@ -882,7 +882,7 @@ def consume(
                 # close() stops the run in progress; a run that has not started yet is
                 # not stopped (and a stage that never ends would then hold it), so the
                 # closer waits for the run to start, bounded by the run's end.
-                while pipeline.stats() is None and not done.wait(0.001):
+                while not pipeline.stats().running and not done.wait(0.001):
                     pass
                 pipeline.close()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import traceback
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
+from pipeline import Pipeline, PipelineStage, StageError
+from pipeline.stages import FunctionStage
 
 RECORDS = ["ada,36", "alan,41", "grace,eighty-five", "edsger,72"]
 

@@ -16,9 +16,10 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline.observe.plot import TimelineRecorder, plot_timeline
 from pipeline.observe.report import format_report
+from pipeline.stages import FunctionStage
 
 ITEMS = 480
 SLOW_START = 120  # items the source produces slowly before speeding up
@@ -52,9 +53,7 @@ def main(argv: list[str]) -> int:
     pipeline = Pipeline(parse >> enrich >> write, queue_size=48, batch_size=8, observer=recorder)
     with recorder.recording(pipeline):
         pipeline.run(source())
-    stats = pipeline.stats()
-    assert stats is not None
-    print(format_report(stats))
+    print(format_report(pipeline.stats()))
     plot_timeline(
         recorder.events, recorder.samples, path, title="a slow source, then a slow enrich stage"
     )

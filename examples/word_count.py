@@ -14,7 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from pipeline import FlatMapStage, Pipeline, PredicateStage
+from pipeline import FlatMapStage, Pipeline
+from pipeline.stages import PredicateStage
 
 TEXT = """\
 A pipeline is a chain of stages. Each stage runs in its own threads,

@@ -1,7 +1,9 @@
 """Run every ```python block of the README and the docs chapters, each in a fresh namespace.
 
 A block fails the test if it raises (the blocks check their claims with `assert`),
-prints nothing, or leaves a thread behind (the conftest fixture). A block guarded by
+prints nothing, or leaves a thread behind (the conftest fixture); and every block must
+pass `mypy --strict`, as a user's code checked by it would (one mypy run over them all,
+each block a module of its own). A block guarded by
 `if __name__ == "__main__":` is a whole script (it starts processes, which pickle its
 functions by name) and runs as one, in a fresh interpreter. Line numbers in a
 traceback are the line numbers in the Markdown file. How long a block takes is not
@@ -34,6 +36,10 @@ SCRIPT_GUARD = 'if __name__ == "__main__":'
 FENCE = re.compile(r"^```(\S*)\s*$")
 
 
+TYPECHECK_TIMEOUT = 300  # seconds; mypy with a cold cache checks the whole package first
+MYPY_ERROR = re.compile(r"^(?P<module>[^:]+)\.py:(?P<line>\d+): error: (?P<message>.*)$")
+
+
 class CodeBlock(NamedTuple):
     path: Path
     line: int  # the line number of the block's first line of code
@@ -42,6 +48,11 @@ class CodeBlock(NamedTuple):
     @property
     def name(self) -> str:
         return f"{self.path.name}:{self.line}"
+
+    @property
+    def module(self) -> str:
+        """A module name for the block, unique among the documents' blocks."""
+        return f"{self.path.stem.replace('-', '_')}_{self.line}"
 
 
 def python_blocks(path: Path) -> list[CodeBlock]:
@@ -103,3 +114,35 @@ def test_code_block_runs(
     code = compile(padded, str(block.path), "exec")
     exec(code, {"__name__": "__main__"})
     assert capsys.readouterr().out, f"{block.name} should show its reader something"
+
+
+def test_every_code_block_passes_mypy_strict(tmp_path: Path) -> None:
+    # Each block is written padded, so that mypy's line numbers are the document's.
+    modules = {}
+    for block in BLOCKS:
+        path = tmp_path / f"{block.module}.py"
+        path.write_text("\n" * (block.line - 1) + block.source, encoding="utf-8")
+        modules[block.module] = block
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            "pyproject.toml",
+            *map(str, sorted(tmp_path.glob("*.py"))),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TYPECHECK_TIMEOUT,
+        check=False,
+    )
+    errors = []
+    for line in result.stdout.splitlines():
+        error = MYPY_ERROR.match(line)
+        if error:
+            block = modules[Path(error["module"]).name]
+            errors.append(f"{block.path.name}:{error['line']}: {error['message']}")
+    assert errors == [], "\n".join(errors)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -45,7 +45,7 @@ from pipeline.batching import next_batch_size
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.safequeue import LinkQueue, SafeQueue
 from pipeline.stage import PipelineStage, StageChain
-from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics
+from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics, WorkerCounters
 from pipeline.worker import (
     END_OF_STREAM,
     StageRun,
@@ -271,16 +271,36 @@ class Pipeline(Generic[In, Out]):
         """
         return self._items(self._batches(iter(source)))
 
-    def stats(self) -> PipelineStatistics | None:
-        """Return a snapshot of the run in progress, or of the last run; None before any run.
+    def stats(self) -> PipelineStatistics:
+        """Return a snapshot of the run in progress, or of the last run; zeros before any run.
 
-        Safe to call from any thread at any time; the figures are summed from counters
-        the workers update once per batch, without a lock, so a snapshot taken during a
-        run may be one batch behind.
+        Before the first run every stage is there with zero counts, `running` False and
+        `elapsed_seconds` 0, so code reading the statistics (a report, a monitor started
+        before the run) needs no case for "no run yet". Safe to call from any thread at
+        any time; the figures are summed from counters the workers update once per
+        batch, without a lock, so a snapshot taken during a run may be one batch behind.
         """
         with self._lock:
             run = self._latest
-        return None if run is None else run.statistics()
+        return self._before_any_run() if run is None else run.statistics()
+
+    def _before_any_run(self) -> PipelineStatistics:
+        """Return the statistics of a run that has not started: every stage at zero."""
+        stages = tuple(
+            StageStatistics.from_workers(
+                name, [WorkerCounters() for _ in range(stage.workers)], 0, 0, self.queue_size
+            )
+            for name, stage in zip(self.names, self.stages, strict=True)
+        )
+        return PipelineStatistics(
+            running=False,
+            elapsed_seconds=0.0,
+            items_read=0,
+            items_delivered=0,
+            source_blocked_seconds=0.0,
+            stages=stages,
+            results_queue_depth=0,
+        )
 
     def close(self) -> None:
         """Stop the run in progress, if any, and join its threads; closing twice is harmless.

@@ -194,6 +194,7 @@ class StageChain(Generic[In, Out]):
             return StageChain(*self.stages, *other.stages)
         if isinstance(other, PipelineStage):
             return StageChain(*self.stages, other)
+        _refuse_to_chain(other)
         return NotImplemented
 
     def __iter__(self) -> Iterator[PipelineStage[Any, Any]]:
@@ -204,6 +205,24 @@ class StageChain(Generic[In, Out]):
 
     def __repr__(self) -> str:
         return " >> ".join(stage.name for stage in self.stages)
+
+
+def _refuse_to_chain(other: object) -> None:
+    """Raise a TypeError saying what to do when `other` is a stage class or a function.
+
+    Anything else is left to `other.__rrshift__`, and then to Python's own TypeError.
+    """
+    if isinstance(other, type) and issubclass(other, PipelineStage):
+        raise TypeError(
+            f"cannot chain the class {other.__name__} with >>: make a stage of it, "
+            f"{other.__name__}()"
+        )
+    if callable(other) and not hasattr(type(other), "__rrshift__"):
+        name = getattr(other, "__name__", type(other).__name__)
+        raise TypeError(
+            f"cannot chain the function {name} with >>: wrap it in a stage, "
+            f"FunctionStage({name}) (or PredicateStage, FlatMapFunctionStage)"
+        )
 
 
 def _check_stage(stage: object) -> None:

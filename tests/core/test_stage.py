@@ -161,6 +161,24 @@ def test_chaining_with_something_else_is_a_type_error() -> None:
         Double() >> 3  # type: ignore[operator]
 
 
+def test_chaining_a_plain_function_says_to_wrap_it_in_a_function_stage() -> None:
+    message = (
+        r"^cannot chain the function <lambda> with >>: wrap it in a stage, "
+        r"FunctionStage\(<lambda>\) \(or PredicateStage, FlatMapFunctionStage\)$"
+    )
+    with pytest.raises(TypeError, match=message):
+        Double() >> (lambda x: x + 1)  # type: ignore[operator]
+    with pytest.raises(TypeError, match=r"^cannot chain the function abs with >>: wrap it"):
+        Double() >> (Double() >> abs)  # type: ignore[operator]
+
+
+def test_chaining_a_stage_class_says_to_make_a_stage_of_it() -> None:
+    with pytest.raises(
+        TypeError, match=r"^cannot chain the class Double with >>: make a stage of it, Double\(\)$"
+    ):
+        Double() >> Double  # type: ignore[operator]
+
+
 def test_a_stage_that_skipped_super_init_is_named_in_the_error() -> None:
     class Forgetful(PipelineStage[int, int]):
         def __init__(self) -> None:

@@ -28,8 +28,20 @@ def identity(item: Any) -> Any:
     return item
 
 
-def test_no_statistics_before_the_first_run() -> None:
-    assert Pipeline(FunctionStage(identity)).stats() is None
+def test_statistics_before_the_first_run_are_zero_for_every_stage() -> None:
+    pipeline = Pipeline(FunctionStage(identity, name="copy", workers=3), queue_size=5)
+    stats = pipeline.stats()
+    assert (stats.running, stats.elapsed_seconds, stats.items_read, stats.items_delivered) == (
+        False,
+        0.0,
+        0,
+        0,
+    )
+    [stage] = stats.stages
+    assert (stage.name, stage.workers, stage.items_in, stage.batches) == ("copy", 3, 0, 0)
+    assert (stage.queue_depth, stage.queue_high_water_mark, stage.queue_maxsize) == (0, 0, 5)
+    assert stage.latency_p50 is None
+    assert pipeline.stats() == stats  # the same zeros until a run starts
 
 
 def test_counts_add_up_after_a_run() -> None:

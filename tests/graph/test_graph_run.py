@@ -94,6 +94,19 @@ def test_a_diamond_with_a_dropping_branch_on_queues_of_one_gives_every_output() 
     assert 1 <= join.high_water_mark <= 8
 
 
+def test_a_graphs_statistics_before_its_first_run_have_its_nodes_edges_and_joins() -> None:
+    pipeline = diamond().build(queue_size=3)
+    stats = pipeline.stats()
+    assert isinstance(stats, GraphStatistics)
+    assert [stage.name for stage in stats.stages] == list(pipeline.names)
+    assert all(stage.items_in == 0 and stage.queue_maxsize == 3 for stage in stats.stages)
+    assert stats.edges == pipeline.stats().edges != ()
+    assert [(join.name, join.buffered, join.high_water_mark) for join in stats.joins] == [
+        ("d", 0, 0)
+    ]
+    assert not stats.running
+
+
 def test_a_diamond_with_several_workers_per_branch_gives_every_output() -> None:
     graph = (
         Graph()

@@ -229,12 +229,20 @@ def test_a_failure_is_counted() -> None:
     assert value(failed, "pipeline_stage_failed_total", **labels) == 1
 
 
-def test_before_any_run_there_are_no_samples() -> None:
+def test_before_any_run_every_sample_is_zero() -> None:
     registry = CollectorRegistry()
     register_metrics(Pipeline(FunctionStage[int, int](abs)), registry)
     samples = scrape(registry)
     assert set(samples) == set(RUN_METRICS) | set(STAGE_METRICS)
-    assert all(not family for family in samples.values())
+    assert all(family for family in samples.values())
+    counts = [
+        sample.value
+        for family in samples.values()
+        for sample in family
+        if sample.name.endswith(("_total", "_count", "_sum", "_bucket"))
+    ]
+    assert counts
+    assert set(counts) == {0.0}
 
 
 def test_one_collector_exposes_several_pipelines_by_label() -> None:
@@ -313,7 +321,9 @@ def test_bad_arguments_are_refused_at_once(
 
 def test_the_json_snapshot_holds_the_same_figures() -> None:
     pipeline, held = held_last_pipeline()
-    assert json.loads(json_snapshot(pipeline, name="demo")) == {"pipeline": "demo", "stats": None}
+    before = json.loads(json_snapshot(pipeline, name="demo"))
+    assert before["stats"]["running"] is False
+    assert [stage["items_in"] for stage in before["stats"]["stages"]] == [0] * len(pipeline.stages)
     run_held(pipeline, held)
     stats = finished_stats(pipeline)
     snapshot = json.loads(json_snapshot(pipeline, name="demo"))

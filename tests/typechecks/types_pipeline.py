@@ -15,9 +15,11 @@ from pipeline import (
     FunctionStage,
     Pipeline,
     PipelineStage,
+    PipelineStatistics,
     PredicateStage,
     StageChain,
 )
+from pipeline.graph import Graph, GraphPipeline, GraphStatistics, JoinStatistics, SequenceJoin
 
 
 class IntToStr(PipelineStage[int, str]):
@@ -89,3 +91,28 @@ keep_even = PredicateStage[int](lambda x: x % 2 == 0)
 label = FunctionStage[int, str](lambda x: f"#{x}")
 assert_type(Pipeline(add_one >> keep_even >> label), Pipeline[int, str])
 label >> add_one  # type: ignore[operator]
+
+# A plain function is not a stage: mypy rejects chaining it (and so does the run time,
+# with a TypeError that says to wrap it in FunctionStage).
+Double() >> (lambda x: x + 1)  # type: ignore[operator]
+Double() >> increment  # type: ignore[operator]
+
+# stats() is a snapshot before, during and after a run: never None.
+assert_type(Pipeline(Double()).stats(), PipelineStatistics)
+assert_type(Pipeline(Double()).stats().stages[0].items_in, int)
+
+# A graph's items are not typed across its edges: build() is GraphPipeline[Any, Any],
+# and an annotation types what goes in and out. Its stats() is a GraphStatistics.
+graph = (
+    Graph()
+    .add(FunctionStage(increment, name="read"))
+    .add(FunctionStage(increment, name="one"), after="read")
+    .add(FunctionStage(increment, name="two"), after="read")
+    .add(SequenceJoin(name="pair"), after=["one", "two"])
+)
+assert_type(graph.build(), GraphPipeline[Any, Any])
+typed_graph: GraphPipeline[int, tuple[int, int]] = graph.build(queue_size=4)
+assert_type(typed_graph.run([1, 2]), list[tuple[int, int]])
+assert_type(typed_graph.stats(), GraphStatistics)
+assert_type(typed_graph.stats().joins, tuple[JoinStatistics, ...])
+assert_type(typed_graph.stats().edges, tuple[tuple[str, str], ...])

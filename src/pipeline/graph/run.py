@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline._checks import number
@@ -160,6 +160,24 @@ class GraphPipeline(Pipeline[In, Out]):
         )
         return 2 * self.batch_size + held_by_nodes + self.queue_size + held_by_joins
 
+    def stats(self) -> GraphStatistics:
+        """Return a snapshot of the run in progress, or of the last run; zeros before any run.
+
+        The `PipelineStatistics` of a chain, one entry per node, plus the graph's edges
+        and each join's buffer (see `GraphStatistics`).
+        """
+        stats = super().stats()
+        if not isinstance(stats, GraphStatistics):  # every run and zero snapshot of a graph is one
+            raise TypeError(f"a graph's statistics must be GraphStatistics, got {stats!r}")
+        return stats
+
+    def _before_any_run(self) -> GraphStatistics:
+        chain = super()._before_any_run()
+        return GraphStatistics(
+            **{field.name: getattr(chain, field.name) for field in fields(chain)},
+            **_graph_figures(self.plan),
+        )
+
     def _new_run(self, source: Iterator[Any]) -> _Run:
         return _GraphRun(self, source)
 
@@ -168,6 +186,24 @@ class GraphPipeline(Pipeline[In, Out]):
             f"GraphPipeline({', '.join(self.names)}, queue_size={self.queue_size}, "
             f"batch_size={self.batch_size})"
         )
+
+
+def _graph_figures(plan: Plan) -> dict[str, Any]:
+    """Return the `edges` and `joins` fields of a `GraphStatistics` of `plan`, as they are now."""
+    joins = []
+    for node in plan.nodes:
+        if isinstance(node.stage, JoinStage):
+            join = node.stage
+            with join._figures:
+                joins.append(
+                    JoinStatistics(node.name, join.buffered, join.high_water_mark, join.dropped)
+                )
+    edges = tuple(
+        (name, successor)
+        for name, successors in plan.successors.items()
+        for successor in successors
+    )
+    return {"edges": edges, "joins": tuple(joins)}
 
 
 class _WaitBoard:
@@ -553,21 +589,8 @@ class _GraphRun(_Run):
         self._watch_stopping.set()
         super().stop()
 
-    def statistics(self) -> PipelineStatistics:
-        joins = []
-        for node in self.plan.nodes:
-            if isinstance(node.stage, JoinStage):
-                join = node.stage
-                with join._figures:
-                    joins.append(
-                        JoinStatistics(node.name, join.buffered, join.high_water_mark, join.dropped)
-                    )
-        edges = tuple(
-            (name, successor)
-            for name, successors in self.plan.successors.items()
-            for successor in successors
-        )
-        return self.snapshot(GraphStatistics, edges=edges, joins=tuple(joins))
+    def statistics(self) -> GraphStatistics:
+        return self.snapshot(GraphStatistics, **_graph_figures(self.plan))
 
     def _watch(self) -> None:
         """Fail the run with PipelineDeadlock once no queue moves for a while; a thread target."""

@@ -217,7 +217,7 @@ class Dashboard:
                 values[name] = reader.answer(asked[name], deadline, self.panel_timeout)
         return {
             "pipeline": self.name,
-            "stats": None if stats is None else statistics_to_dict(stats),
+            "stats": statistics_to_dict(stats),
             "panels": values,
         }
 

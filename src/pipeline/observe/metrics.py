@@ -99,9 +99,7 @@ class PipelineCollector(Collector):
         """Return the metric families with a sample per pipeline and stage; runs at scrape."""
         families = _Families()
         for name, pipeline in self.pipelines.items():
-            stats = pipeline.stats()
-            if stats is not None:
-                families.add(name, stats)
+            families.add(name, pipeline.stats())  # zeros before the first run
         return iter(families.all())
 
     def describe(self) -> Iterator[Metric]:
@@ -139,7 +137,7 @@ def statistics_to_dict(stats: PipelineStatistics) -> dict[str, Any]:
 
 
 def json_snapshot(pipeline: Pipeline[Any, Any], *, name: str = "pipeline") -> str:
-    """Return `pipeline`'s statistics as a JSON object (`"stats": null` before any run).
+    """Return `pipeline`'s statistics as a JSON object (every figure zero before any run).
 
     Raises:
         TypeError: `pipeline` is not a `Pipeline`.
@@ -147,7 +145,7 @@ def json_snapshot(pipeline: Pipeline[Any, Any], *, name: str = "pipeline") -> st
     if not isinstance(pipeline, Pipeline):
         raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
     stats = pipeline.stats()
-    snapshot = {"pipeline": name, "stats": None if stats is None else statistics_to_dict(stats)}
+    snapshot = {"pipeline": name, "stats": statistics_to_dict(stats)}
     return json.dumps(snapshot)
 
 
