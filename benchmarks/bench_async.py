@@ -6,7 +6,8 @@ once. The ideal is the larger of sum(delays) / 100 and the longest delay. Conten
 - `asyncio.gather` over every item, with an `asyncio.Semaphore(100)`, in `asyncio.run`;
 - `pypeln.task.map(..., workers=100)` (the `bench` extra; skipped with a line if absent);
 - `AsyncFunctionStage(..., concurrency=100)` in a `Pipeline`: with the defaults, and with
-  the settings a user would try (`workers=100`, `latency_target=`, unordered).
+  the settings a user would try (`workers=100`, `latency_target=`, unordered, two
+  workers), and with `latency_target=None` (the engine's own batch policy).
 
 The rows run interleaved, one rep of each in turn, `--repeat` times; every output is
 checked for completeness, and for order where the contender promises it. Each row's
@@ -114,6 +115,12 @@ def contenders(delays: Delays) -> dict[str, tuple[Callable[[], list[int]], bool]
     rows["AsyncStage, workers=100"] = (stage_run(delays, workers=CONCURRENCY), True)
     rows["AsyncStage, latency_target=0.05"] = (stage_run(delays, latency_target=0.05), True)
     rows["AsyncStage, latency_target=0.01"] = (stage_run(delays, latency_target=0.01), True)
+    rows["AsyncStage, workers=2, latency_target=0.05"] = (
+        stage_run(delays, workers=2, latency_target=0.05),
+        True,
+    )
+    # The engine's own batch policy, the asyncio stage's default before it set a target.
+    rows["AsyncStage, latency_target=None"] = (stage_run(delays, latency_target=None), True)
     return rows
 
 
@@ -159,13 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeat} interleaved reps; load {os.getloadavg()[0]:.2f}"
     )
     print(f"ideal (sum of delays / {CONCURRENCY}, or the longest): {ideal:.3f} s")
-    print(f"{'row':<34} {'min':>7} {'median':>7} {'max':>7}  {'of ideal':>8}  vs best peer")
+    print(f"{'row':<42} {'min':>7} {'median':>7} {'max':>7}  {'of ideal':>8}  vs best peer")
     figures: dict[str, dict[str, Any]] = {}
     for name, seconds in times.items():
         median = medians[name]
         ratio = medians[best_peer] / median
         print(
-            f"{name:<34} {min(seconds):7.3f} {median:7.3f} {max(seconds):7.3f}  "
+            f"{name:<42} {min(seconds):7.3f} {median:7.3f} {max(seconds):7.3f}  "
             f"{ideal / median:8.1%}  {ratio:5.2f}x"
         )
         figures[f"{name}: % of ideal"] = {"value": 100 * ideal / median, "better": "higher"}
