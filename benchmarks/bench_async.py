@@ -9,9 +9,10 @@ once. The ideal is the larger of sum(delays) / 100 and the longest delay. Conten
   the settings a user would try (`workers=100`, `latency_target=`, unordered, two
   workers), and with `latency_target=None` (the engine's own batch policy).
 
-The rows run interleaved, one rep of each in turn, `--repeat` times; every output is
-checked for completeness, and for order where the contender promises it. Each row's
-ratio is its median time against the best peer's median of the same run.
+The rows run interleaved, one rep of each in turn (each rep starting one row later),
+`--repeat` times; every output is checked for completeness, and for order where the
+contender promises it. Each row's ratio is its median time against the best peer's
+median of the same run.
 
 Run: .venv/bin/python benchmarks/bench_async.py [--quick] [--repeat N] [--json FILE]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import importlib.metadata
 import importlib.util
@@ -152,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             if name in PEERS or any(part in name for part in args.only)
         }
     times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(args.repeat):
-        for name, (run, ordered) in rows.items():
+    names = list(rows)
+    for rep in range(args.repeat):
+        # Each rep starts one row later, so no row always follows the same one, and each
+        # run starts with the garbage of the one before collected.
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            run, ordered = rows[name]
+            gc.collect()
             started = time.perf_counter()
             outputs = run()
             times[name].append(time.perf_counter() - started)
