@@ -351,9 +351,13 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         finally:
             # The cancelled coroutines' finally blocks run before the batch ends; a batch
             # that ended well has none left, and skips the gather's callback per item.
-            unfinished = [task for task in tasks if not task.done()]
-            for task in unfinished:
-                task.cancel()
+            unfinished = []
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                    unfinished.append(task)
+                elif not task.cancelled():
+                    task.exception()  # seen here: asyncio need not log it as unretrieved
             if unfinished and not closing:
                 await asyncio.gather(*unfinished, return_exceptions=True)
         if failed_at is not None:
