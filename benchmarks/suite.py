@@ -62,6 +62,7 @@ PRESETS: dict[str, list[str]] = {
     "bench_freethreaded.py": ["--items", "5000", "--repeat", "3"],
     "bench_executors.py": ["--scale", "0.3", "--repeat", "1"],
     "bench_windows.py": ["--readings", "200000", "--repeat", "3"],
+    "bench_async.py": ["--quick"],
 }
 SKIP = {"suite.py"}
 

@@ -241,6 +241,26 @@ def test_a_latency_target_lets_two_workers_run_many_coroutines_at_once() -> None
     assert most > 2  # more coroutines at once than carrier threads: batches grew
 
 
+def test_by_default_a_few_threads_keep_concurrency_awaits_in_flight() -> None:
+    # Each batch of waits takes longer than the engine's few-millisecond default, which
+    # would shrink it to one item and so cap the awaits at once at the four threads;
+    # the stage's latency_target grows the batches instead.
+    running = 0
+    most = 0
+
+    async def wait_5_ms(item: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        return item
+
+    stage = AsyncFunctionStage(wait_5_ms, concurrency=100, workers=4)
+    assert Pipeline(stage).run(range(2000)) == list(range(2000))
+    assert most == 100
+
+
 class Blocking(AsyncStage[int, int]):
     """Its coroutine for item `blocker` blocks the loop until the run's stop is signalled.
 

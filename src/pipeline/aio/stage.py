@@ -8,15 +8,20 @@ its batch to the loop as one task, which runs one coroutine per item, at most
 the outputs. So the engine's order, backpressure and stop-on-first-failure hold as for
 thread stages, and the first failing coroutine cancels the rest of its batch.
 
-Worker threads: the engine sizes a stage's batches to take a few milliseconds each,
-so a stage whose items each wait 10 ms is handed one item per batch, and each batch in
-flight needs a worker thread to carry it: the coroutines at once are then at most the
-workers. Past a few dozen threads that stops paying (`benchmarks/bench_executors.py
---only async` and the table in docs/beyond-threads.md: 1,000 items waiting 10 ms took
-0.78 s on 16 workers, 0.24 s on 64, 0.25 s on 256, 0.29 s on 1,000; a thread stage of
-16 took 0.65 s); so `workers` defaults to `min(concurrency, 64)`, and `concurrency`
-beyond that counts when batches carry several items (quick items, or a source that is
-faster than the stage).
+Batches: each batch in flight needs a worker thread to carry it to the loop, and its
+outputs go on once its last coroutine ends, so the coroutines at once are at most the
+items in the workers' batches. The engine's default policy sizes a batch to a few
+milliseconds, which gives a stage whose items wait 10 ms one item per batch: its
+concurrency would be its worker threads, and every item would cost a round trip
+between threads. So an asyncio stage sets `latency_target` (`DEFAULT_LATENCY_TARGET`,
+0.1 s) by default: each worker grows its batches while they take less (additive
+increase, multiplicative decrease), so a few threads keep `concurrency` awaits in
+flight, and the items waiting for a slow one in a batch are covered by the items of the
+other batches. Items that each wait longer than the target are carried one per batch,
+so `workers` defaults to `min(concurrency, 64)` for them. Measured with
+`benchmarks/bench_async.py` (2,000 awaits of ~exp(10 ms), 100 at once): the defaults
+reach the speed of `asyncio.gather` with a semaphore (the figures are in
+docs/performance.md); without the target they took 1.6x as long.
 
 Stop: a worker thread waiting for the loop wakes every `STOP_CHECK_SECONDS` to look
 at the run's stop event (a thread cannot wait on an `Event` and a `Future` at once;
@@ -49,7 +54,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import CancelledError, Future, wait
+from concurrent.futures import CancelledError, Future
 from typing import Any, Final, Generic, TypeVar
 
 from pipeline._checks import positive_int, seconds
@@ -60,6 +65,7 @@ from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.worker import current_stop_event
 
 __all__ = [
+    "DEFAULT_LATENCY_TARGET",
     "DEFAULT_STOP_TIMEOUT",
     "STOP_CHECK_SECONDS",
     "AsyncFunctionStage",
@@ -72,6 +78,14 @@ Out = TypeVar("Out")
 T = TypeVar("T")
 
 DEFAULT_WORKERS: Final = 64
+DEFAULT_LATENCY_TARGET: Final = 0.1
+"""The seconds an asyncio stage's batch should take unless told otherwise.
+
+Measured with `benchmarks/bench_async.py`, 7 interleaved reps on the loaded 2-core
+machine, against `asyncio.gather` with a semaphore in the same run: 0.02 s 1.04x,
+0.05 s 1.02x, 0.1 s 1.05x, 0.2 s 0.95x (larger batches wait longer for their slowest
+item); the larger the target, the longer the waits it still carries several at a time.
+"""
 DEFAULT_STOP_TIMEOUT: Final = 5.0
 """Seconds a stop waits for cancelled coroutines to end, for `close()`, and for each
 step of the loop's shutdown, before it leaves them."""
@@ -87,13 +101,11 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         concurrency: the most coroutines running at once, over all the stage's batches.
         workers: the worker threads that carry batches to the loop; defaults to
             `min(concurrency, 64)` (see the module's docstring for why).
-        latency_target: the seconds a batch should take. Without it a stage whose
-            batches wait longer than a few milliseconds takes one item per batch, so its
-            concurrency is its worker threads; with it each worker grows its batches
-            toward the target and runs a whole batch's coroutines at once. Measured by
-            `benchmarks/bench_executors.py --only async` (1,000 items awaiting 10 ms):
-            0.114 s on 2 threads with `latency_target=0.05`, 0.204 s on 64 threads
-            without, 0.647 s for a thread stage of 16 workers.
+        latency_target: the seconds a batch should take (`DEFAULT_LATENCY_TARGET`,
+            0.1 s, by default): each worker grows its batches toward it and runs a
+            whole batch's coroutines at once. None gives the engine's default policy,
+            batches of a few milliseconds, so that items which wait go one per batch
+            and the coroutines at once are at most the worker threads.
         stop_timeout: once the run stops, the seconds a worker waits for its cancelled
             coroutines to end (their `finally` blocks), and the seconds given to
             `close()` and to each step of the loop's shutdown; what outlives it is left
@@ -110,7 +122,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         *,
         concurrency: int = 16,
         workers: int | None = None,
-        latency_target: float | None = None,
+        latency_target: float | None = DEFAULT_LATENCY_TARGET,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
         cls = type(self)
@@ -256,7 +268,7 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
         """
         slice_seconds = wait_slice() or STOP_CHECK_SECONDS
         deadline: float | None = None
-        while not wait((future,), timeout=slice_seconds).done:
+        while not _ended(future, slice_seconds):
             if runner.ended.is_set():
                 raise PipelineError(
                     f"stage {self.name!r}: its event loop ended while a call waited on it"
@@ -337,11 +349,17 @@ class AsyncStage(PipelineStage[In, Out], Generic[In, Out]):
             closing = True
             raise
         finally:
+            # The cancelled coroutines' finally blocks run before the batch ends; a batch
+            # that ended well has none left, and skips the gather's callback per item.
+            unfinished = []
             for task in tasks:
-                task.cancel()
-            # The cancelled coroutines' finally blocks run before the batch ends.
-            if not closing:
-                await asyncio.gather(*tasks, return_exceptions=True)
+                if not task.done():
+                    task.cancel()
+                    unfinished.append(task)
+                elif not task.cancelled():
+                    task.exception()  # seen here: asyncio need not log it as unretrieved
+            if unfinished and not closing:
+                await asyncio.gather(*unfinished, return_exceptions=True)
         if failed_at is not None:
             outputs = [task.result() for task in tasks[:failed_at]]
             cause = _original(tasks[failed_at].exception())
@@ -425,7 +443,7 @@ class AsyncFunctionStage(AsyncStage[In, Out], Generic[In, Out]):
         name: str | None = None,
         concurrency: int = 16,
         workers: int | None = None,
-        latency_target: float | None = None,
+        latency_target: float | None = DEFAULT_LATENCY_TARGET,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
         if not callable(function):
@@ -542,6 +560,21 @@ class _Escaping(Exception):
     def __init__(self, original: BaseException) -> None:
         super().__init__(type(original).__name__)
         self.original = original
+
+
+def _ended(future: Future[Any], timeout: float) -> bool:
+    """Wait at most `timeout` for `future` to end; return whether it has.
+
+    `exception(timeout)` waits on the future's own condition; `concurrent.futures.wait`
+    would build and install a waiter on every call, a cost paid per batch.
+    """
+    try:
+        future.exception(timeout)
+    except TimeoutError:
+        return future.done()
+    except CancelledError:
+        pass
+    return True
 
 
 def _original(exc: BaseException | None) -> BaseException | None:
