@@ -1239,6 +1239,8 @@ def fuzz_graph(rng: random.Random, env: Env, folder: Path) -> Result:
         outcomes: list[Outcome] = [Outcome([], None, False)] * len(pipelines)
         logs: list[SourceLog | None] = []
         together = threading.Barrier(2)  # both runs have started before either reads on
+        with Calls.lock:
+            running_before = Calls.running
         if twice:
             second_source, second_log = make_source(source_kind, items, None)
             second_source = after_barrier(second_source, together)
@@ -1260,6 +1262,15 @@ def fuzz_graph(rng: random.Random, env: Env, folder: Path) -> Result:
         )
         if twice:
             helper.join()
+            # Calls are counted per process: one run's return is checked once both have.
+            with Calls.lock:
+                still_running = Calls.running - running_before
+            for outcome in outcomes:
+                outcome.running_after = 0
+            if still_running:
+                result.problems.append(
+                    ("wrong", f"{still_running} calls of stage work still running after return")
+                )
         for each_log in logs:
             check_source(each_log, result.problems)
         for outcome in outcomes:
