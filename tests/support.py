@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import pytest
 
 from pipeline import PipelineStage
+from pipeline.safequeue import SafeQueue
 from pipeline.stats import StageStatistics
 
 WAIT = 5.0  # the bound on every wait for another thread or process
@@ -180,3 +182,22 @@ def press_from_another_thread(when: threading.Event) -> threading.Thread:
     presser = threading.Thread(target=press, name="presser")
     presser.start()
     return presser
+
+
+class OwningQueue(SafeQueue[Any]):
+    """A link that uses its right to a list handed over uncopied: it stores a copy and
+    writes into the one it was given, as a consumer extending a chunk it took does."""
+
+    written = "written after the hand-over"
+
+    def put_many(
+        self,
+        items: Iterable[Any],
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        copy: bool = True,
+    ) -> None:
+        super().put_many(list(items), block, timeout, copy=False)
+        if not copy and isinstance(items, list):
+            items.append(self.written)

@@ -813,13 +813,19 @@ class _Run:
         if self.source_closed:
             return None
         self.source_closed = True
-        try:
-            close = getattr(self.source, "close", None)
-            if close is not None:
-                close()
-        except BaseException as exc:
-            return StageError.caused_by(exc, "source", "source")
-        return None
+        failure = _close(self.source)
+        return None if failure is None else StageError.caused_by(failure, "source", "source")
+
+
+def _close(source: Iterator[Any]) -> BaseException | None:
+    """Call the source's `close()`, if it has one; return what it raised."""
+    try:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    except BaseException as exc:
+        return exc
+    return None
 
 
 def _close_unread(source: Iterator[Any]) -> None:
@@ -828,13 +834,9 @@ def _close_unread(source: Iterator[Any]) -> None:
     The call is already ending with an exception (a Ctrl-C or a failure while the run
     was wired or started), so a `close()` that fails too is logged, not raised over it.
     """
-    close = getattr(source, "close", None)
-    if close is None:
-        return
-    try:
-        close()
-    except BaseException:
-        logger.warning("closing the source of a run that never started failed", exc_info=True)
+    failure = _close(source)
+    if failure is not None:
+        logger.warning("closing the source of a run that never started failed", exc_info=failure)
 
 
 def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:

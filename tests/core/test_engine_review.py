@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+from support import OwningQueue
 
 from pipeline import Pipeline, PipelineClosed, PipelineStage, StageError
 from pipeline.safequeue import LinkQueue, Marker, SafeQueue
@@ -275,30 +276,13 @@ def test_a_setup_cut_short_by_a_close_is_the_close_not_a_failure() -> None:
         closer.join(5)
 
 
-class _Owning(SafeQueue[Any]):
-    """A link that uses its right to a list handed over uncopied: it stores a copy and
-    writes into the one it was given, as a consumer extending a chunk it took does."""
-
-    def put_many(
-        self,
-        items: Iterable[Any],
-        block: bool = True,
-        timeout: float | None = None,
-        *,
-        copy: bool = True,
-    ) -> None:
-        super().put_many(list(items), block, timeout, copy=False)
-        if not copy and isinstance(items, list):
-            items.append(None)
-
-
 class _HandsItsInputOn(PipelineStage[Any, Any]):
     def process_batch(self, items: list[Any]) -> list[Any]:
         return items
 
 
 def test_a_stage_handing_its_input_list_on_is_counted_by_what_it_took() -> None:
-    pipeline = Pipeline(_HandsItsInputOn(), queue_factory=lambda _, size: _Owning(size))
+    pipeline = Pipeline(_HandsItsInputOn(), queue_factory=lambda _, size: OwningQueue(size))
     assert pipeline.run(range(1000)) == list(range(1000))
     stats = pipeline.stats()
     assert stats is not None

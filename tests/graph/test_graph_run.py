@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import WAIT, Boom, interrupt_when_ready
+from support import WAIT, Boom, OwningQueue, interrupt_when_ready
 
 from pipeline import (
     FunctionStage,
@@ -888,18 +888,6 @@ def test_an_ordered_merge_restores_order_in_an_unordered_run(
         assert {item for item in range(60) if item % drop_every} <= set(outputs)
 
 
-class Owning(SafeQueue[Any]):
-    """A queue that uses its right to the lists handed over uncopied: it keeps a copy and
-    writes into the list it was given, as a consumer extending a chunk it took does."""
-
-    def put_many(
-        self, items: Any, block: bool = True, timeout: float | None = None, *, copy: bool = True
-    ) -> None:
-        super().put_many(list(items), block, timeout, copy=False)
-        if not copy:
-            items.append("written after the hand-over")
-
-
 @pytest.mark.parametrize("entries", [1, 2])
 def test_a_broadcast_hands_each_queue_a_list_nobody_else_reads(entries: int) -> None:
     graph = Graph()
@@ -909,6 +897,6 @@ def test_a_broadcast_hands_each_queue_a_list_nobody_else_reads(entries: int) -> 
     else:
         graph.add(labelled("left")).add(labelled("right"))
     graph.add(identity("both"), after=["left", "right"])
-    outputs = graph.build(queue_factory=lambda _, size: Owning(size)).run(range(50))
+    outputs = graph.build(queue_factory=lambda _, size: OwningQueue(size)).run(range(50))
     expected = collections.Counter((side, item) for side in ("left", "right") for item in range(50))
     assert collections.Counter(outputs) == expected

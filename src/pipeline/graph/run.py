@@ -167,8 +167,7 @@ class GraphPipeline(Pipeline[In, Out]):
         and each join's buffer (see `GraphStatistics`).
         """
         stats = super().stats()
-        if not isinstance(stats, GraphStatistics):  # every run and zero snapshot of a graph is one
-            raise TypeError(f"a graph's statistics must be GraphStatistics, got {stats!r}")
+        assert isinstance(stats, GraphStatistics)  # a graph's runs and zero snapshot make one
         return stats
 
     def _before_any_run(self) -> GraphStatistics:
