@@ -62,6 +62,7 @@ PRODUCER_ONLY = "bench_tasks_producer_only"  # a module only the enqueuing side 
 HUEY_FILE = "BENCH_TASKS_HUEY_FILE"  # where huey's consumer finds the file of its app
 
 Figures = dict[str, dict[str, Any]]
+STARTED: list[int] = []  # the pid of every worker process started (the JSON lists them)
 System = Literal["taskworkers", "huey"]
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -148,6 +149,7 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment
             )
+        STARTED.append(self.process.pid)
 
     @property
     def pid(self) -> int:
@@ -548,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         "huey": version,
         "figures": figures,
         "kill": kills,
+        "worker processes": STARTED,
         "unimportable": {
             system: {key: value for key, value in seen.items() if key != "worker log"}
             for system, seen in unimportable.items()
