@@ -74,9 +74,6 @@ BOUNDED: dict[tuple[str, str, str], str] = {
         "with wait=True the run waits for input until the source is shut down, as "
         "documented; the get looks for other processes' puts every poll_interval"
     ),
-    ("queues/tasks.py", "TaskWorkers._work", "self.queue.get_many(1)"): (
-        "close() shuts the queue down immediately, which wakes the get with ShutDown"
-    ),
     ("queues/tasks.py", "TaskWorkers.close", "thread.join()"): (
         "after shutdown(immediate=True) each worker returns once its current task "
         "returns: the task is user code, and a thread cannot be killed"
