@@ -57,6 +57,7 @@ PRESETS: dict[str, list[str]] = {
     "stress_extras.py": ["--quick"],
     "stress_order.py": ["--runs", "300"],
     "bench_queues.py": ["--quick"],
+    "bench_tasks.py": ["--quick"],
     "crash_queues.py": ["--kills", "5", "--items", "5000"],
     # Builds the free-threaded interpreter on its first run (tools/), then reuses it.
     "bench_freethreaded.py": ["--items", "5000", "--repeat", "3"],

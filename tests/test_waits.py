@@ -70,9 +70,6 @@ BOUNDED: dict[tuple[str, str, str], str] = {
         "a loop re-checking _stopping and the readings asked for; notified by every "
         "request and by stop()"
     ),
-    ("queues/tasks.py", "TaskWorkers._work", "self.queue.get_many(1)"): (
-        "close() shuts the queue down immediately, which wakes the get with ShutDown"
-    ),
     ("queues/tasks.py", "TaskWorkers.close", "thread.join()"): (
         "after shutdown(immediate=True) each worker returns once its current task "
         "returns: the task is user code, and a thread cannot be killed"
