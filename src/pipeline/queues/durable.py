@@ -1281,12 +1281,13 @@ class _Transaction:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: Any
     ) -> None:
-        connection = self.connection
+        # The try comes first: a Ctrl-C at any point of it still gives the depth back,
+        # and leaves at worst a transaction that the next one rolls back.
         try:
             if kind is None:
-                connection.execute("COMMIT")
-            elif connection.in_transaction:
-                connection.rollback()
+                self.connection.execute("COMMIT")
+            elif self.connection.in_transaction:
+                self.connection.rollback()
         except sqlite3.Error as exc:
             raise self.queue._file_error(exc) from exc
         finally:
