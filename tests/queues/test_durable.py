@@ -893,7 +893,7 @@ def test_a_ctrl_c_between_begin_and_commit_leaves_the_next_call_working(
         queue.put(1)
         _CtrlCAfterBegin.armed = True
         with pytest.raises(KeyboardInterrupt):
-            queue.put(2)
+            queue.put_many([2, 20])  # a batch: one transaction
         queue.put(3)  # the interrupted transaction was never committed: rolled back
         taken = queue.get_many(10)
         assert [leased.item for leased in taken] == [1, 3]

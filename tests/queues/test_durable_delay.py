@@ -32,6 +32,16 @@ VERSION_1 = (
 )
 
 
+# The schema of version 1 once retries could wait: a delayed retry was a ready row
+# (state 0) with a not-before time, and the claim looked at that time row by row.
+VERSION_1_WITH_DELAYS = (
+    *VERSION_1[:1],
+    VERSION_1[1].replace("payload BLOB NOT NULL)", "payload BLOB NOT NULL,")
+    + " lapses INTEGER NOT NULL DEFAULT 0, not_before REAL)",
+    *VERSION_1[2:],
+)
+
+
 def not_before(path: Path, item_id: int) -> float | None:
     with sqlite3.connect(path) as raw:
         value: float | None = raw.execute(
@@ -58,7 +68,8 @@ def test_a_nack_with_a_delay_keeps_the_item_back_across_objects_and_reopens(
     with DurableQueue[str](path, "jobs") as reopened:  # a restart: the delay still holds
         with pytest.raises(Empty):
             reopened.get(block=False)
-        assert reopened.counts().ready == 1
+        counts = reopened.counts()
+        assert (counts.ready, counts.delayed, counts.leased) == (0, 1, 0)
     stored = not_before(path, leased.id)
     assert stored is not None
     assert stored >= nacked_at + 3600
@@ -168,3 +179,65 @@ def test_renew_takes_back_a_lapsed_lease_nobody_claimed_since(tmp_path: Path) ->
             jobs.renew([lapsing])
         assert again.attempts == 1  # the lapse was not counted as an attempt
         jobs.ack(again)
+
+
+def test_counts_tell_delayed_retries_from_ready_ones(tmp_path: Path) -> None:
+    with DurableQueue[str](tmp_path / "delay.db", "jobs") as jobs:
+        jobs.put_many(["a", "b", "c"])
+        first, second = jobs.get_many(2)
+        jobs.nack(first, "try later", delay=3600)
+        jobs.nack(second, "try again")
+        counts = jobs.counts()
+        assert (counts.ready, counts.delayed, counts.leased) == (2, 1, 0)
+        assert sorted(leased.item for leased in jobs.get_many(10)) == ["b", "c"]
+        counts = jobs.counts()
+        assert (counts.ready, counts.delayed, counts.leased) == (0, 1, 2)
+
+
+def test_a_file_of_schema_version_1_with_delayed_retries_opens_and_keeps_every_item(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        raw.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        raw.execute("PRAGMA journal_mode = WAL")
+        for statement in VERSION_1_WITH_DELAYS:
+            raw.execute(statement)
+        raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        raw.execute("PRAGMA user_version = 1")
+        raw.execute("INSERT INTO queues VALUES ('jobs', 'json', 0)")
+        rows = [  # (payload, state, not_before, attempts)
+            (b'"ready"', 0, None, 0),
+            (b'"waits"', 0, time.time() + 3600, 1),
+            (b'"due"', 0, 1.0, 1),
+            (b'"leased"', 1, None, 1),
+        ]
+        for payload, state, ready_at, attempts in rows:
+            raw.execute(
+                "INSERT INTO items (queue, priority, state, lease_id, lease_owner,"
+                " lease_expires, attempts, enqueued, payload, not_before)"
+                " VALUES ('jobs', 0, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (
+                    *(state, "held" if state else None, "elsewhere:1" if state else None),
+                    *(time.time() + 3600 if state else None, attempts, payload, ready_at),
+                ),
+            )
+    raw.close()
+    with DurableQueue[str](path, "jobs", read_only=True) as looking:  # the old file, as it is
+        assert looking.counts().ready + looking.counts().delayed == 3
+    with DurableQueue[str](path, "jobs") as jobs:
+        counts = jobs.counts()
+        assert (counts.ready, counts.delayed, counts.leased) == (2, 1, 1)
+        taken = jobs.get_many(10, block=False)
+        assert [(leased.item, leased.attempts) for leased in taken] == [("ready", 1), ("due", 2)]
+        with pytest.raises(Empty):
+            jobs.get(block=False)  # "waits" still waits
+        jobs.ack_many(taken)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        left = raw.execute("SELECT payload FROM items ORDER BY id").fetchall()
+    raw.close()
+    assert left == [(b'"waits"',), (b'"leased"',)]
+    with DurableQueue[str](path, "jobs") as reopened:
+        counts = reopened.counts()
+        assert (counts.ready, counts.delayed, counts.leased) == (0, 1, 1)

@@ -35,9 +35,21 @@ def test_status_counts_every_queue(queue_file: str, capsys: pytest.CaptureFixtur
     assert main(["queue", queue_file, "status"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{queue_file}: 2 queue(s), ")
-    assert lines[1].startswith("blobs: ready 1, leased 0, dead 0, oldest ready ")
-    assert lines[2].startswith("jobs: ready 2, leased 1, dead 1, oldest ready ")
+    assert lines[1].startswith("blobs: ready 1, delayed 0, leased 0, dead 0, oldest ready ")
+    assert lines[2].startswith("jobs: ready 2, delayed 0, leased 1, dead 1, oldest ready ")
     assert lines[2].endswith("codec json")
+
+
+def test_status_counts_delayed_retries_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "work.db")
+    with DurableQueue[str](path, "jobs") as jobs:
+        jobs.put("call the service")
+        jobs.nack(jobs.get(), "service down", delay=3600)
+    assert main(["queue", path, "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "jobs: ready 0, delayed 1, leased 0, dead 0, oldest ready -, codec json"
 
 
 def test_peek_shows_json_and_never_unpickles(
@@ -202,7 +214,7 @@ def test_status_and_dead_open_a_read_only_file_read_only(tmp_path: Path) -> None
             timeout=60,
         )
         lines = child.stdout.splitlines()
-        assert lines[1].startswith("jobs: ready 1, leased 0, dead 1, ")
+        assert lines[1].startswith("jobs: ready 1, delayed 0, leased 0, dead 1, ")
         assert lines[2:6] == [
             "exit 0",
             "jobs: 1 dead item(s)",

@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
                     else f"{counts.oldest_ready_seconds:.1f} s"
                 )
                 _say(
-                    f"{name}: ready {counts.ready}, leased {counts.leased}, dead {counts.dead}, "
+                    f"{name}: ready {counts.ready}, delayed {counts.delayed}, "
+                    f"leased {counts.leased}, dead {counts.dead}, "
                     f"oldest ready {oldest}, codec {codec_name}"
                 )
             elif args.action == "peek":

@@ -16,8 +16,13 @@ How it uses SQLite, and why:
   own (a connection must not cross a fork; the parent's are left alone).
 - `BEGIN IMMEDIATE` for every transaction that writes: it takes the write lock up
   front, so two writers wait for each other (busy timeout) instead of failing with
-  "database is locked" half-way.
-- A batch is claimed by one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`.
+  "database is locked" half-way. A put or an ack of one item is one statement, which
+  SQLite runs as a transaction of its own (it too waits for the write lock).
+- A batch is claimed by one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`,
+  whose ready rows come from one index in the order they are served. A nack with a
+  delay gives the row a state of its own (delayed), in an index of its own; each
+  claim first makes ready the delayed rows whose time has come, so a backlog of
+  delayed retries costs a claim nothing.
 - Acked rows are deleted; their pages are reused, so the file is bounded by the
   largest backlog. It is created with `auto_vacuum=INCREMENTAL`, so `compact()` gives
   free pages back to the file system.
@@ -42,7 +47,6 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -83,10 +87,13 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x50504C51  # "PPLQ", in the SQLite header: this file is a pipeline queue
-SCHEMA_VERSION = 1  # PRAGMA user_version; a newer file is refused, never rewritten
-READY, LEASED = 0, 1
+SCHEMA_VERSION = 2  # PRAGMA user_version; a newer file is refused, never rewritten
+_END_OF_STREAM_TYPE = type(END_OF_STREAM)
+READY, LEASED, DELAYED = 0, 1, 2  # DELAYED: a nacked item waiting for its not_before time
 _LAPSED = "lapsed:"  # prefixed to the lease id a lapse leaves on a ready row (late acks)
 
+# Only the delayed rows: a put or a claim of a ready row never writes to it.
+_DELAYED_INDEX = "CREATE INDEX items_delayed ON items (queue, not_before) WHERE state = 2"
 _SCHEMA = (
     "CREATE TABLE queues (name TEXT PRIMARY KEY, codec TEXT NOT NULL, created REAL NOT NULL)",
     "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,"
@@ -94,23 +101,40 @@ _SCHEMA = (
     " lease_owner TEXT, lease_expires REAL, attempts INTEGER NOT NULL DEFAULT 0,"
     " enqueued REAL NOT NULL, payload BLOB NOT NULL, lapses INTEGER NOT NULL DEFAULT 0,"
     " not_before REAL)",  # a nacked item's retry time (wall clock); NULL: at once
+    # Covers the claim: the ready rows of a queue in the order they are served.
     "CREATE INDEX items_order ON items (queue, state, priority, id)",
+    _DELAYED_INDEX,
     "CREATE TABLE dead (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL,"
     " attempts INTEGER NOT NULL, enqueued REAL NOT NULL, died REAL NOT NULL,"
     " error TEXT NOT NULL, payload BLOB NOT NULL)",
     "CREATE TABLE results (task_id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
     " ok INTEGER NOT NULL, value BLOB, error TEXT, finished REAL NOT NULL)",
 )
-_DUE = "(not_before IS NULL OR not_before <= ?)"  # a ready row whose retry time has come
+_INSERT = "INSERT INTO items (queue, priority, enqueued, payload) VALUES (?, ?, ?, ?)"
+_DUE_NOW = (  # delayed rows whose retry time has come are ready: run before each claim
+    "UPDATE items SET state = 0 WHERE queue = ? AND state = 2 AND not_before <= ?"
+)
 _CLAIM = (
     "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
     " attempts = attempts + 1 WHERE id IN (SELECT id FROM items WHERE queue = ? AND state = 0"
-    f" AND {_DUE} ORDER BY priority, id LIMIT ?) RETURNING id, priority, attempts, payload"
+    " ORDER BY priority, id LIMIT ?) RETURNING id, priority, attempts, payload"
 )
 _CLAIM_ONE = (  # the claim of one row, around a damaged page
     "UPDATE items SET state = 1, lease_id = ?, lease_owner = ?, lease_expires = ?,"
-    f" attempts = attempts + 1 WHERE id = ? AND state = 0 AND {_DUE}"
+    " attempts = attempts + 1 WHERE id = ? AND state = 0"
     " RETURNING id, priority, attempts, payload"
+)
+_ACK = "DELETE FROM items WHERE id = ? AND lease_id IN (?, ?)"
+# One statement, so one snapshot. A delayed row whose time has come counts as ready
+# (the next claim makes it so).
+_COUNTS = (
+    "SELECT (SELECT count(*) FROM items WHERE queue = ?1 AND state = 0),"
+    " (SELECT count(*) FROM items WHERE queue = ?1 AND state = 1),"
+    " (SELECT count(*) FROM items WHERE queue = ?1 AND state = 2),"
+    " (SELECT count(*) FROM items WHERE queue = ?1 AND state = 2 AND not_before <= ?2),"
+    " (SELECT count(*) FROM dead WHERE queue = ?1),"
+    " (SELECT min(enqueued) FROM items WHERE queue = ?1 AND state = 0),"
+    " (SELECT min(enqueued) FROM items WHERE queue = ?1 AND state = 2 AND not_before <= ?2)"
 )
 _TO_DEAD = (
     "INSERT INTO dead (id, queue, priority, attempts, enqueued, died, error, payload)"
@@ -141,7 +165,11 @@ class DeadItem:
 
 @dataclass(frozen=True, slots=True)
 class QueueCounts:
-    """How many items of one queue are ready, leased and dead, and the oldest ready age."""
+    """How many items of one queue are ready, leased, dead and delayed; the oldest ready age.
+
+    `delayed` counts the items nacked with a `delay` whose time has not come yet; they
+    are not in `ready`.
+    """
 
     name: str
     codec: str
@@ -149,6 +177,7 @@ class QueueCounts:
     leased: int
     dead: int
     oldest_ready_seconds: float | None
+    delayed: int = 0
 
 
 class DurableQueue(Generic[T]):
@@ -240,8 +269,12 @@ class DurableQueue(Generic[T]):
         # `_changed` (with its lock) guards the flags below and _closers; it is
         # notified after every commit through this object that adds, returns or removes
         # items, and on shutdown, so waiters here wake at once; waits on other
-        # processes' changes are bounded by poll_interval.
+        # processes' changes are bounded by poll_interval. `_waiting` counts the threads
+        # that may wait on it (counted before they look again); a commit that finds none
+        # (read without the lock) skips the notify: a thread counted after that read
+        # looks after the commit, so it sees what the commit stored.
         self._changed = threading.Condition()
+        self._waiting = 0
         # One finalizer per open connection: it closes the connection when its thread
         # ends (the thread's `_local` entry goes) or when close() calls it.
         self._closers: set[weakref.finalize[Any, Any]] = set()
@@ -283,7 +316,19 @@ class DurableQueue(Generic[T]):
         priority: int | None = None,
     ) -> None:
         """Store `item`; durable on return. See `put_many`."""
-        self.put_many([item], block, timeout, priority=priority)
+        if self.maxsize or self.is_shutdown or isinstance(item, _END_OF_STREAM_TYPE):
+            self.put_many([item], block, timeout, priority=priority)  # may wait, or refuse
+            return
+        # The common case, one statement and no more Python than it needs.
+        if timeout is not None:
+            seconds("timeout", timeout, zero_allowed=True)
+        rank = self.default_priority if priority is None else integer("priority", priority)
+        try:
+            payload = self.codec.encode(item)
+        except Exception:
+            payload = self._encode([item])[0]  # raises the CodecError naming the item
+        if not self._insert_alone(payload, rank):
+            self.put_many([item], block, timeout, priority=priority)
 
     def put_many(
         self,
@@ -316,8 +361,14 @@ class DurableQueue(Generic[T]):
                 f"more than maxsize={self.maxsize} of {self!r} could ever hold"
             )
         rank = self.default_priority if priority is None else integer("priority", priority)
-        if payloads:
-            self._wait_until(block, timeout, Full, lambda: self._insert(payloads, rank))
+        if not payloads:
+            return
+        if len(payloads) == 1 and not self.maxsize and not self.is_shutdown:
+            # Nothing to wait for: one autocommit INSERT is a transaction of its own.
+            seconds("timeout", timeout, zero_allowed=True, none_allowed=True)
+            if self._insert_alone(payloads[0], rank):
+                return
+        self._wait_until(block, timeout, Full, lambda: self._insert(payloads, rank))
 
     def get_many(
         self, max_items: int, block: bool = True, timeout: float | None = None
@@ -354,8 +405,19 @@ class DurableQueue(Generic[T]):
             LeaseLost: a lease expired and its item went to another consumer; nothing
                 of this call was deleted.
         """
+        entries = [(item.id, item.lease_id, _LAPSED + item.lease_id) for item in leased]
+        if len(entries) == 1:
+            connection = self.connection()
+            if not connection.in_transaction:  # one DELETE is a transaction of its own
+                try:
+                    deleted = connection.execute(_ACK, entries[0]).rowcount
+                except sqlite3.Error as exc:
+                    raise self._file_error(exc) from exc
+                if deleted != 1:
+                    raise self._lease_lost(1, 1)
+                return
         with self._transaction() as connection:
-            self.ack_in(connection, leased)
+            self._delete_leased(connection, entries)
 
     def ack(self, leased: Leased[T]) -> None:
         """Delete one leased item; see `ack_many`."""
@@ -446,26 +508,26 @@ class DurableQueue(Generic[T]):
     # Looking inside, dead letters and housekeeping.
 
     def counts(self) -> QueueCounts:
-        """Return the ready, leased and dead counts of this queue and its oldest ready age."""
-        connection = self.connection()
+        """Return the ready, leased, dead and delayed counts of this queue; its oldest ready age.
+
+        A delayed retry (a `nack` with a `delay`) counts as delayed until its time has
+        come, and as ready from then on.
+        """
+        now = time.time()
         with self._file_errors():
-            rows = dict(
-                connection.execute(
-                    "SELECT state, count(*) FROM items WHERE queue = ? GROUP BY state",
-                    (self.name,),
-                ).fetchall()
+            ready, leased, delayed, due, dead, oldest, oldest_due = (
+                self.connection().execute(_COUNTS, (self.name, now)).fetchone()
             )
-            dead = self._count("SELECT count(*) FROM dead WHERE queue = ?")
-            oldest = connection.execute(
-                "SELECT min(enqueued) FROM items WHERE queue = ? AND state = 0", (self.name,)
-            ).fetchone()[0]
+        if oldest is None or (oldest_due is not None and oldest_due < oldest):
+            oldest = oldest_due
         return QueueCounts(
             self.name,
             self.codec.name,
-            rows.get(READY, 0),
-            rows.get(LEASED, 0),
+            ready + due,
+            leased,
             dead,
-            None if oldest is None else max(0.0, time.time() - oldest),
+            None if oldest is None else max(0.0, now - oldest),
+            delayed - due,
         )
 
     def peek(self, max_items: int = 10) -> list[tuple[int, int, bytes]]:
@@ -617,17 +679,9 @@ class DurableQueue(Generic[T]):
         Raises:
             LeaseLost: a lease is no longer held; the caller's transaction must roll back.
         """
-        entries = [(item.id, item.lease_id, _LAPSED + item.lease_id) for item in leased]
-        before = connection.total_changes
-        # A lapsed lease keeps its id (marked) on the ready row until a claim replaces
-        # it, so the late ack of work that was done still counts.
-        connection.executemany("DELETE FROM items WHERE id = ? AND lease_id IN (?, ?)", entries)
-        deleted = connection.total_changes - before
-        if deleted != len(entries):
-            raise LeaseLost(
-                f"{len(entries) - deleted} of {len(entries)} leases in queue {self.name!r} "
-                f"of {str(self.path)!r} expired and went to another consumer; nothing was acked"
-            )
+        self._delete_leased(
+            connection, [(item.id, item.lease_id, _LAPSED + item.lease_id) for item in leased]
+        )
 
     def nack_in(
         self,
@@ -686,7 +740,11 @@ class DurableQueue(Generic[T]):
         timeout = seconds("timeout", timeout, zero_allowed=True)
         with self._changed:
             if not self._closed:
-                self._changed.wait(timeout)
+                self._waiting += 1
+                try:
+                    self._changed.wait(timeout)
+                finally:
+                    self._waiting -= 1
 
     def insert_in(
         self, connection: sqlite3.Connection, items: list[Any], priority: int | None = None
@@ -703,7 +761,7 @@ class DurableQueue(Generic[T]):
     # Private helpers.
 
     def _encode(self, items: list[Any]) -> list[bytes]:
-        if any(map(isinstance, items, repeat(type(END_OF_STREAM)))):
+        if any(map(isinstance, items, repeat(_END_OF_STREAM_TYPE))):
             raise TypeError(
                 "a DurableQueue cannot store the pipeline's end-of-stream marker: "
                 "use it as a run's source or sink (run_resumable), not as an inner link"
@@ -718,6 +776,22 @@ class DurableQueue(Generic[T]):
                 f"({type(items[index]).__name__}): {exc}; nothing of the batch was stored "
                 f"in {self!r}"
             ) from exc
+
+    def _insert_alone(self, payload: bytes, priority: int) -> bool:
+        """Insert one payload in one autocommit statement; False if in a transaction already.
+
+        Inside a transaction (the caller's, or one a Ctrl-C left open) the statement would
+        join it and not be durable on return: `_insert` handles that case.
+        """
+        connection = self.connection()
+        if connection.in_transaction:
+            return False
+        try:
+            connection.execute(_INSERT, (self.name, priority, time.time(), payload))
+        except sqlite3.Error as exc:
+            raise self._file_error(exc) from exc
+        self._notify()
+        return True
 
     def _insert(self, payloads: list[bytes], priority: int) -> bool:
         """Insert the payloads if they fit; return False (nothing written) if they do not."""
@@ -744,8 +818,7 @@ class DurableQueue(Generic[T]):
     ) -> list[int]:
         now = time.time()
         connection.executemany(
-            "INSERT INTO items (queue, priority, enqueued, payload) VALUES (?, ?, ?, ?)",
-            [(self.name, priority, now, payload) for payload in payloads],
+            _INSERT, [(self.name, priority, now, payload) for payload in payloads]
         )
         if not want_ids:
             return []
@@ -757,21 +830,23 @@ class DurableQueue(Generic[T]):
 
     def _claim(self, max_items: int) -> list[Leased[T]] | None:
         """Lease up to `max_items` ready items in one transaction; None if none is ready."""
-        lease_id = uuid.uuid4().hex
+        lease_id = os.urandom(16).hex()  # as random as uuid4().hex, a fifth of the cost
         now = time.time()
         try:
             with self._transaction() as connection:
                 if now >= self._next_lapse_check:
                     self._next_lapse_check = now + self._lapse_check_interval
                     self._release(connection, "lease_expires < ?", (now,))
+                connection.execute(_DUE_NOW, (self.name, now))
                 rows = connection.execute(
                     _CLAIM,
                     (
                         *(lease_id, self.owner, now + self.visibility_timeout),
-                        *(self.name, now, max_items),
+                        *(self.name, max_items),
                     ),
                 ).fetchall()
-                rows.sort(key=lambda row: (row[1], row[0]))
+                if len(rows) > 1:  # RETURNING gives no order
+                    rows.sort(key=lambda row: (row[1], row[0]))
                 decode = self.codec.decode
                 leased = []
                 for row_id, priority, attempts, payload in rows:
@@ -795,6 +870,8 @@ class DurableQueue(Generic[T]):
         spares them; a row that cannot be read stays in the file untouched, and is
         logged once. Damage in the index itself raises `QueueDamaged`.
         """
+        with contextlib.suppress(QueueDamaged), self._transaction() as promoting:
+            promoting.execute(_DUE_NOW, (self.name, now))
         connection = self.connection()
         with self._file_errors():
             candidates = [
@@ -813,14 +890,13 @@ class DurableQueue(Generic[T]):
             try:
                 with self._transaction() as claiming:
                     row = claiming.execute(
-                        _CLAIM_ONE,
-                        (lease_id, self.owner, now + self.visibility_timeout, row_id, now),
+                        _CLAIM_ONE, (lease_id, self.owner, now + self.visibility_timeout, row_id)
                     ).fetchone()
             except QueueDamaged as exc:
                 self._unreadable.add(row_id)
                 logger.error("item %d of %r cannot be read, left in place: %s", row_id, self, exc)
                 continue
-            if row is None:  # taken by another consumer meanwhile, or a retry not yet due
+            if row is None:  # taken by another consumer meanwhile
                 continue
             _, priority, attempts, payload = row
             try:
@@ -898,10 +974,31 @@ class DurableQueue(Generic[T]):
             now = time.time()
             connection.executemany(_TO_DEAD, [(now, error, row_id) for (row_id,) in doomed])
             connection.executemany("DELETE FROM items WHERE id = ?", doomed)
+        state = READY if ready_at is None else DELAYED
         connection.executemany(
-            "UPDATE items SET state = 0, lease_id = NULL, lease_owner = NULL, lease_expires = NULL,"
+            "UPDATE items SET state = ?, lease_id = NULL, lease_owner = NULL, lease_expires = NULL,"
             " not_before = ? WHERE id = ?",
-            [(ready_at, row_id) for row_id in ids],
+            [(state, ready_at, row_id) for row_id in ids],
+        )
+
+    def _delete_leased(
+        self, connection: sqlite3.Connection, entries: list[tuple[int, str, str]]
+    ) -> None:
+        """Delete (id, lease id, lapsed lease id) rows; raise `LeaseLost` unless all were held.
+
+        A lapsed lease keeps its id (marked) on the ready row until a claim replaces it,
+        so the late ack of work that was done still counts.
+        """
+        before = connection.total_changes
+        connection.executemany(_ACK, entries)
+        deleted = connection.total_changes - before
+        if deleted != len(entries):
+            raise self._lease_lost(len(entries) - deleted, len(entries))
+
+    def _lease_lost(self, lost: int, leases: int) -> LeaseLost:
+        return LeaseLost(
+            f"{lost} of {leases} leases in queue {self.name!r} "
+            f"of {str(self.path)!r} expired and went to another consumer; nothing was acked"
         )
 
     def _wait_until(
@@ -914,6 +1011,18 @@ class DurableQueue(Generic[T]):
         """Call `attempt` until it returns something but None/False, waiting between tries."""
         timeout = seconds("timeout", timeout, zero_allowed=True, none_allowed=True)
         getting = timed_out is Empty
+        # The first try needs no lock: the flags are only ever set, and a close meanwhile
+        # makes the attempt raise ShutDown. Nothing is waited for, so nothing is timed.
+        if not (self._closed or (self.is_shutdown and (self._immediate or not getting))):
+            result = attempt()
+            if result:
+                return result
+            if not block:
+                if getting and self.is_shutdown:
+                    raise ShutDown(f"{self!r} is shut down and nothing is ready")
+                raise timed_out
+        with self._changed:  # from here on, every commit through this object notifies
+            self._waiting += 1
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         try:
@@ -941,12 +1050,15 @@ class DurableQueue(Generic[T]):
         finally:
             waited = time.monotonic() - started
             with self._changed:
+                self._waiting -= 1
                 if getting:
                     self._get_waited_seconds += waited
                 else:
                     self._put_blocked_seconds += waited
 
     def _notify(self) -> None:
+        if not self._waiting:
+            return
         with self._changed:
             self._changed.notify_all()
 
@@ -956,28 +1068,9 @@ class DurableQueue(Generic[T]):
             count: int = connection.execute(sql, (self.name,)).fetchone()[0]
         return count
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        connection = self.connection()
-        held: _ThreadConnection = self._local.held
-        with self._file_errors():
-            if connection.in_transaction and not held.depth:
-                # A Ctrl-C between this thread's BEGIN and the block that ends it (two
-                # calls) left a transaction open that nothing of ours is in: none of it
-                # was committed, so it is rolled back, as it would have been.
-                connection.rollback()
-            held.depth += 1
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    yield connection
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.rollback()
-                    raise
-                connection.execute("COMMIT")
-            finally:
-                held.depth -= 1
+    def _transaction(self) -> _Transaction:
+        """Return a `BEGIN IMMEDIATE` transaction of this thread's connection, to enter."""
+        return _Transaction(self)
 
     @contextlib.contextmanager
     def _file_errors(self, *, opening: bool = False) -> Iterator[None]:
@@ -985,18 +1078,23 @@ class DurableQueue(Generic[T]):
         try:
             yield
         except sqlite3.Error as exc:
-            if self._closed:
-                raise self._closed_error() from exc
-            if (
-                self.read_only
-                and isinstance(exc, sqlite3.OperationalError)
-                and ((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_READONLY)
-            ):
-                raise QueueReadOnly(
-                    f"{str(self.path)!r} was opened read_only=True: {self!r} only looks; "
-                    "open it without read_only to change it"
-                ) from exc
-            raise _file_error(exc, self.path, self.timeout, opening=opening) from exc
+            raise self._file_error(exc, opening=opening) from exc
+
+    def _file_error(self, exc: sqlite3.Error, *, opening: bool = False) -> Exception:
+        """Return the package's error for an SQLite error of this queue (see `_file_errors`)."""
+        if self._closed:
+            closed: Exception = self._closed_error()
+            return closed
+        if (
+            self.read_only
+            and isinstance(exc, sqlite3.OperationalError)
+            and ((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_READONLY)
+        ):
+            return QueueReadOnly(
+                f"{str(self.path)!r} was opened read_only=True: {self!r} only looks; "
+                "open it without read_only to change it"
+            )
+        return _file_error(exc, self.path, self.timeout, opening=opening)
 
     def _closed_error(self) -> ShutDown:
         return ShutDown(f"{self!r} is closed")
@@ -1061,13 +1159,8 @@ class DurableQueue(Generic[T]):
                     f"queue {self.name!r} in {str(self.path)!r} was written with codec "
                     f"{stored[0]!r}; it cannot be opened with codec {self.codec.name!r}"
                 )
-            columns = {row[1] for row in registering.execute("PRAGMA table_info(items)")}
-            if "lapses" not in columns:  # a file from before lapses were counted apart
-                registering.execute(
-                    "ALTER TABLE items ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0"
-                )
-            if "not_before" not in columns:  # a file from before retries could wait
-                registering.execute("ALTER TABLE items ADD COLUMN not_before REAL")
+            if registering.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                _upgrade(registering)
             released = self._release_dead_owners(registering)
         if released:
             logger.info("%r: %d items leased by stopped processes are ready again", self, released)
@@ -1156,6 +1249,53 @@ class _ThreadConnection:
         self.depth = 0  # the transactions of this package open on it (nested: an error)
 
 
+class _Transaction:
+    """One `BEGIN IMMEDIATE` ... `COMMIT` (rolled back if the block raises) on one connection.
+
+    Every SQLite error of it, the block's included, reaches the caller as the queue's
+    error naming the file. A class rather than a generator-based context manager: every
+    claim and batch enters one, and this costs a fraction.
+    """
+
+    __slots__ = ("connection", "held", "queue")
+
+    def __init__(self, queue: DurableQueue[Any]) -> None:
+        self.queue = queue
+        self.connection = queue.connection()
+        self.held: _ThreadConnection = queue._local.held
+
+    def __enter__(self) -> sqlite3.Connection:
+        connection, held = self.connection, self.held
+        try:
+            if connection.in_transaction and not held.depth:
+                # A Ctrl-C between this thread's BEGIN and the block that ends it (two
+                # calls) left a transaction open that nothing of ours is in: none of it
+                # was committed, so it is rolled back, as it would have been.
+                connection.rollback()
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self.queue._file_error(exc) from exc
+        held.depth += 1
+        return connection
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        # The try comes first: a Ctrl-C at any point of it still gives the depth back,
+        # and leaves at worst a transaction that the next one rolls back.
+        try:
+            if kind is None:
+                self.connection.execute("COMMIT")
+            elif self.connection.in_transaction:
+                self.connection.rollback()
+        except sqlite3.Error as exc:
+            raise self.queue._file_error(exc) from exc
+        finally:
+            self.held.depth -= 1
+        if isinstance(error, sqlite3.Error):
+            raise self.queue._file_error(error) from error
+
+
 # Connections a forked child inherited: never used there, and not closed there either
 # (closing could checkpoint or delete the parent's WAL); kept, so that no garbage
 # collection closes them while the child runs.
@@ -1201,6 +1341,22 @@ def _connect(
         connection.close()
         raise
     return connection
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Bring a file of schema version 1 to this version, inside the caller's transaction.
+
+    Every item stays as it was; a delayed retry, stored in version 1 as a ready row with
+    a not-before time, gets the delayed state, so that claims pass it over by index.
+    """
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(items)")}
+    if "lapses" not in columns:  # a file from before lapses were counted apart
+        connection.execute("ALTER TABLE items ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0")
+    if "not_before" not in columns:  # a file from before retries could wait
+        connection.execute("ALTER TABLE items ADD COLUMN not_before REAL")
+    connection.execute(_DELAYED_INDEX)
+    connection.execute("UPDATE items SET state = 2 WHERE state = 0 AND not_before IS NOT NULL")
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _header(connection: sqlite3.Connection, path: Path) -> tuple[int, int, int]:
