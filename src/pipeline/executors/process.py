@@ -59,7 +59,7 @@ from pipeline.executors.pickling import find_unpicklable
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.worker import current_stop_event
 
-__all__ = ["BARRIER_SECONDS", "ProcessStage", "default_start_method"]
+__all__ = ["BARRIER_SECONDS", "PROCESS_LATENCY_TARGET", "ProcessStage", "default_start_method"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,15 @@ Out = TypeVar("Out")
 
 BARRIER_SECONDS: Final = 60.0  # the most a process waits for its siblings to start
 KILL_SECONDS: Final = 5.0  # the most a pool's shutdown waits for a killed process to end
+PROCESS_LATENCY_TARGET: Final = 0.02
+"""The seconds a batch sent to a process should take, unless the inner stage says.
+
+A task costs a round trip here (0.1-1 ms, more on a loaded machine) plus pickling both
+ways, so the thread stages' batches of ~2 ms would spend a third of their time on
+the trip: 4,000 items of 0.08 ms on 2 processes came 0.58x `ProcessPoolExecutor.map`
+with them and 0.98-1.02x with 20 ms (`benchmarks/bench_process_peers.py`); 10 ms and
+50 ms came the same, and a shorter batch lets the processes end the stream together.
+"""
 
 
 def default_start_method() -> str:
@@ -85,8 +94,9 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
     while the processes start); the processes are then killed.
 
     The inner stage's settings take effect: its `workers` are the processes, its
-    `latency_target` sizes the batches, its `flush()` runs in each process at the end
-    of the stream, and its name is the wrapper's. A stage whose workers each take a
+    `latency_target` sizes the batches (read when a run starts; `PROCESS_LATENCY_TARGET`,
+    20 ms, when it has none), its `flush()` runs in each process at the end of the
+    stream, and its name is the wrapper's. A stage whose workers each take a
     different part (a mix pool's functions) defines `set_process_number(number)`: it
     is called in each process, numbered from 0, before `setup()`, since each process
     holds its own copy of the stage.
@@ -144,9 +154,9 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         methods = multiprocessing.get_all_start_methods()
         if start_method is not None and start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
+        self.stage = stage  # before PipelineStage.__init__, which sets latency_target
         super().__init__(name or stage.name, workers=window, latency_target=stage.latency_target)
         self.named_by_user = name is not None or stage.named_by_user
-        self.stage = stage
         self.processes = count
         self.start_method = default_start_method() if start_method is None else start_method
         self.stop_timeout = seconds("stop_timeout", stop_timeout)
@@ -161,6 +171,29 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         self._flushed = 0
         self._setup_error: BaseException | None = None
         self._killed = False
+
+    @property
+    def latency_target(self) -> float | None:
+        """The seconds a batch should take: the inner stage's, else `PROCESS_LATENCY_TARGET`.
+
+        Setting it sets the inner stage's, so that the two never disagree; None gives
+        back the default.
+        """
+        target = self.stage.latency_target
+        return PROCESS_LATENCY_TARGET if target is None else target
+
+    @latency_target.setter
+    def latency_target(self, target: float | None) -> None:
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, int | float) or not target > 0
+        ):
+            raise ValueError(f"latency_target must be a number of seconds > 0, got {target!r}")
+        self.stage.latency_target = target
+
+    @property
+    def max_inflight(self) -> int:
+        """The most batches in the processes at once: one per worker thread."""
+        return self.workers
 
     def setup(self) -> None:
         """Start the worker processes if this is the first worker thread; set up the stage there.
