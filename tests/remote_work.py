@@ -148,3 +148,17 @@ class BatchSizes(PipelineStage[int, tuple[int, int, int]]):
             pause.wait(self.seconds)
             outputs.append((item, len(items), os.getpid()))
         return outputs
+
+
+class SlottedScale(PipelineStage[int, int]):
+    """Keeps its factor in a slot, and something of its own in another."""
+
+    __slots__ = ("factor", "guard")
+
+    def __init__(self, factor: int, *, guard: object = None, workers: int = 2) -> None:
+        super().__init__(workers=workers)
+        self.factor = factor
+        self.guard = guard
+
+    def process(self, item: int) -> int:
+        return item * self.factor

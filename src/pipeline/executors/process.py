@@ -441,23 +441,30 @@ class _StagePickler(pickle.Pickler):
 
 
 def _stage_payload(stage: PipelineStage[Any, Any]) -> bytes:
-    """Pickle the stage's class and state, leaving out its thread-local `local`."""
-    state = stage.__getstate__()
-    if isinstance(state, dict):
-        state = {key: value for key, value in state.items() if key != "local"}
+    """Pickle the stage whole (its slots too), each thread-local `local` in it sent empty."""
     buffer = io.BytesIO()
     try:
-        _StagePickler(buffer, pickle.HIGHEST_PROTOCOL).dump((type(stage), state))
+        _StagePickler(buffer, pickle.HIGHEST_PROTOCOL).dump(stage)
         return buffer.getvalue()
     except Exception as exc:
         kind = type(stage).__name__
         problem = find_unpicklable(type(stage), f"the class {kind}")
-        if isinstance(state, dict):
-            for key, value in state.items():
-                problem = problem or find_unpicklable(value, f"{kind}.{key}")
+        for key, value in _attributes(stage):
+            problem = problem or find_unpicklable(value, f"{kind}.{key}")
         raise NotPicklable(
             f"stage {stage.name!r} cannot be sent to its worker processes: {problem or exc}"
         ) from exc
+
+
+def _attributes(stage: PipelineStage[Any, Any]) -> list[tuple[str, object]]:
+    """Return the stage's attributes, from its `__dict__` and its slots, but its `local`."""
+    found = [(key, value) for key, value in vars(stage).items() if key != "local"]
+    for kind in type(stage).__mro__:
+        slots = kind.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in {"__dict__", "__weakref__"} and hasattr(stage, slot):
+                found.append((slot, getattr(stage, slot)))
+    return found
 
 
 # What a worker process holds: the barrier of its pool and the stage it set up.
@@ -477,12 +484,7 @@ def _setup_in_worker(number: int, payload: bytes) -> int:
     global _stage
     failure = None
     try:
-        kind, state = pickle.loads(payload)
-        stage = kind.__new__(kind)
-        if hasattr(stage, "__setstate__"):
-            stage.__setstate__(state)
-        else:
-            stage.__dict__.update(state)
+        stage = pickle.loads(payload)
         stage.local = threading.local()
         if hasattr(stage, "set_process_number"):
             stage.set_process_number(number)
