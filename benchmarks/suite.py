@@ -62,6 +62,7 @@ PRESETS: dict[str, list[str]] = {
     # Builds the free-threaded interpreter on its first run (tools/), then reuses it.
     "bench_freethreaded.py": ["--items", "5000", "--repeat", "3"],
     "bench_executors.py": ["--scale", "0.3", "--repeat", "1"],
+    "bench_process_peers.py": ["--quick"],
     "bench_windows.py": ["--readings", "200000", "--repeat", "3"],
     "bench_async.py": ["--quick"],
 }

@@ -132,3 +132,33 @@ class SlowSquare(PipelineStage[int, tuple[int, int]]):
     def process(self, item: int) -> tuple[int, int]:
         time.sleep(self.seconds)
         return item * item, os.getpid()
+
+
+class BatchSizes(PipelineStage[int, tuple[int, int, int]]):
+    """Waits `seconds` per item; each output says its item, its batch's size and its process."""
+
+    def __init__(self, seconds: float, *, workers: int = 2) -> None:
+        super().__init__(workers=workers)
+        self.seconds = seconds
+
+    def process_batch(self, items: list[int]) -> list[tuple[int, int, int]]:
+        pause = threading.Event()
+        outputs = []
+        for item in items:
+            pause.wait(self.seconds)
+            outputs.append((item, len(items), os.getpid()))
+        return outputs
+
+
+class SlottedScale(PipelineStage[int, int]):
+    """Keeps its factor in a slot, and something of its own in another."""
+
+    __slots__ = ("factor", "guard")
+
+    def __init__(self, factor: int, *, guard: object = None, workers: int = 2) -> None:
+        super().__init__(workers=workers)
+        self.factor = factor
+        self.guard = guard
+
+    def process(self, item: int) -> int:
+        return item * self.factor

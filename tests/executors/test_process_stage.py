@@ -243,3 +243,20 @@ def test_bad_arguments_are_named() -> None:
         ProcessStage(stage, start_method="vfork")
     with pytest.raises(ValueError, match=r"^stop_timeout must be > 0 seconds and finite, got nan$"):
         ProcessStage(stage, stop_timeout=float("nan"))
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_stage_with_slots_runs_in_processes_with_its_slots_set(start_method: str) -> None:
+    stage = ProcessStage(remote_work.SlottedScale(3), start_method=start_method)
+    assert Pipeline(stage).run(range(50)) == [item * 3 for item in range(50)]
+
+
+def test_a_slot_that_does_not_pickle_is_named() -> None:
+    stage = ProcessStage(remote_work.SlottedScale(3, guard=threading.Lock()))
+    with pytest.raises(StageError) as caught:
+        Pipeline(stage).run(range(5))
+    assert isinstance(caught.value.__cause__, NotPicklable)
+    assert str(caught.value.__cause__).startswith(
+        "stage 'SlottedScale' cannot be sent to its worker processes: SlottedScale.guard "
+        "(lock) cannot be pickled: TypeError: "
+    )

@@ -59,7 +59,7 @@ from pipeline.executors.pickling import find_unpicklable
 from pipeline.stage import ItemFailed, PipelineStage
 from pipeline.worker import current_stop_event
 
-__all__ = ["BARRIER_SECONDS", "ProcessStage", "default_start_method"]
+__all__ = ["BARRIER_SECONDS", "PROCESS_LATENCY_TARGET", "ProcessStage", "default_start_method"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,15 @@ Out = TypeVar("Out")
 
 BARRIER_SECONDS: Final = 60.0  # the most a process waits for its siblings to start
 KILL_SECONDS: Final = 5.0  # the most a pool's shutdown waits for a killed process to end
+PROCESS_LATENCY_TARGET: Final = 0.02
+"""The seconds a batch sent to a process should take, unless the inner stage says.
+
+A task costs a round trip here (0.1-1 ms, more on a loaded machine) plus pickling both
+ways, so the thread stages' batches of ~2 ms would spend a third of their time on
+the trip: 4,000 items of 0.08 ms on 2 processes came 0.58x `ProcessPoolExecutor.map`
+with them and 0.98-1.02x with 20 ms (`benchmarks/bench_process_peers.py`); 10 ms and
+50 ms came the same, and a shorter batch lets the processes end the stream together.
+"""
 
 
 def default_start_method() -> str:
@@ -85,8 +94,9 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
     while the processes start); the processes are then killed.
 
     The inner stage's settings take effect: its `workers` are the processes, its
-    `latency_target` sizes the batches, its `flush()` runs in each process at the end
-    of the stream, and its name is the wrapper's. A stage whose workers each take a
+    `latency_target` sizes the batches (read when a run starts; `PROCESS_LATENCY_TARGET`,
+    20 ms, when it has none), its `flush()` runs in each process at the end of the
+    stream, and its name is the wrapper's. A stage whose workers each take a
     different part (a mix pool's functions) defines `set_process_number(number)`: it
     is called in each process, numbered from 0, before `setup()`, since each process
     holds its own copy of the stage.
@@ -144,9 +154,9 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         methods = multiprocessing.get_all_start_methods()
         if start_method is not None and start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
+        self.stage = stage  # before PipelineStage.__init__, which sets latency_target
         super().__init__(name or stage.name, workers=window, latency_target=stage.latency_target)
         self.named_by_user = name is not None or stage.named_by_user
-        self.stage = stage
         self.processes = count
         self.start_method = default_start_method() if start_method is None else start_method
         self.stop_timeout = seconds("stop_timeout", stop_timeout)
@@ -161,6 +171,29 @@ class ProcessStage(WindowedStage[In, Out], Generic[In, Out]):
         self._flushed = 0
         self._setup_error: BaseException | None = None
         self._killed = False
+
+    @property
+    def latency_target(self) -> float | None:
+        """The seconds a batch should take: the inner stage's, else `PROCESS_LATENCY_TARGET`.
+
+        Setting it sets the inner stage's, so that the two never disagree; None gives
+        back the default.
+        """
+        target = self.stage.latency_target
+        return PROCESS_LATENCY_TARGET if target is None else target
+
+    @latency_target.setter
+    def latency_target(self, target: float | None) -> None:
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, int | float) or not target > 0
+        ):
+            raise ValueError(f"latency_target must be a number of seconds > 0, got {target!r}")
+        self.stage.latency_target = target
+
+    @property
+    def max_inflight(self) -> int:
+        """The most batches in the processes at once: one per worker thread."""
+        return self.workers
 
     def setup(self) -> None:
         """Start the worker processes if this is the first worker thread; set up the stage there.
@@ -408,23 +441,30 @@ class _StagePickler(pickle.Pickler):
 
 
 def _stage_payload(stage: PipelineStage[Any, Any]) -> bytes:
-    """Pickle the stage's class and state, leaving out its thread-local `local`."""
-    state = stage.__getstate__()
-    if isinstance(state, dict):
-        state = {key: value for key, value in state.items() if key != "local"}
+    """Pickle the stage whole (its slots too), each thread-local `local` in it sent empty."""
     buffer = io.BytesIO()
     try:
-        _StagePickler(buffer, pickle.HIGHEST_PROTOCOL).dump((type(stage), state))
+        _StagePickler(buffer, pickle.HIGHEST_PROTOCOL).dump(stage)
         return buffer.getvalue()
     except Exception as exc:
         kind = type(stage).__name__
         problem = find_unpicklable(type(stage), f"the class {kind}")
-        if isinstance(state, dict):
-            for key, value in state.items():
-                problem = problem or find_unpicklable(value, f"{kind}.{key}")
+        for key, value in _attributes(stage):
+            problem = problem or find_unpicklable(value, f"{kind}.{key}")
         raise NotPicklable(
             f"stage {stage.name!r} cannot be sent to its worker processes: {problem or exc}"
         ) from exc
+
+
+def _attributes(stage: PipelineStage[Any, Any]) -> list[tuple[str, object]]:
+    """Return the stage's attributes, from its `__dict__` and its slots, but its `local`."""
+    found = [(key, value) for key, value in vars(stage).items() if key != "local"]
+    for kind in type(stage).__mro__:
+        slots = kind.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in {"__dict__", "__weakref__"} and hasattr(stage, slot):
+                found.append((slot, getattr(stage, slot)))
+    return found
 
 
 # What a worker process holds: the barrier of its pool and the stage it set up.
@@ -444,12 +484,7 @@ def _setup_in_worker(number: int, payload: bytes) -> int:
     global _stage
     failure = None
     try:
-        kind, state = pickle.loads(payload)
-        stage = kind.__new__(kind)
-        if hasattr(stage, "__setstate__"):
-            stage.__setstate__(state)
-        else:
-            stage.__dict__.update(state)
+        stage = pickle.loads(payload)
         stage.local = threading.local()
         if hasattr(stage, "set_process_number"):
             stage.set_process_number(number)
