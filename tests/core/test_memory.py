@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import WAIT
 
 from pipeline import FunctionStage, Pipeline, PipelineStage, SafeQueue
-from pipeline.pipeline import DEFAULT_QUEUE_BYTES
+from pipeline.batching import byte_capped
+from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_BYTES
 
 PAGE = 100_000  # bytes per item: a page, an image
 
@@ -173,3 +176,44 @@ def test_a_bad_stage_queue_size_is_refused_naming_the_stage(
     stage.queue_size = value
     with pytest.raises(error, match=message):
         Pipeline(stage)
+
+
+# Items of mixed sizes: the weights are estimates, and a run must never hang on them.
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 10, 1_000, 50_000]), min_size=0, max_size=200),
+    queue_bytes=st.integers(min_value=1, max_value=200_000),
+    workers=st.integers(min_value=1, max_value=3),
+    ordered=st.booleans(),
+)
+def test_items_of_mixed_sizes_all_arrive_under_any_byte_budget(
+    sizes: list[int], queue_bytes: int, workers: int, ordered: bool
+) -> None:
+    items = [bytes(size) + bytes([index % 256]) for index, size in enumerate(sizes)]
+    pipeline = Pipeline(
+        FunctionStage[bytes, bytes](identity, workers=workers)
+        >> FunctionStage[bytes, bytes](identity),
+        queue_bytes=queue_bytes,
+        ordered=ordered,
+    )
+    outputs = pipeline.run(items)
+    assert outputs == items if ordered else sorted(outputs) == sorted(items)
+
+
+def test_a_queue_whose_estimate_ran_high_forgets_it_once_empty() -> None:
+    """A batch led by a large item weighs more than it holds; emptying resets the weight."""
+    big = b"x" * PAGE
+    queue: SafeQueue[bytes] = SafeQueue(max_bytes=2 * sys.getsizeof(big))
+    queue.put_many([big, b"", b""])  # weighed as three large items: over the budget
+    assert queue.get_many(1) == [big]
+    assert queue.get_many(5) == [b"", b""]  # weighed out as small ones
+    queue.put_many([big, big], block=False)  # empty again: the full budget is free
+
+
+def test_ints_are_never_capped_below_the_default_batch() -> None:
+    """What keeps cheap chains fast under the budget: 4,096 ints weigh far under its share."""
+    ints = list(range(DEFAULT_BATCH_SIZE))
+    share = DEFAULT_QUEUE_BYTES // 2  # one worker's batch: its inputs and outputs
+    assert byte_capped(share, len(ints), ints, ints) > DEFAULT_BATCH_SIZE
