@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,7 +42,7 @@ def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int
     return size
 
 
-def byte_capped(budget: int, taken: int, *batches: list[object]) -> int:
+def byte_capped(budget: int, taken: int, *batches: Sequence[object]) -> int:
     """Return how many items like the last `taken` fit in `budget` bytes (at least 1).
 
     Each of `batches` (a batch's inputs, its outputs) weighs its length times
