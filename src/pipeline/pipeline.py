@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from functools import partial
 from itertools import islice
 from queue import SimpleQueue
 from types import TracebackType
@@ -252,11 +253,9 @@ class Pipeline(Generic[In, Out]):
 
     @property
     def max_bytes_in_flight(self) -> int:
-        """The most bytes a run of a chain holds, by `sys.getsizeof` (0: no byte budget).
+        """The most bytes a run holds, as `queue_bytes` weighs them (0: no byte budget).
 
-        `queue_bytes` for every link, every stage (its batches in hand and parked), the
-        source's chunk and the consumer's batch, with the shallow, first-item estimate
-        `queue_bytes` describes; a single item larger than the budget counts once more.
+        `queue_bytes` for every link, every stage, the source's chunk and the consumer's batch.
         """
         return (2 * len(self.stages) + 3) * self.queue_bytes
 
@@ -578,16 +577,9 @@ class _Run:
         A chain: one queue per link, each stage reading one and emitting into the next.
         A graph's run overrides this one step; everything else is the same engine.
         """
-
-        def make_queue(name: str, size: int) -> LinkQueue[Any]:
-            if pipeline.queue_factory is not None:
-                return pipeline.queue_factory(name, size)
-            return SafeQueue[Any](size, max_bytes=pipeline.queue_bytes)
-
-        sizes = [*pipeline.inbox_sizes, pipeline.queue_size]
-        queues = [
-            make_queue(*link) for link in zip([*pipeline.names, "results"], sizes, strict=True)
-        ]
+        make_queue = pipeline.queue_factory or partial(_safe_queue, max_bytes=pipeline.queue_bytes)
+        names, sizes = [*pipeline.names, "results"], [*pipeline.inbox_sizes, pipeline.queue_size]
+        queues = [make_queue(*link) for link in zip(names, sizes, strict=True)]
         self.at_position = pipeline.ordered and not pipeline.fail_fast
         stage_runs = [
             StageRun(
@@ -863,5 +855,5 @@ def _close_unread(source: Iterator[Any]) -> None:
         logger.warning("closing the source of a run that never started failed", exc_info=True)
 
 
-def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:
-    return SafeQueue[Any](maxsize)
+def _safe_queue(name: str, maxsize: int, max_bytes: int = 0) -> LinkQueue[Any]:
+    return SafeQueue[Any](maxsize, max_bytes=max_bytes)
