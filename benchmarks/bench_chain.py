@@ -4,28 +4,51 @@ Every row is measured in the same run, so the ratios hold on a noisy shared mach
 - a plain sequential generator chain (the speed a pipeline must come close to);
 - hand-written threads passing one item at a time through `queue.Queue` (the classic
   tutorial pipeline, and what most libraries do per item);
-- `Pipeline` with the classic stages, and with `FunctionStage`s built from lambdas;
+- `Pipeline` with the classic stages, and with `FunctionStage`s built from lambdas
+  (`FunctionStage(x*2) >> FunctionStage(x+10) >> PredicateStage(even)`), through
+  `run()` and through `stream()`;
+- those three function stages' batch loops called one after the other in one thread,
+  on batches of the pipeline's size: the work the threads do between them, without
+  threads or handoffs (what remains of the gap to the generator chain once the
+  threading costs nothing);
 - `Pipeline` with the classic stages and its statistics off: the statistics are always
   on, so the "off" row replaces `WorkerCounters.record_batch` with a no-op for its runs.
   The on and off rows alternate run by run, so drift on the machine hits both alike.
 
-Each row is the best of `--repeat` runs. The item-at-a-time threaded chain runs on
-fewer items (`--threaded-items`) because it is two orders of magnitude slower; its
-rate is per item all the same.
+The rows take turns, one run each per round, `--repeat` rounds; a row's rate is its best
+run, and its ratio to the sequential chain is taken round by round (min / median / max
+printed below the table), so drift on the machine hits every row alike. The
+item-at-a-time threaded chain runs on fewer items (`--threaded-items`) because it is two
+orders of magnitude slower; its rate is per item all the same. Then the latency of an
+early `break` (from the break to the stream's close returning, every thread joined) and
+of a failure (from the raise in a stage to the caller catching the `StageError`).
 
-Run: .venv/bin/python benchmarks/bench_chain.py [--items N] [--repeat K]
+Run: .venv/bin/python benchmarks/bench_chain.py [--items N] [--repeat K] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
+import json
 import queue
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
 from unittest import mock
 
-from pipeline import AddStage, FilterStage, FunctionStage, MultiplyStage, Pipeline, PredicateStage
+from pipeline import (
+    AddStage,
+    FilterStage,
+    FunctionStage,
+    MultiplyStage,
+    Pipeline,
+    PredicateStage,
+    StageError,
+)
+from pipeline.stage import filter_items, map_items
 from pipeline.stats import WorkerCounters
 
 _DONE = object()
@@ -83,13 +106,30 @@ def classic_pipeline(items: Iterable[int]) -> list[int]:
     return Pipeline(MultiplyStage() >> AddStage() >> FilterStage()).run(items)
 
 
-def function_pipeline(items: Iterable[int]) -> list[int]:
-    chain = (
+def function_chain() -> Pipeline[int, int]:
+    return Pipeline(
         FunctionStage[int, int](lambda x: x * 2)
         >> FunctionStage[int, int](lambda x: x + 10)
         >> PredicateStage[int](lambda x: x % 2 == 0)
     )
-    return Pipeline(chain).run(items)
+
+
+def function_pipeline(items: Iterable[int]) -> list[int]:
+    return function_chain().run(items)
+
+
+def function_pipeline_streamed(items: Iterable[int]) -> list[int]:
+    return list(function_chain().stream(items))
+
+
+def stage_loops_in_one_thread(items: Iterable[int]) -> list[int]:
+    """The function stages' batch loops, one after the other, on batches of 4,096 items."""
+    outputs: list[int] = []
+    pending = iter(items)
+    double, add, even = (lambda x: x * 2), (lambda x: x + 10), (lambda x: x % 2 == 0)
+    while batch := list(itertools.islice(pending, 4096)):
+        outputs.extend(filter_items(even, map_items(add, map_items(double, batch))))
+    return outputs
 
 
 def classic_pipeline_without_statistics(items: Iterable[int]) -> list[int]:
@@ -115,20 +155,48 @@ def timed_run(run: Callable[[Iterable[int]], list[int]], items: int) -> float:
     return elapsed
 
 
-def best_rate(run: Callable[[Iterable[int]], list[int]], items: int, repeat: int) -> float:
-    """Return the best items/s over `repeat` runs, checking the output each time."""
-    return items / min(timed_run(run, items) for _ in range(repeat))
-
-
-def best_rates_alternating(
-    runs: list[Callable[[Iterable[int]], list[int]]], items: int, repeat: int
-) -> list[float]:
-    """Return each run's best items/s, taking the runs in turn `repeat` times."""
-    best = [float("inf")] * len(runs)
+def rounds(
+    runs: dict[str, Callable[[Iterable[int]], list[int]]], items: int, repeat: int
+) -> dict[str, list[float]]:
+    """Return each run's seconds per round, taking the runs in turn `repeat` times."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
-        for index, run in enumerate(runs):
-            best[index] = min(best[index], timed_run(run, items))
-    return [items / seconds for seconds in best]
+        for name, run in runs.items():
+            seconds[name].append(timed_run(run, items))
+    return seconds
+
+
+def early_break_seconds(outputs_before_break: int) -> float:
+    """Return the seconds from a `break` out of a stream to its close returning."""
+    with contextlib.closing(function_chain().stream(itertools.count())) as stream:
+        for count, _ in enumerate(stream, start=1):
+            if count == outputs_before_break:
+                break
+        started = time.perf_counter()
+    return time.perf_counter() - started
+
+
+def failure_seconds(bad_item: int) -> float:
+    """Return the seconds from a stage raising on `bad_item` to the caller catching it."""
+    raised_at = 0.0
+
+    def fail_on_bad_item(x: int) -> int:
+        nonlocal raised_at
+        if x == bad_item:
+            raised_at = time.perf_counter()
+            raise ValueError(x)
+        return x
+
+    pipeline = Pipeline(FunctionStage(fail_on_bad_item) >> FunctionStage[int, int](abs))
+    try:
+        pipeline.run(itertools.count())
+    except StageError:
+        return time.perf_counter() - raised_at
+    raise AssertionError("the failing stage did not fail the run")
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,36 +210,72 @@ def main(argv: list[str] | None = None) -> int:
         "--threaded-items", type=int, default=100_000, help="items for the item-at-a-time threads"
     )
     parser.add_argument(
-        "--repeat", type=int, default=5, help="runs per row; the best counts (default 5)"
+        "--repeat", type=int, default=5, help="rounds; a row's best run counts (default 5)"
     )
+    parser.add_argument("--quick", action="store_true", help="200,000 items, 3 rounds")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.items, args.repeat, args.threaded_items = 200_000, 3, 20_000
 
-    with_statistics, without_statistics = best_rates_alternating(
-        [classic_pipeline, classic_pipeline_without_statistics], args.items, args.repeat
-    )
-    rates = {
-        "sequential generator chain": best_rate(sequential_chain, args.items, args.repeat),
-        "threads + queue.Queue, item at a time": best_rate(
-            item_at_a_time_threads, args.threaded_items, max(1, args.repeat // 2)
-        ),
-        "Pipeline, classic stages": with_statistics,
-        "Pipeline, classic stages, statistics off*": without_statistics,
-        "Pipeline, FunctionStage lambdas": best_rate(function_pipeline, args.items, args.repeat),
+    runs: dict[str, Callable[[Iterable[int]], list[int]]] = {
+        "sequential generator chain": sequential_chain,
+        "Pipeline, classic stages": classic_pipeline,
+        "Pipeline, classic stages, statistics off*": classic_pipeline_without_statistics,
+        "Pipeline, FunctionStage lambdas, run()": function_pipeline,
+        "Pipeline, FunctionStage lambdas, stream()": function_pipeline_streamed,
+        "FunctionStage loops in one thread**": stage_loops_in_one_thread,
     }
-    sequential = rates["sequential generator chain"]
-    threaded = rates["threads + queue.Queue, item at a time"]
+    seconds = rounds(runs, args.items, args.repeat)
+    threaded_seconds = min(
+        timed_run(item_at_a_time_threads, args.threaded_items)
+        for _ in range(max(1, args.repeat // 2))
+    )
+    rates = {name: args.items / min(times) for name, times in seconds.items()}
+    threaded = args.threaded_items / threaded_seconds
+    sequential = seconds["sequential generator chain"]
+    ratios = {
+        name: [base / own for base, own in zip(sequential, times, strict=True)]
+        for name, times in seconds.items()
+    }
     print(f"{'chain':42} {'items/s':>14} {'vs sequential':>14} {'vs item-at-a-time':>18}")
-    for name, rate in rates.items():
-        print(f"{name:42} {rate:14,.0f} {rate / sequential:13.2f}x {rate / threaded:17.1f}x")
-    overhead = without_statistics / with_statistics - 1
+    table = {**rates, "threads + queue.Queue, item at a time": threaded}
+    for name, rate in table.items():
+        ratio = (
+            statistics.median(ratios[name])
+            if name in ratios
+            else threaded / rates["sequential generator chain"]
+        )
+        print(f"{name:42} {rate:14,.0f} {ratio:13.2f}x {rate / threaded:17.1f}x")
     print(
         "* statistics off: WorkerCounters.record_batch replaced by a no-op for those runs "
         "(the statistics are always on)"
     )
     print(
-        f"statistics on vs off: {overhead:+.1%} time on the classic pipeline "
-        f"(best of {args.repeat} alternating runs each)"
+        "** the function stages' three batch loops run one after the other in one thread: "
+        "the threads' work without threads"
     )
+    print(f"ratio to the sequential chain, round by round (min / median / max of {args.repeat}):")
+    for name in runs:
+        if name != "sequential generator chain":
+            print(f"  {name:44} {spread(ratios[name])}")
+    breaks = [early_break_seconds(50_000) * 1000 for _ in range(5)]
+    failures = [failure_seconds(50_000) * 1000 for _ in range(5)]
+    print(f"early break, ms (min / median / max of 5): {spread(breaks)}")
+    print(f"failure to the caller, ms (min / median / max of 5): {spread(failures)}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(
+                {
+                    "items": args.items,
+                    "rates": table,
+                    "ratios_to_sequential": ratios,
+                    "early_break_ms": breaks,
+                    "failure_ms": failures,
+                },
+                file,
+                indent=2,
+            )
     return 0
 
 

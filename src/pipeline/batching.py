@@ -4,7 +4,8 @@ A thread (a stage's worker or the source reader) starts by taking one item, then
 doubles its take while a batch takes less than `TARGET_BATCH_SECONDS` to process, and
 halves it when a batch takes much longer. Fast stages reach the full batch size within
 a few batches, so handoffs stay cheap; slow stages take few items at a time, so latency
-stays low and the items spread over all workers.
+stays low and the items spread over all workers. Under a byte budget (a pipeline's
+`queue_bytes`), `byte_capped` keeps a batch of large items within its share of it.
 
 `AdaptiveBatcher` is the other policy: it sizes batches toward a latency objective
 (AIMD), for a sink's writes to a database, and for a stage that must answer in time.
@@ -12,14 +13,22 @@ stays low and the items spread over all workers.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from pipeline._checks import int_at_least, number, positive_int
 
-__all__ = ["TARGET_BATCH_SECONDS", "AdaptiveBatcher", "BatcherStatistics", "next_batch_size"]
+__all__ = [
+    "TARGET_BATCH_SECONDS",
+    "AdaptiveBatcher",
+    "BatcherStatistics",
+    "byte_capped",
+    "next_batch_size",
+]
 
 TARGET_BATCH_SECONDS: Final = 0.002
 
@@ -31,6 +40,17 @@ def next_batch_size(size: int, taken: int, elapsed: float, max_size: int) -> int
     if taken == size and elapsed < TARGET_BATCH_SECONDS:
         return min(max_size, size * 2)
     return size
+
+
+def byte_capped(budget: int, taken: int, *batches: Sequence[object]) -> int:
+    """Return how many items like the last `taken` fit in `budget` bytes (at least 1).
+
+    Each of `batches` (a batch's inputs, its outputs) weighs its length times
+    `sys.getsizeof` of its first item; the heaviest counts, so a stage whose outputs
+    are larger than its inputs (a fetch returning pages) is sized by its outputs.
+    """
+    heaviest = max((len(batch) * sys.getsizeof(batch[0]) for batch in batches if batch), default=0)
+    return max(1, taken * budget // max(1, heaviest))
 
 
 class AdaptiveBatcher:

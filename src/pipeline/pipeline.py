@@ -4,11 +4,14 @@ A run has one source thread that reads the input, `workers` threads per stage, a
 supervisor thread that carries out stops asked for from inside the run, and the
 caller's thread, which takes results from the last queue. Every link is a bounded
 queue (a `SafeQueue` unless `queue_factory` says otherwise), so the items in flight
-never exceed a stated bound however long the input: per link its `queue_size`, per
-stage `(workers + window) * batch_size` (the window is the ordered reorder window,
-`REORDER_BATCHES_PER_WORKER * workers` batches for an ordered stage with several
-workers, else 0), plus the source's chunk and the consumer's batch, each at most
-`batch_size`.
+never exceed a stated bound however long the input: per link its `queue_size` (the
+stage's own, if it sets one), per stage `(workers + window) * batch_size` (the window
+is the ordered reorder window, `REORDER_BATCHES_PER_WORKER * workers` batches for an
+ordered stage with several workers, else 0), plus the source's chunk and the
+consumer's batch, each at most `batch_size`. The bytes are bounded too: each link,
+each stage's batches, the source's chunk and the consumer's batch hold at most
+`queue_bytes` each (by `sys.getsizeof`, one item per batch standing for the batch), so
+large items are held by the budget long before the counts matter.
 
 Failures: by default an ordered run reports a failure at its position: every output
 that comes before the failing item still reaches the consumer, in order, and then the
@@ -34,17 +37,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from functools import partial
 from itertools import islice
 from queue import SimpleQueue
 from types import TracebackType
 from typing import Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
-from pipeline._checks import positive_int
+from pipeline._checks import int_at_least, positive_int
 from pipeline._interrupts import Presses, ctrl_c_held, wait_slice
-from pipeline.batching import next_batch_size
+from pipeline.batching import byte_capped, next_batch_size
 from pipeline.errors import PipelineClosed, PipelineError, ShutDown, StageError
 from pipeline.safequeue import LinkQueue, SafeQueue
-from pipeline.stage import PipelineStage, StageChain
+from pipeline.stage import PipelineStage, StageChain, own_queue_size
 from pipeline.stats import BatchObserver, PipelineStatistics, StageStatistics, WorkerCounters
 from pipeline.worker import (
     END_OF_STREAM,
@@ -58,7 +62,13 @@ from pipeline.worker import (
     reorder_window,
 )
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_QUEUE_SIZE", "Pipeline", "QueueFactory"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_QUEUE_BYTES",
+    "DEFAULT_QUEUE_SIZE",
+    "Pipeline",
+    "QueueFactory",
+]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -70,10 +80,11 @@ _D = TypeVar("_D")
 
 DEFAULT_QUEUE_SIZE = 8192
 DEFAULT_BATCH_SIZE = 4096
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
 
 QueueFactory = Callable[[str, int], LinkQueue[Any]]
 """Makes the queue of one link: called with the name of the stage that reads it
-("results" for the last link) and the pipeline's `queue_size`."""
+("results" for the last link) and its size (the stage's `queue_size`, or the pipeline's)."""
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +94,7 @@ class _Options(TypedDict, total=False):
 
     queue_size: int
     batch_size: int
+    queue_bytes: int
     ordered: bool
     fail_fast: bool
     observer: BatchObserver | None
@@ -107,11 +119,16 @@ class Pipeline(Generic[In, Out]):
         stages: a stage, a chain made with `>>`, or a sequence of stages. Stages given
             a name must have distinct names; unnamed stages get distinct ones
             ("FunctionStage", "FunctionStage-2", ...).
-        queue_size: the most items each link between stages holds (backpressure).
+        queue_size: the most items each link between stages holds (backpressure); a
+            stage's own `queue_size` overrides it for that stage's inbox.
         batch_size: the most items a thread moves in one handoff. Threads start with
             one item and grow their batches while the work is fast, so a slow source or
             stage is not held back; but a source that waits for its own previous
             outputs before yielding more (request/response) needs `batch_size=1`.
+        queue_bytes: the most bytes each link, each stage's batches, the source's chunk
+            and the consumer's batch hold, by `sys.getsizeof` of one item per batch
+            (shallow: a tuple holding a page weighs the tuple); 0: count items only. A
+            single item larger than this still moves, alone.
         ordered: deliver outputs in input order (the default), or as they complete.
         fail_fast: stop the whole run at the first failure, delivering nothing more;
             by default an ordered run first delivers every output that comes before
@@ -173,6 +190,7 @@ class Pipeline(Generic[In, Out]):
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
         ordered: bool = True,
         fail_fast: bool = False,
         observer: BatchObserver | None = None,
@@ -192,7 +210,13 @@ class Pipeline(Generic[In, Out]):
         self.stages: tuple[PipelineStage[Any, Any], ...] = chain.stages
         self.names: tuple[str, ...] = distinct_names(self.stages)
         self.queue_size = positive_int("queue_size", queue_size)
+        self.inbox_sizes = tuple(
+            own_queue_size(name, stage.queue_size) or self.queue_size
+            for name, stage in zip(self.names, self.stages, strict=True)
+        )
+        """The size of each stage's inbox: its own `queue_size`, or the pipeline's."""
         self.batch_size = positive_int("batch_size", batch_size)
+        self.queue_bytes = int_at_least("queue_bytes", queue_bytes, 0)
         if not isinstance(ordered, bool):
             raise TypeError(f"ordered must be a bool, got {type(ordered).__name__}")
         self.ordered = ordered
@@ -224,8 +248,16 @@ class Pipeline(Generic[In, Out]):
             (stage.workers + reorder_window(stage.workers, self.ordered)) * self.batch_size
             for stage in self.stages
         )
-        links = (len(self.stages) + 1) * self.queue_size
+        links = sum(self.inbox_sizes) + self.queue_size
         return self.batch_size + links + held_by_stages + self.batch_size
+
+    @property
+    def max_bytes_in_flight(self) -> int:
+        """The most bytes a run holds, as `queue_bytes` weighs them (0: no byte budget).
+
+        `queue_bytes` for every link, every stage, the source's chunk and the consumer's batch.
+        """
+        return (2 * len(self.stages) + 3) * self.queue_bytes
 
     def run(self, source: Iterable[In]) -> list[Out]:
         """Run every item of `source` through the stages and return the outputs as a list.
@@ -529,6 +561,7 @@ class _Run:
         self.pipeline = weakref.ref(pipeline)
         self.source = source
         self.max_batch = pipeline.batch_size
+        self.max_bytes = pipeline.queue_bytes
         self.started = self.ended = 0.0
         self.items_read = 0
         self.items_delivered = 0
@@ -564,8 +597,9 @@ class _Run:
         A chain: one queue per link, each stage reading one and emitting into the next.
         A graph's run overrides this one step; everything else is the same engine.
         """
-        make_queue = pipeline.queue_factory or _safe_queue
-        queues = [make_queue(name, pipeline.queue_size) for name in [*pipeline.names, "results"]]
+        make_queue = pipeline.queue_factory or partial(_safe_queue, max_bytes=pipeline.queue_bytes)
+        names, sizes = [*pipeline.names, "results"], [*pipeline.inbox_sizes, pipeline.queue_size]
+        queues = [make_queue(*link) for link in zip(names, sizes, strict=True)]
         self.at_position = pipeline.ordered and not pipeline.fail_fast
         stage_runs = [
             StageRun(
@@ -574,6 +608,7 @@ class _Run:
                 ToQueue(queues[index + 1]),
                 name=pipeline.names[index],
                 max_batch=pipeline.batch_size,
+                max_bytes=pipeline.queue_bytes,
                 ordered=pipeline.ordered,
                 on_failure=self._fail_without_position if self.at_position else self.fail,
                 stop_upstream=self._stopper_above(index) if self.at_position else None,
@@ -787,6 +822,7 @@ class _Run:
             # taking it may extend it with the next chunk (SafeQueue hands chunks over
             # uncopied), so its length is not ours to read afterwards.
             read = len(chunk)
+            first = chunk[0] if chunk else None
             self.items_read += read
             try:
                 if failure is not None:
@@ -807,6 +843,8 @@ class _Run:
                 return
             self.source_blocked_seconds += time.perf_counter() - started - elapsed
             size = next_batch_size(size, read, elapsed, self.max_batch)
+            if self.max_bytes:
+                size = min(size, byte_capped(self.max_bytes, 1, [first]))
 
     def _close_source(self) -> StageError | None:
         """Call the source's `close()`, if it has one, the first time; return its failure."""
@@ -839,5 +877,5 @@ def _close_unread(source: Iterator[Any]) -> None:
         logger.warning("closing the source of a run that never started failed", exc_info=failure)
 
 
-def _safe_queue(name: str, maxsize: int) -> LinkQueue[Any]:
-    return SafeQueue[Any](maxsize)
+def _safe_queue(name: str, maxsize: int, max_bytes: int = 0) -> LinkQueue[Any]:
+    return SafeQueue[Any](maxsize, max_bytes=max_bytes)

@@ -9,7 +9,10 @@ Storage is open for subclasses through the standard library's hooks (`_init`,
 `_qsize`, `_put`, `_get`), so a LIFO or priority queue is a short subclass, exactly as
 in CPython's `queue.py`. `SafeQueue` itself stores a deque of chunks (the lists handed
 to `put_many`), so a batch goes in and comes out without touching each item in Python
-code; its batch hooks `_put_many` and `_get_many` are that fast path. A subclass that
+code; its batch hooks `_put_many` and `_get_many` are that fast path. Besides `maxsize`
+items, a queue may be bounded in bytes (`max_bytes`): a batch weighs its length times
+`sys.getsizeof` of its first item, one call per batch, so that large items (pages,
+images) fill it long before `maxsize` does. A subclass that
 replaces the per-item hooks but not the batch ones gets batch hooks built from its
 per-item ones, so one queue never mixes two storages.
 
@@ -20,6 +23,7 @@ queue kept elsewhere (a SQLite file) can implement too.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from queue import Empty, Full
 from typing import Any, Generic, Protocol, TypeVar
 
-from pipeline._checks import integer, positive_int
+from pipeline._checks import int_at_least, integer, positive_int
 from pipeline._interrupts import ctrl_c_held, wait_slice
 from pipeline.errors import ShutDown
 
@@ -94,9 +98,13 @@ class LinkQueue(Protocol[T_co]):
 class SafeQueue(Generic[T]):
     """Create a FIFO queue holding at most `maxsize` items (0 means unbounded, as in `queue.Queue`).
 
+    With `max_bytes`, it also holds at most that many bytes, each batch put weighing
+    its length times `sys.getsizeof(batch[0])` (shallow: a tuple holding a page weighs
+    only the tuple); one batch heavier than that still enters an empty queue.
+
     Raises:
-        TypeError: `maxsize` is not an int.
-        ValueError: `maxsize` is negative.
+        TypeError: `maxsize` or `max_bytes` is not an int.
+        ValueError: `maxsize` or `max_bytes` is negative.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -107,10 +115,11 @@ class SafeQueue(Generic[T]):
             cls._put_many = SafeQueue._put_each  # type: ignore[method-assign]
             cls._get_many = SafeQueue._get_each  # type: ignore[method-assign]
 
-    def __init__(self, maxsize: int = 0) -> None:
+    def __init__(self, maxsize: int = 0, *, max_bytes: int = 0) -> None:
         if integer("maxsize", maxsize) < 0:
             raise ValueError(f"maxsize must be >= 0 (0 means unbounded), got {maxsize}")
         self.maxsize = maxsize
+        self.max_bytes = int_at_least("max_bytes", max_bytes, 0)
         # Everything below, and the storage behind the hooks, is guarded by `mutex`.
         # The conditions share it:
         # not_empty is notified when items are added or on shutdown; getters wait on it.
@@ -131,6 +140,9 @@ class SafeQueue(Generic[T]):
         self.unfinished_tasks = 0
         self.is_shutdown = False
         self._waiting_putters: deque[object] = deque()
+        # The weight of what is queued, when `max_bytes` is set: estimated per batch, so
+        # it is reset whenever the queue empties, and an error cannot accumulate.
+        self._bytes = 0
         self._high_water_mark = 0
         self._put_blocked_seconds = 0.0
         self._get_waited_seconds = 0.0
@@ -197,6 +209,7 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             self._wait_for_items(block, timeout)
             item = self._get()
+            self._weigh_out(item, 1)
             self.not_full.notify_all()
             return item
 
@@ -218,6 +231,8 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             self._wait_for_items(block, timeout)
             items = self._get_many(max_items)
+            if items:
+                self._weigh_out(items[0], len(items))
             self.not_full.notify_all()
             return items
 
@@ -258,6 +273,7 @@ class SafeQueue(Generic[T]):
                         break
                     discarded += taken
                 self.unfinished_tasks = max(0, self.unfinished_tasks - discarded)
+                self._bytes = 0
                 self.all_tasks_done.notify_all()
             self.not_empty.notify_all()
             self.not_full.notify_all()
@@ -292,32 +308,44 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             if self.is_shutdown:
                 raise ShutDown
-            if block and self.maxsize > 0:
+            if block and (self.maxsize > 0 or self.max_bytes > 0):
                 _check_timeout(timeout)
-            if self._must_wait(len(chunk)):
+            weight = len(chunk) * sys.getsizeof(chunk[0]) if self.max_bytes else 0
+            if self._must_wait(len(chunk), weight):
                 if not block:
                     raise Full
-                self._wait_for_room(len(chunk), timeout)
+                self._wait_for_room(len(chunk), timeout, weight)
             self._put_many(chunk)
+            self._bytes += weight
             self.unfinished_tasks += len(chunk)
             items = self._qsize() - isinstance(chunk[-1], Marker)
             self._high_water_mark = max(self._high_water_mark, items)
             self.not_empty.notify(len(chunk))
 
-    def _must_wait(self, count: int) -> bool:
+    def _must_wait(self, count: int, weight: int = 0) -> bool:
         """Whether a put of `count` items must wait: no room, or earlier putters waiting."""
-        if not self.maxsize:
-            return False
-        return bool(self._waiting_putters) or self.maxsize < self._qsize() + count
+        return bool(self._waiting_putters) or not self._fits(count, weight)
 
-    def _wait_for_room(self, count: int, timeout: float | None) -> None:
+    def _fits(self, count: int, weight: int) -> bool:
+        """Whether `count` items weighing `weight` bytes fit now; a lone batch always does."""
+        if 0 < self.maxsize < self._qsize() + count:
+            return False
+        return not (0 < self.max_bytes < self._bytes + weight and self._qsize())
+
+    def _weigh_out(self, first: object, count: int) -> None:
+        """Take the weight of `count` items taken, led by `first`, off the queue's bytes."""
+        if self.max_bytes:
+            taken = count * sys.getsizeof(first)
+            self._bytes = max(0, self._bytes - taken) if self._qsize() else 0
+
+    def _wait_for_room(self, count: int, timeout: float | None, weight: int = 0) -> None:
         """Wait in line until this put of `count` items is first and fits; mutex held."""
         ticket = object()
         self._waiting_putters.append(ticket)
         started = time.monotonic()
         try:
             deadline = _deadline(started, timeout)
-            while self._waiting_putters[0] is not ticket or self.maxsize < self._qsize() + count:
+            while self._waiting_putters[0] is not ticket or not self._fits(count, weight):
                 _wait(self.not_full, deadline, Full)
                 if self.is_shutdown:
                     raise ShutDown

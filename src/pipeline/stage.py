@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pipeline._checks import positive_int
 
-__all__ = ["FilteringStage", "FlatMapStage", "PipelineStage", "StageChain"]
+__all__ = ["FilteringStage", "FlatMapStage", "PipelineStage", "StageChain", "own_queue_size"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -65,15 +65,22 @@ class PipelineStage(ABC, Generic[In, Out]):
             batches with an `AdaptiveBatcher` (AIMD toward it) instead of the default
             policy of doubling while fast. Useful for I/O-bound stages whose calls
             come back late, and for sinks with a latency objective.
+        queue_size: the most items this stage's inbox holds, instead of the
+            pipeline's `queue_size`: a short queue in front of an expensive stage.
 
     Raises:
         TypeError: the subclass overrides neither `process` nor `process_batch`, or an
             argument has the wrong type.
-        ValueError: `workers` is less than 1 or `name` is empty.
+        ValueError: `workers` or `queue_size` is less than 1, or `name` is empty.
     """
 
     def __init__(
-        self, name: str | None = None, *, workers: int = 1, latency_target: float | None = None
+        self,
+        name: str | None = None,
+        *,
+        workers: int = 1,
+        latency_target: float | None = None,
+        queue_size: int | None = None,
     ) -> None:
         cls = type(self)
         if (
@@ -103,6 +110,8 @@ class PipelineStage(ABC, Generic[In, Out]):
         self.latency_target = latency_target
         """Seconds a batch should take: sizes the takes with an `AdaptiveBatcher` if given."""
         self.name = name or cls.__name__
+        self.queue_size = own_queue_size(self.name, queue_size)
+        """The most items this stage's inbox holds; None: the pipeline's `queue_size`."""
         self.named_by_user = name is not None
         """Whether `name` was given; a pipeline derives distinct names only for the others."""
         self.local = threading.local()
@@ -233,6 +242,16 @@ def _check_stage(stage: object) -> None:
             f"{type(stage).__name__}.__init__ did not call PipelineStage.__init__(); "
             "add super().__init__() to it"
         )
+
+
+def own_queue_size(name: str, queue_size: object) -> int | None:
+    """Return stage `name`'s own `queue_size` (None: unset); raise naming the stage if bad."""
+    if queue_size is None:
+        return None
+    try:
+        return positive_int("queue_size", queue_size)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"stage {name!r}: {exc}") from exc
 
 
 def map_items(function: Callable[[In], Out], items: list[In]) -> list[Out]:

@@ -20,7 +20,8 @@ Ordered output with several workers uses a bounded reorder window: a worker that
 finishes a batch out of turn parks it, keyed by batch number, and goes on to the next
 batch; whichever worker holds the next batch in turn emits it and every parked batch
 that follows. A worker waits only when `window` batches are parked, so one slow item
-does not idle the others. A stage holds at most `workers + window` batches.
+does not idle the others. A stage holds at most `workers + window` batches; under a
+byte budget (`max_bytes`) each is kept to its share of it, inputs and outputs together.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from pipeline.batching import AdaptiveBatcher, next_batch_size
+from pipeline.batching import AdaptiveBatcher, byte_capped, next_batch_size
 from pipeline.errors import ShutDown, StageError
 from pipeline.safequeue import LinkQueue, Marker
 from pipeline.stage import ItemFailed, PipelineStage
@@ -187,6 +188,8 @@ class StageRun:
 
     Args:
         name: the stage's name in this run (unique in its pipeline).
+        max_bytes: the most bytes (by `sys.getsizeof`, see `byte_capped`) the stage's
+            batches in hand and parked hold together; 0: no byte budget.
         producers: how many producers feed the inbox; the input ends after one
             end-of-stream marker from each.
         on_failure: records a failure and stops the whole run at once.
@@ -204,6 +207,7 @@ class StageRun:
         name: str | None = None,
         producers: int = 1,
         max_batch: int,
+        max_bytes: int = 0,
         ordered: bool,
         on_failure: FailureHandler,
         stop_upstream: FailureHandler | None = None,
@@ -225,6 +229,9 @@ class StageRun:
         self.counters = [WorkerCounters() for _ in range(stage.workers)]
         self._in_order = ordered and stage.workers > 1
         self._window = reorder_window(stage.workers, ordered)
+        # Each batch's share: every worker's and parked batch holds inputs and outputs.
+        slots = 2 * (stage.workers + self._window)
+        self._batch_bytes = max(1, max_bytes // slots) if max_bytes else 0
         # take_lock makes "take a batch and number it" one step. Guarded by it:
         # _ends_taken (end markers taken), _end_marker (the one to pass on: a failure
         # marker if any producer ended with one) and _taken (batches numbered).
@@ -289,6 +296,7 @@ class StageRun:
     def _process_until_end(self, worker: int, counters: WorkerCounters) -> None:
         """Take, process, emit and record batches until the input ends or the stage stops."""
         size = 1
+        cap = self.max_batch  # the most items within the byte budget, from the last batch
         target = self.stage.latency_target
         batcher = None if target is None else AdaptiveBatcher(target, maximum=self.max_batch)
         clock = time.perf_counter
@@ -296,7 +304,7 @@ class StageRun:
             if batcher is not None:
                 size = batcher.plan_batch(self.max_batch)
             waited_from = clock()
-            taken = self._take(size)
+            taken = self._take(min(size, cap))
             if taken is None:
                 self._flush(worker, counters)
                 return
@@ -312,6 +320,8 @@ class StageRun:
             # consumer may take it uncopied and extend it with the next batch), and a
             # stage may hand its input list on as its outputs.
             took, produced = len(items), len(outputs)
+            if self._batch_bytes and took:
+                cap = byte_capped(self._batch_bytes, took, items, outputs)
             if not self._emit(number, outputs, None):
                 return
             handed_on = clock()
