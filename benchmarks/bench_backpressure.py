@@ -28,8 +28,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline import FunctionStage, Pipeline, PipelineStage
+from pipeline import Pipeline, PipelineStage
 from pipeline.pipeline import DEFAULT_QUEUE_BYTES
+from pipeline.stages import FunctionStage
 
 ITEMS = 20_000
 STAGES = 3

@@ -39,16 +39,10 @@ import time
 from collections.abc import Callable, Iterable
 from unittest import mock
 
-from pipeline import (
-    AddStage,
-    FilterStage,
-    FunctionStage,
-    MultiplyStage,
-    Pipeline,
-    PredicateStage,
-    StageError,
-)
+from pipeline import Pipeline, StageError
+from pipeline.demos import AddStage, FilterStage, MultiplyStage
 from pipeline.stage import filter_items, map_items
+from pipeline.stages import FunctionStage, PredicateStage
 from pipeline.stats import WorkerCounters
 
 _DONE = object()

@@ -36,10 +36,11 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pipeline import FunctionStage, Pipeline, PipelineStage
+from pipeline import Pipeline, PipelineStage
 from pipeline.aio import AsyncFunctionStage
 from pipeline.executors import ExecutorStage, ProcessStage
 from pipeline.executors.executor import run_batch
+from pipeline.stages import FunctionStage
 
 SECTIONS = ("windows", "gil", "native", "async", "dask")
 

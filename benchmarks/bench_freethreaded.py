@@ -24,7 +24,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
+from pipeline.stages import FunctionStage
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = ROOT / "tools" / "build_freethreaded_python.sh"

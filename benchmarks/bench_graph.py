@@ -27,8 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import FunctionStage, Pipeline, PredicateStage, StageChain
+from pipeline import Pipeline, StageChain
 from pipeline.graph import Graph, SequenceJoin, TaskGraph
+from pipeline.stages import FunctionStage, PredicateStage
 
 
 def best_of(repeats: int, run: Callable[[], int]) -> tuple[float, int]:

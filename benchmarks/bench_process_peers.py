@@ -40,8 +40,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline.executors import ProcessStage
+from pipeline.stages import FunctionStage
 
 SECTIONS = ("process", "dask")
 

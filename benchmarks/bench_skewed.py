@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
+from pipeline.stages import FunctionStage
 
 _sleeper = threading.Event()
 

@@ -47,7 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import CountWindows, Pipeline
+from pipeline import Pipeline
+from pipeline.stages import CountWindows
 from pipeline.stages.windows import WindowSummary, summarize
 
 Row = tuple[int, float, float, float, float]  # count, mean, std, min, max

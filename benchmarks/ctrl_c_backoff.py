@@ -28,8 +28,10 @@ import threading
 import time
 from types import FrameType
 
-from pipeline import FunctionStage, Pipeline, ResilientStage, RetryPolicy
+from pipeline import Pipeline
 from pipeline.graph import TaskGraph
+from pipeline.resilience import ResilientStage, RetryPolicy
+from pipeline.stages import FunctionStage
 
 BACKOFF_SECONDS = 30.0
 READY = {"backoff": "backing off", "busy": "running", "taskgraph": "started"}

@@ -46,16 +46,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import (
-    CircuitOpen,
-    FailureBudgetExceeded,
-    ItemTimeout,
-    Pipeline,
-    PipelineClosed,
-    PipelineStage,
-    StageError,
-)
+from pipeline import Pipeline, PipelineClosed, PipelineStage, StageError
 from pipeline.errors import describe
+from pipeline.resilience import CircuitOpen, FailureBudgetExceeded, ItemTimeout
 from pipeline.resilience.breaker import CircuitBreaker
 from pipeline.resilience.policy import DeadLetters, ErrorPolicy, FailureBudget
 from pipeline.resilience.resilient import ResilientStage

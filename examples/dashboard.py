@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline import Pipeline
-from pipeline.observe.dashboard import Dashboard
+from pipeline.observe import Dashboard
 from pipeline.stages import FunctionStage, QualityStage, Required
 
 ITEMS = 1000

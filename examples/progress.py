@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 
 from pipeline import Pipeline
-from pipeline.observe.progress import Progress
+from pipeline.observe import Progress
 from pipeline.stages import FunctionStage
 
 ITEMS = 1500

@@ -23,8 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline import Pipeline
-from pipeline.queues.durable import DurableQueue
-from pipeline.queues.resumable import ResumableRun, run_resumable
+from pipeline.queues import DurableQueue, ResumableRun, run_resumable
 from pipeline.stages import FunctionStage
 
 ITEMS = 1000

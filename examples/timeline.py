@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline import Pipeline
-from pipeline.observe.plot import TimelineRecorder, plot_timeline
-from pipeline.observe.report import format_report
+from pipeline.observe import TimelineRecorder, format_report, plot_timeline
 from pipeline.stages import FunctionStage
 
 ITEMS = 480

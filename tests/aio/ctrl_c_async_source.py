@@ -12,8 +12,9 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline.aio import iterate_async
+from pipeline.stages import FunctionStage
 
 seen = 0
 closed_in: list[str] = []

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from support import WAIT, sigint_setting
 
-from pipeline import FunctionStage, Pipeline, PipelineClosed, StageError
+from pipeline import Pipeline, PipelineClosed, StageError
 from pipeline.aio import AsyncFunctionStage, iterate_async
+from pipeline.stages import FunctionStage
 
 
 class AsyncSource:

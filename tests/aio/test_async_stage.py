@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 from support import WAIT
 
-from pipeline import FunctionStage, Pipeline, PipelineClosed, StageError
+from pipeline import Pipeline, PipelineClosed, StageError
 from pipeline.aio import AsyncFunctionStage, AsyncStage, iterate_async
 from pipeline.stage import ItemFailed
+from pipeline.stages import FunctionStage
 from pipeline.worker import current_stop_event
 
 

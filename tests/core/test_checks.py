@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import CircuitBreaker, FunctionStage, Pipeline, ResilientStage, RetryPolicy
+from pipeline import Pipeline
 from pipeline._checks import seconds
+from pipeline.resilience import CircuitBreaker, ResilientStage, RetryPolicy
+from pipeline.stages import FunctionStage
 
 
 def test_seconds_accepts_finite_positive_numbers_as_floats() -> None:

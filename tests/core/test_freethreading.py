@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, SafeQueue, ShutDown
+from pipeline import Pipeline, PipelineStage, SafeQueue, ShutDown
 from pipeline.resilience.breaker import BreakerState, CircuitBreaker
 from pipeline.resilience.errors import CircuitOpen, FailureBudgetExceeded
 from pipeline.resilience.policy import DeadLetter, DeadLetters, ErrorPolicy, FailureBudget
 from pipeline.resilience.resilient import ResilientStage
+from pipeline.stages import FunctionStage
 
 WAIT = 30.0  # generous: the machine is shared, and nothing here is timed
 THREADS = 4

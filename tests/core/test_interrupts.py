@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from support import WAIT, press_from_another_thread, sigint_setting
 
-from pipeline import FunctionStage, Pipeline, SafeQueue
+from pipeline import Pipeline, SafeQueue
 from pipeline._interrupts import MAIN_THREAD_WAIT_SLICE, ctrl_c_held, wait_slice
+from pipeline.stages import FunctionStage
 
 
 def test_only_the_main_thread_waits_in_slices() -> None:

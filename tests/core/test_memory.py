@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import WAIT
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, SafeQueue
+from pipeline import Pipeline, PipelineStage, SafeQueue
 from pipeline.batching import byte_capped
 from pipeline.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_BYTES
+from pipeline.stages import FunctionStage
 
 PAGE = 100_000  # bytes per item: a page, an image
 

@@ -23,16 +23,16 @@ from support import WAIT, Boom
 from pipeline import (
     FilteringStage,
     FlatMapStage,
-    FunctionStage,
     Pipeline,
     PipelineClosed,
     PipelineStage,
-    ResilientStage,
     SafeQueue,
     ShutDown,
     StageError,
 )
 from pipeline.errors import describe, short_repr
+from pipeline.resilience import ResilientStage
+from pipeline.stages import FunctionStage
 from pipeline.worker import current_stop_event
 
 
@@ -167,7 +167,8 @@ def test_skip_skips_an_item_whose_exception_cannot_be_printed() -> None:
 def test_the_interpreter_exits_with_a_stream_still_referenced(ending: str) -> None:
     code = (
         "import itertools\n"
-        "from pipeline import FunctionStage, Pipeline\n"
+        "from pipeline import Pipeline\n"
+        "from pipeline.stages import FunctionStage\n"
         "pipeline = Pipeline(FunctionStage(lambda x: x, workers=2))\n"
     ) + ending
     result = run_python(code)  # TimeoutExpired here is the hang

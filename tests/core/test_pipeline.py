@@ -23,21 +23,17 @@ from hypothesis import strategies as st
 from support import WAIT, Boom, Lifecycle, interrupt_when_ready
 
 from pipeline import (
-    AddStage,
-    FilterStage,
-    FlatMapFunctionStage,
-    FunctionStage,
-    MultiplyStage,
     Pipeline,
     PipelineClosed,
     PipelineError,
     PipelineStage,
-    PredicateStage,
     SafeQueue,
     ShutDown,
     StageError,
 )
 from pipeline.batching import next_batch_size
+from pipeline.demos import AddStage, FilterStage, MultiplyStage
+from pipeline.stages import FlatMapFunctionStage, FunctionStage, PredicateStage
 from pipeline.worker import REORDER_BATCHES_PER_WORKER, StageRun, ToQueue, current_stop_event
 
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from support import WAIT, Boom, sigint_setting
 
-from pipeline import FunctionStage, Pipeline, PipelineClosed, StageError
+from pipeline import Pipeline, PipelineClosed, StageError
 from pipeline.graph import Graph
 from pipeline.safequeue import SafeQueue
+from pipeline.stages import FunctionStage
 
 
 class Source:

@@ -9,21 +9,17 @@ from typing import Any
 import pytest
 
 from pipeline import (
-    AddStage,
     FilteringStage,
-    FilterStage,
-    FlatMapFunctionStage,
     FlatMapStage,
-    FunctionStage,
-    MultiplyStage,
     Pipeline,
     PipelineStage,
-    PredicateStage,
     SafeQueue,
     StageChain,
     StageError,
 )
+from pipeline.demos import AddStage, FilterStage, MultiplyStage
 from pipeline.stage import ItemFailed
+from pipeline.stages import FlatMapFunctionStage, FunctionStage, PredicateStage
 from pipeline.worker import END_OF_STREAM, StageRun, ToQueue
 
 

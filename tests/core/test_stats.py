@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from support import HOLD_SECONDS, ITEM_SECONDS, WAIT, Held, Slow, filling, share_of_own_time
 
-from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
+from pipeline import Pipeline, StageError
+from pipeline.stages import FunctionStage, PredicateStage
 from pipeline.stats import (
     LATENCY_BUCKET_BOUNDS,
     LATENCY_BUCKETS,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from pipeline import MultiplyStage, StageError, cli
+from pipeline import StageError, cli
 from pipeline.cli import main
-from pipeline.demos import classic, text
+from pipeline.demos import MultiplyStage, classic, text
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHERS = [

@@ -34,8 +34,9 @@ if __name__ == "__mp_main__" and os.environ.get("DIE_WHILE_STARTING"):
 
 import process_work  # noqa: E402
 
-from pipeline import FunctionStage, Pipeline, StageError  # noqa: E402
+from pipeline import Pipeline, StageError  # noqa: E402
 from pipeline.executors import ProcessStage  # noqa: E402
+from pipeline.stages import FunctionStage  # noqa: E402
 
 
 def held_lock() -> None:

@@ -145,8 +145,8 @@ def test_a_task_carries_more_than_one_item_by_default(seen: dict[str, Any]) -> N
 
 
 def test_a_stage_given_as_the_function_is_refused_saying_why() -> None:
-    from pipeline import FunctionStage
     from pipeline.executors.dask_cluster import DaskStage
+    from pipeline.stages import FunctionStage
 
     message = (
         "function must be a function, got the stage 'abs': DaskStage maps a function and "

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 import remote_work
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline.batching import TARGET_BATCH_SECONDS
 from pipeline.executors import ProcessStage
 from pipeline.executors.process import PROCESS_LATENCY_TARGET
+from pipeline.stages import FunctionStage
 
 
 def test_a_process_task_carries_more_than_one_item_by_default() -> None:

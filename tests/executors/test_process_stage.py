@@ -15,9 +15,10 @@ import pytest
 import remote_work
 from remote_work import RemoteBoom
 
-from pipeline import FunctionStage, Pipeline, StageError
+from pipeline import Pipeline, StageError
 from pipeline.executors import NotPicklable, ProcessStage, RemoteError, RemoteTraceback
 from pipeline.executors.process import default_start_method
+from pipeline.stages import FunctionStage
 
 START_METHODS = [
     method

@@ -16,24 +16,24 @@ import process_work
 import pytest
 
 import pipeline
-from pipeline import (
-    AsyncFunctionStage,
-    CountWindows,
-    FlatMapFunctionStage,
-    FunctionStage,
-    Pipeline,
-    PipelineStage,
-    PredicateStage,
-    ResilientStage,
-    TimeWindows,
-)
+from pipeline import Pipeline, PipelineStage
+from pipeline.aio import AsyncFunctionStage
 from pipeline.demos.classic import AddStage, FilterStage, MultiplyStage
 from pipeline.executors import ExecutorStage, ProcessStage
 from pipeline.graph import Graph
 from pipeline.graph.compose import SubgraphStage
 from pipeline.graph.forkmerge import fork_merge, mix_pool
 from pipeline.graph.join import KeyJoin, OrderedMerge, SequenceJoin
-from pipeline.stages import QualityStage, Required
+from pipeline.resilience import ResilientStage
+from pipeline.stages import (
+    CountWindows,
+    FlatMapFunctionStage,
+    FunctionStage,
+    PredicateStage,
+    QualityStage,
+    Required,
+    TimeWindows,
+)
 
 START_METHODS = ["fork", "spawn"]
 

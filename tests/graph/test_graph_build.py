@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import FunctionStage, Pipeline, PredicateStage, StageError
+from pipeline import Pipeline, StageError
 from pipeline.graph import (
     Graph,
     GraphError,
@@ -18,6 +18,7 @@ from pipeline.graph import (
     Partition,
     SequenceJoin,
 )
+from pipeline.stages import FunctionStage, PredicateStage
 
 
 def node(name: str) -> FunctionStage[Any, Any]:

@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import WAIT
 
-from pipeline import FunctionStage, PredicateStage
 from pipeline.graph import Graph, GraphPipeline, GraphStatistics, SequenceJoin
 from pipeline.observe.dashboard import Dashboard
 from pipeline.observe.metrics import json_snapshot, register_metrics
 from pipeline.observe.progress import Progress
 from pipeline.observe.report import format_report
+from pipeline.stages import FunctionStage, PredicateStage
 
 
 def diamond() -> GraphPipeline[int, tuple[int, int]]:

@@ -21,15 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import WAIT, Boom, OwningQueue, interrupt_when_ready
 
-from pipeline import (
-    FunctionStage,
-    Pipeline,
-    PipelineClosed,
-    PipelineError,
-    PipelineStage,
-    PredicateStage,
-    StageError,
-)
+from pipeline import Pipeline, PipelineClosed, PipelineError, PipelineStage, StageError
 from pipeline.graph import (
     Graph,
     GraphStatistics,
@@ -41,6 +33,7 @@ from pipeline.graph import (
 )
 from pipeline.observe.report import format_report
 from pipeline.safequeue import SafeQueue
+from pipeline.stages import FunctionStage, PredicateStage
 from pipeline.worker import current_stop_event
 
 
@@ -376,7 +369,7 @@ def test_a_failing_join_combine_names_the_join_and_the_item() -> None:
 
 
 def test_a_branch_giving_two_outputs_for_one_item_is_an_error() -> None:
-    from pipeline import FlatMapFunctionStage
+    from pipeline.stages import FlatMapFunctionStage
 
     graph = (
         Graph()
@@ -670,7 +663,7 @@ def test_a_sub_graph_with_a_join_runs_on_several_workers() -> None:
 
 
 def test_a_resilient_stage_on_a_branch_keeps_its_policy_per_item() -> None:
-    from pipeline import ResilientStage
+    from pipeline.resilience import ResilientStage
 
     def fail_on_odd(item: int) -> int:
         if item % 2:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from support import WAIT, Boom
 
-from pipeline import FunctionStage, PipelineStage, PredicateStage, StageError
+from pipeline import PipelineStage, StageError
 from pipeline.graph import MISSING, Graph, GraphStatistics, KeyJoin
+from pipeline.stages import FunctionStage, PredicateStage
 from pipeline.worker import current_stop_event
 
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import WAIT
 
-from pipeline import FunctionStage
 from pipeline.graph import Graph, SequenceJoin, TaskGraph
+from pipeline.stages import FunctionStage
 
 AWKWARD = [
     'say "hi"',
@@ -216,7 +216,7 @@ def test_a_node_named_like_an_end_is_drawn_apart_from_the_end(name: str) -> None
 def test_to_png_sends_dot_utf_8_whatever_the_locale(tmp_path: Path) -> None:
     script = (
         "import sys\n"
-        "from pipeline import FunctionStage\n"
+        "from pipeline.stages import FunctionStage\n"
         "from pipeline.graph import Graph\n"
         "name = '\\u00fcn\\u00efcode \\u20ac'\n"
         "graph = Graph().add(FunctionStage(lambda item: item, name=name))\n"

@@ -27,9 +27,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import FunctionStage, InRange, Pipeline, QualityStage, Required, ResilientStage
+from pipeline import Pipeline
 from pipeline.observe.dashboard import Dashboard, Panel
 from pipeline.observe.metrics import register_metrics
+from pipeline.resilience import ResilientStage
+from pipeline.stages import FunctionStage, InRange, QualityStage, Required
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT = 10.0  # seconds, for one HTTP request

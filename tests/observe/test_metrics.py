@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from support import HOLD_SECONDS, Held, Slow, filling
 
-from pipeline import FunctionStage, Pipeline, ResilientStage, StageError
+from pipeline import Pipeline, StageError
 from pipeline.observe.metrics import (
     KNOWN_EXTRA_COUNTS,
     RUN_FIGURES,
@@ -26,6 +26,8 @@ from pipeline.observe.metrics import (
     register_metrics,
     statistics_to_dict,
 )
+from pipeline.resilience import ResilientStage
+from pipeline.stages import FunctionStage
 from pipeline.stats import PipelineStatistics, StageStatistics, WorkerCounters
 
 ITEMS = 50

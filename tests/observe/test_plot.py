@@ -14,9 +14,10 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 from support import ITEM_SECONDS, Slow
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline import observe as observe_package
 from pipeline.observe.plot import COLOURS, TimelineRecorder, draw_timeline, plot_timeline
+from pipeline.stages import FunctionStage
 from pipeline.stats import BatchEvent
 
 ITEMS = 60

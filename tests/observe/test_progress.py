@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 import pipeline
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline.observe import progress as progress_module
 from pipeline.observe.progress import Progress
+from pipeline.stages import FunctionStage
 
 ITEMS = 60
 WAIT = 5.0

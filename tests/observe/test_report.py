@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from support import HOLD_SECONDS, WAIT, Held, filling, share_of_own_time
 
-from pipeline import FunctionStage, Pipeline, StageError
+from pipeline import Pipeline, StageError
 from pipeline.observe.report import (
     CONSUMER,
     SOURCE,
@@ -18,6 +18,7 @@ from pipeline.observe.report import (
     format_report,
     stage_labels,
 )
+from pipeline.stages import FunctionStage
 from pipeline.stats import PipelineStatistics, StageStatistics, WorkerCounters
 
 ITEMS = 12

@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from pipeline import FunctionStage, Pipeline
+from pipeline import Pipeline
 from pipeline.observe import sampler
 from pipeline.observe.sampler import THREAD_NAME, SampleCallback, Subscription, subscribe
+from pipeline.stages import FunctionStage
 from pipeline.stats import PipelineStatistics
 
 WAIT = 5.0

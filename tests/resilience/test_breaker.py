@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from pipeline import CircuitOpen, FunctionStage, Pipeline, PipelineStage
+from pipeline import Pipeline, PipelineStage
+from pipeline.resilience import CircuitOpen
 from pipeline.resilience.breaker import BreakerState, CircuitBreaker, StateChange
 from pipeline.resilience.policy import DeadLetters
 from pipeline.resilience.resilient import ResilientStage
 from pipeline.resilience.retry import RetryPolicy
+from pipeline.stages import FunctionStage
 
 WAIT = 5.0
 

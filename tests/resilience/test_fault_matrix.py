@@ -25,10 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import WAIT, interrupt_when_ready
 
-from pipeline import FunctionStage, Pipeline, PipelineStage, StageError
+from pipeline import Pipeline, PipelineStage, StageError
 from pipeline.resilience.policy import DeadLetters, ErrorPolicy, check_error_policy
 from pipeline.resilience.resilient import ResilientStage
 from pipeline.resilience.retry import RetryPolicy
+from pipeline.stages import FunctionStage
 
 ITEMS = 200
 POSITIONS = {"first": 0, "middle": ITEMS // 2, "last": ITEMS - 1}

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import FailureBudgetExceeded, FunctionStage, Pipeline, StageError
+from pipeline import Pipeline, StageError
+from pipeline.resilience import FailureBudgetExceeded
 from pipeline.resilience.policy import DeadLetter, DeadLetters, FailureBudget, check_error_policy
 from pipeline.resilience.resilient import ResilientStage
+from pipeline.stages import FunctionStage
 
 WAIT = 5.0
 

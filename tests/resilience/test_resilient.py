@@ -9,18 +9,11 @@ from typing import Any
 import pytest
 from support import Boom, Lifecycle
 
-from pipeline import (
-    CircuitBreaker,
-    FlatMapFunctionStage,
-    FunctionStage,
-    Pipeline,
-    PipelineStage,
-    PredicateStage,
-    RetryPolicy,
-    StageError,
-)
+from pipeline import Pipeline, PipelineStage, StageError
+from pipeline.resilience import CircuitBreaker, RetryPolicy
 from pipeline.resilience.policy import DeadLetters, FailureBudget
 from pipeline.resilience.resilient import ResilientStage
+from pipeline.stages import FlatMapFunctionStage, FunctionStage, PredicateStage
 
 WAIT = 5.0
 

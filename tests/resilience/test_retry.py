@@ -18,16 +18,11 @@ from typing import Any
 import pytest
 from support import WAIT, interrupt_when_ready
 
-from pipeline import (
-    TRANSIENT_ERRORS,
-    FunctionStage,
-    ItemTimeout,
-    Pipeline,
-    PipelineStage,
-    StageError,
-)
+from pipeline import Pipeline, PipelineStage, StageError
+from pipeline.resilience import TRANSIENT_ERRORS, ItemTimeout
 from pipeline.resilience.resilient import ResilientStage
 from pipeline.resilience.retry import RetryPolicy
+from pipeline.stages import FunctionStage
 
 
 class LongestDelay(random.Random):

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import FunctionStage, ItemTimeout, Pipeline, PipelineStage, StageError
+from pipeline import Pipeline, PipelineStage, StageError
+from pipeline.resilience import ItemTimeout
 from pipeline.resilience.resilient import ResilientStage
 from pipeline.resilience.retry import RetryPolicy
+from pipeline.stages import FunctionStage
 
 WAIT = 5.0
 TIMEOUT = 0.25

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 300  # seconds; mypy with a cold cache checks the whole package first
 
 HEADER = """\
-from pipeline import FunctionStage, Pipeline, PipelineStage
+from pipeline import Pipeline, PipelineStage
+from pipeline.stages import FunctionStage
 
 
 class IntToStr(PipelineStage[int, str]):

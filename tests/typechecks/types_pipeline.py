@@ -10,16 +10,9 @@ from __future__ import annotations
 
 from typing import Any, assert_type
 
-from pipeline import (
-    FilteringStage,
-    FunctionStage,
-    Pipeline,
-    PipelineStage,
-    PipelineStatistics,
-    PredicateStage,
-    StageChain,
-)
+from pipeline import FilteringStage, Pipeline, PipelineStage, PipelineStatistics, StageChain
 from pipeline.graph import Graph, GraphPipeline, GraphStatistics, JoinStatistics, SequenceJoin
+from pipeline.stages import FunctionStage, PredicateStage
 
 
 class IntToStr(PipelineStage[int, str]):

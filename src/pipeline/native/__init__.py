@@ -5,7 +5,8 @@
 - `counts`: `TransformCounts`, the one counts type both return;
 - `buffers`: the float64 buffers both accept, their argument checks, and fresh
   output memory (lazily zeroed, on transparent huge pages where available);
-- `production`: `DataPipeline` and `TransformStage`, the transform as pipeline stages.
+- `production`: `DataPipeline` and `TransformStage`, the transform as pipeline stages,
+  imported from here: `from pipeline.native import DataPipeline`.
 
 Choosing an implementation is choosing a module: `compiled` and `reference` offer
 `transform(values, *, out=None)`, `transform_into(values, output)` and
@@ -13,3 +14,23 @@ Choosing an implementation is choosing a module: `compiled` and `reference` offe
 Nothing here falls back from C to Python silently: importing `compiled` without
 the built extension raises ImportError that says how to build it.
 """
+
+from pipeline.native.counts import TransformCounts
+from pipeline.native.production import (
+    DataPipeline,
+    DataStats,
+    Implementation,
+    SegmentTransformStage,
+    TransformResult,
+    TransformStage,
+)
+
+__all__ = [
+    "DataPipeline",
+    "DataStats",
+    "Implementation",
+    "SegmentTransformStage",
+    "TransformCounts",
+    "TransformResult",
+    "TransformStage",
+]
