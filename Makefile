@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo check check-ft check-314 check-release lint typecheck test sanitize bench clean
+.PHONY: install demo check check-ft check-314 check-release lint typecheck test docs sanitize bench clean
 
 install: $(INSTALLED)
 
@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml setup.py csrc/build_native.py csrc/transform.c csrc
 demo: install
 	$(BIN)/python run_pipeline.py
 
-check: lint typecheck test
+check: lint typecheck test docs
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,6 +32,12 @@ typecheck: install
 
 test: install
 	$(BIN)/pytest
+
+# The documentation site (mkdocs.yml) in site/: the README, the chapters, the API reference
+# from the docstrings. --strict: a broken link or a reference that does not resolve fails
+# (not with --quiet, which hides the warnings that --strict counts).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The package on a free-threaded CPython 3.13 (built once, cached in ~/.cache/pipeline-ft),
 # with the GIL off, and the race hunt; run by .ci/run. See tools/check_freethreaded.sh.
@@ -58,4 +64,4 @@ bench: install
 	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-ft .venv-314 build dist src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-ft .venv-314 build dist site src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis

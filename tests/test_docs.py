@@ -31,6 +31,7 @@ DOCUMENTS = {
     ROOT / "docs" / "etl.md": 6,
     ROOT / "docs" / "queues.md": 6,
     ROOT / "docs" / "beyond-threads.md": 5,
+    ROOT / "docs" / "which-class.md": 2,
 }
 SCRIPT_GUARD = 'if __name__ == "__main__":'
 FENCE = re.compile(r"^```(\S*)\s*$")
