@@ -132,8 +132,18 @@ def test_a_moved_name_warns_where_it_is_imported() -> None:
 @pytest.mark.parametrize("name", sorted(pipeline._MOVED))
 def test_every_moved_name_is_the_object_its_folder_exports(name: str) -> None:
     home = importlib.import_module(pipeline._MOVED[name])
-    with pytest.warns(DeprecationWarning, match=re.escape(f"from {home.__name__} import {name}")):
-        assert getattr(pipeline, name) is getattr(home, name)
+    new_name = pipeline._RENAMED.get(name, name)
+    expected = f"from {home.__name__} import {new_name}"
+    with pytest.warns(DeprecationWarning, match=re.escape(expected)):
+        assert getattr(pipeline, name) is getattr(home, new_name)
+
+
+def test_criticality_is_the_priority_queues_priority_under_its_own_name() -> None:
+    from pipeline.queues import Priority
+
+    message = "use `from pipeline.queues import Priority`"
+    with pytest.warns(DeprecationWarning, match=re.escape(message)):
+        assert getattr(importlib.import_module("pipeline.graph"), "Criticality") is Priority  # noqa: B009
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

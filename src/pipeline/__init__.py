@@ -42,7 +42,7 @@ _MOVED: dict[str, str] = {
     "ProcessStage": "pipeline.executors",
     "RemoteError": "pipeline.executors",
     "RemoteTraceback": "pipeline.executors",
-    "Criticality": "pipeline.graph",
+    "Criticality": "pipeline.queues",
     "Graph": "pipeline.graph",
     "GraphError": "pipeline.graph",
     "GraphPipeline": "pipeline.graph",
@@ -133,6 +133,8 @@ _MOVED: dict[str, str] = {
     "anomalies": "pipeline.stages",
     "summarize": "pipeline.stages",
 }
+# The one name that also changed: a task graph's criticality is the priority queue's label.
+_RENAMED: dict[str, str] = {"Criticality": "Priority"}
 
 
 # Hidden from type checkers, so that mypy names a misspelt or moved name instead of
@@ -144,13 +146,14 @@ if not TYPE_CHECKING:
         home = _MOVED.get(name)
         if home is None:
             raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+        new_name = _RENAMED.get(name, name)
         warnings.warn(
             f"pipeline.{name} is deprecated and goes in the next release: "
-            f"use `from {home} import {name}`",
+            f"use `from {home} import {new_name}`",
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(importlib.import_module(home), name)
+        return getattr(importlib.import_module(home), new_name)
 
 
 __all__ = [

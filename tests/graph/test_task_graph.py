@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from support import WAIT, Boom, interrupt_when_ready, press_from_another_thread, sigint_setting
 
-from pipeline.graph import Criticality, GraphError, TaskGraph, TaskGraphFailed, TaskGraphResult
+from pipeline.graph import GraphError, TaskGraph, TaskGraphFailed, TaskGraphResult
 from pipeline.graph.metrics import register_task_metrics
+from pipeline.queues import Priority
 from pipeline.resilience import CircuitBreaker, CircuitOpen, RetryPolicy
 
 
@@ -38,11 +39,11 @@ def test_each_task_gets_its_dependencies_results_in_order() -> None:
 def test_a_critical_task_ready_later_runs_before_a_low_one_waiting() -> None:
     graph = (
         TaskGraph()
-        .add("low", constant(None), criticality=Criticality.LOW)
-        .add("gate", constant(None), criticality=Criticality.HIGH)
-        .add("critical", constant(None), after="gate", criticality=Criticality.CRITICAL)
-        .add("deferred", constant(None), criticality=Criticality.DEFERRED)
-        .add("blocker", constant(None), criticality=Criticality.BLOCKER)
+        .add("low", constant(None), criticality=Priority.LOW)
+        .add("gate", constant(None), criticality=Priority.HIGH)
+        .add("critical", constant(None), after="gate", criticality=Priority.CRITICAL)
+        .add("deferred", constant(None), criticality=Priority.DEFERRED)
+        .add("blocker", constant(None), criticality=Priority.BLOCKER)
     )
     result = graph.run(workers=1)
     # "low" was ready from the start; "critical" only once "gate" was done.
@@ -92,8 +93,8 @@ def test_the_all_policy_starts_nothing_more_after_a_failure() -> None:
 
     graph = (
         TaskGraph()
-        .add("fails", boom, criticality=Criticality.BLOCKER)
-        .add("later", constant(1), criticality=Criticality.LOW)
+        .add("fails", boom, criticality=Priority.BLOCKER)
+        .add("later", constant(1), criticality=Priority.LOW)
         .add("child", constant(2), after="fails")
     )
     result = graph.run(workers=1, on_failure="all", raise_on_failure=False)
@@ -144,7 +145,7 @@ def test_an_open_breaker_fails_a_task_fast_without_calling_it() -> None:
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=60, name="service")
     graph = (
         TaskGraph()
-        .add("first", down, breaker=breaker, criticality=Criticality.BLOCKER)
+        .add("first", down, breaker=breaker, criticality=Priority.BLOCKER)
         .add("second", down, breaker=breaker)
     )
     result = graph.run(workers=1, raise_on_failure=False)
@@ -177,7 +178,7 @@ def test_an_open_breaker_is_never_retried_the_task_fails_at_once(retry_on: Any) 
     retry = RetryPolicy(max_attempts=4, base_delay=0.001, retry_on=retry_on, rng=random.Random(1))
     graph = (
         TaskGraph()
-        .add("first", down, breaker=breaker, criticality=Criticality.BLOCKER)
+        .add("first", down, breaker=breaker, criticality=Priority.BLOCKER)
         .add("second", down, breaker=breaker, retry=retry)
     )
     result = graph.run(workers=1, raise_on_failure=False)
@@ -330,7 +331,7 @@ def test_task_metrics_refuse_a_name_that_is_no_label_when_registered() -> None:
 
 
 def test_the_pictures_label_each_task_with_its_criticality() -> None:
-    graph = TaskGraph().add("a", constant(1), criticality=Criticality.HIGH)
+    graph = TaskGraph().add("a", constant(1), criticality=Priority.HIGH)
     graph.add("b", constant(1), after="a", criticality=9)
     assert graph.to_dot() == (
         "digraph tasks {\n"
