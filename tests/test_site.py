@@ -7,6 +7,7 @@ that `--strict` is what catches it (a `--quiet` build would hide the warning it 
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -45,10 +46,16 @@ def build(tmp_path: Path, docs: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_site_builds_with_the_readme_the_chapters_and_the_reference(tmp_path: Path) -> None:
-    result = build(tmp_path, ROOT / "docs")
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the site once for the tests that read it; return its folder."""
+    folder = tmp_path_factory.mktemp("site")
+    result = build(folder, ROOT / "docs")
     assert result.returncode == 0, result.stderr
-    site = tmp_path / "site"
+    return folder / "site"
+
+
+def test_the_site_builds_with_the_readme_the_chapters_and_the_reference(site: Path) -> None:
     assert "Which class do I need?" in (site / "which-class" / "index.html").read_text()
     assert "The classic threaded pipeline, done right." in (site / "index.html").read_text()
     queues = (site / "reference" / "queues" / "index.html").read_text(encoding="utf-8")
@@ -63,3 +70,19 @@ def test_a_broken_link_between_pages_fails_the_build(tmp_path: Path) -> None:
     result = build(tmp_path, docs)
     assert result.returncode != 0
     assert "'which-class.md' contains a link 'missing.md'" in result.stderr
+
+
+def test_the_reference_covers_every_name_in_every_all(site: Path) -> None:
+    folders = sorted(path.parent.name for path in (ROOT / "src" / "pipeline").glob("*/__init__.py"))
+    missing = []
+    for package in ["pipeline", *(f"pipeline.{folder}" for folder in folders)]:
+        page = "core" if package == "pipeline" else package.removeprefix("pipeline.")
+        html = (site / "reference" / page / "index.html").read_text(encoding="utf-8")
+        text = (ROOT / "docs" / "reference" / f"{page}.md").read_text(encoding="utf-8")
+        names = importlib.import_module(package).__all__
+        missing += [
+            f"{package}.{name}"
+            for name in names
+            if f'id="{package}.{name}"' not in html and f"`{name}`" not in text
+        ]
+    assert missing == []
