@@ -219,6 +219,8 @@ SDIST_MUST_HOLD = [
     "tests/support.py",
     "tests/core/test_pipeline.py",
     "docs/tutorial.md",
+    "mkdocs.yml",
+    "tools/docs_hooks.py",
     "examples",
     "benchmarks/suite.py",
     "run_pipeline.py",
