@@ -275,6 +275,6 @@ def test_a_name_of_a_missing_extra_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, hidden, None)
     for stale in ("pipeline.observe.dashboard", "pipeline.observe.metrics", module):
         monkeypatch.delitem(sys.modules, stale, raising=False)
-    monkeypatch.delitem(vars(pipeline), name, raising=False)
+    monkeypatch.delitem(vars(pipeline.observe), name, raising=False)
     with pytest.raises(ImportError, match=re.escape(f"pip install 'threaded-pipeline[{extra}]'")):
-        getattr(pipeline, name)
+        getattr(pipeline.observe, name)
