@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo check check-ft check-314 check-release lint typecheck test docs sanitize bench clean
+.PHONY: install demo check check-ft check-314 check-release lint typecheck test docs sanitize bench docs-images clean
 
 install: $(INSTALLED)
 
@@ -62,6 +62,12 @@ sanitize:
 # compared with the previous run (BENCH_ARGS=--full for each benchmark's own defaults).
 bench: install
 	$(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
+
+# Every picture of docs/images, drawn again by tools/docs_images.py (IMAGES=FOLDER to draw
+# them elsewhere).
+IMAGES ?= docs/images
+docs-images: install
+	$(BIN)/python tools/docs_images.py $(IMAGES)
 
 clean:
 	rm -rf $(VENV) .venv-ft .venv-314 build dist site src/*.egg-info src/pipeline/native/_native.c src/pipeline/native/_native*.so src/pipeline/native/_native*.o .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -300,7 +300,8 @@ class StageRun:
         target = self.stage.latency_target
         batcher = None if target is None else AdaptiveBatcher(target, maximum=self.max_batch)
         clock = time.perf_counter
-        while self._wait_for_room():
+        room = self._wait_for_room()
+        while room:
             if batcher is not None:
                 size = batcher.plan_batch(self.max_batch)
             waited_from = clock()
@@ -324,6 +325,9 @@ class StageRun:
                 cap = byte_capped(self._batch_bytes, took, items, outputs)
             if not self._emit(number, outputs, None):
                 return
+            # A wait for room in the reorder window is the end of this batch's hand-off:
+            # it counts as blocked, like a wait for room downstream.
+            room = self._wait_for_room()
             handed_on = clock()
             self._record(
                 worker, counters, took, produced, waited_from, started, finished, handed_on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,11 @@ from pipeline.stats import (
     latency_bucket,
     latency_percentile,
 )
-from pipeline.worker import current_stop_event, current_worker_counters
+from pipeline.worker import (
+    REORDER_BATCHES_PER_WORKER,
+    current_stop_event,
+    current_worker_counters,
+)
 
 
 def identity(item: Any) -> Any:
@@ -321,3 +326,48 @@ def test_stage_code_counts_through_its_worker_counters() -> None:
     stats = pipeline.stats()
     assert stats is not None
     assert stats.stage("odd").extra == {"odd": 50}
+
+
+def test_a_worker_waiting_on_the_reorder_window_is_blocked_all_that_time() -> None:
+    # batch_size=1: worker A holds item 0 until worker B has taken every item the
+    # reorder window can park behind it, so B then waits for room in the window until A
+    # hands item 0 on. The instant A lets go must fall inside one of B's batches (as
+    # blocked time, the span from finished to handed_on), not in a gap between them.
+    window = REORDER_BATCHES_PER_WORKER * 2
+    last_parked = threading.Event()
+    let_go: list[float] = []
+    events: list[BatchEvent] = []
+    lock = threading.Lock()
+
+    def observe(event: BatchEvent) -> None:
+        with lock:
+            events.append(event)
+
+    def step(item: int) -> int:
+        if item == 0:
+            assert last_parked.wait(WAIT), "the other worker never took the window's last item"
+            let_go.append(time.perf_counter())
+        elif item == window:
+            last_parked.set()
+        return item
+
+    pipeline = Pipeline(
+        FunctionStage(step, name="parse", workers=2), batch_size=1, observer=observe
+    )
+    assert pipeline.run(range(window + 3)) == list(range(window + 3))
+    [released] = let_go
+    [holder] = {event.worker for event in events if event.started <= released <= event.finished}
+    other = [event for event in events if event.worker != holder]
+    state = [
+        name
+        for event in other
+        for name, start, end in (
+            ("starved", event.waited_from, event.started),
+            ("busy", event.started, event.finished),
+            ("blocked", event.finished, event.handed_on),
+        )
+        if start <= released <= end
+    ]
+    assert state == ["blocked"]
+    stats = pipeline.stats()
+    assert stats.stage("parse").blocked_seconds > 0

@@ -88,6 +88,12 @@ def test_the_picture_has_a_row_per_worker_coloured_by_state() -> None:
     assert set(lines) >= {"input queue of fast", "input queue of Slow", "results queue"}
     assert numpy.max(numpy.asarray(lines["input queue of Slow"].get_ydata())) == QUEUE_SIZE
     assert depths.get_xlabel() == "seconds since the run started"
+    [legend] = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "busy (in the stage's code)",
+        "starved (waiting for items)",
+        "blocked (waiting for room downstream or in the reorder window)",
+    ]
 
 
 def test_the_picture_is_saved_in_the_format_of_its_extension(tmp_path: Path) -> None:

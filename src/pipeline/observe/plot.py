@@ -47,7 +47,16 @@ __all__ = [
 DEFAULT_SAMPLE_INTERVAL: Final = 0.005
 
 COLOURS: Final = {"busy": "#2ca02c", "starved": "#9ecae1", "blocked": "#d62728"}
-"""busy: in the stage's code; starved: waiting for items; blocked: waiting for room."""
+"""busy: in the stage's code; starved: waiting for items; blocked: waiting for room
+downstream, or, in an ordered stage of several workers, in the reorder window (the
+worker's finished batches wait there for a sibling's earlier one)."""
+
+_LEGEND: Final = {
+    "busy": "busy (in the stage's code)",
+    "starved": "starved (waiting for items)",
+    "blocked": "blocked (waiting for room downstream or in the reorder window)",
+}
+"""The legend's label of each state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +197,7 @@ def draw_timeline(
     timeline.invert_yaxis()
     timeline.set_title(title)
     figure.legend(
-        handles=[
-            Patch(color=COLOURS["busy"], label="busy (in the stage's code)"),
-            Patch(color=COLOURS["starved"], label="starved (waiting for items)"),
-            Patch(color=COLOURS["blocked"], label="blocked (waiting for room downstream)"),
-        ],
+        handles=[Patch(color=colour, label=_LEGEND[state]) for state, colour in COLOURS.items()],
         loc="outside upper center",
         ncols=3,
         fontsize="small",
