@@ -175,7 +175,7 @@ class Graph:
                     )
         after = {name: node.after for name, node in nodes.items()}
         successors = successors_of(after)
-        order = topological_order(after, successors, "the graph")
+        order = topological_order(after, "the graph")
         _check_connected(nodes, successors)
         _check_not_inside_itself(self)
         for node in nodes.values():

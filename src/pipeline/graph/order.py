@@ -2,18 +2,21 @@
 
 Shared by `graph.build` (nodes joined by queues) and `graph.tasks` (tasks run once
 each): both name their parts, list for each the names it comes after, and refuse a
-cycle by showing one.
+cycle by showing one. The order itself is the standard library's
+`graphlib.TopologicalSorter`; this module feeds it the names in the order they were
+added (so that order decides among names that could go either way) and turns its
+`CycleError` into the package's `GraphError`.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
 
 from pipeline.graph.errors import GraphError
 from pipeline.stage import PipelineStage
 
-__all__ = ["names_after", "successors_of", "topological_order"]
+__all__ = ["names_after", "prepared_sorter", "successors_of", "topological_order"]
 
 
 def names_after(after: object, kind: str) -> tuple[str, ...]:
@@ -51,38 +54,55 @@ def successors_of(after: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return successors
 
 
-def topological_order(
-    after: Mapping[str, Sequence[str]], successors: Mapping[str, Sequence[str]], what: str
-) -> list[str]:
-    """Return the names in an order where each comes after the names it follows (Kahn).
+def prepared_sorter(after: Mapping[str, Sequence[str]], what: str) -> TopologicalSorter[str]:
+    """Return a `TopologicalSorter` of the names, prepared: `get_ready()` gives the first.
+
+    Every name is added before any edge, so the names ready together come out in the
+    order of `after`, and so do the names one `done()` makes ready.
 
     Args:
         after: for each name, the names it comes after (every one of them a key).
-        successors: `successors_of(after)`.
         what: the graph, for the message ("the graph", "the task graph").
 
     Raises:
-        GraphError: there is a cycle; the message shows one.
+        GraphError: there is a cycle; the message shows one, from the name of it
+            added first, back to that name.
     """
-    waiting = {name: len(before) for name, before in after.items()}
-    ready = deque(name for name, count in waiting.items() if count == 0)
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for name in after:
+        sorter.add(name)
+    for name, before in after.items():
+        sorter.add(name, *before)
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        cycle = _from_the_first_added(exc.args[1], after)
+        raise GraphError(f"{what} has a cycle: {' -> '.join(cycle)}") from exc
+    return sorter
+
+
+def topological_order(after: Mapping[str, Sequence[str]], what: str) -> list[str]:
+    """Return the names in an order where each comes after the names it follows.
+
+    Among names that could go either way, the one added first goes first, level by
+    level (Kahn's order).
+
+    Raises:
+        GraphError: there is a cycle; the message shows one (see `prepared_sorter`).
+    """
+    sorter = prepared_sorter(after, what)
     order: list[str] = []
-    while ready:
-        name = ready.popleft()
-        order.append(name)
-        for successor in successors[name]:
-            waiting[successor] -= 1
-            if waiting[successor] == 0:
-                ready.append(successor)
-    if len(order) == len(after):
-        return order
-    # Every name left is on a cycle or below one; walk back until one repeats.
-    left = {name for name in after if name not in order}
-    path = [next(name for name in after if name in left)]
-    while True:
-        back = next(name for name in after[path[-1]] if name in left)
-        if back in path:
-            cycle = [*path[path.index(back) :], back]
-            cycle.reverse()
-            raise GraphError(f"{what} has a cycle: {' -> '.join(cycle)}")
-        path.append(back)
+    while sorter.is_active():
+        ready = sorter.get_ready()
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+def _from_the_first_added(cycle: list[str], after: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return `CycleError`'s cycle (first name repeated last) from its name added first."""
+    ring = cycle[:-1]
+    added = {name: position for position, name in enumerate(after)}
+    start = min(range(len(ring)), key=lambda index: added[ring[index]])
+    ring = ring[start:] + ring[:start]
+    return [*ring, ring[0]]

@@ -181,7 +181,7 @@ class TaskGraph:
                         f"task {task.name!r} depends on {dependency!r}, which is not in the graph"
                     )
         after = {name: task.after for name, task in tasks.items()}
-        order = topological_order(after, successors_of(after), "the task graph")
+        order = topological_order(after, "the task graph")
         return tuple(order)
 
     def run(
