@@ -15,7 +15,14 @@ import pytest
 from support import WAIT
 
 from pipeline.cli import main
-from pipeline.demos.etl import MALFORMED, generate_csv, run, run_stream
+from pipeline.demos.etl import (
+    DEFAULT_MALFORMED_SHARE,
+    DEFAULT_ROWS,
+    MALFORMED,
+    generate_csv,
+    run,
+    run_stream,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3000
@@ -152,3 +159,18 @@ def test_bad_options_are_usage_errors(
         main(["etl", *arguments])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.endswith(f"pipeline etl: error: {message}\n")
+
+
+def test_the_totals_the_etl_page_shows_are_those_of_the_default_job(tmp_path: Path) -> None:
+    """The page prints the totals line of `pipeline etl` with its defaults: the generated
+    file is seeded, so the rows it rejects, and the line, are always the same."""
+    page = (ROOT / "docs" / "etl.md").read_text(encoding="utf-8")
+    shown = [line for line in page.splitlines() if line.startswith("totals: ")]
+    generated = generate_csv(
+        tmp_path / "orders.csv", DEFAULT_ROWS, seed=1, malformed=DEFAULT_MALFORMED_SHARE
+    )
+    rejected = len(generated.expected_rejects)
+    assert shown == [
+        f"totals: {DEFAULT_ROWS:,} rows read = {DEFAULT_ROWS - rejected:,} loaded + "
+        f"{rejected:,} rejected: reconciled"
+    ]
