@@ -56,6 +56,7 @@ from queue import Empty, Full
 from typing import Any, Generic, Literal, NamedTuple, NoReturn, TypeVar
 
 from pipeline._checks import integer, non_empty_str, positive_int, seconds
+from pipeline._interrupts import ctrl_c_held
 from pipeline.errors import ShutDown
 from pipeline.queues.codecs import JSON, Codec
 from pipeline.queues.errors import (
@@ -387,7 +388,7 @@ class DurableQueue(Generic[T]):
         """
         positive_int("max_items", max_items)
         leased: list[Leased[T]] = self._wait_until(
-            block, timeout, Empty, lambda: self._claim(max_items)
+            block, timeout, Empty, lambda: self._claim_holding_ctrl_c(max_items)
         )
         return leased
 
@@ -827,6 +828,30 @@ class DurableQueue(Generic[T]):
             "SELECT seq FROM sqlite_sequence WHERE name = 'items'"
         ).fetchone()[0]
         return list(range(last - len(payloads) + 1, last + 1))
+
+    def _claim_holding_ctrl_c(self, max_items: int) -> list[Leased[T]] | None:
+        """Claim with Ctrl-C held, so that a press is raised with the leases in hand.
+
+        A press between the claim's COMMIT and the return would otherwise leave the
+        items leased to nobody until their lease lapses; here they are released first.
+        """
+        leased: list[Leased[T]] | None = None
+        try:
+            with ctrl_c_held():
+                leased = self._claim(max_items)
+        except BaseException:
+            if leased:
+                try:
+                    with ctrl_c_held():
+                        self.release(leased)
+                except Exception:
+                    logger.exception(
+                        "could not release %d items claimed as Ctrl-C came; "
+                        "they return when their lease lapses",
+                        len(leased),
+                    )
+            raise
+        return leased
 
     def _claim(self, max_items: int) -> list[Leased[T]] | None:
         """Lease up to `max_items` ready items in one transaction; None if none is ready."""
